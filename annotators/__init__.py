@@ -1,0 +1,1 @@
+"""Pseudo-labellers (segmentation, sketch, CLIP) behind one interface, and the weight registry."""

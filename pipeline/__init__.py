@@ -1,0 +1,1 @@
+"""mmsynth data stages: sources, ingest, annotate (Ray), pack, preview, stats, and the `pipeline` CLI."""

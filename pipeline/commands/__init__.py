@@ -1,0 +1,1 @@
+"""One module per `pipeline` subcommand, each exposing `command`; `pipeline.cli` registers them."""

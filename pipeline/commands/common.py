@@ -1,0 +1,52 @@
+"""What every stage command shares: `--dataset`, `--params`, `--data-dir`, validated before any work."""
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ..layout import Layout
+from ..params import DatasetProfile, Params, ParamsError, load_params
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """The validated params, the chosen dataset profile and where its files live."""
+
+    params: Params
+    dataset: str
+    profile: DatasetProfile
+    layout: Layout
+
+
+def stage_options(command):
+    """Add the common options; the command receives a validated `StageContext` as `stage`."""
+
+    @click.option("--dataset", metavar="NAME", help="Dataset profile under `datasets` in the params file "
+                  "[default: the file's `dataset` param].")
+    @click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+                  default="params.yaml", show_default=True, help="Params file (validated whole, before any work).")
+    @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="data",
+                  show_default=True, help="Root of inputs and outputs (raw/, <dataset>/, weights/, runs/).")
+    @functools.wraps(command)
+    def wrapper(dataset, params_file, data_dir, **kwargs):
+        try:
+            params = load_params(params_file)
+            name = dataset or params.dataset
+            profile = params.profile(name)
+        except ParamsError as e:
+            raise click.UsageError(str(e)) from None
+        return command(stage=StageContext(params, name, profile, Layout(data_dir, name)), **kwargs)
+
+    return wrapper
+
+
+def pending(name: str, issue: int, summary: str) -> click.Command:
+    """A subcommand whose stage has not landed yet: it validates its options, then says so."""
+
+    @click.command(name, help=f"{summary}\n\n(Not yet available: lands with issue #{issue}.)")
+    @stage_options
+    def command(stage):
+        raise click.ClickException(f"`pipeline {name}` is not available yet: it lands with issue #{issue}")
+
+    return command

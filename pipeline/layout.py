@@ -1,0 +1,71 @@
+"""Where every stage reads and writes under `--data-dir` (DESIGN.md, "Where things land")."""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SHARD_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{6})\.tar$")
+
+
+def shard_name(split: str, index: int) -> str:
+    """The contract's shard file name, `{split}-{index:06d}.tar`."""
+    return f"{split}-{index:06d}.tar"
+
+
+def stats_path(shard: Path) -> Path:
+    """The per-shard stats file, written last: its presence marks the shard done."""
+    return shard.with_suffix(".stats.json")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one dataset's files under a data directory."""
+
+    data_dir: Path
+    dataset: str
+
+    @property
+    def root(self) -> Path:
+        return self.data_dir / self.dataset
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def rejects(self) -> Path:
+        return self.root / "rejects.parquet"
+
+    def annotations(self, annotator: str) -> Path:
+        return self.root / annotator
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def card_json(self) -> Path:
+        return self.root / "card.json"
+
+    @property
+    def card_md(self) -> Path:
+        return self.root / "card.md"
+
+    @property
+    def preview(self) -> Path:
+        return self.root / "preview.png"
+
+    @property
+    def weights(self) -> Path:
+        return self.data_dir / "weights"
+
+    def run(self, model: str) -> Path:
+        return self.data_dir / "runs" / self.dataset / model
+
+    def source(self, path: str) -> Path:
+        """A source path from params: relative paths are relative to the data directory."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.data_dir / p

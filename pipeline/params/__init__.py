@@ -1,0 +1,97 @@
+"""Typed, validated params: `load_params(path)` reads params.yaml into `Params` or fails naming the key."""
+import difflib
+import typing
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from .annotate import AnnotateParams
+from .base import Section
+from .datasets import DatasetProfile
+from .stages import EvaluateParams, IngestParams, PackParams, PreviewParams, SampleParams
+from .train import TrainParams
+
+
+class Params(Section):
+    """The whole params.yaml."""
+
+    dataset: str = Field("sample", description="the dataset profile `dvc repro` runs")
+    sample: SampleParams = SampleParams()
+    ingest: IngestParams = IngestParams()
+    annotate: AnnotateParams = AnnotateParams()
+    pack: PackParams = PackParams()
+    preview: PreviewParams = PreviewParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    datasets: dict[str, DatasetProfile]
+
+    @model_validator(mode="after")
+    def _dataset_is_a_profile(self):
+        if self.dataset not in self.datasets:
+            raise ValueError(f"dataset {self.dataset!r} is not a profile under `datasets` ({', '.join(self.datasets)})")
+        return self
+
+    def profile(self, name: str | None = None) -> DatasetProfile:
+        """The dataset profile `name` (default: the `dataset` param); unknown names raise ParamsError."""
+        name = name or self.dataset
+        if name not in self.datasets:
+            raise ParamsError(f"unknown dataset {name!r}: params define {', '.join(sorted(self.datasets))}")
+        return self.datasets[name]
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names the file and the key."""
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; every problem is reported with its full key path."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        problems = "\n".join(f"  {_describe(err)}" for err in e.errors())
+        raise ParamsError(f"{path}: {e.error_count()} invalid param(s):\n{problems}") from None
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key{_suggestion(err['loc'])}"
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {err['msg'].lower()} (got {err['input']!r})"
+
+
+def _suggestion(loc: tuple) -> str:
+    section = _section_at(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1) if section else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_at(path: tuple) -> type[Section] | None:
+    """The Section class found at a key path (dict-valued fields step over their own key)."""
+    model, parts = Params, iter(path)
+    for part in parts:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if typing.get_origin(annotation) is dict:
+            annotation = typing.get_args(annotation)[1]
+            next(parts, None)
+        if not (isinstance(annotation, type) and issubclass(annotation, Section)):
+            return None
+        model = annotation
+    return model
+
+
+__all__ = ["Params", "ParamsError", "DatasetProfile", "load_params"]

@@ -1,0 +1,29 @@
+"""Dataset profiles: where the raw images are, how they split, and which modalities are provided."""
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Section
+
+SOURCE_KINDS = ("sample", "folder", "list", "webdataset", "coco", "mm-celeba-hq")
+MODALITIES = ("seg", "sketch", "clip", "txt")
+
+
+class SourceParams(Section):
+    """A raw collection; a relative `path` is resolved against `--data-dir`."""
+
+    kind: Literal[SOURCE_KINDS]
+    path: str
+
+
+class DatasetProfile(Section):
+    """One dataset: its source, split, label map, what to pseudo-label and what text conditions it."""
+
+    source: SourceParams
+    test_size: float = Field(0.1, gt=0, description="a fraction (< 1) or a count (>= 1) of test images")
+    label_map: str = "coco-stuff-182"
+    annotate: list[Literal["seg", "sketch", "clip"]] = Field(default_factory=lambda: ["seg", "sketch", "clip"])
+    text: Literal["captions", "image"] = Field(
+        "captions", description="pseudo-text: CLIP text of captions, or the CLIP image embedding (landscape)"
+    )
+    train_config: str = "tiny"

@@ -1,0 +1,90 @@
+"""Shard files as the contract wants them: deterministic tars written atomically, a stats file written
+last as the commit marker (carrying the fingerprint of what made the shard), and a checked reader."""
+import hashlib
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import webdataset as wds
+
+from .layout import stats_path
+
+# A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
+MEMBER_RE = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,128})\.(?P<ext>[A-Za-z0-9_.-]{1,64})$")
+
+
+class ShardError(ValueError):
+    """A shard that does not follow the contract; the message names the file and the member."""
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds it is synced and renamed to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def shard_writer(path: Path) -> Iterator[wds.TarWriter]:
+    """A webdataset TarWriter on a temporary file with fixed metadata (byte-identical reruns)."""
+    with atomic_path(path) as tmp:
+        writer = wds.TarWriter(str(tmp), mtime=0.0, encoder=False)
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+
+def fingerprint(*parts) -> str:
+    """A short stable hash of JSON-serialisable parts (params section, weights hash, code version)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def write_stats(shard: Path, stats: dict) -> None:
+    """Write the shard's stats file atomically; call it after the shard itself is in place."""
+    with atomic_path(stats_path(shard)) as tmp:
+        tmp.write_text(json.dumps(stats, sort_keys=True, indent=1) + "\n")
+
+
+def read_stats(shard: Path) -> dict | None:
+    """The shard's stats, or None if the shard is not (completely) done."""
+    try:
+        return json.loads(stats_path(shard).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def is_done(shard: Path, fingerprint: str) -> bool:
+    """True if the shard and its marker exist and were made with the same fingerprint."""
+    stats = read_stats(shard)
+    return stats is not None and shard.exists() and stats.get("fingerprint") == fingerprint
+
+
+def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield (key, {ext: bytes}) per sample, in file order; refuse links, directories and odd names."""
+    with tarfile.open(path, "r|") as tar:
+        key, sample = None, {}
+        for member in tar:
+            match = MEMBER_RE.match(member.name)
+            if not member.isfile() or match is None:
+                raise ShardError(f"{path}: member {member.name!r} is not a plain `<key>.<ext>` file")
+            if match["key"] != key:
+                if key is not None:
+                    yield key, sample
+                key, sample = match["key"], {}
+            sample[match["ext"]] = tar.extractfile(member).read()
+        if key is not None:
+            yield key, sample
+
