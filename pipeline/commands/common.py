@@ -11,7 +11,7 @@ from ..params import DatasetProfile, Params, ParamsError, load_params
 
 @dataclass(frozen=True)
 class StageContext:
-    """The validated params, the chosen dataset profile and where its files live."""
+    """The validated params (with the dataset's overrides applied), its profile and where its files live."""
 
     params: Params
     dataset: str
@@ -34,6 +34,7 @@ def stage_options(command):
             params = load_params(params_file)
             name = dataset or params.dataset
             profile = params.profile(name)
+            params = params.for_dataset(name)
         except ParamsError as e:
             raise click.UsageError(str(e)) from None
         return command(stage=StageContext(params, name, profile, Layout(data_dir, name)), **kwargs)

@@ -39,6 +39,22 @@ class Params(Section):
             raise ParamsError(f"unknown dataset {name!r}: params define {', '.join(sorted(self.datasets))}")
         return self.datasets[name]
 
+    def for_dataset(self, name: str | None = None) -> "Params":
+        """These params as dataset `name` sees them: its `overrides` applied over the stage sections."""
+        overrides = self.profile(name).overrides
+        if not overrides:
+            return self
+        raw = self.model_dump()
+        for dotted, value in overrides.items():
+            *parents, leaf = dotted.split(".")
+            node = raw
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or parents[:1] in (["datasets"], ["dataset"]) or not parents:
+                raise ParamsError(f"datasets.{name or self.dataset}.overrides: {dotted!r} names no stage param")
+            node[leaf] = value
+        return Params.model_validate(raw)
+
 
 class ParamsError(ValueError):
     """A params file that cannot be used; the message names the file and the key."""
@@ -55,10 +71,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    params = _validate(path, "", lambda: Params.model_validate(raw))
+    for name in params.datasets:  # each profile's overrides must give valid params too
+        _validate(path, f"datasets.{name}.overrides: ", lambda: params.for_dataset(name))
+    return params
+
+
+def _validate(path: Path, prefix: str, make):
     try:
-        return Params.model_validate(raw)
+        return make()
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
     except ValidationError as e:
-        problems = "\n".join(f"  {_describe(err)}" for err in e.errors())
+        problems = "\n".join(f"  {prefix}{_describe(err)}" for err in e.errors())
         raise ParamsError(f"{path}: {e.error_count()} invalid param(s):\n{problems}") from None
 
 

@@ -1,5 +1,5 @@
 """Dataset profiles: where the raw images are, how they split, and which modalities are provided."""
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -27,3 +27,6 @@ class DatasetProfile(Section):
         "captions", description="pseudo-text: CLIP text of captions, or the CLIP image embedding (landscape)"
     )
     train_config: str = "tiny"
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="stage params for this dataset only, as dotted keys: annotate.seg.weights"
+    )
