@@ -16,7 +16,7 @@ SEA, RIVER, GRASS, SAND, ROCK, TREE = (COCO.id(n) for n in ("sea", "river", "gra
 # Base colours (RGB) of each class; each picture jitters them a little.
 PALETTE = {
     SKY: (110, 160, 225), CLOUDS: (238, 238, 242), MOUNTAIN: (112, 104, 118), SNOW: (250, 250, 252),
-    HILL: (96, 130, 70), SEA: (30, 80, 140), RIVER: (60, 120, 170), GRASS: (80, 150, 50),
+    HILL: (140, 120, 70), SEA: (30, 80, 140), RIVER: (60, 120, 170), GRASS: (80, 150, 50),
     SAND: (215, 195, 140), ROCK: (140, 130, 120), TREE: (25, 85, 35),
 }
 
@@ -43,7 +43,7 @@ class _Canvas:
 
     def paint(self, mask: np.ndarray, class_id: int, shade: np.ndarray | float = 0.0, texture: float = 6.0):
         """Paint `mask` with the class's jittered colour (+ shading and grain) and label it."""
-        colour = np.array(PALETTE[class_id], np.float32) + self.rng.uniform(-18, 18, 3).astype(np.float32)
+        colour = np.array(PALETTE[class_id], np.float32) + self.rng.uniform(-12, 12, 3).astype(np.float32)
         shade = np.broadcast_to(np.asarray(shade, np.float32), mask.shape)[mask][:, None]
         self.image[mask] = colour + shade + texture * self.grain[mask]
         self.labels[mask] = class_id
@@ -67,7 +67,6 @@ def draw_landscape(seed: int, index: int, size: tuple[int, int]) -> Landscape:
     c = _Canvas(rng, *size)
     w, h, yy, xx = c.w, c.h, c.yy, c.xx
     horizon = h * rng.uniform(0.4, 0.6)
-    parts, sky_words = [], "a clear sky"
 
     c.paint(np.ones((h, w), bool), SKY, shade=60 * yy / h, texture=2.0)
     if rng.random() < 0.7:
@@ -77,21 +76,16 @@ def draw_landscape(seed: int, index: int, size: tuple[int, int]) -> Landscape:
             for dx in (-0.6, 0.0, 0.6):  # three lobes make a cloud
                 clouds |= c.ellipse(cx + dx * rx, cy + rng.uniform(-0.2, 0.2) * rx * 0.4, rx * 0.7, rx * 0.3)
         c.paint(clouds, CLOUDS, texture=3.0)
-        sky_words = "a cloudy sky"
 
     if rng.random() < 0.8:
         ridge = c.profile(horizon, rng.uniform(0.2, 0.35) * h)
         mountain = (yy > ridge[None, :]) & (yy <= horizon)
         c.paint(mountain, MOUNTAIN, shade=-25 * (yy - ridge.min()) / h)
         if rng.random() < 0.5:
-            snowline = ridge.min() + rng.uniform(0.04, 0.08) * h
+            snowline = max(ridge.min(), 0) + rng.uniform(0.04, 0.08) * h
             c.paint(mountain & (yy < snowline), SNOW, texture=2.0)
-            parts.append("snowy mountains")
-        else:
-            parts.append("mountains")
     elif rng.random() < 0.6:
         c.paint((yy > c.profile(horizon, 0.1 * h, octaves=2)[None, :]) & (yy <= horizon), HILL)
-        parts.append("rolling hills")
 
     ground = yy > horizon
     if rng.random() < 0.4:
@@ -99,17 +93,14 @@ def draw_landscape(seed: int, index: int, size: tuple[int, int]) -> Landscape:
         c.paint(ground & (yy <= shore), SEA, shade=20 * (yy - horizon) / h, texture=4.0)
         beach = rng.random() < 0.5
         c.paint(ground & (yy > shore), SAND if beach else GRASS, texture=8.0)
-        parts.append("the sea" + (" and a sandy beach" if beach else " and a grassy shore"))
         land_top = shore
     else:
         c.paint(ground, GRASS, shade=30 * (yy - horizon) / h, texture=10.0)
-        parts.append("green meadows")
         land_top = np.full_like(xx, horizon)
         if rng.random() < 0.5:
             centre = w * rng.uniform(0.3, 0.7) + 0.1 * w * np.sin((yy - horizon) / h * 2 * np.pi * rng.uniform(1, 2))
             width = 0.01 * w + 0.15 * w * (yy - horizon) / h
             c.paint(ground & (np.abs(xx - centre) < width), RIVER, texture=4.0)
-            parts.append("a winding river")
 
     on_land = yy > land_top + 0.02 * h
     rocks = np.zeros((h, w), bool)
@@ -117,9 +108,7 @@ def draw_landscape(seed: int, index: int, size: tuple[int, int]) -> Landscape:
         cy = rng.uniform(horizon + 0.1 * h, h)
         rx = rng.uniform(0.02, 0.06) * w * (cy / h)
         rocks |= c.ellipse(rng.uniform(0, w), cy, rx, rx * 0.6) & on_land
-    if rocks.any():
-        c.paint(rocks, ROCK)
-        parts.append("rocks")
+    c.paint(rocks, ROCK)
 
     trees = np.zeros((h, w), bool)
     for _ in range(rng.integers(0, 7)):
@@ -130,14 +119,23 @@ def draw_landscape(seed: int, index: int, size: tuple[int, int]) -> Landscape:
         r = scale * h * 0.35
         trunk = (np.abs(xx - x0) < r * 0.15) & (yy < base_y) & (yy > base_y - r * 1.2)
         trees |= (trunk | c.ellipse(x0, base_y - r * 1.8, r, r * 1.1)) & (yy <= base_y)
-    if trees.any():
-        c.paint(trees, TREE, texture=10.0)
-        parts.append("trees")
+    c.paint(trees, TREE, texture=10.0)
 
     image = np.clip(c.image, 0, 255).astype(np.uint8)
-    caption = f"a landscape with {_join(parts)} under {sky_words}"
-    return Landscape(image, c.labels, caption)
+    return Landscape(image, c.labels, caption(set(np.unique(c.labels).tolist())))
 
 
-def _join(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+def caption(present: set[int]) -> str:
+    """A one-line caption naming every class visible in the picture."""
+    parts = []
+    if MOUNTAIN in present:
+        parts.append("snowy mountains" if SNOW in present else "mountains")
+    if HILL in present:
+        parts.append("rolling hills")
+    if SEA in present:
+        parts.append("the sea and a sandy beach" if SAND in present else "the sea and a grassy shore")
+    elif GRASS in present:
+        parts.append("green meadows")
+    parts += [words for cls, words in ((RIVER, "a winding river"), (ROCK, "rocks"), (TREE, "trees")) if cls in present]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"a landscape with {listed} under {'a cloudy sky' if CLOUDS in present else 'a clear sky'}"

@@ -1,0 +1,122 @@
+"""Params validation: the shipped file is valid; every mistake is reported with its full key path."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import ParamsError, load_params
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def write_params(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def rejection(tmp_path, edit) -> str:
+    with pytest.raises(ParamsError) as err:
+        load_params(write_params(tmp_path, edit))
+    return str(err.value)
+
+
+def test_shipped_params_are_valid_with_every_profile():
+    params = load_params(REPO_PARAMS)
+    assert set(params.datasets) >= {"sample", "landscape", "coco", "mm-celeba-hq"}
+    assert params.dataset == "sample"
+    assert params.profile("landscape").test_size == 50_000
+    assert params.profile("landscape").text == "image"
+    for name in params.datasets:
+        params.for_dataset(name)
+
+
+def test_misspelled_key_is_named_with_its_path_and_a_suggestion(tmp_path):
+    def edit(raw):
+        raw["annotate"]["clip"]["modle"] = raw["annotate"]["clip"].pop("model")
+
+    message = rejection(tmp_path, edit)
+    assert "annotate.clip.modle: unknown key" in message
+    assert "did you mean 'model'" in message
+
+
+def test_misspelled_key_inside_a_dataset_profile(tmp_path):
+    message = rejection(tmp_path, lambda raw: raw["datasets"]["coco"].update(tset_size=3))
+    assert "datasets.coco.tset_size: unknown key" in message
+
+
+def test_wrong_type_names_the_key_and_the_value(tmp_path):
+    message = rejection(tmp_path, lambda raw: raw["ingest"].update(shard_size="lots"))
+    assert "ingest.shard_size" in message and "'lots'" in message
+
+
+def test_numbers_are_not_parsed_from_strings(tmp_path):
+    message = rejection(tmp_path, lambda raw: raw["annotate"]["seg"].update(batch_size="8"))
+    assert "annotate.seg.batch_size" in message
+
+
+def test_out_of_range_value_is_rejected(tmp_path):
+    message = rejection(tmp_path, lambda raw: raw["ingest"].update(jpeg_quality=101))
+    assert "ingest.jpeg_quality" in message and "less than or equal to 100" in message
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    def edit(raw):
+        raw["ingest"]["jpeg_quality"] = 0
+        raw["sample"]["seed"] = "zero"
+
+    message = rejection(tmp_path, edit)
+    assert "2 invalid param(s)" in message
+    assert "ingest.jpeg_quality" in message and "sample.seed" in message
+
+
+def test_default_dataset_must_be_a_profile(tmp_path):
+    message = rejection(tmp_path, lambda raw: raw.update(dataset="imagenet"))
+    assert "'imagenet' is not a profile" in message
+
+
+def test_unknown_dataset_lists_the_profiles():
+    with pytest.raises(ParamsError, match="unknown dataset 'imagenet'.*coco"):
+        load_params(REPO_PARAMS).profile("imagenet")
+
+
+def test_unknown_source_kind_is_rejected(tmp_path):
+    message = rejection(tmp_path, lambda raw: raw["datasets"]["landscape"]["source"].update(kind="s3"))
+    assert "datasets.landscape.source.kind" in message
+
+
+def test_overrides_apply_to_their_dataset_only():
+    params = load_params(REPO_PARAMS)
+    assert params.for_dataset("sample").annotate.seg.weights == "random"
+    assert params.for_dataset("landscape").annotate.seg.weights == params.annotate.seg.weights != "random"
+
+
+def test_override_of_an_unknown_or_mistyped_param_is_rejected(tmp_path):
+    def misspelled(raw):
+        raw["datasets"]["sample"]["overrides"] = {"annotate.seg.wieghts": "random"}
+
+    assert "datasets.sample.overrides: annotate.seg.wieghts: unknown key" in rejection(tmp_path, misspelled)
+
+    def mistyped(raw):
+        raw["datasets"]["sample"]["overrides"] = {"ingest.min_size": "tiny"}
+
+    assert "datasets.sample.overrides: ingest.min_size" in rejection(tmp_path, mistyped)
+
+    def nowhere(raw):
+        raw["datasets"]["sample"]["overrides"] = {"datasets.coco.test_size": 1}
+
+    assert "names no stage param" in rejection(tmp_path, nowhere)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingest: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(bad)
