@@ -1,4 +1,30 @@
-"""`pipeline pack`: Join image and annotation shards into training shards and write the dataset card."""
-from .common import pending
+"""`pipeline pack`: join image and annotation shards into training shards and write the dataset card."""
+import click
 
-command = pending("pack", 5, "Join image and annotation shards into training shards and write the dataset card.")
+from .common import stage_options
+
+
+@click.command("pack")
+@stage_options
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def command(stage, progress):
+    """Join image and annotation shards into training shards and write the dataset card.
+
+    \b
+    Reads   <data-dir>/<dataset>/images/*.tar and the aligned <annotator>/*.tar of every annotator
+            in the dataset profile's `annotate` list (run `pipeline annotate` first).
+    Writes  <data-dir>/<dataset>/shards/{split}-{index:06d}.tar (one per image shard; member bytes
+            copied, never re-encoded), card.json and card.md. Shards already packed under the same
+            inputs and params are skipped.
+    """
+    from .. import card, pack
+
+    try:
+        summary = pack.run(stage.layout, stage.params, stage.profile, progress=progress)
+        result = card.write_card(stage.layout, stage.profile.label_map)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    missing = ", ".join(f"{name} {c['missing']}" for name, c in result["coverage"].items() if c["missing"])
+    click.echo(f"pack: {summary['packed']} shard(s) packed, {summary['already_done']} already done; "
+               f"{result['samples']} samples; missing per modality: {missing or 'none'}; "
+               f"card: {stage.layout.card_md}")

@@ -1,0 +1,92 @@
+"""The dataset card: what the training shards hold, in `card.json` (for programs) and `card.md` (for people).
+
+Built from the training shards' stats files (counts, modality coverage, class pixel/image counts, annotator
+metadata) and `rejects.parquet` (reasons), so it never re-reads an image.
+"""
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from annotators.labelmaps import IGNORE, load_label_map
+
+from .layout import SHARD_RE, Layout
+from .shards import atomic_path, read_stats
+
+MAX_CARD_CLASSES = 30  # classes listed in card.md; card.json lists them all
+
+
+def reject_reasons(rejects: Path) -> dict[str, int]:
+    """Count of rejected images per reason ({} when ingest rejected nothing or wrote no file)."""
+    if not rejects.exists():
+        return {}
+    table = pq.read_table(rejects)
+    if "reason" not in table.column_names:
+        raise ValueError(f"{rejects}: no `reason` column (columns: {', '.join(table.column_names)})")
+    return dict(sorted(Counter(str(r).split(":")[0] for r in table.column("reason").to_pylist()).items()))
+
+
+def build_card(layout: Layout, label_map: str) -> dict:
+    """The card of a packed dataset; an unpacked one is an error saying to run `pipeline pack`."""
+    stats = [read_stats(p) for p in sorted(layout.shards.glob("*.tar")) if SHARD_RE.match(p.name)]
+    stats = [s for s in stats if s is not None]
+    if not stats:
+        raise FileNotFoundError(f"{layout.shards}: no finished training shards; run `pipeline pack`")
+    splits, present, annotators = Counter(), Counter(), {}
+    pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
+    for s in stats:
+        splits.update(s["splits"])
+        present.update(s["present"])
+        pixels += np.asarray(s["class_pixels"], np.int64)
+        images += np.asarray(s["class_images"], np.int64)
+        annotators.update({name: meta for name, meta in s["annotators"].items() if meta})
+    total = sum(splits.values())
+    labels = load_label_map(label_map)
+    classes = [{"id": int(i), "name": labels.names[i] if i < labels.num_classes else f"unknown-{i}",
+                "pixels": int(pixels[i]), "pixel_share": float(pixels[i] / max(1, pixels.sum())),
+                "images": int(images[i])}
+               for i in np.flatnonzero(pixels) if i != IGNORE]
+    return {
+        "dataset": layout.dataset,
+        "samples": total,
+        "shards": len(stats),
+        "splits": dict(sorted(splits.items())),
+        "coverage": {name: {"samples": present[name], "missing": total - present[name],
+                            "fraction": present[name] / total if total else 0.0} for name in sorted(present)},
+        "label_map": label_map,
+        "ignored_pixels": int(pixels[IGNORE]),
+        "classes": sorted(classes, key=lambda c: (-c["pixels"], c["id"])),
+        "rejects": reject_reasons(layout.rejects),
+        "annotators": dict(sorted(annotators.items())),
+    }
+
+
+def card_markdown(card: dict) -> str:
+    """The card as a Markdown page."""
+    lines = [f"# Dataset card: {card['dataset']}", "",
+             f"{card['samples']} samples in {card['shards']} training shards; label map `{card['label_map']}`.", "",
+             "## Splits", "", "| split | samples |", "| --- | ---: |"]
+    lines += [f"| {split} | {n} |" for split, n in card["splits"].items()]
+    lines += ["", "## Modality coverage", "", "| modality | samples | missing | coverage |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {c['samples']} | {c['missing']} | {c['fraction']:.1%} |" for name, c in card["coverage"].items()]
+    lines += ["", f"## Classes (top {MAX_CARD_CLASSES} by pixels)", "", "| id | class | pixel share | images |",
+              "| ---: | --- | ---: | ---: |"]
+    lines += [f"| {c['id']} | {c['name']} | {c['pixel_share']:.2%} | {c['images']} |"
+              for c in card["classes"][:MAX_CARD_CLASSES]]
+    lines += ["", "## Rejected at ingest", ""]
+    lines += [f"- {reason}: {n}" for reason, n in card["rejects"].items()] or ["- none"]
+    lines += ["", "## Annotators", "", "| annotator | metadata |", "| --- | --- |"]
+    lines += [f"| {name} | `{json.dumps(meta, sort_keys=True)}` |" for name, meta in card["annotators"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(layout: Layout, label_map: str) -> dict:
+    """Build the card and write card.json and card.md atomically; returns the card."""
+    card = build_card(layout, label_map)
+    with atomic_path(layout.card_json) as tmp:
+        tmp.write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+    with atomic_path(layout.card_md) as tmp:
+        tmp.write_text(card_markdown(card))
+    return card

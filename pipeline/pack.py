@@ -1,0 +1,146 @@
+"""`pipeline pack`: join each image shard with its aligned annotation shards into one training shard.
+
+The bytes of every member are copied as they are (the JPEG from ingest, the PNG/NPY from annotate); only the
+`json` member is new. Provided modalities (segmentation, captions) come from the image shard; the rest from the
+annotation shards, which hold the image shard's keys in the same order (a key may be absent: provided by the
+dataset, or failed in the annotator). A sample missing a modality is kept without it and counted.
+"""
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .layout import SHARD_RE, Layout
+from .shards import ShardError, fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
+
+# Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
+ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}
+# What the image shard may carry itself when the dataset provides it.
+PROVIDED_MEMBERS = ("seg.png", "txt")
+# Modalities counted for coverage: one member each that says the modality is there.
+COVERAGE = {"seg": "seg.png", "sketch": "sketch.png", "clip": "clip.npy", "txt": "txt", "clip_text": "clip_text.npy"}
+CODE_VERSION = 1  # bump when the training-shard layout changes: every training shard is then redone
+
+
+def image_shards(layout: Layout) -> list[Path]:
+    """The dataset's image shards in name order; none at all is an error naming the folder."""
+    shards = sorted(p for p in layout.images.glob("*.tar") if SHARD_RE.match(p.name))
+    if not shards:
+        raise FileNotFoundError(f"{layout.images}: no image shards ({{split}}-{{index:06d}}.tar); run `pipeline ingest`")
+    return shards
+
+
+def annotation_stats(layout: Layout, annotator: str, shard_name: str) -> dict:
+    """The stats of a finished annotation shard; a missing or unfinished one is an error saying what to run."""
+    path = layout.annotations(annotator) / shard_name
+    stats = read_stats(path)
+    if stats is None or not path.exists():
+        raise FileNotFoundError(f"{path}: annotation shard missing or unfinished; run `pipeline annotate --only "
+                                f"{annotator} --dataset {layout.dataset}`")
+    return stats
+
+
+class _AlignedReader:
+    """Walks an annotation shard alongside its image shard: its keys must be a subsequence of the image keys."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._samples = read_shard(path)
+        self._next = next(self._samples, None)
+
+    def take(self, key: str) -> dict[str, bytes]:
+        """The annotation members of `key`, or {} when this shard has none for it."""
+        if self._next is None or self._next[0] != key:
+            return {}
+        members = self._next[1]
+        self._next = next(self._samples, None)
+        return members
+
+    def check_consumed(self) -> None:
+        if self._next is not None:
+            raise ShardError(f"{self.path}: key {self._next[0]!r} is not in the image shard, or out of its order")
+
+
+def class_histogram(seg_png: bytes) -> np.ndarray:
+    """Pixel count of each class id 0..255 in a label-map PNG (decoded only to count, never re-encoded)."""
+    labels = cv2.imdecode(np.frombuffer(seg_png, np.uint8), cv2.IMREAD_UNCHANGED)
+    if labels is None or labels.dtype != np.uint8 or labels.ndim != 2:
+        raise ValueError("seg.png is not a single-channel uint8 PNG")
+    return np.bincount(labels.ravel(), minlength=256)
+
+
+def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out: Path, label_map: str) -> dict:
+    """Write the training shard `out` from an image shard and {annotator: (annotation shard, its stats)}."""
+    readers = {name: _AlignedReader(path) for name, (path, _) in annotations.items()}
+    metadata = {name: stats.get("metadata", {}) for name, (_, stats) in annotations.items()}
+    counts = {name: 0 for name in COVERAGE}
+    pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
+    samples, splits = 0, {}
+    with shard_writer(out) as writer:
+        for key, image in read_shard(image_shard):
+            info = json.loads(image["json"])
+            sample = {"__key__": key, "jpg": image["jpg"]}
+            sample.update({ext: image[ext] for ext in PROVIDED_MEMBERS if ext in image})
+            used = {}
+            for name, reader in readers.items():
+                members = {ext: data for ext, data in reader.take(key).items() if ext in ANNOTATION_MEMBERS[name]}
+                fresh = {ext: data for ext, data in members.items() if ext not in sample}
+                if fresh:
+                    used[name] = metadata[name]
+                sample.update(fresh)
+            sample["json"] = _sample_json(key, info, label_map, used)
+            writer.write(sample)
+            samples += 1
+            splits[info["split"]] = splits.get(info["split"], 0) + 1
+            for name, ext in COVERAGE.items():
+                counts[name] += ext in sample
+            if "seg.png" in sample:
+                hist = class_histogram(sample["seg.png"])
+                pixels += hist
+                images += hist > 0
+    for reader in readers.values():
+        reader.check_consumed()
+    return {"samples": samples, "splits": splits, "present": counts, "annotators": metadata,
+            "class_pixels": pixels.tolist(), "class_images": images.tolist()}
+
+
+def _sample_json(key: str, info: dict, label_map: str, annotators: dict[str, dict]) -> bytes:
+    record = {"key": key, "source": info.get("source"), "size": [info["width"], info["height"]],
+              "split": info["split"], "label_map": label_map, "provided": info.get("provided", []),
+              "annotators": annotators}
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+def plan(layout: Layout, params, profile) -> Iterator[tuple[Path, dict[str, tuple[Path, dict]], Path, str]]:
+    """Per image shard: (image shard, its annotation shards with stats, training shard, fingerprint)."""
+    names = [name for name in params.pack.modalities if name in profile.annotate]
+    for image_shard in image_shards(layout):
+        annotations = {}
+        for name in names:
+            annotations[name] = (layout.annotations(name) / image_shard.name,
+                                 annotation_stats(layout, name, image_shard.name))
+        image_fp = (read_stats(image_shard) or {}).get("fingerprint", image_shard.stat().st_size)
+        fp = fingerprint("pack", CODE_VERSION, params.pack.model_dump(), profile.label_map, image_fp,
+                         {name: stats.get("fingerprint") for name, (_, stats) in annotations.items()})
+        yield image_shard, annotations, layout.shards / image_shard.name, fp
+
+
+def run(layout: Layout, params, profile, progress: bool = True) -> dict:
+    """Pack every image shard not already packed under the same fingerprint; returns a summary."""
+    for name in params.pack.modalities:
+        if name not in ANNOTATION_MEMBERS:
+            raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")
+    jobs = list(plan(layout, params, profile))
+    done = packed = samples = 0
+    for image_shard, annotations, out, fp in tqdm(jobs, desc="pack", unit="shard", disable=not progress):
+        if is_done(out, fp):
+            done += 1
+            continue
+        stats = pack_shard(image_shard, annotations, out, profile.label_map)
+        write_stats(out, {"fingerprint": fp, "image_shard": image_shard.name, **stats})
+        packed += 1
+        samples += stats["samples"]
+    return {"shards": len(jobs), "packed": packed, "already_done": done, "samples_packed": samples}

@@ -1,0 +1,122 @@
+"""`pipeline pack` and the dataset card: training shards join image and annotation shards byte for byte."""
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import webdataset as wds
+import yaml
+from PIL import Image
+from click.testing import CliRunner
+
+from image_shards import DIM, META, write_annotations, write_image_shards
+from pipeline.cli import main
+from pipeline.layout import Layout, shard_name
+from pipeline.shards import ShardError, read_shard, read_stats, shard_writer
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Data dir with 3 image shards (7 samples) annotated by seg, sketch (one key failed) and clip."""
+    layout = Layout(tmp_path / "data", "sample")
+    keys = write_image_shards(layout, [3, 3, 1])
+    write_annotations(layout, "seg")
+    write_annotations(layout, "sketch", skip={keys[4]})
+    write_annotations(layout, "clip")
+    params = yaml.safe_load(open("params.yaml"))
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    return layout, keys, params_file
+
+
+def _pack(layout, params_file):
+    result = CliRunner().invoke(main, ["pack", "--dataset", "sample", "--params", str(params_file),
+                                       "--data-dir", str(layout.data_dir), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_training_shards_follow_the_contract(dataset):
+    layout, keys, params_file = dataset
+    output = _pack(layout, params_file)
+    assert "sketch 1" in output  # the failed sketch is kept as a sample without sketch, and counted
+    urls = [str(layout.shards / shard_name("train", i)) for i in range(3)]
+    decoded = list(wds.WebDataset(urls, shardshuffle=False).decode())
+    assert [s["__key__"] for s in decoded] == keys
+    for sample in decoded:
+        info = sample["json"]
+        assert set(info) >= {"key", "source", "size", "split", "label_map", "annotators"}
+        assert info["key"] == sample["__key__"] and info["size"] == [40, 32] and info["split"] == "train"
+        assert info["label_map"] == "coco-stuff-182"
+        picture = {ext: Image.open(io.BytesIO(sample[ext])) for ext in ("jpg", "seg.png", "sketch.png") if ext in sample}
+        assert picture["jpg"].format == "JPEG" and picture["jpg"].mode == "RGB" and picture["jpg"].size == (40, 32)
+        for ext in ("seg.png", "sketch.png"):  # uint8 single channel at the image's size, lossless
+            if ext in picture:
+                assert picture[ext].format == "PNG" and picture[ext].mode == "L" and picture[ext].size == (40, 32)
+        assert sample["clip.npy"].dtype == np.float16 and sample["clip.npy"].shape == (DIM,)
+        assert abs(np.linalg.norm(sample["clip.npy"].astype(np.float32)) - 1) < 1e-2
+        for name in ("seg", "clip") if "seg" not in info["provided"] else ("clip",):
+            assert info["annotators"][name] == META[name]
+        if "txt" in sample:
+            assert sample["clip_text.npy"].dtype == np.float16
+            assert sample["clip_text.npy"].shape == (len(sample["txt"].splitlines()), DIM)
+        has_sketch = sample["__key__"] != keys[4]
+        assert ("sketch.png" in sample) == has_sketch and ("sketch" in info["annotators"]) == has_sketch
+
+
+def test_member_bytes_are_copied_not_reencoded(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    sources = {}
+    for folder in ("images", "seg", "sketch", "clip"):
+        for path in sorted((layout.root / folder).glob("*.tar")):
+            for key, sample in read_shard(path):
+                sources.update({(key, ext): data for ext, data in sample.items() if ext != "json"})
+    with tarfile.open(layout.shards / shard_name("train", 0)) as tar:
+        names = tar.getnames()
+        members = {tuple(n.split(".", 1)): tar.extractfile(n).read() for n in names}
+        assert all(m.isfile() and m.mtime == 0 for m in tar.getmembers())
+    assert len(names) == len(set(names))
+    copied = {k: v for k, v in members.items() if k[1] != "json"}
+    assert copied and all(sources[k] == v for k, v in copied.items())
+    assert ("000000000000000000000000", "seg.png") in copied  # provided segmentation, from the image shard
+
+
+def test_card_counts_and_rerun_skips_packed_shards(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    card = json.loads(layout.card_json.read_text())
+    assert card["samples"] == 7 and card["splits"] == {"train": 7}
+    assert card["coverage"]["sketch"] == {"samples": 6, "missing": 1, "fraction": 6 / 7}
+    assert card["coverage"]["txt"]["samples"] == 3 and card["coverage"]["seg"]["missing"] == 0
+    names = {c["name"]: c for c in card["classes"]}
+    # class 0: a quarter of each provided map (samples 0, 3, 6) and all of pseudo-labelled sample 5
+    assert names["person"]["images"] == 4 and names["person"]["pixels"] == 3 * 16 * 20 + 32 * 40
+    assert card["ignored_pixels"] == 3 * 16 * 20
+    assert card["annotators"] == META
+    assert "| sketch | 6 | 1 |" in layout.card_md.read_text()
+    before = {p.name: p.read_bytes() for p in layout.shards.glob("*")}
+    stats_before = read_stats(layout.shards / shard_name("train", 1))
+    assert "3 already done" in _pack(layout, params_file)
+    assert read_stats(layout.shards / shard_name("train", 1)) == stats_before
+    write_annotations(layout, "clip", fp="fp2")  # annotations redone under other params: every shard repacked
+    assert "3 shard(s) packed" in _pack(layout, params_file)
+    assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == {
+        k: v for k, v in before.items() if k.endswith(".tar")}
+
+
+def test_misaligned_or_missing_annotations_fail_clearly(dataset):
+    layout, keys, params_file = dataset
+    bad = layout.annotations("sketch") / shard_name("train", 1)
+    with shard_writer(bad) as writer:
+        writer.write({"__key__": "ffffffffffffffffffffffff", "sketch.png": b"x"})
+    with pytest.raises(ShardError, match="not in the image shard"):
+        from pipeline.pack import run
+        from pipeline.params import load_params
+        params = load_params(params_file).for_dataset("sample")
+        run(layout, params, params.profile("sample"), progress=False)
+    (layout.annotations("clip") / shard_name("train", 2)).with_suffix(".stats.json").unlink()
+    result = CliRunner().invoke(main, ["pack", "--dataset", "sample", "--params", str(params_file),
+                                       "--data-dir", str(layout.data_dir)])
+    assert result.exit_code != 0 and "clip/train-000002.tar" in result.output and "pipeline annotate" in result.output

@@ -1,0 +1,56 @@
+"""`pipeline preview`: a picture of random training samples, and the pieces it is drawn from."""
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+from image_shards import write_annotations, write_image_shards
+from pipeline.cli import main
+from pipeline.layout import Layout
+from pipeline.preview import caption_bank, caption_for, pick_samples
+
+
+def _packed(tmp_path) -> tuple[Layout, list[str], list[str]]:
+    layout = Layout(tmp_path / "data", "sample")
+    keys = write_image_shards(layout, [4, 4, 2])
+    for name in ("seg", "sketch", "clip"):
+        write_annotations(layout, name)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(yaml.safe_load(open("params.yaml"))))
+    args = ["--dataset", "sample", "--params", str(params), "--data-dir", str(layout.data_dir)]
+    assert CliRunner().invoke(main, ["pack", *args, "--no-progress"]).exit_code == 0
+    return layout, keys, args
+
+
+def test_preview_draws_a_png_of_the_requested_rows(tmp_path):
+    layout, keys, args = _packed(tmp_path)
+    result = CliRunner().invoke(main, ["preview", *args, "--samples", "3"])
+    assert result.exit_code == 0, result.output
+    assert "3 sample(s)" in result.output
+    first = layout.preview.read_bytes()
+    picture = Image.open(layout.preview)
+    assert picture.format == "PNG" and picture.width > 600 and picture.height > 3 * 100
+    assert CliRunner().invoke(main, ["preview", *args, "--samples", "3"]).exit_code == 0
+    assert layout.preview.read_bytes() == first  # same seed, same data: the same picture
+
+
+def test_samples_are_drawn_by_seed_and_uncaptioned_ones_get_the_nearest_caption(tmp_path):
+    layout, keys, _ = _packed(tmp_path)
+    picked = [key for key, _ in pick_samples(layout, 5, seed=0)]
+    assert len(set(picked)) == 5 and set(picked) <= set(keys)
+    assert picked == sorted(picked, key=keys.index)
+    assert [key for key, _ in pick_samples(layout, 5, seed=1)] != picked
+    assert len(pick_samples(layout, 50, seed=0)) == len(keys)
+    bank = caption_bank(layout)
+    assert len(bank[0]) == 2 * 4 and bank[1].shape == (8, 8)  # samples 0, 3, 6, 9 have two captions each
+    samples = dict(pick_samples(layout, 50, seed=0))
+    assert caption_for(samples[keys[3]], bank) == "a picture number 3"
+    nearest = caption_for(samples[keys[1]], bank)
+    assert nearest.startswith("nearest caption (cos ") and nearest.split(": ", 1)[1] in bank[0]
+
+
+def test_preview_without_pack_says_what_to_run(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(yaml.safe_load(open("params.yaml"))))
+    result = CliRunner().invoke(main, ["preview", "--dataset", "sample", "--params", str(params),
+                                       "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code != 0 and "pipeline pack" in result.output
