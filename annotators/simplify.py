@@ -1,0 +1,44 @@
+"""Sketch simplification (Simo-Serra et al. 2016), the fully-convolutional GAN model.
+
+Layer list, key names (`layers.{i}.weight/bias`, Sequential indices of the convs) and the GAN model's input
+normalisation follow the public PyTorch port of bobbens/sketch_simplification (`sketch_simplification_gan.pth`,
+as used by VideoComposer): three stride-2 downsamplings, a 1024-wide middle, three 4x4 transposed-conv
+upsamplings, sigmoid output. Input: grayscale in [0, 1], dark lines on white, sides a multiple of 8.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAN_MEAN = 0.9664114577640158
+GAN_STD = 0.0858381272736797
+MULTIPLE = 8
+
+# (kind, in, out, kernel, stride, padding): "c" conv, "t" transposed conv; every layer but the last is ReLU'd.
+LAYERS = (
+    ("c", 1, 48, 5, 2, 2), ("c", 48, 128, 3, 1, 1), ("c", 128, 128, 3, 1, 1),
+    ("c", 128, 128, 3, 2, 1), ("c", 128, 256, 3, 1, 1), ("c", 256, 256, 3, 1, 1),
+    ("c", 256, 256, 3, 2, 1), ("c", 256, 512, 3, 1, 1), ("c", 512, 1024, 3, 1, 1),
+    ("c", 1024, 1024, 3, 1, 1), ("c", 1024, 1024, 3, 1, 1), ("c", 1024, 1024, 3, 1, 1),
+    ("c", 1024, 512, 3, 1, 1), ("c", 512, 256, 3, 1, 1),
+    ("t", 256, 256, 4, 2, 1), ("c", 256, 256, 3, 1, 1), ("c", 256, 128, 3, 1, 1),
+    ("t", 128, 128, 4, 2, 1), ("c", 128, 128, 3, 1, 1), ("c", 128, 48, 3, 1, 1),
+    ("t", 48, 48, 4, 2, 1), ("c", 48, 24, 3, 1, 1), ("c", 24, 1, 3, 1, 1),
+)
+
+
+class SketchSimplifier(nn.Module):
+    """Rough sketch (dark on white, [0, 1]) -> clean sketch (dark on white, [0, 1]), any size."""
+
+    def __init__(self):
+        super().__init__()
+        modules = []
+        for kind, cin, cout, k, s, p in LAYERS:
+            modules += [(nn.Conv2d if kind == "c" else nn.ConvTranspose2d)(cin, cout, k, s, p), nn.ReLU()]
+        modules[-1] = nn.Sigmoid()
+        self.layers = nn.Sequential(*modules)
+
+    def forward(self, sketch: torch.Tensor) -> torch.Tensor:
+        """[B, 1, H, W] in [0, 1] -> same shape; sides are replicate-padded to a multiple of 8, then cropped."""
+        h, w = sketch.shape[-2:]
+        padded = F.pad(sketch, (0, -w % MULTIPLE, 0, -h % MULTIPLE), mode="replicate")
+        return self.layers((padded - GAN_MEAN) / GAN_STD)[..., :h, :w]
