@@ -49,9 +49,21 @@ class ClipParams(Section):
     precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
 
 
+class AnnotateRuntimeParams(Section):
+    """How `pipeline annotate` runs on Ray (`annotate.runtime`); none of it changes the output bytes."""
+
+    workers: int = Field(0, ge=0, description="actors per annotator; 0 = one per GPU, else CPUs minus reserve_cpus")
+    gpus_per_worker: float = Field(1.0, gt=0, le=8, description="GPUs each actor claims when the cluster has GPUs")
+    reserve_cpus: float = Field(1.0, ge=0, description="CPUs never claimed by actors (ray-project/ray#44687)")
+    prefetch_batches: int = Field(2, ge=1, le=64, description="batches decoded ahead and encoded behind the model")
+    shard_attempts: int = Field(3, ge=1, description="tries per shard when the worker running it dies")
+    max_failed_fraction: float = Field(0.0, ge=0, le=1, description="failed images above this fraction: exit 1")
+
+
 class AnnotateParams(Section):
     """All annotators."""
 
     seg: SegParams = SegParams()
     sketch: SketchParams = SketchParams()
     clip: ClipParams = ClipParams()
+    runtime: AnnotateRuntimeParams = AnnotateRuntimeParams()
