@@ -84,3 +84,18 @@ def group_by_shape(shapes: list[tuple]) -> dict[tuple, list[int]]:
     for i, shape in enumerate(shapes):
         groups.setdefault(tuple(shape), []).append(i)
     return groups
+
+
+def require_setup(annotator):
+    """The annotator itself, once `setup(device)` has loaded its model; a clear error before that."""
+    if getattr(annotator, "net", None) is None:
+        raise RuntimeError(f"{annotator.name} annotator: call setup(device) first")
+    return annotator
+
+
+def seeded(factory):
+    """`factory()` with torch's RNG seeded (and restored after), so randomly initialised weights are the same on
+    every worker and every run."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return factory()

@@ -1,0 +1,126 @@
+"""Segmentation annotator: DeepLab-v2 COCO-Stuff by default, segmentation-models-pytorch models as alternatives.
+
+DeepLab-v2 follows the public checkpoint's recipe (kazuto1011/deeplab-pytorch demo.py + configs/cocostuff164k.yaml):
+resize so the long side is `long_side` (513), BGR minus the mean (B 104.008, G 116.669, R 122.675) without /255,
+logits bilinearly upsampled to the image's own size, argmax. Extra `scales` run the network on rescaled inputs
+and take the pixel-wise max of the logits, as its MSC wrapper does.
+smp models (`smp:<Architecture>` + `encoder`, or `smp-hub` = a directory saved by smp) take RGB/255 normalised
+with their encoder's ImageNet statistics, padded to a multiple of 32.
+
+Images of different sizes in one call are grouped by their resized shape; each group is one forward pass.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Annotator, Item
+from .labelmap_mapping import label_mapping
+from .labelmaps import load_label_map
+from .resize import resize_long_side, upsampled_argmax
+from .runtime import autocast, group_by_shape, load_weights, pick_device, require_setup, seeded
+from .weights import RANDOM, WeightsError, sha256_of
+
+DEEPLAB = "deeplabv2-resnet101"
+CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SMP_MULTIPLE = 32
+
+
+class SegAnnotator(Annotator):
+    """uint8 class-id map at the image's own size (`seg.png`), 255 = ignore."""
+
+    name = "seg"
+
+    def __init__(self, params, weights_dir: Path):
+        self.params = params
+        self.weights_dir = Path(weights_dir)
+        self.label_map = load_label_map(params.label_map)
+        self.output_label_map = params.output_label_map or params.label_map
+        self.lookup = label_mapping(params.label_map, self.output_label_map)
+        if not (params.model == DEEPLAB or params.model.startswith("smp:") or params.model == "smp-hub"):
+            raise ValueError(f"annotate.seg.model: unknown model {params.model!r} "
+                             f"(expected {DEEPLAB!r}, 'smp:<Architecture>' or 'smp-hub')")
+        self.net = None
+
+    def setup(self, device: str) -> None:
+        self.device = pick_device(device)
+        net, self.weights_meta = self._build()
+        self.net = net.eval().to(self.device)
+
+    def _build(self):
+        p, n = self.params, self.label_map.num_classes
+        if p.model == DEEPLAB:
+            from .deeplabv2 import DeepLabV2, adapt_checkpoint
+            net = seeded(lambda: DeepLabV2(n))
+            meta = load_weights(net, p.weights, self.weights_dir, "seg DeepLab-v2", adapt=adapt_checkpoint,
+                                optional_suffixes=("num_batches_tracked",))
+            return net, meta
+        import segmentation_models_pytorch as smp
+        if p.model == "smp-hub":
+            return self._smp_hub(smp)
+        net = seeded(lambda: smp.create_model(p.model.removeprefix("smp:"), encoder_name=p.encoder,
+                                              encoder_weights=None, classes=n))
+        return net, load_weights(net, p.weights, self.weights_dir, f"seg {p.model}/{p.encoder}")
+
+    def _smp_hub(self, smp):
+        folder = Path(self.params.weights)
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        if self.params.weights == RANDOM or not files:
+            raise WeightsError(f"annotate.seg.weights: model 'smp-hub' needs a directory saved by smp "
+                               f"(config.json + model.safetensors), got {self.params.weights!r}")
+        net = smp.from_pretrained(str(folder))
+        if net.segmentation_head[0].out_channels != self.label_map.num_classes:
+            raise WeightsError(f"{folder}: the model predicts {net.segmentation_head[0].out_channels} classes, "
+                               f"label map {self.label_map.name!r} has {self.label_map.num_classes}")
+        return net, {"weights": str(folder), "sha256": sha256_of(files[0])}
+
+    def metadata(self) -> dict:
+        return {"model": self.params.model if self.params.model != "smp-hub" else f"smp-hub:{self.params.weights}",
+                "encoder": self.params.encoder if self.params.model.startswith("smp") else None,
+                "label_map": self.output_label_map, "long_side": self.params.long_side,
+                "scales": list(self.params.scales), **require_setup(self).weights_meta}
+
+    def _input(self, images: list[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
+        if self.params.model == DEEPLAB:
+            return x.flip(1) - torch.tensor(CAFFE_MEAN_BGR, device=self.device).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        return (x / 255 - mean) / std
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.params.model == DEEPLAB:
+            return self.net(x)
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (0, -w % SMP_MULTIPLE, 0, -h % SMP_MULTIPLE), mode="reflect")
+        return self.net(padded)[..., :h, :w]
+
+    def logits(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Class logits [B, C, h, w] of equally sized (already resized) images, max over `scales`."""
+        x = self._input(images)
+        with torch.inference_mode(), autocast(self.device, self.params.precision):
+            out = None
+            for scale in self.params.scales:
+                xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+                logits = self._forward(xs).float()
+                if out is None:
+                    out = logits
+                else:
+                    logits = F.interpolate(logits, size=out.shape[-2:], mode="bilinear", align_corners=False)
+                    out = torch.maximum(out, logits)
+        return out
+
+    def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
+        require_setup(self)
+        resized = [resize_long_side(item.image, self.params.long_side) for item in items]
+        outputs: list[dict] = [{} for _ in items]
+        for indices in group_by_shape([r.shape for r in resized]).values():
+            logits = self.logits([resized[i] for i in indices])
+            for row, i in enumerate(indices):
+                labels = upsampled_argmax(logits[row], items[i].image.shape[:2])
+                outputs[i]["seg.png"] = self.lookup[labels]
+        return outputs
+
