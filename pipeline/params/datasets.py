@@ -1,7 +1,7 @@
 """Dataset profiles: where the raw images are, how they split, and which modalities are provided."""
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Section
 
@@ -30,3 +30,9 @@ class DatasetProfile(Section):
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="stage params for this dataset only, as dotted keys: annotate.seg.weights"
     )
+
+    @model_validator(mode="after")
+    def _test_count_is_whole(self):
+        if self.test_size >= 1 and self.test_size != int(self.test_size):
+            raise ValueError(f"test_size {self.test_size} is neither a fraction (< 1) nor a whole count")
+        return self

@@ -1,0 +1,259 @@
+"""The ingest stage: a raw collection becomes validated, deduplicated, split image shards plus manifest.parquet
+and rejects.parquet.
+
+1. scan (parallel): read and hash every listed image (key = first 24 hex of its sha256) and check its header;
+2. plan (a pure function of the scan): the first source name (sorted) keeps a key and its duplicates are listed
+   in rejects.parquet as `duplicate` (detail: the kept source); sources without their own split are split by key;
+   each split's keys, in key order, are cut into shards of `shard_size`;
+3. write (parallel, one task per shard): full decode and storage; a shard whose stats marker carries the same
+   fingerprint is kept untouched. Manifest and rejects are gathered from the markers and written last.
+"""
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .imageio import Rejected, encode_png, fit_labels, open_checked, pil_limits, set_pil_limits, store_jpeg
+from .layout import SHARD_RE, Layout, shard_name
+from .params.datasets import SourceParams
+from .params.stages import IngestParams
+from .shards import atomic_path, fingerprint, is_done, read_stats, shard_writer, write_stats
+from .sources import Skipped, SourceItem, list_items
+
+# Bump when the stored bytes for the same inputs and params change, so old shards are redone.
+INGEST_VERSION = 1
+KEY_HEX = 24
+
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("source", pa.string()), ("sha256", pa.string()), ("width", pa.int32()),
+    ("height", pa.int32()), ("split", pa.string()), ("shard", pa.string()), ("provided", pa.list_(pa.string())),
+])
+REJECTS_SCHEMA = pa.schema([("source", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One planned sample: its key, the full hash of its bytes, its split and where it comes from."""
+
+    key: str
+    sha256: str
+    split: str
+    item: SourceItem
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One image shard to write: its path, its samples in order, and the fingerprint its marker must carry."""
+
+    path: Path
+    entries: tuple[Entry, ...]
+    fingerprint: str
+
+
+@dataclass
+class Plan:
+    """Shards to have on disk, and the inputs already turned away before decoding."""
+
+    shards: list[ShardTask]
+    rejects: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run did, for the one-line report."""
+
+    dataset: str
+    accepted: Counter
+    rejected: Counter
+    duplicates: int
+    shards: int
+    written: int
+    listed: int
+    seconds: float
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        splits = ", ".join(f"{split} {n}" for split, n in sorted(self.accepted.items()))
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.rejected.items()))
+        return (f"ingest {self.dataset}: {sum(self.accepted.values())} accepted ({splits or 'none'}), "
+                f"{sum(self.rejected.values())} rejected ({reasons or 'none'}), {self.duplicates} duplicates, "
+                f"{self.shards} shards ({self.written} written, {self.shards - self.written} already done), "
+                f"{self.seconds:.1f} s, {self.listed / max(self.seconds, 1e-9):.1f} images/s")
+
+
+def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size: float,
+           workers: int = 1, progress: bool = True) -> Summary:
+    """Run the stage for `layout.dataset` reading `source` (relative paths resolved by `layout.source`)."""
+    start = time.perf_counter()
+    listed = list(list_items(source.kind, layout.source(source.path)))
+    items = [x for x in listed if isinstance(x, SourceItem)]
+    skipped = [(x.source, x.reason, x.detail) for x in listed if isinstance(x, Skipped)]
+    base = fingerprint(INGEST_VERSION, limits.model_dump(), source.model_dump(), test_size)
+    with _workers(workers, limits.max_pixels) as run:
+        scanned = list(tqdm(run(partial(probe, limits=limits), items, chunksize=_chunk(len(items), workers)),
+                            total=len(items), desc="ingest: scan", unit="img", disable=not progress))
+        plan = make_plan(items, scanned, test_size, limits.shard_size, layout.images, base)
+        plan.rejects += skipped
+        remove_stale(layout.images, {task.path.name for task in plan.shards})
+        todo = [task for task in plan.shards if not is_done(task.path, task.fingerprint)]
+        with tqdm(total=sum(len(t.entries) for t in todo), desc="ingest: write", unit="img",
+                  disable=not progress) as bar:
+            for task, _ in zip(todo, run(partial(write_shard, limits=limits), todo, chunksize=1)):
+                bar.update(len(task.entries))
+    manifest, rejects = gather(plan)
+    write_table(manifest, MANIFEST_SCHEMA, layout.manifest)
+    write_table(rejects, REJECTS_SCHEMA, layout.rejects)
+    reasons = Counter(reason for _, reason, _ in rejects)
+    duplicates = reasons.pop("duplicate", 0)
+    return Summary(dataset=layout.dataset, accepted=Counter(row[5] for row in manifest), rejected=reasons,
+                   duplicates=duplicates, shards=len(plan.shards), written=len(todo), listed=len(listed),
+                   seconds=time.perf_counter() - start)
+
+
+def probe(item: SourceItem, limits: IngestParams) -> tuple[str | None, tuple[str, str] | None]:
+    """(sha256 of the image bytes, None) when the header passes the limits, else (None, (reason, detail))."""
+    try:
+        data = item.image.read()
+    except OSError as e:
+        return None, ("unreadable", str(e))
+    try:
+        open_checked(data, limits)
+    except Rejected as r:
+        return None, (r.reason, r.detail)
+    except Exception as e:  # a decoder failing in an unforeseen way must not stop the run
+        return None, ("error", f"{type(e).__name__}: {e}")
+    return hashlib.sha256(data).hexdigest(), None
+
+
+def make_plan(items: list[SourceItem], scanned: list, test_size: float, shard_size: int, images: Path,
+              base: str) -> Plan:
+    """Deduplicate, split and shard the scan; the same scan always gives the same plan."""
+    plan, entries = Plan(shards=[]), {}
+    for item, (sha, problem) in sorted(zip(items, scanned), key=lambda pair: pair[0].source):
+        if problem is not None:
+            plan.rejects.append((item.source, *problem))
+        elif (key := sha[:KEY_HEX]) in entries:
+            plan.rejects.append((item.source, "duplicate", entries[key].item.source))
+        else:
+            entries[key] = Entry(key, sha, item.split or "", item)
+    unsplit = sorted(key for key, entry in entries.items() if not entry.split)
+    tests = set(unsplit[: test_count(test_size, len(unsplit))])
+    for key in unsplit:
+        entries[key] = Entry(key, entries[key].sha256, "test" if key in tests else "train", entries[key].item)
+    for split in sorted({entry.split for entry in entries.values()}):
+        keys = sorted(key for key, entry in entries.items() if entry.split == split)
+        for index, first in enumerate(range(0, len(keys), shard_size)):
+            chunk = tuple(entries[key] for key in keys[first:first + shard_size])
+            content = [[entry.key, entry.item.source] for entry in chunk]
+            path = images / shard_name(split, index)
+            plan.shards.append(ShardTask(path, chunk, fingerprint(base, path.name, content)))
+    return plan
+
+
+def test_count(test_size: float, n: int) -> int:
+    """How many of `n` images go to test: `test_size` is a fraction (< 1) or a count (>= 1)."""
+    return min(n, round(test_size * n) if test_size < 1 else int(test_size))
+
+
+def write_shard(task: ShardTask, limits: IngestParams) -> dict:
+    """Decode and store every planned sample of one shard, then write its marker; return the marker's stats."""
+    samples, rejects = [], []
+    with shard_writer(task.path) as writer:
+        for entry in task.entries:
+            try:
+                sample, provided, size = build_sample(entry, limits)
+            except Rejected as r:
+                rejects.append([entry.item.source, r.reason, r.detail])
+                continue
+            except Exception as e:  # a decoder failing in an unforeseen way must not stop the run
+                rejects.append([entry.item.source, "error", f"{type(e).__name__}: {e}"])
+                continue
+            writer.write(sample)
+            samples.append([entry.key, *size, provided])
+    stats = {"fingerprint": task.fingerprint, "count": len(samples), "samples": samples, "rejects": rejects}
+    write_stats(task.path, stats)
+    return stats
+
+
+def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], tuple[int, int]]:
+    """The shard members of one sample (jpg, json, and the provided seg.png / txt)."""
+    item = entry.item
+    try:
+        data = item.image.read()
+    except OSError as e:
+        raise Rejected("unreadable", str(e)) from None
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise Rejected("changed", "the file changed while ingest was running")
+    stored = store_jpeg(data, limits)
+    sample, provided = {"__key__": entry.key, "jpg": stored.jpg}, []
+    labels = item.read_seg(limits.max_pixels)
+    if labels is not None:
+        sample["seg.png"] = encode_png(fit_labels(labels, stored))
+        provided.append("seg")
+    captions = item.read_captions()
+    if captions:
+        sample["txt"] = "\n".join(captions).encode()
+        provided.append("txt")
+    meta = {"key": entry.key, "source": item.source, "width": stored.width, "height": stored.height,
+            "split": entry.split, "provided": provided}
+    sample["json"] = json.dumps(meta, sort_keys=True).encode()
+    return sample, provided, (stored.width, stored.height)
+
+
+def gather(plan: Plan) -> tuple[list[tuple], list[tuple]]:
+    """Manifest rows (sorted by key) and reject rows (sorted by source) from the plan and the shard markers."""
+    manifest, rejects = [], list(plan.rejects)
+    for task in plan.shards:
+        stats = read_stats(task.path)
+        entries = {entry.key: entry for entry in task.entries}
+        for key, width, height, provided in stats["samples"]:
+            entry = entries[key]
+            manifest.append((key, entry.item.source, entry.sha256, width, height, entry.split, task.path.name,
+                             provided))
+        rejects += [tuple(row) for row in stats["rejects"]]
+    return sorted(manifest), sorted(rejects)
+
+
+def write_table(rows: list[tuple], schema: pa.Schema, path: Path) -> None:
+    """Write rows as a parquet file atomically; the same rows always give the same bytes."""
+    columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+    table = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def remove_stale(images: Path, keep: set[str]) -> None:
+    """Delete temporaries of killed runs, and shards (with markers) the current plan no longer has."""
+    if not images.is_dir():
+        return
+    for path in images.iterdir():
+        shard = path.name.removesuffix(".stats.json") + ".tar" if path.name.endswith(".stats.json") else path.name
+        temporary = path.name.startswith(".") and ".tmp-" in path.name
+        if temporary or (SHARD_RE.match(shard) and shard not in keep):
+            path.unlink()
+
+
+@contextmanager
+def _workers(workers: int, max_pixels: int) -> Iterator:
+    """A `map(fn, items, chunksize)` over `workers` processes (in this process when workers <= 1)."""
+    if workers <= 1:
+        with pil_limits(max_pixels):
+            yield lambda fn, items, chunksize: map(fn, items)
+        return
+    with ProcessPoolExecutor(workers, initializer=set_pil_limits, initargs=(max_pixels,)) as pool:
+        yield pool.map
+
+
+def _chunk(n: int, workers: int) -> int:
+    return max(1, min(64, n // (4 * max(workers, 1))))
+
