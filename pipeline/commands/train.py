@@ -1,4 +1,63 @@
 """`pipeline train`: Train a model (PoE-GAN or a baseline) on the training shards."""
-from .common import pending
+import click
 
-command = pending("train", 7, "Train a model (PoE-GAN or a baseline) on the training shards.")
+from .common import stage_options
+
+
+@click.command("train")
+@stage_options
+@click.option("--model", default="poegan", show_default=True, help="Model family (see train/models.py).")
+@click.option("--config", "config_name", metavar="PROFILE", help="Configuration profile: celeba-1024, celeba-256, "
+              "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
+              "train_config].")
+@click.option("--steps", type=click.IntRange(min=1), help="Train up to this step [default: params].")
+@click.option("--dry-run", is_flag=True, help="Build the networks without data, print parameter counts, stop.")
+def command(stage, model, config_name, steps, dry_run):
+    """Train a model on data/<dataset>/shards/train-*.tar; resumes from the newest training state in
+    data/runs/<dataset>/<model>/ (snapshots, training state, sample grids, log.jsonl)."""
+    from annotators.labelmaps import load_label_map
+    from train.models import count_parameters, family
+
+    try:
+        fam = family(model)
+        section = getattr(stage.params.train, model)
+        cfg = fam.config(config_name or section.config or stage.profile.train_config)
+        labels = load_label_map(stage.profile.label_map)
+    except (KeyError, AttributeError) as e:
+        raise click.UsageError(str(e).strip("'\"")) from None
+    if dry_run:
+        G, D = fam.networks(cfg, labels.num_classes)
+        click.echo(f"generator parameters: {count_parameters(G)}")
+        click.echo(f"discriminator parameters: {count_parameters(D)}")
+        return
+    _train(stage, fam, cfg, section, labels, model, steps)
+
+
+def _train(stage, fam, cfg, section, labels, model, steps):
+    from annotators.weights import WeightsError, resolve
+    from train.data import DataError, shard_urls
+    from train.loop import RunSpec, train
+    from train.vgg import VGGRelu51
+
+    try:
+        urls = shard_urls(stage.layout.shards, "train")
+        try:
+            sample_urls = shard_urls(stage.layout.shards, "test")
+        except DataError:
+            sample_urls = urls
+        if section.vgg_weights == "random":
+            click.echo("warning: train.poegan.vgg_weights is 'random': the image contrastive loss uses an "
+                       "untrained VGG-19", err=True)
+            vgg = VGGRelu51(None)
+        else:
+            vgg = VGGRelu51(resolve(section.vgg_weights, stage.layout.weights))
+    except (DataError, WeightsError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    spec = RunSpec(
+        run_dir=stage.layout.run(model), train_urls=urls, sample_urls=sample_urls, num_classes=labels.num_classes,
+        label_colours=labels.colours, steps=steps or section.steps, seed=section.seed,
+        batch_size=section.batch_size, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
+        epoch_batches=section.epoch_batches, ema_decay=section.ema_decay, snapshot_every=section.snapshot_every,
+        sample_every=section.sample_every, mixed_precision=section.mixed_precision)
+    records = train(fam, cfg, vgg, spec)
+    click.echo(f"trained to step {spec.steps} ({len(records)} steps in this run); outputs in {spec.run_dir}")

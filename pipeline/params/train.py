@@ -5,14 +5,29 @@ from .base import Section
 
 
 class ModelTrainParams(Section):
-    """Training of one model family: which configuration profile, how long, which seed."""
+    """Training of one model family: configuration profile, length, seed, data loading, checkpoint cadence."""
 
-    config: str = "tiny"
-    steps: int = Field(200, ge=1)
+    config: str | None = Field(None, description="configuration profile; default: the dataset's train_config")
+    steps: int = Field(200, ge=1, description="training iterations (each: G step, D step, R1 every 16th)")
     seed: int = Field(0, ge=0)
+    batch_size: int | None = Field(None, ge=2, description="global batch; default: the configuration's")
+    workers: int = Field(2, ge=0, description="data loader worker processes per rank")
+    shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
+    epoch_batches: int = Field(1000, ge=1, description="batches per loader epoch (webdataset with_epoch)")
+    ema_decay: float = Field(0.999, gt=0, lt=1, description="per-step decay of the generator's moving average")
+    snapshot_every: int = Field(100, ge=1, description="steps between weight snapshots + training state")
+    sample_every: int = Field(100, ge=1, description="steps between sample grids")
+    mixed_precision: bool = Field(True, description="fp16 autocast with ±256 clamping; used on CUDA only")
+
+
+class PoEGANParams(ModelTrainParams):
+    """PoE-GAN: also where the VGG-19 of the image contrastive loss comes from."""
+
+    vgg_weights: str = Field("vgg19-imagenet", description="weights registry name or file; 'random' only for "
+                             "tests/demos (the image contrastive loss is then meaningless)")
 
 
 class TrainParams(Section):
     """All model families."""
 
-    poegan: ModelTrainParams = ModelTrainParams()
+    poegan: PoEGANParams = PoEGANParams()

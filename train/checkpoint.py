@@ -1,0 +1,52 @@
+"""Weight snapshots (G, D, G_ema) and training-state files (everything else an exact resume needs)."""
+import random
+import re
+from pathlib import Path
+
+import torch
+
+from pipeline.shards import atomic_path
+
+STATE_RE = re.compile(r"^training-state-(\d{6})\.pt$")
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return run_dir / f"network-snapshot-{step:06d}.pt"
+
+
+def state_path(run_dir: Path, step: int) -> Path:
+    return run_dir / f"training-state-{step:06d}.pt"
+
+
+def latest_state(run_dir: Path) -> int | None:
+    """The step of the newest training-state file whose weight snapshot also exists, or None."""
+    steps = sorted(int(m[1]) for p in run_dir.glob("training-state-*.pt") if (m := STATE_RE.match(p.name)))
+    steps = [s for s in steps if snapshot_path(run_dir, s).is_file()]
+    return steps[-1] if steps else None
+
+
+def rng_state() -> dict:
+    """Torch (CPU and CUDA) and Python RNG states, in types `torch.load(weights_only=True)` accepts."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(path: Path, payload: dict) -> None:
+    """torch.save through a temporary file renamed when complete."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path: Path) -> dict:
+    """torch.load of tensors and plain containers only (never pickled code)."""
+    return torch.load(path, map_location="cpu", weights_only=True)

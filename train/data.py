@@ -1,0 +1,124 @@
+"""Training batches from the training shards (webdataset): resampled shards, shard shuffle then a sample
+buffer, several workers, `with_epoch`; deterministic for a seed, with a position for exact resume."""
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from webdataset.utils import pytorch_worker_seed
+
+from annotators.labelmaps import IGNORE
+
+MAX_PIXELS = 64_000_000  # bounded decoding: larger members are refused
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the path."""
+
+
+def shard_urls(shards_dir: Path, split: str = "train") -> list[str]:
+    """The split's training shards, sorted; none found is an error naming the directory."""
+    urls = sorted(str(p) for p in Path(shards_dir).glob(f"{split}-[0-9]*.tar"))
+    if not urls:
+        raise DataError(f"no training shards {split}-NNNNNN.tar in {shards_dir}: run `pipeline pack` first")
+    return urls
+
+
+def _image(data: bytes, mode: str) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    if img.width * img.height > MAX_PIXELS:
+        raise DataError(f"image of {img.width}x{img.height} pixels is larger than {MAX_PIXELS}")
+    return img.convert(mode)
+
+
+def _npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _resize_short(img: Image.Image, short: int, resample) -> Image.Image:
+    scale = short / min(img.size)
+    return img.resize((max(short, round(img.width * scale)), max(short, round(img.height * scale))), resample)
+
+
+def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Random) -> dict:
+    """One training example: the short side resized to `resolution`, then one random crop and horizontal flip
+    applied identically to image, segmentation and sketch; segmentation one-hot (255 = ignore -> all zero);
+    text = one caption's CLIP text embedding chosen at random, else the CLIP image embedding."""
+    image = _resize_short(_image(sample["jpg"], "RGB"), resolution, Image.BILINEAR)
+    seg = _resize_short(_image(sample["seg.png"], "L"), resolution, Image.NEAREST)
+    sketch = _resize_short(_image(sample["sketch.png"], "L"), resolution, Image.BILINEAR)
+    if not image.size == seg.size == sketch.size:
+        raise DataError(f"sample {sample.get('__key__')}: image, seg and sketch sizes differ")
+    x = rng.randint(0, image.width - resolution)
+    y = rng.randint(0, image.height - resolution)
+    flip = rng.random() < 0.5
+    arrays = []
+    for img in (image, seg, sketch):
+        a = np.asarray(img.crop((x, y, x + resolution, y + resolution)))
+        arrays.append(a[:, ::-1] if flip else a)
+    image_a, seg_a, sketch_a = arrays
+    if seg_a[seg_a != IGNORE].max(initial=0) >= num_classes:
+        raise DataError(f"sample {sample.get('__key__')}: class id >= {num_classes} in seg.png")
+    labels = torch.from_numpy(seg_a.astype(np.int64))
+    onehot = torch.zeros(num_classes + 1, resolution, resolution)
+    onehot.scatter_(0, torch.where(labels == IGNORE, num_classes, labels)[None], 1.0)
+    texts = _npy(sample["clip_text.npy"]) if "clip_text.npy" in sample else np.zeros((0,))
+    text = texts[rng.randrange(len(texts))] if texts.ndim == 2 and len(texts) else _npy(sample["clip.npy"])
+    return {
+        "image": torch.from_numpy(image_a.copy()).permute(2, 0, 1).float() / 127.5 - 1,
+        "seg": onehot[:num_classes],
+        "sketch": torch.from_numpy(sketch_a.copy()).float()[None] / 255,
+        "text": torch.from_numpy(text.astype(np.float32)),
+    }
+
+
+class ShardLoader:
+    """Endless batches; epoch e reads resampled shards seeded by (seed, e, rank, worker). `position` =
+    (epoch, batches taken in it) restores the exact stream."""
+
+    def __init__(self, urls: list[str], resolution: int, num_classes: int, batch_size: int, *, seed: int = 0,
+                 workers: int = 0, shuffle_buffer: int = 1000, epoch_batches: int = 1000):
+        self.urls, self.resolution, self.num_classes = urls, resolution, num_classes
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+        self.shuffle_buffer, self.epoch_batches = shuffle_buffer, epoch_batches
+        self.position = (0, 0)
+
+    def _epoch(self, epoch: int):
+        seed = self.seed * 1_000_003 + epoch
+
+        def examples(src):
+            rng = random.Random(f"{seed}-{pytorch_worker_seed()}")
+            for sample in src:
+                try:
+                    yield make_example(sample, self.resolution, self.num_classes, rng)
+                except (OSError, ValueError, KeyError) as e:  # bad input never stops training
+                    wds.warn_and_continue(e)
+
+        pipeline = wds.DataPipeline(
+            wds.ResampledShards(self.urls, seed=seed, deterministic=True),
+            wds.tarfile_to_samples(handler=wds.warn_and_continue),
+            wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=random.Random(seed)),
+            examples,
+            wds.batched(self.batch_size, collation_fn=torch.utils.data.default_collate, partial=False),
+        )
+        return wds.WebLoader(pipeline, batch_size=None, num_workers=self.workers).with_epoch(self.epoch_batches)
+
+    def __iter__(self):
+        epoch, skip = self.position
+        while True:
+            for index, batch in enumerate(self._epoch(epoch)):
+                if index < skip:  # resuming inside an epoch: replay up to the saved position
+                    continue
+                self.position = (epoch, index + 1)
+                yield batch
+            epoch, skip = epoch + 1, 0
+            self.position = (epoch, 0)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.position[0], "batch": self.position[1]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = (int(state["epoch"]), int(state["batch"]))

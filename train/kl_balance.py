@@ -1,0 +1,34 @@
+"""KL rebalancing across resolutions (supplement B, Eq. 1), after NVAE."""
+import torch
+
+DECAY = 0.99  # B: running average of the rebalancing weights with decay 0.99
+
+
+def rebalance_weights(kl_per_resolution: torch.Tensor, areas: torch.Tensor) -> torch.Tensor:
+    """omega^k proportional to KL^k / (w^k h^k), scaled so that their mean is 1 (Eq. 1)."""
+    raw = kl_per_resolution.detach().float().clamp_min(0) / areas
+    total = raw.sum()
+    if total <= 0:
+        return torch.ones_like(raw)
+    return raw * (len(raw) / total)
+
+
+class KLBalancer:
+    """Running average (decay 0.99) of the Eq. 1 weights; starts at 1 for every resolution."""
+
+    def __init__(self, resolutions: list[int], decay: float = DECAY):
+        self.areas = torch.tensor([float(r * r) for r in resolutions])
+        self.weights = torch.ones(len(resolutions))
+        self.decay = decay
+
+    def update(self, kl_per_resolution: torch.Tensor) -> torch.Tensor:
+        """Fold this batch's Eq. 1 weights into the running average and return the average."""
+        new = rebalance_weights(kl_per_resolution.cpu(), self.areas)
+        self.weights = self.decay * self.weights + (1 - self.decay) * new
+        return self.weights
+
+    def state_dict(self) -> dict:
+        return {"weights": self.weights.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weights = state["weights"].clone()

@@ -1,0 +1,86 @@
+"""Building blocks used throughout PoE-GAN (supplement B): equalized learning rate, anti-aliased resampling,
+leaky ReLU 0.2, and outputs of every conv/linear clamped to ±256 under mixed precision."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLAMP = 256.0  # B: "clamp the output of every convolutional/fully-connected layer to ±256" under mixed precision
+SLOPE = 0.2  # B: leaky ReLU with slope 0.2
+_BLUR = torch.tensor([1.0, 3.0, 3.0, 1.0])  # binomial low-pass of anti-aliased resampling (Zhang 2019, B ref. 28)
+
+
+def _clamp(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(-CLAMP, CLAMP) if torch.is_autocast_enabled(x.device.type) else x
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU with slope 0.2, scaled by sqrt(2) to keep unit variance (equalized-lr convention)."""
+    return F.leaky_relu(x, SLOPE) * math.sqrt(2)
+
+
+class EqualLinear(nn.Module):
+    """Fully-connected layer with equalized learning rate: N(0,1) weights scaled by 1/sqrt(fan_in) at run time."""
+
+    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = 1 / math.sqrt(in_dim)
+
+    def forward(self, x):
+        return _clamp(F.linear(x, self.weight * self.scale, self.bias.to(x.dtype)))
+
+
+class EqualConv2d(nn.Module):
+    """Convolution with equalized learning rate; `down=True` blurs then strides by 2 (anti-aliased)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, down: bool = False, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.down = down
+
+    def forward(self, x):
+        if self.down:
+            x = downsample(x)
+        w = self.weight * self.scale
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return _clamp(F.conv2d(x, w.to(x.dtype), bias, padding=self.weight.shape[-1] // 2))
+
+
+def _blur_kernel(channels: int, gain: float, like: torch.Tensor) -> torch.Tensor:
+    k = torch.outer(_BLUR, _BLUR)
+    k = k / k.sum() * gain
+    return k.to(like.device, like.dtype).expand(channels, 1, 4, 4).contiguous()
+
+
+def downsample(x: torch.Tensor) -> torch.Tensor:
+    """Halve the resolution: 4-tap binomial low-pass, then keep every second pixel."""
+    return F.conv2d(x, _blur_kernel(x.shape[1], 1.0, x), stride=2, padding=1, groups=x.shape[1])
+
+
+def upsample(x: torch.Tensor) -> torch.Tensor:
+    """Double the resolution: zero insertion and the same low-pass (gain 4 keeps the mean)."""
+    return F.conv_transpose2d(x, _blur_kernel(x.shape[1], 4.0, x), stride=2, padding=1, groups=x.shape[1])
+
+
+class MLP(nn.Sequential):
+    """Equalized-lr fully-connected layers with leaky ReLU between them (none after the last)."""
+
+    def __init__(self, dims: list[int]):
+        layers = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(EqualLinear(a, b))
+            if i < len(dims) - 2:
+                layers.append(LeakyReLU())
+        super().__init__(*layers)
+
+
+class LeakyReLU(nn.Module):
+    """`lrelu` as a module."""
+
+    def forward(self, x):
+        return lrelu(x)

@@ -1,0 +1,196 @@
+"""The training loop (after NVlabs stylegan3's training_loop): one code path for single-process CPU and
+multi-GPU DDP under `torchrun` (env://). Supplement B: Adam(0, 0.99), one constant lr for G and D, EMA of G,
+gradient norms clipped at 10, modality dropout 0.5, mixed precision (on CUDA)."""
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import checkpoint
+from .configs import MODALITIES
+from .data import ShardLoader
+from .models import ModelFamily
+from .samples import render_grid, save_grid
+
+BETAS = (0.0, 0.99)  # B: Adam with beta1 = 0, beta2 = 0.99
+GRAD_CLIP = 10.0  # B: gradient norms clipped at 10
+MODALITY_DROPOUT = 0.5  # B: dropout rate of modality dropout
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one training run needs besides the networks: where, how long, how to load."""
+
+    run_dir: Path
+    train_urls: list[str]
+    sample_urls: list[str]  # fixed conditions of the sample grids
+    num_classes: int
+    label_colours: object  # [num_classes, 3] uint8 palette for the grids
+    steps: int
+    seed: int = 0
+    batch_size: int | None = None
+    workers: int = 0
+    shuffle_buffer: int = 1000
+    epoch_batches: int = 1000
+    ema_decay: float = 0.999
+    snapshot_every: int = 100
+    sample_every: int = 100
+    mixed_precision: bool = True
+    grid_size: int = 4
+
+
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers are copied."""
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p.detach(), 1 - decay)
+        for b_ema, b in zip(ema.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+def modality_masks(batch_size: int, device) -> dict:
+    """Each modality of each sample kept with probability 1 - 0.5 (modality dropout)."""
+    return {m: (torch.rand(batch_size) >= MODALITY_DROPOUT).to(device) for m in MODALITIES}
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device): DDP over env:// when torchrun set WORLD_SIZE > 1, else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://")
+    rank = dist.get_rank() if world > 1 else 0
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _to(batch: dict, device) -> dict:
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    batch["style"] = batch["image"]  # the style reference is the image itself (main paper Sec. 3)
+    return batch
+
+
+def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progress: bool = True) -> list[dict]:
+    """Train (or resume from the newest training state in `spec.run_dir`) up to `spec.steps`; returns the log
+    records of the steps run here."""
+    rank, world, device = _distributed()
+    batch_size = spec.batch_size or cfg.batch_size
+    if batch_size % world:
+        raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")
+    torch.manual_seed(spec.seed)  # the same initial networks on every rank
+    G, D = family.networks(cfg, spec.num_classes)
+    G, D = G.to(device), D.to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    vgg = vgg.to(device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=BETAS)
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=BETAS)
+    amp = spec.mixed_precision and device.type == "cuda"
+    scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in ("G", "D")}
+    loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
+                         seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
+                         epoch_batches=spec.epoch_batches)
+    G_net = torch.nn.parallel.DistributedDataParallel(G, find_unused_parameters=True) if world > 1 else G
+    D_net = torch.nn.parallel.DistributedDataParallel(D, find_unused_parameters=True) if world > 1 else D
+    loss = family.loss(G_net, D_net, vgg, cfg)
+    torch.manual_seed(spec.seed * 1_000_003 + rank + 1)  # then a stream of its own per rank (noise, dropout)
+
+    step = 0
+    run_dir = spec.run_dir
+    resume = checkpoint.latest_state(run_dir)
+    if resume is not None:
+        weights = checkpoint.load(checkpoint.snapshot_path(run_dir, resume))
+        state = checkpoint.load(checkpoint.state_path(run_dir, resume))
+        G.load_state_dict(weights["G"]), D.load_state_dict(weights["D"]), G_ema.load_state_dict(weights["G_ema"])
+        opt_G.load_state_dict(state["opt_G"]), opt_D.load_state_dict(state["opt_D"])
+        for name, scaler in scalers.items():
+            scaler.load_state_dict(state["scaler"][name])
+        loss.load_state_dict(state["loss"])
+        loader.load_state_dict(state["loader"][rank])
+        checkpoint.set_rng_state(state["rng"][rank])
+        step = int(state["step"])
+    fixed = _fixed_conditions(spec, cfg, device) if rank == 0 else None
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_log(run_dir / "log.jsonl", step)
+
+    records = []
+    bar = tqdm(total=spec.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
+    batches = iter(loader)
+    t0 = time.perf_counter()
+    while step < spec.steps:
+        batch = _to(next(batches), device)
+        masks = modality_masks(len(batch["image"]), device)
+        losses = {}
+        for phase, net, opt in (("G", G, opt_G), ("D", D, opt_D), ("Dreg", D, opt_D)):
+            if phase == "Dreg" and not loss.r1_due(step):
+                continue
+            scaler = scalers[phase[0]]
+            G.requires_grad_(net is G), D.requires_grad_(net is D)
+            opt.zero_grad(set_to_none=True)
+            loss.backward = lambda t, s=scaler: s.scale(t).backward()
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                losses.update(loss.accumulate_gradients(phase, batch, masks, step))
+            scaler.unscale_(opt)
+            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP))
+            scaler.step(opt)
+            scaler.update()
+        update_ema(G_ema, G, spec.ema_decay)
+        step += 1
+        record = {"step": step, **losses, "kl_balance": loss.kl_balance.weights.tolist(),
+                  "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)}
+        records.append(record)
+        bar.update(1)
+        if rank == 0:
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if step % spec.sample_every == 0 or step == spec.steps:
+                save_grid(run_dir / f"samples-{step:06d}.png", render_grid(G_ema, fixed, spec.label_colours))
+        if step % spec.snapshot_every == 0 or step == spec.steps:
+            _save(run_dir, step, rank, world, G, D, G_ema, opt_G, opt_D, scalers, loss, loader)
+    bar.close()
+    return records
+
+
+def _fixed_conditions(spec: RunSpec, cfg, device) -> dict:
+    """The same condition batch at every grid: the first batch of the sample shards for a fixed seed."""
+    loader = ShardLoader(spec.sample_urls, cfg.resolution, spec.num_classes, spec.grid_size, seed=12345,
+                         workers=0, shuffle_buffer=1, epoch_batches=1)
+    return _to(next(iter(loader)), device)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after the resumed step (a killed run may have logged past its last training state)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _gather(obj, world: int) -> list:
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _save(run_dir, step, rank, world, G, D, G_ema, opt_G, opt_D, scalers, loss, loader) -> None:
+    """Weight snapshot and training state of `step` (every rank's loader position and RNG state)."""
+    loaders = _gather(loader.state_dict(), world)
+    rngs = _gather(checkpoint.rng_state(), world)
+    if rank != 0:
+        return
+    checkpoint.save(checkpoint.snapshot_path(run_dir, step),
+                    {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict()})
+    checkpoint.save(checkpoint.state_path(run_dir, step), {
+        "step": step, "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "loss": loss.state_dict(),
+        "scaler": {name: s.state_dict() for name, s in scalers.items()}, "loader": loaders, "rng": rngs})
