@@ -1,0 +1,97 @@
+"""Sketch annotator: HED edges -> NMS + threshold -> optional sketch simplification -> uint8, 255 = stroke.
+
+HED runs at `resolution` (long side; 0 = the image's own size) on BGR minus the Caffe mean at 0-255; its fused
+probability is upsampled bilinearly to the image size before post-processing, so strokes are one pixel wide at the
+image's own resolution. Simplification takes dark lines on white, so sketch = 1 - simplify(1 - strokes), and is
+binarised at 0.5. Images of different sizes in one call are grouped by shape; each group is one forward pass.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Annotator, Item
+from .edges import strokes
+from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
+from .resize import resize_long_side
+from .runtime import autocast, group_by_shape, load_strict, load_weights, log, pick_device, require_setup, seeded
+from .weights import RANDOM, resolve, sha256_of
+
+KERAS_WEIGHTS = ("hed-bsds500-pypi",)
+
+
+class SketchAnnotator(Annotator):
+    """`sketch.png`: uint8 [H, W] at the image's size, 255 = stroke, 0 = background."""
+
+    name = "sketch"
+
+    def __init__(self, params, weights_dir: Path):
+        self.params = params
+        self.weights_dir = Path(weights_dir)
+        self.net = None
+
+    def _ceil_pool(self) -> bool:
+        if self.params.pooling != "auto":
+            return self.params.pooling == "ceil"
+        return self.params.weights in KERAS_WEIGHTS or self.params.weights.endswith(".h5")
+
+    def setup(self, device: str) -> None:
+        self.device = pick_device(device)
+        net = seeded(lambda: HED(ceil_pool=self._ceil_pool()))
+        if self.params.weights.endswith(".h5"):
+            path = resolve(self.params.weights, self.weights_dir)
+            load_strict(net, keras_h5_state_dict(path), f"sketch HED from {path}")
+            self.hed_meta = {"weights": self.params.weights, "sha256": sha256_of(path)}
+        else:
+            self.hed_meta = load_weights(net, self.params.weights, self.weights_dir, "sketch HED",
+                                         adapt=adapt_port_checkpoint)
+        self.simplifier, self.simplify_meta = None, None
+        if self.params.simplify:
+            from .simplify import SketchSimplifier
+            simplifier = seeded(SketchSimplifier)
+            self.simplify_meta = load_weights(simplifier, self.params.simplify_weights, self.weights_dir,
+                                              "sketch simplification")
+            self.simplifier = simplifier.eval().to(self.device)
+        self.net = net.eval().to(self.device)
+
+    def metadata(self) -> dict:
+        require_setup(self)
+        return {"model": "hed-vgg16" + ("+simplification-gan" if self.params.simplify else ""),
+                "hed_pooling": "ceil" if self._ceil_pool() else "floor", "resolution": self.params.resolution,
+                "nms": self.params.nms, "threshold": self.params.threshold, **self.hed_meta,
+                "simplify": {"weights": self.params.simplify_weights, "sha256": self.simplify_meta["sha256"]}
+                if self.params.simplify else None}
+
+    def edges(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """HED's fused edge probability, float32 [H, W] in [0, 1] at each image's own size (the raw output)."""
+        require_setup(self)
+        resized = [resize_long_side(image, self.params.resolution) for image in images]
+        out: list = [None] * len(images)
+        mean = torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
+        for indices in group_by_shape([r.shape for r in resized]).values():
+            x = torch.from_numpy(np.stack([resized[i] for i in indices])).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().flip(1) - mean
+            with torch.inference_mode(), autocast(self.device, self.params.precision):
+                prob = self.net(x).float()
+            for row, i in enumerate(indices):
+                full = F.interpolate(prob[row:row + 1], size=images[i].shape[:2], mode="bilinear",
+                                     align_corners=False)
+                out[i] = full[0, 0].clamp(0, 1).cpu().numpy()
+        return out
+
+    def _simplify(self, maps: list[np.ndarray]) -> list[np.ndarray]:
+        out: list = [None] * len(maps)
+        for indices in group_by_shape([m.shape for m in maps]).values():
+            x = torch.from_numpy(np.stack([maps[i] for i in indices])).to(self.device)[:, None].float()
+            with torch.inference_mode(), autocast(self.device, self.params.precision):
+                clean = 1.0 - self.simplifier(1.0 - x).float()
+            for row, i in enumerate(indices):
+                out[i] = clean[row, 0].cpu().numpy() > 0.5
+        return out
+
+    def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
+        maps = [strokes(e, self.params.threshold, self.params.nms) for e in self.edges([i.image for i in items])]
+        if self.simplifier is not None:
+            maps = self._simplify(maps)
+        return [{"sketch.png": np.where(m, 255, 0).astype(np.uint8)} for m in maps]
