@@ -104,6 +104,10 @@ REGISTRY: dict[str, WeightsEntry] = {
             url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
             sha256_prefix="dcbb9e9d",
         ),
+        # torchvision's AlexNet (ImageNet), the backbone of LPIPS v0.1 'alex'; sha256 prefix in the name.
+        WeightsEntry(name="alexnet-imagenet", filename="alexnet-owt-7be5be79.pth", format="torch-state-dict",
+                     licence="BSD-3-Clause (torchvision); ImageNet-trained",
+                     url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79"),
         # The TF Inception (2015-12-05) ported to PyTorch by pytorch-fid, the FID reference network.
         WeightsEntry(
             name="inception-2015-12-05",
