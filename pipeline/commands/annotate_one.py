@@ -9,8 +9,9 @@ from .common import stage_options
 @click.command("annotate-one")
 @click.argument("annotator")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file: .png for seg/sketch, .npy for clip (and for --raw).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file: .png for seg/sketch, .npy for clip and --raw "
+              "[default: IMAGE's name + .ANNOTATOR.png/.npy, next to it].")
 @click.option("--raw", is_flag=True, help="Write the model's own output before post-processing as float32 .npy "
               "(seg: class logits [C, h, w] at the network's resolution; sketch: HED's fused edge probability at "
               "the image's size; clip: the normalised image embedding as float32).")
@@ -30,6 +31,8 @@ def command(stage, annotator, image, out, raw, captions, device):
 
     if annotator not in REGISTRY:
         raise click.UsageError(f"unknown annotator {annotator!r}; known: {', '.join(REGISTRY)}")
+    if out is None:
+        out = image.with_name(f"{image.stem}.{annotator}{'.npy' if raw or annotator == 'clip' else '.png'}")
     model = build(annotator, getattr(stage.params.annotate, annotator), stage.layout.weights)
     try:
         model.setup(device)

