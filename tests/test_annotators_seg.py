@@ -1,0 +1,123 @@
+"""Segmentation annotator: the public DeepLab-v2 COCO-Stuff checkpoint layout loads strictly and drives the output;
+smp alternatives and label-map mapping; batch-size invariance, determinism, dtype/shape/range."""
+import numpy as np
+import pytest
+import torch
+
+from annotators.base import Item, build
+from annotators.labelmaps import load_label_map
+from annotators.weights import WeightsError
+from pipeline.params.annotate import SegParams
+from public_layouts import deeplabv2_cocostuff164k_layout, filled
+
+SKY = load_label_map("coco-stuff-182").id("sky-other")
+
+
+def images(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+@pytest.fixture(scope="module")
+def public_checkpoint(tmp_path_factory):
+    """A file with exactly the public checkpoint's keys and shapes; ASPP biases favour 'sky-other'."""
+    state = filled(deeplabv2_cocostuff164k_layout())
+    state["base.aspp.c0.bias"][SKY] = 5.0
+    path = tmp_path_factory.mktemp("w") / "deeplabv2_resnet101_msc-cocostuff164k-100000.pth"
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.fixture(scope="module")
+def random_deeplab(tmp_path_factory):
+    annotator = build("seg", SegParams(weights="random", long_side=48), tmp_path_factory.mktemp("w"))
+    annotator.setup("cpu")
+    return annotator
+
+
+def test_public_layout_loads_strictly_and_drives_the_labels(public_checkpoint, tmp_path):
+    path, _ = public_checkpoint
+    annotator = build("seg", SegParams(weights=str(path), long_side=40), tmp_path)
+    annotator.setup("cpu")
+    image = images([(30, 50)])[0]
+    labels = annotator([Item(image)])[0]["seg.png"]
+    assert labels.shape == (30, 50) and labels.dtype == np.uint8
+    assert (labels == SKY).all()
+    meta = annotator.metadata()
+    assert meta["model"] == "deeplabv2-resnet101" and len(meta["sha256"]) == 64 and meta["label_map"] == "coco-stuff-182"
+
+
+def test_a_wrong_shape_is_named(public_checkpoint, tmp_path):
+    _, state = public_checkpoint
+    bad = dict(state)
+    bad["base.aspp.c2.weight"] = torch.zeros(150, 2048, 3, 3)
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match=r"aspp.c2.weight.*\(150, 2048, 3, 3\)"):
+        build("seg", SegParams(weights=str(tmp_path / "bad.pth")), tmp_path).setup("cpu")
+
+
+def test_a_missing_key_is_named(public_checkpoint, tmp_path):
+    _, state = public_checkpoint
+    bad = {k: v for k, v in state.items() if k != "base.layer4.block23.conv3x3.bn.running_var"}
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match="layer4.block23.conv3x3.bn.running_var"):
+        build("seg", SegParams(weights=str(tmp_path / "bad.pth")), tmp_path).setup("cpu")
+
+
+def test_registry_weights_missing_from_the_cache_fail_before_any_work(tmp_path):
+    with pytest.raises(WeightsError, match="pipeline weights fetch deeplabv2-cocostuff164k"):
+        build("seg", SegParams(), tmp_path).setup("cpu")
+
+
+def test_batch_size_invariant_and_deterministic_with_mixed_sizes(random_deeplab):
+    batch = images([(40, 60), (60, 40), (40, 60), (33, 33), (48, 20), (40, 60), (20, 48), (41, 59)])
+    together = random_deeplab([Item(i) for i in batch])
+    alone = [random_deeplab([Item(i)])[0] for i in batch]
+    for a, b, image in zip(together, alone, batch):
+        assert a["seg.png"].shape == image.shape[:2]
+        assert (a["seg.png"] == b["seg.png"]).mean() > 0.999
+    again = random_deeplab([Item(i) for i in batch])
+    assert all((a["seg.png"] == b["seg.png"]).all() for a, b in zip(together, again))
+    assert all(o["seg.png"].max() < 182 for o in together)
+
+
+def test_random_weights_are_the_same_on_every_setup(random_deeplab, tmp_path):
+    other = build("seg", SegParams(weights="random", long_side=48), tmp_path)
+    other.setup("cpu")
+    image = images([(40, 40)])[0]
+    assert (other([Item(image)])[0]["seg.png"] == random_deeplab([Item(image)])[0]["seg.png"]).all()
+    assert other.metadata()["sha256"] == "random"
+
+
+def test_multi_scale_takes_the_pixelwise_max_of_logits(random_deeplab, tmp_path):
+    multi = build("seg", SegParams(weights="random", long_side=48, scales=[1.0, 0.5]), tmp_path)
+    multi.setup("cpu")
+    image = images([(48, 40)])[0]
+    single_logits = random_deeplab.logits([image])
+    multi_logits = multi.logits([image])
+    assert multi_logits.shape == single_logits.shape
+    assert (multi_logits >= single_logits - 1e-5).all()
+
+
+def test_smp_checkpoint_with_ade20k_labels_mapped_to_coco_stuff(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    net = smp.create_model("DeepLabV3Plus", encoder_name="resnet18", encoder_weights=None, classes=150)
+    state = net.state_dict()
+    state["segmentation_head.0.bias"][load_label_map("ade20k-150").id("sky")] = 50.0
+    torch.save(state, tmp_path / "ade.pth")
+    params = SegParams(model="smp:DeepLabV3Plus", encoder="resnet18", weights=str(tmp_path / "ade.pth"),
+                       label_map="ade20k-150", output_label_map="coco-stuff-182", long_side=64)
+    annotator = build("seg", params, tmp_path)
+    annotator.setup("cpu")
+    out = annotator([Item(i) for i in images([(50, 70), (37, 41)])])
+    assert [o["seg.png"].shape for o in out] == [(50, 70), (37, 41)]
+    assert all((o["seg.png"] == SKY).all() for o in out)
+    assert annotator.metadata()["label_map"] == "coco-stuff-182"
+
+
+def test_unknown_model_and_missing_mapping_fail_at_build(tmp_path):
+    with pytest.raises(ValueError, match="annotate.seg.model"):
+        build("seg", SegParams(model="deeplabv9"), tmp_path)
+    with pytest.raises(KeyError, match="no mapping from label map 'coco-stuff-182' to 'ade20k-150'"):
+        build("seg", SegParams(output_label_map="ade20k-150"), tmp_path)

