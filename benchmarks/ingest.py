@@ -1,0 +1,76 @@
+"""Ingest throughput: the built-in sample scaled up (copies of its pictures with one pixel changed, so every copy
+has its own bytes and key), through `ingest` on all cores, against the bare decode + resize + JPEG encode of the
+same files in one process. Prints one JSON object per line; the last is the ratio (ingest / bare).
+
+    .venv/bin/python benchmarks/ingest.py [--copies 5] [--workers N]
+"""
+import argparse
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from pipeline.imageio import stored_size
+from pipeline.ingest import ingest
+from pipeline.layout import Layout
+from pipeline.params.datasets import SourceParams
+from pipeline.params.stages import IngestParams, SampleParams
+from pipeline.sample import write_sample
+
+
+def scaled_sample(root: Path, copies: int) -> list[Path]:
+    """The sample's pictures, `copies` times each, every copy one pixel different (new bytes, new key)."""
+    write_sample(root / "sample", SampleParams(), progress=False)
+    files = []
+    for source in sorted((root / "sample" / "images").iterdir()):
+        image = Image.open(source)
+        fmt, rgb = image.format, image.convert("RGB")
+        for copy in range(copies):
+            rgb.putpixel((0, 0), (copy, copy, copy))
+            target = root / "scaled" / f"{copy:03d}-{source.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            rgb.save(target, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+            files.append(target)
+    return files
+
+
+def bare_rate(files: list[Path], limits: IngestParams) -> float:
+    """Images/s of read + decode + resize to the stored size + JPEG encode, one process, nothing else."""
+    start = time.perf_counter()
+    for path in files:
+        image = Image.open(io.BytesIO(path.read_bytes())).convert("RGB")
+        size = stored_size(*image.size, limits.max_short_side)
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        image.save(io.BytesIO(), "JPEG", quality=limits.jpeg_quality)
+    return len(files) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    """Run the benchmark and print its JSON lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=5, help="copies of each sample picture")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="ingest processes")
+    args = parser.parse_args()
+    limits = IngestParams(shard_size=20)  # many small shards: every worker stays busy to the end
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        files = scaled_sample(root, args.copies)
+        bare = bare_rate(files, limits)
+        summary = ingest(Layout(root / "data", "bench"), limits, SourceParams(kind="folder", path=str(root / "scaled")),
+                         0.1, workers=args.workers, progress=False)
+    rate = summary.listed / summary.seconds
+    for name, value, unit in [
+        ("images", len(files), "images"), ("workers", args.workers, "processes"),
+        ("bare_decode_encode_images_per_s", round(bare, 2), "images/s"),
+        ("ingest_images_per_s", round(rate, 2), "images/s"), ("ratio", round(rate / bare, 3), "x"),
+    ]:
+        print(json.dumps({"name": name, "value": value, "unit": unit}))
+
+
+if __name__ == "__main__":
+    main()
