@@ -25,28 +25,30 @@ def label_png(seed: int, width: int = 40, height: int = 32) -> bytes:
     return cv2.imencode(".png", labels)[1].tobytes()
 
 
-def write_image_shards(layout: Layout, per_shard: list[int], provided_every: int = 3, split: str = "train") -> list[str]:
-    """Write image shards with per_shard[i] samples each; every `provided_every`-th sample carries its own
-    segmentation and captions (`provided: [seg, txt]`). Returns all keys in order."""
+def write_image_shards(layout: Layout, per_shard: list[int], provided_every: int = 3, split: str = "train",
+                       size: tuple[int, int] = (40, 32)) -> list[str]:
+    """Write image shards with per_shard[i] samples of `size` (w, h) each; every `provided_every`-th sample
+    carries its own segmentation and captions (`provided: [seg, txt]`). Returns all keys in order."""
+    width, height = size
     keys, n = [], 0
     for index, count in enumerate(per_shard):
         path = layout.images / shard_name(split, index)
         with shard_writer(path) as writer:
             for _ in range(count):
                 key = f"{n:024x}"
-                sample = {"__key__": key, "jpg": jpeg(n)}
+                sample = {"__key__": key, "jpg": jpeg(n, width, height)}
                 provided = []
                 if n % provided_every == 0:
-                    sample["seg.png"] = label_png(n)
+                    sample["seg.png"] = label_png(n, width, height)
                     sample["txt"] = f"a picture number {n}\nanother caption {n}".encode()
                     provided = ["seg", "txt"]
-                info = {"key": key, "source": f"raw/{n}.jpg", "width": 40, "height": 32, "split": split,
+                info = {"key": key, "source": f"raw/{n}.jpg", "width": width, "height": height, "split": split,
                         "provided": provided}
                 sample["json"] = json.dumps(info).encode()
                 writer.write(sample)
                 keys.append(key)
                 n += 1
-        write_stats(path, {"fingerprint": fingerprint("test-ingest", index, count), "samples": count})
+        write_stats(path, {"fingerprint": fingerprint("test-ingest", index, count), "count": count})
     return keys
 
 

@@ -1,0 +1,191 @@
+"""The per-shard job of `pipeline annotate`: one image shard in, one aligned annotation shard out.
+
+Inside a worker the shard flows through three overlapping steps with bounded buffers: JPEG decoding runs on a
+small thread pool `prefetch` batches ahead of the model, the model runs in the calling thread, and PNG/NPY
+encoding runs on the pool `prefetch` batches behind it while the next batch is in the model. OpenCV and torch
+release the GIL, so a GPU worker is not kept waiting on decode and memory holds at most 2 x prefetch batches
+whatever the shard or dataset size. (This "prefetching reader per actor" is chosen over Ray Data streaming:
+output must keep the image shard's key order, one task per shard keeps resume and retry per shard, and no
+separate read tasks exist that actors holding every CPU could starve, the ray-project/ray#44687 hang.)
+
+A sample whose modality the dataset provides (its `json` lists it under `provided`) is skipped; an image that
+fails to decode, to annotate or to encode is left out of the annotation shard and listed with its error in
+the shard's stats, and the shard still completes. The output depends only on the image shard, the annotator's
+params and its weights, never on the batch size or which worker ran it.
+"""
+import io
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from annotators.base import Annotator, Item, encode
+
+from .layout import SHARD_RE, Layout
+from .shards import fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
+
+CODE_VERSION = 1  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
+# Params that change how fast an annotator runs, not what it writes; left out of the fingerprint.
+SPEED_ONLY_PARAMS = {"batch_size"}
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One unit of work: annotate `image_shard` into `out`, marking it done with `fingerprint`."""
+
+    image_shard: Path
+    out: Path
+    fingerprint: str
+    samples: int
+
+
+def image_shards(layout: Layout) -> list[Path]:
+    """The dataset's image shards in name order; none at all is an error naming the folder."""
+    shards = sorted(p for p in layout.images.glob("*.tar") if SHARD_RE.match(p.name))
+    if not shards:
+        raise FileNotFoundError(f"{layout.images}: no image shards ({{split}}-{{index:06d}}.tar); run `pipeline ingest`")
+    return shards
+
+
+def sample_count(image_shard: Path) -> int:
+    """Samples in an image shard, from its stats when ingest recorded them, else from the tar headers."""
+    recorded = (read_stats(image_shard) or {}).get("count")  # ingest records it
+    if isinstance(recorded, int):
+        return recorded
+    return sum(1 for _ in {key for key, _ in read_shard(image_shard)})
+
+
+def shard_fingerprint(name: str, section, metadata: dict, image_shard: Path) -> str:
+    """What makes an annotation shard: the annotator, its output-relevant params, its weights, the input shard."""
+    params = section.model_dump(exclude=SPEED_ONLY_PARAMS)
+    image = (read_stats(image_shard) or {}).get("fingerprint", image_shard.stat().st_size)
+    return fingerprint("annotate", CODE_VERSION, name, params, metadata, image)
+
+
+def plan(layout: Layout, name: str, section, metadata: dict) -> tuple[list[ShardJob], int]:
+    """The shards still to annotate for `name` (others are done under the same fingerprint), and how many are done."""
+    todo, done = [], 0
+    for image_shard in image_shards(layout):
+        out = layout.annotations(name) / image_shard.name
+        fp = shard_fingerprint(name, section, metadata, image_shard)
+        if is_done(out, fp):
+            done += 1
+        else:
+            todo.append(ShardJob(image_shard, out, fp, sample_count(image_shard)))
+    return todo, done
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete half-written shards left by killed workers (`.name.tmp-PID`); call only while no job writes here."""
+    for tmp in folder.glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def decode_image(jpg: bytes, max_pixels: int) -> np.ndarray:
+    """uint8 RGB [H, W, 3] of a stored JPEG; refuses more than `max_pixels` before decoding."""
+    width, height = Image.open(io.BytesIO(jpg)).size
+    if width * height > max_pixels:
+        raise ValueError(f"{width}x{height} exceeds max_pixels={max_pixels}")
+    bgr = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("undecodable image data")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def _error(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def _decode_batch(batch: list[tuple[str, dict]], max_pixels: int) -> list[tuple[str, Item | str]]:
+    decoded = []
+    for key, sample in batch:
+        try:
+            captions = [c for c in sample.get("txt", b"").decode().splitlines() if c.strip()]
+            decoded.append((key, Item(decode_image(sample["jpg"], max_pixels), captions)))
+        except Exception as e:  # one bad image is recorded, never fatal
+            decoded.append((key, _error(e)))
+    return decoded
+
+
+def _annotate_batch(annotator: Annotator, batch: list[tuple[str, Item | str]]) -> list[tuple[str, dict | str]]:
+    """Outputs per key; when the batch call fails, each item is retried alone so only the bad one fails."""
+    items = [(key, item) for key, item in batch if isinstance(item, Item)]
+    try:
+        outputs = annotator([item for _, item in items]) if items else []
+        if len(outputs) != len(items):
+            raise RuntimeError(f"annotator returned {len(outputs)} outputs for {len(items)} images")
+        by_key = {key: out for (key, _), out in zip(items, outputs)}
+    except Exception:
+        by_key = {}
+        for key, item in items:
+            try:
+                by_key[key] = annotator([item])[0]
+            except Exception as e:
+                by_key[key] = _error(e)
+    return [(key, by_key[key] if isinstance(item, Item) else item) for key, item in batch]
+
+
+def _encode_batch(batch: list[tuple[str, dict | str]]) -> list[tuple[str, dict | str]]:
+    encoded = []
+    for key, outputs in batch:
+        try:
+            encoded.append((key, outputs if isinstance(outputs, str) else {ext: encode(ext, a) for ext, a in outputs.items()}))
+        except Exception as e:
+            encoded.append((key, _error(e)))
+    return encoded
+
+
+def _ahead(pool: ThreadPoolExecutor, fn: Callable, iterable: Iterable, depth: int) -> Iterator:
+    """fn over iterable, in order, computed on `pool` up to `depth` elements ahead of the consumer."""
+    window = deque()
+    for element in iterable:
+        window.append(pool.submit(fn, element))
+        if len(window) > depth:
+            yield window.popleft().result()
+    while window:
+        yield window.popleft().result()
+
+
+def _batches(samples: Iterable[tuple[str, dict]], size: int, name: str, skipped: list[str]) -> Iterator[list]:
+    batch = []
+    for key, sample in samples:
+        if name in json.loads(sample["json"]).get("provided", []):
+            skipped.append(key)
+            continue
+        batch.append((key, sample))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def annotate_shard(annotator: Annotator, job: ShardJob, batch_size: int, prefetch: int, max_pixels: int,
+                   worker: dict | None = None) -> dict:
+    """Write the annotation shard of `job`, then its stats marker (with `worker`: where it ran); returns the stats."""
+    start = time.perf_counter()
+    provided, failures, annotated = [], [], 0
+    with ThreadPoolExecutor(2, thread_name_prefix="annotate-io") as pool, shard_writer(job.out) as writer:
+        batches = _batches(read_shard(job.image_shard), batch_size, annotator.name, provided)
+        decoded = _ahead(pool, lambda b: _decode_batch(b, max_pixels), batches, prefetch)
+        annotated_batches = (_annotate_batch(annotator, batch) for batch in decoded)
+        for batch in _ahead(pool, _encode_batch, annotated_batches, prefetch):
+            for key, members in batch:
+                if isinstance(members, str):
+                    failures.append({"key": key, "error": members})
+                else:
+                    writer.write({"__key__": key, **members})
+                    annotated += 1
+    stats = {"fingerprint": job.fingerprint, "annotator": annotator.name, "metadata": annotator.metadata(),
+             "image_shard": job.image_shard.name, "annotated": annotated, "provided": len(provided),
+             "failed": len(failures), "failures": failures, "seconds": round(time.perf_counter() - start, 3),
+             "worker": worker or {}}
+    write_stats(job.out, stats)
+    return stats

@@ -1,0 +1,111 @@
+"""The driver of `pipeline annotate`: for each requested annotator, an actor pool on Ray (one model per actor,
+loaded once), every unfinished image shard as one job, a progress bar over images, and a summary."""
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from tqdm import tqdm
+
+from annotators.base import build
+
+from .annotate import ShardJob, annotate_shard, plan, remove_stale_temporaries
+from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
+
+
+class AnnotatorWorker:
+    """One annotator, set up once on this actor's device, annotating whole shards."""
+
+    def __init__(self, name: str, section, weights_dir: str, torch_threads: int):
+        import cv2
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(1)
+        self.annotator = build(name, section, Path(weights_dir))
+        self.annotator.setup("cuda" if ray.get_gpu_ids() else "cpu")
+
+    def metadata(self) -> dict:
+        return self.annotator.metadata()
+
+    def run(self, job: ShardJob, batch_size: int, prefetch: int, max_pixels: int) -> dict:
+        worker = {"node": ray.get_runtime_context().get_node_id(), "actor": ray.get_runtime_context().get_actor_id()}
+        return annotate_shard(self.annotator, job, batch_size, prefetch, max_pixels, worker)
+
+
+@dataclass
+class AnnotatorSummary:
+    """What one annotator did in this run."""
+
+    name: str
+    shards: int = 0
+    already_done: int = 0
+    images: int = 0
+    annotated: int = 0
+    provided: int = 0
+    failed: int = 0
+    failed_shards: dict[str, str] = field(default_factory=dict)
+    workers_replaced: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        """One human-readable line."""
+        text = (f"{self.name}: {self.images} images in {self.shards - self.already_done} shard(s) "
+                f"({self.already_done} already done), {self.annotated} annotated, {self.provided} provided, "
+                f"{self.failed} failed; {self.seconds:.1f} s, {self.images_per_second:.1f} images/s")
+        if self.workers_replaced:
+            text += f"; {self.workers_replaced} worker(s) replaced"
+        for shard, error in self.failed_shards.items():
+            text += f"\n  shard {shard} failed: {error}"
+        return text
+
+
+def run(stage, names: list[str], address: str | None = None, batch_size: int | None = None,
+        workers: int | None = None, gpus_per_worker: float | None = None, progress: bool = True) -> list[AnnotatorSummary]:
+    """Annotate the dataset's image shards with each of `names` on Ray; returns one summary per annotator."""
+    runtime = stage.params.annotate.runtime
+    shape = pool_shape(connect(address), workers or runtime.workers, gpus_per_worker or runtime.gpus_per_worker,
+                       runtime.reserve_cpus)
+    return [_run_annotator(stage, name, shape, batch_size, progress) for name in names]
+
+
+def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, progress: bool) -> AnnotatorSummary:
+    section = getattr(stage.params.annotate, name)
+    runtime, layout = stage.params.annotate.runtime, stage.layout
+    actor = ray.remote(AnnotatorWorker)
+    run_id = uuid.uuid4().hex[:8]
+    spawn = lambda: actor.options(  # noqa: E731
+        num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, max_restarts=0, scheduling_strategy="SPREAD",
+        name=f"mmsynth-annotate-{name}-{run_id}-{uuid.uuid4().hex[:6]}",
+    ).remote(name, section, str(layout.weights), shape.torch_threads)
+    summary = AnnotatorSummary(name)
+    start = time.perf_counter()
+    pool = ActorPool(spawn, shape.workers)
+    try:
+        jobs, summary.already_done = plan(layout, name, section, pool.call_first("metadata"))
+        summary.shards = len(jobs) + summary.already_done
+        remove_stale_temporaries(layout.annotations(name))
+        submit = lambda worker, job: worker.run.remote(  # noqa: E731
+            job, batch_size or section.batch_size, runtime.prefetch_batches, stage.params.ingest.max_pixels)
+        with tqdm(total=sum(j.samples for j in jobs), unit="img", desc=f"annotate {name}", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for job, stats, error in pool.map(jobs, submit, runtime.shard_attempts):
+                bar.update(job.samples)
+                summary.images += job.samples
+                if error is not None:
+                    summary.failed_shards[job.image_shard.name] = error
+                    continue
+                summary.annotated += stats["annotated"]
+                summary.provided += stats["provided"]
+                summary.failed += stats["failed"]
+        remove_stale_temporaries(layout.annotations(name))
+    finally:
+        summary.workers_replaced = pool.replaced
+        pool.shutdown()
+    summary.seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,109 @@
+"""Ray for `pipeline annotate`: connect to a cluster, size an actor pool to it, and run shard jobs on the pool,
+replacing an actor that dies and retrying its shard.
+
+Sizing keeps `reserve_cpus` out of every actor's claim: Ray Data hangs when actors hold every CPU
+(ray-project/ray#44687), and more generally anything else the job or the cluster needs must still be schedulable.
+On GPUs each actor claims `gpus_per_worker` GPUs and a CPU share; on CPUs the unreserved CPUs are split evenly.
+"""
+import logging
+import math
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+
+def connect(address: str | None = None) -> dict:
+    """Join the cluster at `address` (else RAY_ADDRESS), or start a local one sized to this machine; reuse an
+    already initialised Ray. Returns the cluster's total resources."""
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:  # Ray detects the machine's CPUs (cgroup limits included) and GPUs itself
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    return ray.cluster_resources()
+
+
+@dataclass(frozen=True)
+class PoolShape:
+    """How many actors, and what each claims from the scheduler."""
+
+    workers: int
+    num_cpus: float
+    num_gpus: float
+    torch_threads: int
+
+
+def pool_shape(resources: dict, workers: int, gpus_per_worker: float, reserve_cpus: float) -> PoolShape:
+    """The actor pool for a cluster's resources: `workers` actors (0 = as many as the GPUs or unreserved CPUs
+    allow), each with its share of the unreserved CPUs, and `gpus_per_worker` GPUs when there are GPUs."""
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    usable = max(cpus - reserve_cpus, cpus / 2)
+    if gpus > 0:
+        count = workers or max(1, math.floor(gpus / gpus_per_worker))
+        return PoolShape(count, min(1.0, usable / count), gpus_per_worker, 1)
+    count = workers or max(1, math.floor(usable))
+    share = usable / count
+    return PoolShape(count, round(share, 4), 0.0, max(1, math.floor(share)))
+
+
+class ActorPool:
+    """A fixed number of identical actors made by `spawn()`; a dead actor is killed and replaced."""
+
+    def __init__(self, spawn: Callable[[], "ray.actor.ActorHandle"], size: int):
+        self._spawn = spawn
+        self.actors = [spawn() for _ in range(size)]
+        self.replaced = 0
+
+    def call_first(self, method: str, attempts: int = 3):
+        """Call `method` on one actor and return its result (an actor that dies is replaced, up to `attempts`
+        tries); an actor whose own setup raises is an error saying why."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return ray.get(getattr(self.actors[0], method).remote())
+            except RayActorError as e:
+                if getattr(e, "actor_init_failed", False) or attempt == attempts:
+                    reason = [line for line in str(e).splitlines() if line.strip()][-1]  # the worker's own error
+                    raise RuntimeError(f"a worker could not start: {reason}") from None
+                self._replace(0)
+
+    def _replace(self, index: int) -> None:
+        ray.kill(self.actors[index], no_restart=True)
+        self.actors[index] = self._spawn()
+        self.replaced += 1
+
+    def map(self, jobs: list, submit: Callable, attempts: int) -> Iterator[tuple[object, object, str | None]]:
+        """Run `submit(actor, job)` for every job, one job per actor at a time; yield (job, result, error) as
+        they finish. A job whose actor died is retried on a fresh actor up to `attempts` times in all."""
+        pending, tries, idle, running = deque(jobs), Counter(), deque(range(len(self.actors))), {}
+        while pending or running:
+            while idle and pending:
+                index, job = idle.popleft(), pending.popleft()
+                running[submit(self.actors[index], job)] = (index, job)
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            index, job = running.pop(ref)
+            result, error = None, None
+            try:
+                result = ray.get(ref)
+            except RayActorError as e:
+                self._replace(index)
+                tries[job] += 1
+                if tries[job] < attempts:
+                    pending.appendleft(job)
+                    idle.append(index)
+                    continue
+                error = f"its worker died {tries[job]} times; last: {str(e).splitlines()[0]}"
+            except RayTaskError as e:
+                cause = e.cause if e.cause is not None else e
+                error = f"{type(cause).__name__}: {cause}"
+            idle.append(index)
+            yield job, result, error
+
+    def shutdown(self) -> None:
+        """Kill every actor of the pool."""
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)

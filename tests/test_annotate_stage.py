@@ -1,0 +1,213 @@
+"""`pipeline annotate` on a real local Ray (2 CPUs, one per module): aligned, deterministic, resumable shards
+that survive dead workers, a killed job and bad images; then pack and preview on what it wrote."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import webdataset as wds
+import yaml
+from click.testing import CliRunner
+
+from image_shards import write_image_shards
+from pipeline.cli import main
+from pipeline.commands.common import StageContext
+from pipeline.layout import Layout
+from pipeline.params import load_params
+from pipeline.ray_runtime import pool_shape
+from pipeline.shards import read_shard, read_stats, shard_writer
+
+ANNOTATORS = ["seg", "sketch"]
+OFFLINE = {"annotate.seg.weights": "random", "annotate.seg.long_side": 32, "annotate.sketch.weights": "random",
+           "annotate.sketch.simplify": False, "annotate.clip.weights": "random"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray with 2 CPUs for the whole module (Ray start-up is the slow part)."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """The repo's params with the sample profile made offline and fast (random weights, tiny seg input)."""
+    params = yaml.safe_load(open("params.yaml"))
+    params["datasets"]["sample"]["overrides"] = {**OFFLINE, **overrides}
+    params["datasets"]["sample"]["annotate"] = ANNOTATORS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def make_dataset(folder: Path, per_shard: list[int], size=(40, 32)) -> tuple[Layout, list[str], Path]:
+    layout = Layout(folder / "data", "sample")
+    keys = write_image_shards(layout, per_shard, size=size)
+    return layout, keys, write_params(folder)
+
+
+def annotate(layout: Layout, params: Path, *args: str, only=ANNOTATORS) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["annotate", "--dataset", "sample", "--params", str(params), "--data-dir",
+                                       str(layout.data_dir), "--no-progress", "--only", ",".join(only), *args])
+    return result.exit_code, result.output
+
+
+def shard_bytes(layout: Layout, names=ANNOTATORS) -> dict[str, bytes]:
+    return {f"{n}/{p.name}": p.read_bytes() for n in names for p in sorted(layout.annotations(n).glob("*.tar"))}
+
+
+def stage_for(layout: Layout, params: Path) -> StageContext:
+    loaded = load_params(params)
+    return StageContext(loaded.for_dataset("sample"), "sample", loaded.profile("sample"), layout)
+
+
+def test_pool_never_claims_the_reserved_cpus():
+    shape = pool_shape({"CPU": 2.0}, workers=2, gpus_per_worker=1, reserve_cpus=1)
+    assert shape.workers == 2 and shape.workers * shape.num_cpus <= 1 and shape.num_gpus == 0
+    assert pool_shape({"CPU": 16.0}, 0, 1, 1).workers == 15
+    gpu = pool_shape({"CPU": 8.0, "GPU": 4.0}, 0, 0.5, 1)
+    assert gpu.workers == 8 and gpu.num_gpus == 0.5 and gpu.workers * gpu.num_cpus <= 7
+
+
+def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(cluster, tmp_path):
+    layout, keys, params = make_dataset(tmp_path / "a", [3, 3, 2, 2])
+    finished, low_cpu = threading.Event(), []
+
+    def job():  # 2 workers on a 2-CPU Ray must finish (no ray#44687-style starvation) and leave a CPU free
+        finished.code = annotate(layout, params, "--workers", "2", "--batch-size", "2")
+        finished.set()
+
+    threading.Thread(target=job, daemon=True).start()
+    while not finished.wait(0.2):
+        low_cpu.append(ray.available_resources().get("CPU", 0))
+    assert finished.wait(180), "annotate on a 2-CPU cluster did not finish"
+    code, output = finished.code
+    assert code == 0, output
+    assert min(low_cpu) >= 1.0  # the reserved CPU was never claimed by the pool
+    assert "seg: 10 images" in output and "6 annotated, 4 provided, 0 failed" in output
+
+    for name in ANNOTATORS:
+        for index, image_shard in enumerate(sorted(layout.images.glob("*.tar"))):
+            image_keys = [k for k, s in read_shard(image_shard)
+                          if name not in json.loads(s["json"])["provided"]]
+            samples = list(read_shard(layout.annotations(name) / image_shard.name))
+            assert [k for k, _ in samples] == image_keys  # same keys, same order; provided seg skipped
+            assert all(set(s) == {f"{name}.png"} for _, s in samples)
+            stats = read_stats(layout.annotations(name) / image_shard.name)
+            assert stats["annotated"] == len(image_keys) and stats["metadata"]["weights"] == "random"
+
+    other, _, _ = make_dataset(tmp_path / "b", [3, 3, 2, 2])
+    code, output = annotate(other, params, "--workers", "1", "--batch-size", "3")
+    assert code == 0, output
+    assert shard_bytes(other) == shard_bytes(layout)
+
+    before = {p: p.stat().st_mtime_ns for p in layout.annotations("seg").glob("*")}
+    code, output = annotate(layout, params)
+    assert code == 0 and "(4 already done)" in output
+    assert {p: p.stat().st_mtime_ns for p in layout.annotations("seg").glob("*")} == before
+
+    pack = CliRunner().invoke(main, ["pack", "--dataset", "sample", "--params", str(params), "--data-dir",
+                                     str(layout.data_dir), "--no-progress"])
+    assert pack.exit_code == 0, pack.output
+    urls = [str(p) for p in sorted(layout.shards.glob("*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode())
+    assert [s["__key__"] for s in samples] == keys
+    for sample in samples:
+        assert {"jpg", "seg.png", "sketch.png", "json"} <= set(sample)
+        assert set(sample["json"]["annotators"]) >= {"sketch"}
+        assert sample["json"]["annotators"]["sketch"]["weights"] == "random"
+    preview = CliRunner().invoke(main, ["preview", "--dataset", "sample", "--params", str(params), "--data-dir",
+                                        str(layout.data_dir), "--samples", "4"])
+    assert preview.exit_code == 0 and layout.preview.stat().st_size > 10_000, preview.output
+
+
+def test_changed_params_redo_shards_but_batch_size_does_not(cluster, tmp_path):
+    layout, _, params = make_dataset(tmp_path, [2, 2])
+    assert annotate(layout, params, "--workers", "1")[0] == 0
+    first = shard_bytes(layout)
+    bigger_batches = write_params(tmp_path / "b", **{"annotate.sketch.batch_size": 5})
+    code, output = annotate(layout, bigger_batches, "--workers", "1")
+    assert code == 0 and "sketch: 0 images" in output and "(2 already done)" in output
+    code, output = annotate(layout, write_params(tmp_path / "c", **{"annotate.sketch.threshold": 0.9}), "--workers", "1")
+    assert code == 0 and "sketch: 4 images in 2 shard(s) (0 already done)" in output
+    assert "seg: 0 images" in output
+    assert shard_bytes(layout, ["seg"]) == {k: v for k, v in first.items() if k.startswith("seg/")}
+
+
+def test_a_corrupt_image_is_recorded_and_the_shard_completes(cluster, tmp_path):
+    layout, keys, params = make_dataset(tmp_path, [2, 3])
+    shard = layout.images / "train-000001.tar"
+    samples = list(read_shard(shard))
+    with shard_writer(shard) as writer:
+        for key, sample in samples:
+            writer.write({"__key__": key, **sample, **({"jpg": b"\xff\xd8 not a jpeg"} if key == keys[3] else {})})
+    code, output = annotate(layout, params, "--workers", "1")
+    assert code == 1 and "1 failed" in output and "1 image(s) and 0 shard(s) failed" in output
+    stats = read_stats(layout.annotations("sketch") / "train-000001.tar")
+    assert stats["failed"] == 1 and stats["failures"][0]["key"] == keys[3] and stats["failures"][0]["error"]
+    assert [k for k, _ in read_shard(layout.annotations("sketch") / "train-000001.tar")] == [keys[2], keys[4]]
+    tolerant = write_params(tmp_path / "t", **{"annotate.runtime.max_failed_fraction": 0.5})
+    code, output = annotate(layout, tolerant, "--workers", "1")
+    assert code == 0 and "(2 already done)" in output  # failures are final for those params: not redone
+
+
+# The kill tests run the sketch annotator alone on bigger images, so that shards take long enough to kill mid-job.
+SLOW = ["sketch"]
+
+
+def _reference(tmp_path: Path, per_shard: list[int], size) -> dict[str, bytes]:
+    layout, _, params = make_dataset(tmp_path / "reference", per_shard, size)
+    assert annotate(layout, params, "--workers", "1", only=SLOW)[0] == 0
+    return shard_bytes(layout, SLOW)
+
+
+def _wait_for_first_shard(layout: Layout, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(layout.annotations(SLOW[0]).glob("*.stats.json")):
+        assert time.monotonic() < deadline, "no shard finished in time"
+        time.sleep(0.05)
+
+
+def test_an_actor_killed_mid_job_is_replaced_and_its_shard_redone(cluster, tmp_path):
+    per_shard, size = [2] * 6, (320, 240)
+    layout, _, params = make_dataset(tmp_path / "killed", per_shard, size)
+    done = threading.Event()
+    threading.Thread(target=lambda: (setattr(done, "result", annotate(layout, params, "--workers", "2", only=SLOW)), done.set()),
+                     daemon=True).start()
+    _wait_for_first_shard(layout)
+    victims = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("mmsynth-annotate-")]
+    ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
+    assert done.wait(300)
+    code, output = done.result
+    assert code == 0 and "worker(s) replaced" in output, output
+    assert shard_bytes(layout, SLOW) == _reference(tmp_path, per_shard, size)
+
+
+def test_sigkilled_job_rerun_gives_identical_shards(cluster, tmp_path):
+    per_shard, size = [2] * 6, (320, 240)
+    layout, _, params = make_dataset(tmp_path / "killed", per_shard, size)
+    command = [str(Path(sys.executable).with_name("pipeline")), "annotate", "--dataset", "sample", "--params",
+               str(params), "--data-dir", str(layout.data_dir), "--only", SLOW[0], "--workers", "2",
+               "--no-progress"]
+    job = subprocess.Popen(command, env={**os.environ, "RAY_ADDRESS": cluster}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_first_shard(layout)
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+    finished = {p.name: p.read_text() for p in layout.annotations(SLOW[0]).glob("*.stats.json")}
+    assert 0 < len(finished) < 6
+    code, output = annotate(layout, params, "--workers", "2", only=SLOW)
+    assert code == 0 and f"({len(finished)} already done)" in output, output
+    assert {p.name: p.read_text() for p in layout.annotations(SLOW[0]).glob("*.stats.json")
+            if p.name in finished} == finished  # finished shards were not redone
+    assert not list(layout.annotations(SLOW[0]).glob(".*"))  # no half-written leftovers
+    assert shard_bytes(layout, SLOW) == _reference(tmp_path, per_shard, size)
