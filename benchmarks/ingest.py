@@ -7,7 +7,6 @@ same files in one process. Prints one JSON object per line; the last is the rati
 import argparse
 import io
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.imageio import stored_size
-from pipeline.ingest import ingest
+from pipeline.ingest import available_cores, ingest
 from pipeline.layout import Layout
 from pipeline.params.datasets import SourceParams
 from pipeline.params.stages import IngestParams, SampleParams
@@ -54,7 +53,7 @@ def main() -> None:
     """Run the benchmark and print its JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=5, help="copies of each sample picture")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="ingest processes")
+    parser.add_argument("--workers", type=int, default=available_cores(), help="ingest processes")
     args = parser.parse_args()
     limits = IngestParams(shard_size=20)  # many small shards: every worker stays busy to the end
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,7 @@ and rejects.parquet.
 """
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from .sources import Skipped, SourceItem, list_items
 # Bump when the stored bytes for the same inputs and params change, so old shards are redone.
 INGEST_VERSION = 1
 KEY_HEX = 24
+MAX_BYTES_PER_PIXEL = 8  # 16-bit RGBA stored uncompressed: the most any supported format spends on a pixel
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("source", pa.string()), ("sha256", pa.string()), ("width", pa.int32()),
@@ -124,16 +126,24 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
 def probe(item: SourceItem, limits: IngestParams) -> tuple[str | None, tuple[str, str] | None]:
     """(sha256 of the image bytes, None) when the header passes the limits, else (None, (reason, detail))."""
     try:
-        data = item.image.read()
-    except OSError as e:
-        return None, ("unreadable", str(e))
-    try:
+        data = read_image(item, limits)
         open_checked(data, limits)
     except Rejected as r:
         return None, (r.reason, r.detail)
     except Exception as e:  # a decoder failing in an unforeseen way must not stop the run
         return None, ("error", f"{type(e).__name__}: {e}")
     return hashlib.sha256(data).hexdigest(), None
+
+
+def read_image(item: SourceItem, limits: IngestParams) -> bytes:
+    """The image's bytes; a file larger than any image within `max_pixels` could be is not even read."""
+    try:
+        size = item.image.nbytes()
+        if size > MAX_BYTES_PER_PIXEL * limits.max_pixels + 2**20:
+            raise Rejected("too_large", f"{size} bytes: more than an image of max_pixels={limits.max_pixels} holds")
+        return item.image.read()
+    except OSError as e:
+        raise Rejected("unreadable", str(e)) from None
 
 
 def make_plan(items: list[SourceItem], scanned: list, test_size: float, shard_size: int, images: Path,
@@ -192,10 +202,7 @@ def write_shard(task: ShardTask, limits: IngestParams) -> dict:
 def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], tuple[int, int]]:
     """The shard members of one sample (jpg, json, and the provided seg.png / txt)."""
     item = entry.item
-    try:
-        data = item.image.read()
-    except OSError as e:
-        raise Rejected("unreadable", str(e)) from None
+    data = read_image(item, limits)
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise Rejected("changed", "the file changed while ingest was running")
     stored = store_jpeg(data, limits)
@@ -245,6 +252,11 @@ def remove_stale(images: Path, keep: set[str]) -> None:
         temporary = path.name.startswith(".") and ".tmp-" in path.name
         if temporary or (SHARD_RE.match(shard) and shard not in keep):
             path.unlink()
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager

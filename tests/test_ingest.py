@@ -176,3 +176,11 @@ def test_cli_source_override_and_a_missing_source(tmp_path, raw):
     assert "10 accepted" in result.output and "2 duplicates" in result.output
     result = runner.invoke(main, ["ingest", *common, "--source", str(tmp_path / "nowhere")])
     assert result.exit_code != 0 and "nowhere" in result.output and "images/" in result.output
+
+
+def test_a_file_larger_than_any_allowed_image_is_rejected_unread(tmp_path):
+    write(tmp_path / "huge" / "huge.jpg", b"\xff" * (8 * 1000 + 2**20 + 1))
+    write(tmp_path / "huge" / "ok.jpg", jpeg(40, 20))
+    layout, _ = run(tmp_path, tmp_path / "huge", limits=LIMITS.model_copy(update={"max_pixels": 1000}))
+    assert [(r["source"], r["reason"]) for r in read_table(layout.rejects)] == [("huge.jpg", "too_large")]
+    assert [row["source"] for row in read_table(layout.manifest)] == ["ok.jpg"]

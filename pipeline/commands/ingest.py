@@ -13,7 +13,7 @@ from .common import stage_options
                    "(relative to the current directory).")
 @click.option("--kind", type=click.Choice(SOURCE_KINDS),
               help="Source kind for --source [default: the profile's `source.kind`].")
-@click.option("--workers", type=click.IntRange(min=1), default=lambda: len(os.sched_getaffinity(0)),
+@click.option("--workers", type=click.IntRange(min=1), default=lambda: _cores(),
               show_default="all cores", help="Processes that scan and write shards.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @stage_options
@@ -43,3 +43,9 @@ def command(stage, source_path, kind, workers, progress):
     except SourceError as e:
         raise click.ClickException(str(e)) from None
     click.echo(summary.line())
+
+
+def _cores() -> int:
+    from ..ingest import available_cores  # imported only when the command runs: `--help` stays fast
+
+    return available_cores()

@@ -35,6 +35,10 @@ class Blob:
     offset: int = 0
     size: int = -1
 
+    def nbytes(self) -> int:
+        """How many bytes `read` would return (OSError if the file is gone)."""
+        return self.size if self.size >= 0 else Path(self.path).stat().st_size
+
     def read(self) -> bytes:
         """The bytes; a short read (truncated container) raises OSError."""
         with open(self.path, "rb") as f:
