@@ -1,0 +1,75 @@
+"""CLIP annotator: float16 L2-normalised image and caption embeddings, batch-size invariance, determinism, weights
+from a file path, the 'random' choice recorded in the metadata."""
+import numpy as np
+import pytest
+import torch
+
+from annotators.base import Item, build, encode
+from annotators.weights import WeightsError
+from pipeline.params.annotate import ClipParams
+
+MODEL = "ViT-S-32"  # small and quick to build; the code path is the same for every open_clip model
+DIM = 384
+
+
+def images(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    annotator = build("clip", ClipParams(model=MODEL, weights="random"), tmp_path_factory.mktemp("w"))
+    annotator.setup("cpu")
+    return annotator
+
+
+def test_embeddings_are_float16_unit_vectors_with_one_row_per_caption(clip):
+    out = clip([Item(images([(40, 60)])[0], ["a red barn", "hills under a blue sky"]),
+                Item(images([(30, 30)], seed=1)[0])])
+    assert out[0]["clip.npy"].shape == (DIM,) and out[0]["clip.npy"].dtype == np.float16
+    assert out[0]["clip_text.npy"].shape == (2, DIM) and out[0]["clip_text.npy"].dtype == np.float16
+    assert "clip_text.npy" not in out[1]
+    norms = np.linalg.norm(np.vstack([out[0]["clip.npy"], out[0]["clip_text.npy"], out[1]["clip.npy"]]).astype(
+        np.float32), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=2e-3)
+    assert np.load(__import__("io").BytesIO(encode("clip_text.npy", out[0]["clip_text.npy"])),
+                   allow_pickle=False).shape == (2, DIM)
+
+
+def test_batch_size_invariant_and_deterministic(clip):
+    batch = [Item(image, [f"caption {i}"] * (i % 3)) for i, image in
+             enumerate(images([(40, 60), (60, 40), (33, 33), (64, 64), (20, 90), (40, 60), (50, 50), (41, 59)]))]
+    together = clip(batch)
+    alone = [clip([item])[0] for item in batch]
+    for one, joint in zip(alone, together):
+        assert one.keys() == joint.keys()
+        for key in one:
+            np.testing.assert_allclose(one[key].astype(np.float32), joint[key].astype(np.float32), atol=2e-3)
+    again = clip([batch[2]])[0]
+    assert all((again[key] == alone[2][key]).all() for key in again)
+
+
+def test_same_caption_gives_the_same_text_embedding(clip):
+    out = clip([Item(images([(32, 32)])[0], ["a lake"]), Item(images([(32, 32)], seed=2)[0], ["x", "a lake"])])
+    np.testing.assert_allclose(out[0]["clip_text.npy"][0].astype(np.float32),
+                               out[1]["clip_text.npy"][1].astype(np.float32), atol=2e-3)
+
+
+def test_weights_from_a_file_are_loaded_and_hashed(clip, tmp_path):
+    state = {k: v.clone() for k, v in clip.net.state_dict().items()}
+    state["visual.proj"] = torch.flip(state["visual.proj"], dims=[1])
+    torch.save(state, tmp_path / "clip.pt")
+    loaded = build("clip", ClipParams(model=MODEL, weights=str(tmp_path / "clip.pt")), tmp_path)
+    loaded.setup("cpu")
+    image = images([(40, 40)])[0]
+    np.testing.assert_allclose(loaded([Item(image)])[0]["clip.npy"].astype(np.float32),
+                               clip([Item(image)])[0]["clip.npy"][::-1].astype(np.float32), atol=2e-3)
+    meta = loaded.metadata()
+    assert meta["model"] == MODEL and len(meta["sha256"]) == 64 and meta["pretrained"] == str(tmp_path / "clip.pt")
+
+
+def test_random_weights_are_recorded_and_a_missing_file_is_an_error(clip, tmp_path):
+    assert clip.metadata() == {"model": MODEL, "pretrained": "random", "weights": "random", "sha256": "random"}
+    with pytest.raises(WeightsError, match="annotate.clip.weights"):
+        build("clip", ClipParams(model=MODEL, weights=str(tmp_path / "nope.pt")), tmp_path).setup("cpu")
