@@ -179,8 +179,8 @@ def test_cli_source_override_and_a_missing_source(tmp_path, raw):
 
 
 def test_a_file_larger_than_any_allowed_image_is_rejected_unread(tmp_path):
-    write(tmp_path / "huge" / "huge.jpg", b"\xff" * (8 * 1000 + 2**20 + 1))
-    write(tmp_path / "huge" / "ok.jpg", jpeg(32, 30))
-    layout, _ = run(tmp_path, tmp_path / "huge", limits=LIMITS.model_copy(update={"max_pixels": 1000}))
+    write(tmp_path / "huge" / "huge.jpg", b"\xff" * (8 * 2000 + 2**20 + 1))
+    write(tmp_path / "huge" / "ok.jpg", jpeg(40, 36))
+    layout, _ = run(tmp_path, tmp_path / "huge", limits=LIMITS.model_copy(update={"max_pixels": 2000}))
     assert [(r["source"], r["reason"]) for r in read_table(layout.rejects)] == [("huge.jpg", "too_large")]
     assert [row["source"] for row in read_table(layout.manifest)] == ["ok.jpg"]
