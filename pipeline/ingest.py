@@ -107,7 +107,7 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
                             total=len(items), desc="ingest: scan", unit="img", disable=not progress))
         plan = make_plan(items, scanned, test_size, limits.shard_size, layout.images, base)
         plan.rejects += skipped
-        remove_stale(layout.images, {task.path.name for task in plan.shards})
+        remove_stale(layout, {task.path.name for task in plan.shards})
         todo = [task for task in plan.shards if not is_done(task.path, task.fingerprint)]
         with tqdm(total=sum(len(t.entries) for t in todo), desc="ingest: write", unit="img",
                   disable=not progress) as bar:
@@ -243,11 +243,14 @@ def write_table(rows: list[tuple], schema: pa.Schema, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
-def remove_stale(images: Path, keep: set[str]) -> None:
-    """Delete temporaries of killed runs, and shards (with markers) the current plan no longer has."""
-    if not images.is_dir():
+def remove_stale(layout: Layout, keep: set[str]) -> None:
+    """Delete what killed runs left (temporaries) and shards, with markers, the current plan no longer has."""
+    for table in (layout.manifest, layout.rejects):
+        for path in table.parent.glob(f".{table.name}.tmp-*"):
+            path.unlink()
+    if not layout.images.is_dir():
         return
-    for path in images.iterdir():
+    for path in layout.images.iterdir():
         shard = path.name.removesuffix(".stats.json") + ".tar" if path.name.endswith(".stats.json") else path.name
         temporary = path.name.startswith(".") and ".tmp-" in path.name
         if temporary or (SHARD_RE.match(shard) and shard not in keep):

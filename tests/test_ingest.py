@@ -144,10 +144,12 @@ def test_a_rerun_is_byte_identical_and_redoes_only_shards_without_a_marker(tmp_p
 def test_other_params_redo_the_shards_and_drop_shards_the_plan_no_longer_has(tmp_path, raw):
     layout, _ = run(tmp_path, raw)
     write(layout.images / ".train-000000.tar.tmp-99999", b"left by a killed run")
+    write(layout.root / ".manifest.parquet.tmp-99999", b"left by a killed run")
     _, summary = run(tmp_path, raw, limits=LIMITS.model_copy(update={"jpeg_quality": 70, "shard_size": 100}))
     assert summary.written == summary.shards == 2
     assert sorted(p.name for p in layout.images.iterdir()) == [
         "test-000000.stats.json", "test-000000.tar", "train-000000.stats.json", "train-000000.tar"]
+    assert sorted(p.name for p in layout.root.iterdir()) == ["images", "manifest.parquet", "rejects.parquet"]
 
 
 def test_cli_ingests_the_built_in_sample(tmp_path):
