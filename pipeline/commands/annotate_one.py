@@ -33,6 +33,11 @@ def command(stage, annotator, image, out, raw, captions, device):
         raise click.UsageError(f"unknown annotator {annotator!r}; known: {', '.join(REGISTRY)}")
     if out is None:
         out = image.with_name(f"{image.stem}.{annotator}{'.npy' if raw or annotator == 'clip' else '.png'}")
+    limits = stage.params.ingest.model_copy(update={"min_size": 1})  # bounded decoding; any size is fine here
+    try:
+        pixels = np.asarray(to_rgb(open_checked(image.read_bytes(), limits)))
+    except (Rejected, *DECODE_ERRORS) as err:
+        raise click.ClickException(f"{image}: not a usable image ({err})") from None
     model = build(annotator, getattr(stage.params.annotate, annotator), stage.layout.weights)
     try:
         model.setup(device)
@@ -41,10 +46,6 @@ def command(stage, annotator, image, out, raw, captions, device):
     if model.metadata().get("sha256") == "random":
         click.secho(f"warning: {annotator} runs with RANDOM weights (params say so): the output is not meaningful",
                     fg="yellow", err=True)
-    try:
-        pixels = np.asarray(to_rgb(open_checked(image.read_bytes(), stage.params.ingest)))
-    except (Rejected, *DECODE_ERRORS) as err:
-        raise click.ClickException(f"{image}: not a usable image ({err})") from None
     item = Item(pixels, list(captions))
     if raw:
         array = raw_output(model, item)
