@@ -186,3 +186,13 @@ def test_a_file_larger_than_any_allowed_image_is_rejected_unread(tmp_path):
     layout, _ = run(tmp_path, tmp_path / "huge", limits=LIMITS.model_copy(update={"max_pixels": 2000}))
     assert [(r["source"], r["reason"]) for r in read_table(layout.rejects)] == [("huge.jpg", "too_large")]
     assert [row["source"] for row in read_table(layout.manifest)] == ["ok.jpg"]
+
+
+def test_a_test_size_above_one_must_be_a_whole_count():
+    from pydantic import ValidationError
+
+    from pipeline.params.datasets import DatasetProfile
+    source = {"kind": "folder", "path": "raw/x"}
+    assert DatasetProfile(source=source, test_size=50000).test_size == 50000
+    with pytest.raises(ValidationError, match="neither a fraction"):
+        DatasetProfile(source=source, test_size=2.5)

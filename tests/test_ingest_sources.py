@@ -107,18 +107,20 @@ def test_webdataset_tars_are_read_with_checked_member_names(tmp_path):
     tar_with(tmp_path / "data/raw/wds/part-0.tar", [
         ("000.jpg", first), ("000.seg.png", labels_png(labels)), ("000.txt", b"a caption\n"),
         ("../evil.jpg", jpeg(seed=3)), ("link.jpg", None), ("folder/", None),
-        ("001.png", second), ("001.json", b"{}"),
+        ("001.png", second), ("001.json", b"{}"), ("/etc/abs.jpg", jpeg(seed=4)), ("a/../b.jpg", jpeg(seed=5)),
     ])
-    tar_with(tmp_path / "data/raw/wds/part-1.tar", [("002.jpg", first), ("003.json", b"{}")])
+    tar_with(tmp_path / "data/raw/wds/part-1.tar", [("002.jpg", first), ("003.json", b"{}"),
+                                                    ("./004.jpg", jpeg(seed=6)), ("sub/005.jpg", jpeg(seed=7))])
     layout, summary, rows, samples = run(tmp_path, "webdataset", "raw/wds/part-{0..2}.tar")
-    assert sorted(rows) == ["part-0.tar:000", "part-0.tar:001"]
+    assert sorted(rows) == ["part-0.tar:000", "part-0.tar:001", "part-1.tar:004", "part-1.tar:sub/005"]
     sample = samples[rows["part-0.tar:000"]["key"]]
     assert sample["jpg"] == first and sample["txt"] == b"a caption"
     assert (labels_of(sample) == labels).all()
     assert rows["part-0.tar:001"]["provided"] == []
     assert {(r["source"], r["reason"]) for r in read_table(layout.rejects)} == {
         ("part-0.tar:../evil.jpg", "bad_member"), ("part-0.tar:link.jpg", "bad_member"),
-        ("part-0.tar:folder", "bad_member"), ("part-1.tar:002", "duplicate"), ("part-1.tar:003", "no_image"),
+        ("part-0.tar:folder", "bad_member"), ("part-0.tar:/etc/abs.jpg", "bad_member"),
+        ("part-0.tar:a/../b.jpg", "bad_member"), ("part-1.tar:002", "duplicate"), ("part-1.tar:003", "no_image"),
         ("part-2.tar", "missing")}
 
 
