@@ -4,7 +4,7 @@ and rejects.parquet.
 1. scan (parallel): read and hash every listed image (key = first 24 hex of its sha256) and check its header;
 2. plan (a pure function of the scan): the first source name (sorted) keeps a key and its duplicates are listed
    in rejects.parquet as `duplicate` (detail: the kept source); sources without their own split are split by key
-   (`test_keys`);
+   (`choose_test_keys`);
    each split's keys, in key order, are cut into shards of `shard_size`;
 3. write (parallel, one task per shard): full decode and storage; a shard whose stats marker carries the same
    fingerprint is kept untouched. Manifest and rejects are gathered from the markers and written last.
@@ -158,7 +158,7 @@ def make_plan(items: list[SourceItem], scanned: list, test_size: float, shard_si
         else:
             entries[key] = Entry(key, sha, item.split or "", item)
     unsplit = sorted(key for key, entry in entries.items() if not entry.split)
-    tests = test_keys(unsplit, test_size)
+    tests = choose_test_keys(unsplit, test_size)
     for key in unsplit:
         entries[key] = Entry(key, entries[key].sha256, "test" if key in tests else "train", entries[key].item)
     for split in sorted({entry.split for entry in entries.values()}):
@@ -171,7 +171,7 @@ def make_plan(items: list[SourceItem], scanned: list, test_size: float, shard_si
     return plan
 
 
-def test_keys(keys: list[str], test_size: float) -> set[str]:
+def choose_test_keys(keys: list[str], test_size: float) -> set[str]:
     """The keys that go to test: the smallest `test_size` of them (a count >= 1, or a fraction < 1 of the keys,
     rounded). Keys are content hashes, so this is a uniform random subset that renaming or reordering the
     files, or the number of workers, never changes."""
