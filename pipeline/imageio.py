@@ -128,20 +128,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def store_jpeg(data: bytes, limits: IngestParams) -> Stored:
     """Fully decode `data` and return the JPEG to store; raise Rejected for anything unusable."""
     image = open_checked(data, limits)
-    turn = orientation(image)
-    width, height = image.size
-    upright = (height, width) if UPRIGHT.get(turn) in _SWAPS else (width, height)
-    target = stored_size(*upright, limits.max_short_side)
-    reuse = image.format == "JPEG" and image.mode == "RGB" and turn == 1 and target == upright
-    if image.format in ("JPEG", "MPO") and target != upright:
-        # DCT-domain downscale while decoding (still reads every scan, so truncation is still caught).
-        image.draft(image.mode, target if UPRIGHT.get(turn) not in _SWAPS else target[::-1])
+    size = image.size
+    if image.format in ("JPEG", "MPO"):  # EXIF sits in the header here, so the target is known before decoding
+        target = stored_size(*upright_size(size, orientation(image)), limits.max_short_side)
+        if target != upright_size(size, orientation(image)):
+            # DCT-domain downscale while decoding (every scan is still read, so truncation is still caught).
+            image.draft(image.mode, upright_size(target, orientation(image)))
     try:
         image.load()
     except DECODE_ERRORS as e:
         raise Rejected("undecodable", str(e) or type(e).__name__) from None
-    if reuse:
-        return Stored(data, width, height, turn, reused=True)
+    turn = orientation(image)  # other formats may keep EXIF after the pixels: read it once they are loaded
+    target = stored_size(*upright_size(size, turn), limits.max_short_side)
+    if image.format == "JPEG" and image.mode == "RGB" and turn == 1 and target == size:
+        return Stored(data, *size, turn, reused=True)
     if turn in UPRIGHT:
         image = image.transpose(UPRIGHT[turn])
     rgb = to_rgb(image)
@@ -151,6 +151,10 @@ def store_jpeg(data: bytes, limits: IngestParams) -> Stored:
     rgb.save(buffer, "JPEG", quality=limits.jpeg_quality)
     return Stored(buffer.getvalue(), *target, turn, reused=False)
 
+
+def upright_size(size: tuple[int, int], turn: int) -> tuple[int, int]:
+    """The size after the EXIF orientation `turn` is applied (width and height swap for quarter turns)."""
+    return size[::-1] if UPRIGHT.get(turn) in _SWAPS else size
 
 
 def decode_labels(data: bytes, max_pixels: int) -> np.ndarray:

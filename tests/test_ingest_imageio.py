@@ -74,6 +74,7 @@ def test_exif_orientation_is_applied_to_the_pixels():
     (b"", "empty"),
     (b"this is a text file that is named like a picture\n", "not_an_image"),
     (jpeg(80, 60)[:600], "undecodable"),
+    (encode(picture(80, 60), "PNG")[:300], "undecodable"),
     (jpeg(20, 60), "too_small"),
     (jpeg(300, 40), "aspect"),
     (bomb_png(), "too_large"),
