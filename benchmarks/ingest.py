@@ -2,11 +2,12 @@
 has its own bytes and key), through `ingest` on all cores, against the bare decode + resize + JPEG encode of the
 same files in one process. Prints one JSON object per line; the last is the ratio (ingest / bare).
 
-    .venv/bin/python benchmarks/ingest.py [--copies 5] [--workers N]
+    .venv/bin/python -P benchmarks/ingest.py [--copies 5] [--workers N]
 """
 import argparse
 import io
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,12 @@ def scaled_sample(root: Path, copies: int) -> list[Path]:
     return files
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the ingest workers, once their pool is closed)."""
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
 def bare_rate(files: list[Path], limits: IngestParams) -> float:
     """Images/s of read + decode + resize to the stored size + JPEG encode, one process, nothing else."""
     start = time.perf_counter()
@@ -59,12 +66,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         files = scaled_sample(root, args.copies)
+        cpu = cpu_seconds()
         bare = bare_rate(files, limits)
+        cpu, bare_cpu = cpu_seconds(), cpu_seconds() - cpu
         summary = ingest(Layout(root / "data", "bench"), limits, SourceParams(kind="folder", path=str(root / "scaled")),
                          0.1, workers=args.workers, progress=False)
+        ingest_cpu = cpu_seconds() - cpu
     rate = summary.listed / summary.seconds
     for name, value, unit in [
         ("images", len(files), "images"), ("workers", args.workers, "processes"),
+        # CPU per image does not depend on what else the machine runs: it shows ingest's own overhead
+        ("bare_cpu_ms_per_image", round(1000 * bare_cpu / len(files), 2), "ms"),
+        ("ingest_cpu_ms_per_image", round(1000 * ingest_cpu / len(files), 2), "ms"),
         ("bare_decode_encode_images_per_s", round(bare, 2), "images/s"),
         ("ingest_images_per_s", round(rate, 2), "images/s"), ("ratio", round(rate / bare, 3), "x"),
     ]:
