@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from .layout import SHARD_RE, Layout, shard_name
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
 from .shards import atomic_path, fingerprint, is_done, read_stats, shard_writer, write_stats
-from .sources import Skipped, SourceItem, list_items
+from .sources import Skipped, SourceItem, list_items, provided_digest
 
 # Bump when the stored bytes for the same inputs and params change, so old shards are redone.
 INGEST_VERSION = 1
@@ -50,6 +50,7 @@ class Entry:
 
     key: str
     sha256: str
+    provided: str  # digest of the provided segmentation and captions: a change to them redoes the shard
     split: str
     item: SourceItem
 
@@ -123,8 +124,9 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
                    seconds=time.perf_counter() - start)
 
 
-def probe(item: SourceItem, limits: IngestParams) -> tuple[str | None, tuple[str, str] | None]:
-    """(sha256 of the image bytes, None) when the header passes the limits, else (None, (reason, detail))."""
+def probe(item: SourceItem, limits: IngestParams) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """((sha256 of the image bytes, digest of its provided files), None) when the header passes the limits,
+    else (None, (reason, detail))."""
     try:
         data = read_image(item, limits)
         open_checked(data, limits)
@@ -132,7 +134,7 @@ def probe(item: SourceItem, limits: IngestParams) -> tuple[str | None, tuple[str
         return None, (r.reason, r.detail)
     except Exception as e:  # a decoder failing in an unforeseen way must not stop the run
         return None, ("error", f"{type(e).__name__}: {e}")
-    return hashlib.sha256(data).hexdigest(), None
+    return (hashlib.sha256(data).hexdigest(), provided_digest(item)), None
 
 
 def read_image(item: SourceItem, limits: IngestParams) -> bytes:
@@ -150,22 +152,22 @@ def make_plan(items: list[SourceItem], scanned: list, test_size: float, shard_si
               base: str) -> Plan:
     """Deduplicate, split and shard the scan; the same scan always gives the same plan."""
     plan, entries = Plan(shards=[]), {}
-    for item, (sha, problem) in sorted(zip(items, scanned), key=lambda pair: pair[0].source):
+    for item, (hashes, problem) in sorted(zip(items, scanned), key=lambda pair: pair[0].source):
         if problem is not None:
             plan.rejects.append((item.source, *problem))
-        elif (key := sha[:KEY_HEX]) in entries:
+        elif (key := hashes[0][:KEY_HEX]) in entries:
             plan.rejects.append((item.source, "duplicate", entries[key].item.source))
         else:
-            entries[key] = Entry(key, sha, item.split or "", item)
+            entries[key] = Entry(key, *hashes, item.split or "", item)
     unsplit = sorted(key for key, entry in entries.items() if not entry.split)
     tests = choose_test_keys(unsplit, test_size)
     for key in unsplit:
-        entries[key] = Entry(key, entries[key].sha256, "test" if key in tests else "train", entries[key].item)
+        entries[key] = replace(entries[key], split="test" if key in tests else "train")
     for split in sorted({entry.split for entry in entries.values()}):
         keys = sorted(key for key, entry in entries.items() if entry.split == split)
         for index, first in enumerate(range(0, len(keys), shard_size)):
             chunk = tuple(entries[key] for key in keys[first:first + shard_size])
-            content = [[entry.key, entry.item.source] for entry in chunk]
+            content = [[entry.key, entry.item.source, entry.provided] for entry in chunk]
             path = images / shard_name(split, index)
             plan.shards.append(ShardTask(path, chunk, fingerprint(base, path.name, content)))
     return plan

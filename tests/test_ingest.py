@@ -196,3 +196,18 @@ def test_a_test_size_above_one_must_be_a_whole_count():
     assert DatasetProfile(source=source, test_size=50000).test_size == 50000
     with pytest.raises(ValidationError, match="neither a fraction"):
         DatasetProfile(source=source, test_size=2.5)
+
+
+def test_changed_captions_or_labels_redo_only_their_shard(tmp_path):
+    params = params_file(tmp_path, {"shard_size": 4, "min_size": 32}, landscapes=6)
+    common = ["--params", str(params), "--data-dir", str(tmp_path / "d")]
+    runner = CliRunner()
+    assert runner.invoke(main, ["sample", *common]).exit_code == 0
+    ingest_command = ["ingest", "--no-progress", "--workers", "1", *common]
+    assert runner.invoke(main, ingest_command).exit_code == 0
+    layout = Layout(tmp_path / "d", "sample")
+    row = next(r for r in read_table(layout.manifest) if r["source"] == "images/landscape-002.jpg")
+    (tmp_path / "d/raw/sample/captions/landscape-002.txt").write_text("a new caption\n")
+    result = runner.invoke(main, ingest_command)
+    assert "(1 written" in result.output, result.output
+    assert dict(read_shard(layout.images / row["shard"]))[row["key"]]["txt"] == b"a new caption"

@@ -2,6 +2,7 @@
 Skipped]`, listing images (and where their provided segmentation and captions are) without decoding anything.
 
 Items are small picklable records; worker processes read the bytes through them."""
+import hashlib
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ class SourceItem:
             return None
         return decode_labels(_read(self.seg, "bad_seg"), max_pixels)
 
+    def provided_files(self) -> tuple[Blob, ...]:
+        """The files the provided modalities are read from (their bytes decide whether a shard is current)."""
+        return tuple(blob for blob in (self.seg, self.captions_file) if blob is not None)
+
     def read_captions(self) -> list[str]:
         """Provided captions, one per entry, blank lines dropped."""
         lines = list(self.captions)
@@ -83,6 +88,18 @@ class Skipped:
     source: str
     reason: str
     detail: str = ""
+
+
+def provided_digest(item: SourceItem) -> str:
+    """A hash of the inline captions and of every provided file's bytes (a missing file hashes as missing)."""
+    digest = hashlib.sha256("\n".join(item.captions).encode())
+    for blob in item.provided_files():
+        try:
+            data = blob.read()
+        except OSError:
+            data = b"missing"
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()[:16]
 
 
 def _read(blob: Blob, reason: str) -> bytes:

@@ -31,6 +31,10 @@ class FaceItem(SourceItem):
 
     parts: tuple[tuple[int, Blob], ...] = ()
 
+    def provided_files(self) -> tuple[Blob, ...]:
+        """The part masks and the captions file."""
+        return tuple(blob for _, blob in self.parts) + super().provided_files()
+
     def read_seg(self, max_pixels: int) -> np.ndarray:
         """The merged 19-class map; a face without any part mask is Rejected as bad_seg."""
         if not self.parts:
