@@ -1,13 +1,14 @@
 """The ingest stage: a raw collection becomes validated, deduplicated, split image shards plus manifest.parquet
 and rejects.parquet.
 
-1. scan (parallel): read and hash every listed image (key = first 24 hex of its sha256) and check its header;
+1. scan (parallel): read and hash every listed image (key = first 24 hex of its sha256) and its provided files,
+   and check its header;
 2. plan (a pure function of the scan): the first source name (sorted) keeps a key and its duplicates are listed
    in rejects.parquet as `duplicate` (detail: the kept source); sources without their own split are split by key
-   (`choose_test_keys`);
-   each split's keys, in key order, are cut into shards of `shard_size`;
-3. write (parallel, one task per shard): full decode and storage; a shard whose stats marker carries the same
-   fingerprint is kept untouched. Manifest and rejects are gathered from the markers and written last.
+   (`choose_test_keys`); each split's keys, in key order, are cut into shards of `shard_size`;
+3. write (parallel, one task per shard): full decode and storage. A shard whose stats marker carries the same
+   fingerprint (ingest params, source params, test_size, and the keys, names and provided-file hashes of its
+   samples) is kept untouched. Manifest and rejects are gathered from the markers and written last.
 """
 import hashlib
 import json
