@@ -67,7 +67,7 @@ class SourceItem:
         """The provided class-id map on the image's stored pixel grid, or None; unusable -> Rejected."""
         if self.seg is None:
             return None
-        return decode_labels(_read(self.seg, "bad_seg"), max_pixels)
+        return decode_labels(read_blob(self.seg, "bad_seg"), max_pixels)
 
     def provided_files(self) -> tuple[Blob, ...]:
         """The files the provided modalities are read from (their bytes decide whether a shard is current)."""
@@ -77,7 +77,7 @@ class SourceItem:
         """Provided captions, one per entry, blank lines dropped."""
         lines = list(self.captions)
         if self.captions_file is not None:
-            lines += _read(self.captions_file, "bad_txt").decode("utf-8", errors="replace").splitlines()
+            lines += read_blob(self.captions_file, "bad_txt").decode("utf-8", errors="replace").splitlines()
         return [line.strip() for line in lines if line.strip()]
 
 
@@ -102,7 +102,8 @@ def provided_digest(item: SourceItem) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read(blob: Blob, reason: str) -> bytes:
+def read_blob(blob: Blob, reason: str) -> bytes:
+    """The blob's bytes; an unreadable file is Rejected with `reason`."""
     try:
         return blob.read()
     except OSError as e:

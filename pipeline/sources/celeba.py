@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..imageio import Rejected, decode_labels
-from . import Blob, SourceItem, _read, image_files, require_dir
+from . import Blob, SourceItem, image_files, read_blob, require_dir
 
 PARTS = ("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth", "u_lip",
          "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
@@ -41,7 +41,7 @@ class FaceItem(SourceItem):
             raise Rejected("bad_seg", "no CelebAMask-HQ part mask for this face")
         merged = None
         for class_id, blob in self.parts:
-            mask = decode_labels(_read(blob, "bad_seg"), max_pixels)
+            mask = decode_labels(read_blob(blob, "bad_seg"), max_pixels)
             if merged is None:
                 merged = np.zeros(mask.shape, np.uint8)
             if mask.shape != merged.shape:
