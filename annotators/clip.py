@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from .base import Annotator, Item
-from .runtime import autocast, log, pick_device, require_setup, seeded
+from .runtime import autocast, check_items, log, pick_device, require_setup, seeded
 from .weights import RANDOM, WeightsError
 
 OPEN_CLIP = "open_clip"
@@ -77,6 +77,9 @@ class ClipAnnotator(Annotator):
 
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
         require_setup(self)
+        check_items(items, "clip")
+        if not items:
+            return []
         images = torch.stack([self.preprocess(Image.fromarray(item.image)) for item in items]).to(self.device)
         captions = [c for item in items for c in item.captions]
         with torch.inference_mode(), autocast(self.device, self.params.precision):

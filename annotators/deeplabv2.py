@@ -5,7 +5,6 @@ model is MSC(base=DeepLabV2), so checkpoint keys read `base.layer1.conv1.conv.we
 `base.layer2.block1.reduce.bn.running_mean`, ..., `base.aspp.c3.bias`. Each bottleneck is reduce (1x1, carries
 the stride) -> conv3x3 (dilated) -> increase (1x1) plus a projection shortcut in the first block of each layer.
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -19,7 +19,8 @@ from .base import Annotator, Item
 from .labelmap_mapping import label_mapping
 from .labelmaps import load_label_map
 from .resize import resize_long_side, upsampled_argmax
-from .runtime import autocast, group_by_shape, load_weights, pick_device, require_setup, seeded
+from .runtime import (autocast, check_items, group_by_shape, load_weights, pick_device, require_setup,
+                      seeded)
 from .weights import RANDOM, WeightsError, sha256_of
 
 DEEPLAB = "deeplabv2-resnet101"
@@ -115,6 +116,7 @@ class SegAnnotator(Annotator):
 
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
         require_setup(self)
+        check_items(items, "seg")
         resized = [resize_long_side(item.image, self.params.long_side) for item in items]
         outputs: list[dict] = [{} for _ in items]
         for indices in group_by_shape([r.shape for r in resized]).values():

@@ -15,8 +15,9 @@ from .base import Annotator, Item
 from .edges import strokes
 from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
 from .resize import resize_long_side
-from .runtime import autocast, group_by_shape, load_strict, load_weights, log, pick_device, require_setup, seeded
-from .weights import RANDOM, resolve, sha256_of
+from .runtime import (autocast, check_items, group_by_shape, load_strict, load_weights, pick_device, require_setup,
+                      seeded)
+from .weights import resolve, sha256_of
 
 KERAS_WEIGHTS = ("hed-bsds500-pypi",)
 
@@ -91,6 +92,7 @@ class SketchAnnotator(Annotator):
         return out
 
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
+        check_items(items, "sketch")
         maps = [strokes(e, self.params.threshold, self.params.nms) for e in self.edges([i.image for i in items])]
         if self.simplifier is not None:
             maps = self._simplify(maps)

@@ -1,5 +1,4 @@
 """`pipeline annotate-one`: one annotator on one image file, its output (or raw model output) written to a file."""
-import io
 from pathlib import Path
 
 import cv2

@@ -44,7 +44,8 @@ def test_public_layout_loads_strictly_and_drives_the_labels(public_checkpoint, t
     assert labels.shape == (30, 50) and labels.dtype == np.uint8
     assert (labels == SKY).all()
     meta = annotator.metadata()
-    assert meta["model"] == "deeplabv2-resnet101" and len(meta["sha256"]) == 64 and meta["label_map"] == "coco-stuff-182"
+    assert meta["model"] == "deeplabv2-resnet101" and meta["label_map"] == "coco-stuff-182"
+    assert meta["weights"] == str(path) and len(meta["sha256"]) == 64
 
 
 def test_a_wrong_shape_is_named(public_checkpoint, tmp_path):

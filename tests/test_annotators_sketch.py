@@ -160,3 +160,12 @@ def test_real_bsds500_hed_finds_object_borders_in_a_photograph(tmp_path):
     assert flat.sum() > 1000 and borders.sum() > 500
     assert np.median(edges[borders]) > 0.5
     assert np.median(edges[flat]) < 0.05 and np.mean(edges[flat]) < 0.1
+
+
+def test_bad_images_are_named_and_an_empty_batch_is_fine(sketcher):
+    good = images([(20, 20)])[0]
+    with pytest.raises(ValueError, match="item 1 is not a uint8 RGB image"):
+        sketcher([Item(good), Item(good.astype(np.float32))])
+    with pytest.raises(ValueError, match="item 0"):
+        sketcher([Item(good[..., 0])])
+    assert sketcher([]) == []
