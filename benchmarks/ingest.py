@@ -10,6 +10,7 @@ import json
 import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -56,6 +57,24 @@ def bare_rate(files: list[Path], limits: IngestParams) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
+def spin(n: int) -> int:
+    """Pure CPU work: a Python loop."""
+    return sum(i * i for i in range(n))
+
+
+def machine_speedup(workers: int, tasks: int = 8, n: int = 2_000_000) -> float:
+    """How much faster `workers` processes run pure CPU work than one: the best ingest can do on this machine now
+    (other jobs on a shared machine keep it well below `workers`)."""
+    start = time.perf_counter()
+    for _ in range(tasks):
+        spin(n)
+    serial = time.perf_counter() - start
+    with ProcessPoolExecutor(workers) as pool:
+        start = time.perf_counter()
+        list(pool.map(spin, [n] * tasks))
+    return serial / (time.perf_counter() - start)
+
+
 def main() -> None:
     """Run the benchmark and print its JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,9 +91,11 @@ def main() -> None:
         summary = ingest(Layout(root / "data", "bench"), limits, SourceParams(kind="folder", path=str(root / "scaled")),
                          0.1, workers=args.workers, progress=False)
         ingest_cpu = cpu_seconds() - cpu
+    speedup = machine_speedup(args.workers)
     rate = summary.listed / summary.seconds
     for name, value, unit in [
         ("images", len(files), "images"), ("workers", args.workers, "processes"),
+        ("machine_parallel_speedup", round(speedup, 2), "x"),
         # CPU per image does not depend on what else the machine runs: it shows ingest's own overhead
         ("bare_cpu_ms_per_image", round(1000 * bare_cpu / len(files), 2), "ms"),
         ("ingest_cpu_ms_per_image", round(1000 * ingest_cpu / len(files), 2), "ms"),
