@@ -31,9 +31,10 @@ test: install
 test-all: install
 	pytest -m ''
 
-## bench: every benchmark in benchmarks/, one JSON object per line
+## bench: every benchmark in benchmarks/, one JSON object per line (-P: benchmarks/train.py must not
+## shadow the train package)
 bench: install
-	for b in benchmarks/*.py; do echo "# $$b"; python $$b || exit 1; done
+	for b in benchmarks/*.py; do echo "# $$b"; python -P $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

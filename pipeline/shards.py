@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import webdataset as wds
-
 from .layout import stats_path
 
 # A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
@@ -36,8 +34,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def shard_writer(path: Path) -> Iterator[wds.TarWriter]:
+def shard_writer(path: Path) -> Iterator["webdataset.TarWriter"]:
     """A webdataset TarWriter on a temporary file with fixed metadata (byte-identical reruns)."""
+    import webdataset as wds  # imports torch: only where a shard is written, not at every CLI start
+
     with atomic_path(path) as tmp:
         writer = wds.TarWriter(str(tmp), mtime=0.0, encoder=False)
         try:
