@@ -80,7 +80,7 @@ class SegAnnotator(Annotator):
 
     def metadata(self) -> dict:
         return {"model": self.params.model if self.params.model != "smp-hub" else f"smp-hub:{self.params.weights}",
-                "encoder": self.params.encoder if self.params.model.startswith("smp") else None,
+                "encoder": self.params.encoder if self.params.model.startswith("smp:") else None,
                 "label_map": self.output_label_map, "long_side": self.params.long_side,
                 "scales": list(self.params.scales), **require_setup(self).weights_meta}
 

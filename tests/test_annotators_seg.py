@@ -6,7 +6,7 @@ import torch
 
 from annotators.base import Item, build
 from annotators.labelmaps import load_label_map
-from annotators.weights import WeightsError
+from annotators.weights import WeightsError, sha256_of
 from pipeline.params.annotate import SegParams
 from public_layouts import deeplabv2_cocostuff164k_layout, filled
 
@@ -120,3 +120,17 @@ def test_unknown_model_and_missing_mapping_fail_at_build(tmp_path):
         build("seg", SegParams(model="deeplabv9"), tmp_path)
     with pytest.raises(KeyError, match="no mapping from label map 'coco-stuff-182' to 'ade20k-150'"):
         build("seg", SegParams(output_label_map="ade20k-150"), tmp_path)
+
+
+def test_smp_hub_directory_loads_offline_and_checks_the_class_count(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None, classes=150).save_pretrained(tmp_path / "m")
+    params = SegParams(model="smp-hub", weights=str(tmp_path / "m"), label_map="ade20k-150", long_side=48)
+    annotator = build("seg", params, tmp_path)
+    annotator.setup("cpu")
+    assert annotator([Item(images([(40, 50)])[0])])[0]["seg.png"].shape == (40, 50)
+    meta = annotator.metadata()
+    assert meta["model"] == f"smp-hub:{tmp_path / 'm'}" and meta["sha256"] == sha256_of(tmp_path / "m/model.safetensors")
+    with pytest.raises(WeightsError, match="predicts 150 classes, label map 'coco-stuff-182' has 182"):
+        build("seg", SegParams(model="smp-hub", weights=str(tmp_path / "m")), tmp_path).setup("cpu")
