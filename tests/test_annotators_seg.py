@@ -125,7 +125,8 @@ def test_unknown_model_and_missing_mapping_fail_at_build(tmp_path):
 def test_smp_hub_directory_loads_offline_and_checks_the_class_count(tmp_path):
     import segmentation_models_pytorch as smp
 
-    smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None, classes=150).save_pretrained(tmp_path / "m")
+    net = smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None, classes=150)
+    net.save_pretrained(tmp_path / "m")
     params = SegParams(model="smp-hub", weights=str(tmp_path / "m"), label_map="ade20k-150", long_side=48)
     annotator = build("seg", params, tmp_path)
     annotator.setup("cpu")
