@@ -132,6 +132,7 @@ def test_smp_hub_directory_loads_offline_and_checks_the_class_count(tmp_path):
     annotator.setup("cpu")
     assert annotator([Item(images([(40, 50)])[0])])[0]["seg.png"].shape == (40, 50)
     meta = annotator.metadata()
-    assert meta["model"] == f"smp-hub:{tmp_path / 'm'}" and meta["sha256"] == sha256_of(tmp_path / "m/model.safetensors")
+    assert meta["model"] == f"smp-hub:{tmp_path / 'm'}"
+    assert meta["sha256"] == sha256_of(tmp_path / "m/model.safetensors")
     with pytest.raises(WeightsError, match="predicts 150 classes, label map 'coco-stuff-182' has 182"):
         build("seg", SegParams(model="smp-hub", weights=str(tmp_path / "m")), tmp_path).setup("cpu")
