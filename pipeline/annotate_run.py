@@ -47,6 +47,7 @@ class AnnotatorSummary:
     failed: int = 0
     failed_shards: dict[str, str] = field(default_factory=dict)
     workers_replaced: int = 0
+    startup_seconds: float = 0.0  # until the first worker had its model loaded
     seconds: float = 0.0
 
     @property
@@ -87,7 +88,9 @@ def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, p
     start = time.perf_counter()
     pool = ActorPool(spawn, shape.workers)
     try:
-        jobs, summary.already_done = plan(layout, name, section, pool.call_first("metadata"))
+        metadata = pool.call_first("metadata")
+        summary.startup_seconds = time.perf_counter() - start
+        jobs, summary.already_done = plan(layout, name, section, metadata)
         summary.shards = len(jobs) + summary.already_done
         remove_stale_temporaries(layout.annotations(name))
         submit = lambda worker, job: worker.run.remote(  # noqa: E731

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .layout import SHARD_RE, Layout
+from .annotate import image_shards
+from .layout import Layout
 from .shards import ShardError, fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
 
 # Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
@@ -23,14 +24,6 @@ PROVIDED_MEMBERS = ("seg.png", "txt")
 # Modalities counted for coverage: one member each that says the modality is there.
 COVERAGE = {"seg": "seg.png", "sketch": "sketch.png", "clip": "clip.npy", "txt": "txt", "clip_text": "clip_text.npy"}
 CODE_VERSION = 1  # bump when the training-shard layout changes: every training shard is then redone
-
-
-def image_shards(layout: Layout) -> list[Path]:
-    """The dataset's image shards in name order; none at all is an error naming the folder."""
-    shards = sorted(p for p in layout.images.glob("*.tar") if SHARD_RE.match(p.name))
-    if not shards:
-        raise FileNotFoundError(f"{layout.images}: no image shards ({{split}}-{{index:06d}}.tar); run `pipeline ingest`")
-    return shards
 
 
 def annotation_stats(layout: Layout, annotator: str, shard_name: str) -> dict:

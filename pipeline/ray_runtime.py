@@ -78,30 +78,50 @@ class ActorPool:
 
     def map(self, jobs: list, submit: Callable, attempts: int) -> Iterator[tuple[object, object, str | None]]:
         """Run `submit(actor, job)` for every job, one job per actor at a time; yield (job, result, error) as
-        they finish. A job whose actor died is retried on a fresh actor up to `attempts` times in all."""
-        pending, tries, idle, running = deque(jobs), Counter(), deque(range(len(self.actors))), {}
+        they finish. A job whose actor died goes back to the queue for the next free actor, up to `attempts`
+        tries in all; the dead actor's replacement takes work only once it has started (after losing a node it
+        may never fit, and the other actors must then finish the queue)."""
+        pending, tries, idle = deque(jobs), Counter(), deque(range(len(self.actors)))
+        running, starting = {}, {}
         while pending or running:
             while idle and pending:
                 index, job = idle.popleft(), pending.popleft()
                 running[submit(self.actors[index], job)] = (index, job)
-            [ref], _ = ray.wait(list(running), num_returns=1)
+            if not running and not starting:
+                raise RuntimeError("no worker left to run the remaining shards")
+            [ref], _ = ray.wait(list(running) + list(starting), num_returns=1)
+            if ref in starting:
+                self._started(starting, ref, idle)
+                continue
             index, job = running.pop(ref)
             result, error = None, None
             try:
                 result = ray.get(ref)
+                idle.append(index)
             except RayActorError as e:
                 self._replace(index)
+                starting[self.actors[index].__ray_ready__.remote()] = index
                 tries[job] += 1
                 if tries[job] < attempts:
                     pending.appendleft(job)
-                    idle.append(index)
                     continue
                 error = f"its worker died {tries[job]} times; last: {str(e).splitlines()[0]}"
             except RayTaskError as e:
+                idle.append(index)
                 cause = e.cause if e.cause is not None else e
                 error = f"{type(cause).__name__}: {cause}"
-            idle.append(index)
             yield job, result, error
+
+    def _started(self, starting: dict, ref, idle: deque) -> None:
+        index = starting.pop(ref)
+        try:
+            ray.get(ref)
+            idle.append(index)
+        except RayActorError as e:
+            if getattr(e, "actor_init_failed", False):
+                raise RuntimeError(f"a replacement worker could not start: {str(e).splitlines()[-1]}") from None
+            self._replace(index)
+            starting[self.actors[index].__ray_ready__.remote()] = index
 
     def shutdown(self) -> None:
         """Kill every actor of the pool."""

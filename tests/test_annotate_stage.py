@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 import webdataset as wds
@@ -23,9 +24,10 @@ from pipeline.params import load_params
 from pipeline.ray_runtime import pool_shape
 from pipeline.shards import read_shard, read_stats, shard_writer
 
-ANNOTATORS = ["seg", "sketch"]
+ANNOTATORS = ["seg", "sketch", "clip"]
+SLOW = ["sketch"]  # tests of the machinery run this one alone (on bigger images where a shard must take a while)
 OFFLINE = {"annotate.seg.weights": "random", "annotate.seg.long_side": 32, "annotate.sketch.weights": "random",
-           "annotate.sketch.simplify": False, "annotate.clip.weights": "random"}
+           "annotate.sketch.simplify": False, "annotate.clip.weights": "random", "annotate.clip.model": "ViT-S-32"}
 
 
 @pytest.fixture(scope="module")
@@ -99,17 +101,18 @@ def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(clus
                           if name not in json.loads(s["json"])["provided"]]
             samples = list(read_shard(layout.annotations(name) / image_shard.name))
             assert [k for k, _ in samples] == image_keys  # same keys, same order; provided seg skipped
-            assert all(set(s) == {f"{name}.png"} for _, s in samples)
+            members = {"seg": {"seg.png"}, "sketch": {"sketch.png"}, "clip": {"clip.npy"}}[name]
+            assert all(set(s) - {"clip_text.npy"} == members for _, s in samples)
             stats = read_stats(layout.annotations(name) / image_shard.name)
             assert stats["annotated"] == len(image_keys) and stats["metadata"]["weights"] == "random"
 
-    other, _, _ = make_dataset(tmp_path / "b", [3, 3, 2, 2])
-    code, output = annotate(other, params, "--workers", "1", "--batch-size", "3")
+    other, _, _ = make_dataset(tmp_path / "b", [3, 3, 2, 2])  # CLIP's batch invariance is the annotator's own test
+    code, output = annotate(other, params, "--workers", "1", "--batch-size", "3", only=["seg", "sketch"])
     assert code == 0, output
-    assert shard_bytes(other) == shard_bytes(layout)
+    assert shard_bytes(other, ["seg", "sketch"]) == shard_bytes(layout, ["seg", "sketch"])
 
     before = {p: p.stat().st_mtime_ns for p in layout.annotations("seg").glob("*")}
-    code, output = annotate(layout, params)
+    code, output = annotate(layout, params, only=["seg"])
     assert code == 0 and "(4 already done)" in output
     assert {p: p.stat().st_mtime_ns for p in layout.annotations("seg").glob("*")} == before
 
@@ -120,9 +123,15 @@ def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(clus
     samples = list(wds.WebDataset(urls, shardshuffle=False).decode())
     assert [s["__key__"] for s in samples] == keys
     for sample in samples:
-        assert {"jpg", "seg.png", "sketch.png", "json"} <= set(sample)
-        assert set(sample["json"]["annotators"]) >= {"sketch"}
-        assert sample["json"]["annotators"]["sketch"]["weights"] == "random"
+        assert {"jpg", "seg.png", "sketch.png", "clip.npy", "json"} <= set(sample)
+        assert set(sample["json"]["annotators"]) >= {"sketch", "clip"}
+        assert sample["json"]["annotators"]["clip"] == {"model": "ViT-S-32", "pretrained": "random",
+                                                         "weights": "random", "sha256": "random"}
+        assert sample["clip.npy"].dtype == np.float16 and sample["clip.npy"].shape == (384,)
+        if "txt" in sample:  # provided captions get their CLIP text embeddings
+            assert sample["clip_text.npy"].shape == (len(sample["txt"].splitlines()), 384)
+        else:
+            assert "clip_text.npy" not in sample
     preview = CliRunner().invoke(main, ["preview", "--dataset", "sample", "--params", str(params), "--data-dir",
                                         str(layout.data_dir), "--samples", "4"])
     assert preview.exit_code == 0 and layout.preview.stat().st_size > 10_000, preview.output
@@ -130,15 +139,15 @@ def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(clus
 
 def test_changed_params_redo_shards_but_batch_size_does_not(cluster, tmp_path):
     layout, _, params = make_dataset(tmp_path, [2, 2])
-    assert annotate(layout, params, "--workers", "1")[0] == 0
-    first = shard_bytes(layout)
+    assert annotate(layout, params, "--workers", "1", only=SLOW)[0] == 0
+    first = shard_bytes(layout, SLOW)
     bigger_batches = write_params(tmp_path / "b", **{"annotate.sketch.batch_size": 5})
-    code, output = annotate(layout, bigger_batches, "--workers", "1")
+    code, output = annotate(layout, bigger_batches, "--workers", "1", only=SLOW)
     assert code == 0 and "sketch: 0 images" in output and "(2 already done)" in output
-    code, output = annotate(layout, write_params(tmp_path / "c", **{"annotate.sketch.threshold": 0.9}), "--workers", "1")
+    code, output = annotate(layout, write_params(tmp_path / "c", **{"annotate.sketch.threshold": 0.9}), "--workers",
+                            "1", only=SLOW)
     assert code == 0 and "sketch: 4 images in 2 shard(s) (0 already done)" in output
-    assert "seg: 0 images" in output
-    assert shard_bytes(layout, ["seg"]) == {k: v for k, v in first.items() if k.startswith("seg/")}
+    assert shard_bytes(layout, SLOW) != first
 
 
 def test_a_corrupt_image_is_recorded_and_the_shard_completes(cluster, tmp_path):
@@ -148,22 +157,23 @@ def test_a_corrupt_image_is_recorded_and_the_shard_completes(cluster, tmp_path):
     with shard_writer(shard) as writer:
         for key, sample in samples:
             writer.write({"__key__": key, **sample, **({"jpg": b"\xff\xd8 not a jpeg"} if key == keys[3] else {})})
-    code, output = annotate(layout, params, "--workers", "1")
+    code, output = annotate(layout, params, "--workers", "1", only=SLOW)
     assert code == 1 and "1 failed" in output and "1 image(s) and 0 shard(s) failed" in output
     stats = read_stats(layout.annotations("sketch") / "train-000001.tar")
     assert stats["failed"] == 1 and stats["failures"][0]["key"] == keys[3] and stats["failures"][0]["error"]
     assert [k for k, _ in read_shard(layout.annotations("sketch") / "train-000001.tar")] == [keys[2], keys[4]]
     tolerant = write_params(tmp_path / "t", **{"annotate.runtime.max_failed_fraction": 0.5})
-    code, output = annotate(layout, tolerant, "--workers", "1")
+    code, output = annotate(layout, tolerant, "--workers", "1", only=SLOW)
     assert code == 0 and "(2 already done)" in output  # failures are final for those params: not redone
 
 
-# The kill tests run the sketch annotator alone on bigger images, so that shards take long enough to kill mid-job.
-SLOW = ["sketch"]
+KILLED_SHARDS, KILLED_SIZE = [2] * 6, (320, 240)
 
 
-def _reference(tmp_path: Path, per_shard: list[int], size) -> dict[str, bytes]:
-    layout, _, params = make_dataset(tmp_path / "reference", per_shard, size)
+@pytest.fixture(scope="module")
+def uninterrupted(cluster, tmp_path_factory) -> dict[str, bytes]:
+    """The shards of the kill tests' dataset from one uninterrupted single-worker run."""
+    layout, _, params = make_dataset(tmp_path_factory.mktemp("reference"), KILLED_SHARDS, KILLED_SIZE)
     assert annotate(layout, params, "--workers", "1", only=SLOW)[0] == 0
     return shard_bytes(layout, SLOW)
 
@@ -175,9 +185,8 @@ def _wait_for_first_shard(layout: Layout, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def test_an_actor_killed_mid_job_is_replaced_and_its_shard_redone(cluster, tmp_path):
-    per_shard, size = [2] * 6, (320, 240)
-    layout, _, params = make_dataset(tmp_path / "killed", per_shard, size)
+def test_an_actor_killed_mid_job_is_replaced_and_its_shard_redone(uninterrupted, tmp_path):
+    layout, _, params = make_dataset(tmp_path, KILLED_SHARDS, KILLED_SIZE)
     done = threading.Event()
     threading.Thread(target=lambda: (setattr(done, "result", annotate(layout, params, "--workers", "2", only=SLOW)), done.set()),
                      daemon=True).start()
@@ -187,12 +196,11 @@ def test_an_actor_killed_mid_job_is_replaced_and_its_shard_redone(cluster, tmp_p
     assert done.wait(300)
     code, output = done.result
     assert code == 0 and "worker(s) replaced" in output, output
-    assert shard_bytes(layout, SLOW) == _reference(tmp_path, per_shard, size)
+    assert shard_bytes(layout, SLOW) == uninterrupted
 
 
-def test_sigkilled_job_rerun_gives_identical_shards(cluster, tmp_path):
-    per_shard, size = [2] * 6, (320, 240)
-    layout, _, params = make_dataset(tmp_path / "killed", per_shard, size)
+def test_sigkilled_job_rerun_gives_identical_shards(cluster, uninterrupted, tmp_path):
+    layout, _, params = make_dataset(tmp_path, KILLED_SHARDS, KILLED_SIZE)
     command = [str(Path(sys.executable).with_name("pipeline")), "annotate", "--dataset", "sample", "--params",
                str(params), "--data-dir", str(layout.data_dir), "--only", SLOW[0], "--workers", "2",
                "--no-progress"]
@@ -204,10 +212,10 @@ def test_sigkilled_job_rerun_gives_identical_shards(cluster, tmp_path):
         job.send_signal(signal.SIGKILL)
         job.wait()
     finished = {p.name: p.read_text() for p in layout.annotations(SLOW[0]).glob("*.stats.json")}
-    assert 0 < len(finished) < 6
+    assert 0 < len(finished) < len(KILLED_SHARDS)
     code, output = annotate(layout, params, "--workers", "2", only=SLOW)
     assert code == 0 and f"({len(finished)} already done)" in output, output
     assert {p.name: p.read_text() for p in layout.annotations(SLOW[0]).glob("*.stats.json")
             if p.name in finished} == finished  # finished shards were not redone
     assert not list(layout.annotations(SLOW[0]).glob(".*"))  # no half-written leftovers
-    assert shard_bytes(layout, SLOW) == _reference(tmp_path, per_shard, size)
+    assert shard_bytes(layout, SLOW) == uninterrupted

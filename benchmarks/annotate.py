@@ -1,0 +1,90 @@
+"""Annotate throughput: the full Ray stage (local Ray, N CPU workers: read, decode, model, encode, write) against
+the bare model forward of the same annotators on the same, already decoded images in one process.
+The built-in sample is ingested, resized to a short side and copied up. Weights are random (offline), which
+costs the same compute as real ones. Prints one JSON object per line; the last is the ratio (stage / bare,
+steady state: after the workers have loaded their models; the rate including start-up is printed too).
+
+    .venv/bin/python benchmarks/annotate.py [--copies 2] [--short-side 256] [--workers 2] [--only sketch,clip,seg]
+"""
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from annotators.base import Item, build
+from pipeline.annotate import decode_image
+from pipeline.annotate_run import run
+from pipeline.commands.common import StageContext
+from pipeline.params import Params, load_params
+from pipeline.shards import read_shard
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scaled_sample import scaled_image_shards  # noqa: E402
+
+
+def bench_params(seg_long_side: int) -> Params:
+    """The sample profile's params, every annotator on random weights (no downloads)."""
+    raw = load_params("params.yaml").for_dataset("sample").model_dump()
+    raw["annotate"]["seg"].update(weights="random", long_side=seg_long_side)
+    raw["annotate"]["sketch"].update(weights="random")
+    raw["annotate"]["clip"].update(weights="random")
+    return Params.model_validate(raw)
+
+
+def bare_rate(params: Params, name: str, images_dir: Path, weights: Path) -> tuple[int, float]:
+    """(images, images/s) of the annotator's forward alone over the images the stage annotates, decoded first."""
+    items = [Item(decode_image(s["jpg"], params.ingest.max_pixels), s.get("txt", b"").decode().splitlines())
+             for shard in sorted(images_dir.glob("*.tar")) for _, s in read_shard(shard)
+             if name not in json.loads(s["json"])["provided"]]
+    section = getattr(params.annotate, name)
+    annotator = build(name, section, weights)
+    annotator.setup("cpu")
+    annotator(items[:1])  # warm-up, as the stage's workers are warm after their first batch
+    start = time.perf_counter()
+    for i in range(0, len(items), section.batch_size):
+        annotator(items[i:i + section.batch_size])
+    return len(items), len(items) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    """Run the benchmark and print its JSON lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=2, help="copies of each sample picture (40 pictures)")
+    parser.add_argument("--short-side", type=int, default=256, help="stored short side of the images, px")
+    parser.add_argument("--shard-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="Ray actors per annotator")
+    parser.add_argument("--only", default="sketch,clip,seg", help="annotators, comma-separated")
+    parser.add_argument("--seg-long-side", type=int, default=193, help="segmentation input long side, px")
+    args = parser.parse_args()
+    names = args.only.split(",")
+    params = bench_params(args.seg_long_side)
+    lines = [("workers", args.workers, "actors")]
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = scaled_image_shards(Path(tmp), args.copies, args.short_side, args.shard_size)
+        bare = {name: bare_rate(params, name, layout.images, layout.weights) for name in names}
+        stage = StageContext(params, "sample", params.profile("sample"), layout)
+        summaries = run(stage, names, workers=args.workers, progress=False)
+    stage_total = bare_total = startup_total = 0.0
+    for summary in summaries:
+        images, rate = bare[summary.name]
+        assert images == summary.annotated, (images, summary.annotated)
+        steady = summary.seconds - summary.startup_seconds
+        lines += [(f"{summary.name}_images", images, "images"),
+                  (f"{summary.name}_bare_forward_images_per_s", round(rate, 2), "images/s"),
+                  (f"{summary.name}_stage_images_per_s", round(images / steady, 2), "images/s"),
+                  (f"{summary.name}_stage_with_startup_images_per_s", round(images / summary.seconds, 2), "images/s")]
+        stage_total += steady
+        startup_total += summary.startup_seconds
+        bare_total += images / rate
+    lines += [("bare_forward_seconds", round(bare_total, 2), "s"), ("stage_seconds", round(stage_total, 2), "s"),
+              ("stage_startup_seconds", round(startup_total, 2), "s"),
+              ("ratio_with_startup", round(bare_total / (stage_total + startup_total), 3), "x"),
+              ("ratio", round(bare_total / stage_total, 3), "x")]
+    for name, value, unit in lines:
+        print(json.dumps({"name": name, "value": value, "unit": unit}))
+
+
+if __name__ == "__main__":
+    main()

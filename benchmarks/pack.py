@@ -1,0 +1,81 @@
+"""Pack throughput: `pipeline pack` of the scaled-up sample (image shards + seg, sketch, clip annotation shards)
+against a plain byte copy of the same tars, both in MB/s of input read. Annotation shards are made in the
+contract format without the models (sketch = Canny edges, seg = the sample's own label maps or a flat map,
+clip = random unit vectors): pack only copies their bytes. Prints one JSON object per line; the last is the
+ratio (pack / copy).
+
+    .venv/bin/python benchmarks/pack.py [--copies 10] [--short-side 512]
+"""
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from annotators.base import encode
+from pipeline.annotate import decode_image
+from pipeline.pack import run
+from pipeline.params import load_params
+from pipeline.shards import read_shard, shard_writer, write_stats
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scaled_sample import scaled_image_shards  # noqa: E402
+
+
+def write_annotation_shards(layout) -> None:
+    """seg/sketch/clip annotation shards aligned with the image shards (provided seg skipped, as annotate does)."""
+    rng = np.random.default_rng(0)
+    for image_shard in sorted(layout.images.glob("*.tar")):
+        with ExitStack() as stack:
+            out = {name: stack.enter_context(shard_writer(layout.annotations(name) / image_shard.name))
+                   for name in ("seg", "sketch", "clip")}
+            for key, sample in read_shard(image_shard):
+                gray = cv2.cvtColor(decode_image(sample["jpg"], 1 << 30), cv2.COLOR_RGB2GRAY)
+                if "seg" not in json.loads(sample["json"])["provided"]:
+                    out["seg"].write({"__key__": key, "seg.png": encode("seg.png", (gray // 32).astype(np.uint8))})
+                out["sketch"].write({"__key__": key, "sketch.png": encode("sketch.png", cv2.Canny(gray, 100, 200))})
+                vector = rng.normal(size=512)
+                out["clip"].write({"__key__": key, "clip.npy": encode("clip.npy", (vector / np.linalg.norm(vector)).astype(np.float16))})
+        for name in out:
+            write_stats(layout.annotations(name) / image_shard.name, {"fingerprint": name, "metadata": {"model": name}})
+
+
+def main() -> None:
+    """Run the benchmark and print its JSON lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=10, help="copies of each sample picture (40 pictures)")
+    parser.add_argument("--short-side", type=int, default=512, help="stored short side of the images, px")
+    parser.add_argument("--shard-size", type=int, default=50)
+    args = parser.parse_args()
+    params = load_params("params.yaml").for_dataset("sample")
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = scaled_image_shards(Path(tmp), args.copies, args.short_side, args.shard_size)
+        write_annotation_shards(layout)
+        inputs = [p for folder in ("images", "seg", "sketch", "clip") for p in sorted((layout.root / folder).glob("*.tar"))]
+        megabytes = sum(p.stat().st_size for p in inputs) / 1e6
+        start = time.perf_counter()
+        for path in inputs:
+            target = Path(tmp) / "copy" / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        copy_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        summary = run(layout, params, params.profile("sample"), progress=False)
+        pack_seconds = time.perf_counter() - start
+    for name, value, unit in [
+        ("samples", summary["samples_packed"], "samples"), ("input_mb", round(megabytes, 1), "MB"),
+        ("copy_mb_per_s", round(megabytes / copy_seconds, 1), "MB/s"),
+        ("pack_mb_per_s", round(megabytes / pack_seconds, 1), "MB/s"),
+        ("ratio", round(copy_seconds / pack_seconds, 3), "x"),
+    ]:
+        print(json.dumps({"name": name, "value": value, "unit": unit}))
+
+
+if __name__ == "__main__":
+    main()
