@@ -84,7 +84,9 @@ class SegAnnotator(Annotator):
                 "label_map": self.output_label_map, "long_side": self.params.long_side,
                 "scales": list(self.params.scales), **require_setup(self).weights_meta}
 
-    def _input(self, images: list[np.ndarray]) -> torch.Tensor:
+    def network_input(self, images: list[np.ndarray]) -> torch.Tensor:
+        """The model's input [B, 3, h, w] for equally sized uint8 RGB images (DeepLab-v2: BGR minus the mean at
+        0-255; smp: RGB/255 normalised with ImageNet statistics)."""
         x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
         if self.params.model == DEEPLAB:
             return x.flip(1) - torch.tensor(CAFFE_MEAN_BGR, device=self.device).view(1, 3, 1, 1)
@@ -101,7 +103,7 @@ class SegAnnotator(Annotator):
 
     def logits(self, images: list[np.ndarray]) -> torch.Tensor:
         """Class logits [B, C, h, w] of equally sized (already resized) images, max over `scales`."""
-        x = self._input(images)
+        x = self.network_input(images)
         with torch.inference_mode(), autocast(self.device, self.params.precision):
             out = None
             for scale in self.params.scales:

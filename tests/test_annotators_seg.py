@@ -70,6 +70,14 @@ def test_registry_weights_missing_from_the_cache_fail_before_any_work(tmp_path):
         build("seg", SegParams(), tmp_path).setup("cpu")
 
 
+def test_deeplab_input_is_bgr_minus_the_mean_at_0_255(random_deeplab):
+    pure_blue = np.zeros((4, 6, 3), np.uint8)
+    pure_blue[..., 2] = 255
+    x = random_deeplab.network_input([pure_blue])
+    assert x.shape == (1, 3, 4, 6)
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([255 - 104.008, -116.669, -122.675]))
+
+
 def test_batch_size_invariant_with_mixed_sizes(random_deeplab):
     batch = images([(40, 60), (60, 40), (40, 60), (40, 60), (60, 40), (40, 60), (30, 45), (41, 59)])
     together = random_deeplab([Item(i) for i in batch])
