@@ -108,7 +108,18 @@ REGISTRY: dict[str, WeightsEntry] = {
         WeightsEntry(name="alexnet-imagenet", filename="alexnet-owt-7be5be79.pth", format="torch-state-dict",
                      licence="BSD-3-Clause (torchvision); ImageNet-trained",
                      url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79"),
-        # The TF Inception (2015-12-05) ported to PyTorch by pytorch-fid, the FID reference network.
+        # torchvision's AlexNet (ImageNet), the LPIPS backbone; sha256 prefix in the name.
+        WeightsEntry(
+            name="alexnet-imagenet",
+            filename="alexnet-owt-7be5be79.pth",
+            format="torch-state-dict",
+            licence="BSD-3-Clause (torchvision); ImageNet-trained",
+            url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            sha256_prefix="7be5be79",
+        ),
+        # The TF Inception (2015-12-05) ported to PyTorch by pytorch-fid, the FID reference network. torch-fidelity
+        # mirrors the same file (same sha256 prefix) as releases/download/v0.2.0/weights-inception-2015-12-05-
+        # 6726825d.pth in toshas/torch-fidelity.
         WeightsEntry(
             name="inception-2015-12-05",
             filename="pt_inception-2015-12-05-6726825d.pth",

