@@ -7,8 +7,8 @@ steady state: after the workers have loaded their models; the rate including sta
     .venv/bin/python benchmarks/annotate.py [--copies 2] [--short-side 256] [--workers 2] [--only sketch,clip,seg]
 """
 import argparse
+import hashlib
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,11 +17,33 @@ from annotators.base import Item, build
 from pipeline.annotate import decode_image
 from pipeline.annotate_run import run
 from pipeline.commands.common import StageContext
+from pipeline.ingest import ingest
+from pipeline.layout import Layout, shard_name
 from pipeline.params import Params, load_params
-from pipeline.shards import read_shard
+from pipeline.params.datasets import SourceParams
+from pipeline.params.stages import IngestParams, SampleParams
+from pipeline.sample import write_sample
+from pipeline.shards import fingerprint, read_shard, shard_writer, write_stats
 
-sys.path.insert(0, str(Path(__file__).parent))
-from scaled_sample import scaled_image_shards  # noqa: E402
+
+def scaled_image_shards(root: Path, copies: int, short_side: int, shard_size: int) -> Layout:
+    """The built-in sample ingested for real at `short_side` px, then every sample copied `copies` times under
+    new keys (same bytes) into image shards of `shard_size` (so every worker stays busy) under root/data/bench."""
+    write_sample(root / "raw" / "sample", SampleParams(), progress=False)
+    ingested = Layout(root / "ingested", "sample")
+    ingest(ingested, IngestParams(max_short_side=short_side), SourceParams(kind="sample", path=str(root / "raw" / "sample")),
+           0.2, workers=1, progress=False)
+    originals = [s for shard in sorted(ingested.images.glob("*.tar")) for s in read_shard(shard)]
+    samples = [(copy, key, sample) for copy in range(copies) for key, sample in originals]
+    layout = Layout(root / "data", "bench")
+    for index in range(0, len(samples), shard_size):
+        path = layout.images / shard_name("train", index // shard_size)
+        chunk = samples[index:index + shard_size]
+        with shard_writer(path) as writer:
+            for copy, key, sample in chunk:
+                writer.write({**sample, "__key__": hashlib.sha256(f"{key}-{copy}".encode()).hexdigest()[:24]})
+        write_stats(path, {"fingerprint": fingerprint("bench", index), "count": len(chunk)})
+    return layout
 
 
 def bench_params(seg_long_side: int) -> Params:
