@@ -1,5 +1,7 @@
 """Params of the data stages that are not annotators: sample, ingest, pack, preview."""
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from .base import Section
 
@@ -37,8 +39,28 @@ class PreviewParams(Section):
 
 
 class EvaluateParams(Section):
-    """Which metrics `pipeline evaluate` reports and on how many test images."""
+    """Which metrics `pipeline evaluate` reports, under which conditions, on how many test images."""
 
-    metrics: list[str] = Field(default_factory=lambda: ["fid", "kid", "seg_miou", "clip_score", "lpips_diversity"])
-    num_images: int = Field(50_000, ge=1)
+    metrics: list[str] = Field(default_factory=lambda: ["fid", "kid", "seg_consistency", "sketch_fscore",
+                                                        "clip_score", "lpips_diversity"])
+    # the per-condition FID rows of the PoE-GAN supplement's Tables 6 and 7
+    conditions: list[Literal["unconditional", "text", "seg", "sketch", "all"]] = Field(
+        default_factory=lambda: ["unconditional", "text", "seg", "sketch", "all"])
+    num_images: int = Field(50_000, ge=1, description="at most this many test images (and reference images)")
     seed: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    inception_weights: str = Field("inception-2015-12-05", description="registry name or file of FID's Inception")
+    kid_subsets: int = Field(100, ge=1)
+    kid_subset_size: int = Field(1000, ge=2, description="capped at the number of images")
+    lpips_weights: str = Field("alexnet-imagenet", description="registry name or file of LPIPS's AlexNet backbone")
+    diversity_groups: int = Field(10, ge=2, description="samples per condition with new noise (INADE: 10)")
+    diversity_pairs: int = Field(10, ge=1, description="random pairs of groups averaged (INADE: 10)")
+    diversity_images: int = Field(100, ge=1, description="conditions in each diversity group")
+    sketch_tolerance: float = Field(0.0075, gt=0, lt=1, description="match distance / image diagonal (BSDS500)")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        from train.metrics import check_names  # light: the registry imports no metric code
+
+        return check_names(names)

@@ -1,0 +1,138 @@
+"""FID and KID with torch-fidelity's InceptionV3 (the TF 2015-12-05 graph ported to PyTorch), its weights coming
+through the project's weight registry; the reference set's features are cached on disk per dataset, split,
+extractor, weights and image count."""
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.shards import atomic_path
+
+from .base import EvalContext, EvalInputs, MetricError, Reference, batches, check_images
+
+FEATURE = "2048"  # pool3 features, the layer FID and KID are defined on
+EXTRACTOR = f"torch-fidelity-0.4.0-inception-v3-compat-{FEATURE}"
+
+
+def load_inception(weights: str, weights_dir: Path, device: str = "cpu"):
+    """torch-fidelity's InceptionV3 feature extractor with the weights `weights` (a registry name or a file path),
+    loaded strictly; returns (extractor, sha256 of the weights file)."""
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    from annotators.weights import WeightsError, resolve
+
+    path = resolve(weights, weights_dir)
+    data = path.read_bytes()
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same actionable message
+        raise WeightsError(f"Inception weights {path} are not a readable torch state dict: {err}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"Inception weights {path} are not a state dict of tensors")
+    # torch-fidelity loads the file it is given with weights_only=False; handing it a re-serialised copy of the
+    # state dict we loaded with weights_only=True keeps untrusted pickles away from the full unpickler.
+    checked = io.BytesIO()
+    torch.save(state, checked)
+    checked.seek(0)
+    try:
+        extractor = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE],
+                                                feature_extractor_weights_path=checked)
+    except RuntimeError as err:  # load_state_dict(strict=True): missing, unexpected or mis-shaped keys
+        raise WeightsError(f"Inception weights {path} do not match torch-fidelity's InceptionV3 layout "
+                           f"(the pytorch-fid / torch-fidelity pt_inception-2015-12-05 file): {err}") from None
+    return extractor.to(device), hashlib.sha256(data).hexdigest()
+
+
+def _inception(ctx: EvalContext):
+    return ctx.model("inception", lambda: load_inception(ctx.params.inception_weights, ctx.weights_dir, ctx.device))
+
+
+def extract_features(images_batches, ctx: EvalContext, desc: str, limit: int | None = None) -> np.ndarray:
+    """Inception pool features (float64 [N, 2048]) of uint8 image batches, at most `limit` images."""
+    import torch
+
+    extractor, _ = _inception(ctx)
+    features, seen = [], 0
+    with torch.no_grad(), tqdm(desc=desc, unit="img", leave=False) as bar:
+        for batch in images_batches:
+            batch = check_images(desc, batch)[: None if limit is None else limit - seen]
+            x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(ctx.device)
+            features.append(extractor(x)[0].double().cpu().numpy())
+            seen += len(batch)
+            bar.update(len(batch))
+            if limit is not None and seen >= limit:
+                break
+    if not features:
+        raise MetricError(f"{desc}: no images")
+    return np.concatenate(features)
+
+
+def generated_features(images: np.ndarray, ctx: EvalContext) -> np.ndarray:
+    """Inception features of a generated set, computed once per array and shared by FID and KID."""
+    cached = ctx.memo.get("inception")
+    if cached is None or cached[0] is not images:
+        check_images("generated", images)
+        cached = (images, extract_features(batches(images, ctx.params.batch_size), ctx, "inception: generated"))
+        ctx.memo["inception"] = cached
+    return cached[1]
+
+
+def reference_cache_path(ref: Reference, weights_sha256: str, cache_dir: Path) -> Path:
+    """Where the features of `ref` are cached: one file per dataset, split, extractor, weights and image limit."""
+    return Path(cache_dir) / f"{ref.dataset}-{ref.split}-{EXTRACTOR}-{weights_sha256[:16]}-n{ref.limit}.npz"
+
+
+def reference_features(ref: Reference, ctx: EvalContext) -> np.ndarray:
+    """Inception features of the reference set, read from the cache or computed once and cached."""
+    _, weights_sha256 = _inception(ctx)
+    path = reference_cache_path(ref, weights_sha256, ctx.cache_dir)
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as cached:
+            return cached["features"]
+    features = extract_features(ref.batches(), ctx, f"inception: {ref.dataset}/{ref.split}", ref.limit)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, features=features)
+    return features
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """The Fréchet distance between Gaussians fitted to two feature sets [N, D] (FID on Inception features)."""
+    import torch
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    stats = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, np.float64))) for f in (features_a, features_b)]
+    return fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]
+
+
+def kernel_distance(features_a: np.ndarray, features_b: np.ndarray, subsets: int, subset_size: int,
+                    seed: int) -> tuple[float, float]:
+    """KID: mean and std over random subsets of the unbiased squared MMD with the cubic polynomial kernel; the
+    subset size is capped at the smaller set's size."""
+    import torch
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    size = min(subset_size, len(features_a), len(features_b))
+    out = kid_features_to_metric(torch.from_numpy(features_a), torch.from_numpy(features_b), kid_subsets=subsets,
+                                 kid_subset_size=size, rng_seed=seed, verbose=False)
+    return out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"]
+
+
+def _pair(inputs: EvalInputs, ctx: EvalContext, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    if inputs.reference is None:
+        raise MetricError(f"metric {metric!r} needs a reference set")
+    return generated_features(inputs.generated, ctx), reference_features(inputs.reference, ctx)
+
+
+def fid(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
+    """FID of the generated images against the reference set."""
+    return {"fid": frechet_distance(*_pair(inputs, ctx, "fid"))}
+
+
+def kid(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
+    """KID (mean and std over subsets) of the generated images against the reference set."""
+    mean, std = kernel_distance(*_pair(inputs, ctx, "kid"), ctx.params.kid_subsets, ctx.params.kid_subset_size,
+                                ctx.params.seed)
+    return {"kid": mean, "kid_std": std}

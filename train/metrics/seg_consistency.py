@@ -1,0 +1,53 @@
+"""Segmentation consistency (the SPADE / MoNCE protocol): segment each generated image with the seg annotator and
+score the predicted map against the input map the image was generated from."""
+import numpy as np
+
+from .base import EvalContext, EvalInputs, MetricError, check_images
+
+IGNORE = 255
+
+
+def confusion_matrix(predicted: np.ndarray, reference: np.ndarray, num_classes: int = IGNORE) -> np.ndarray:
+    """The [C, C] count matrix (rows: reference class, columns: predicted class) over pixels whose reference is not
+    255; a predicted 255 (or any class >= C) counts as wrong for every class."""
+    predicted, reference = np.asarray(predicted), np.asarray(reference)
+    if predicted.shape != reference.shape:
+        raise MetricError(f"seg consistency: predicted maps {predicted.shape} and reference maps "
+                          f"{reference.shape} differ in shape")
+    valid = reference != IGNORE
+    ref, pred = reference[valid].astype(np.int64), predicted[valid].astype(np.int64)
+    pred = np.where(pred < num_classes, pred, num_classes)  # an extra "wrong" column, dropped below
+    counts = np.bincount(ref * (num_classes + 1) + pred, minlength=num_classes * (num_classes + 1))
+    return counts.reshape(num_classes, num_classes + 1)[:, :num_classes]
+
+
+def scores(confusion: np.ndarray, valid_pixels: int) -> dict[str, float]:
+    """mIoU (mean over classes present in the reference or the prediction) and pixel accuracy of a confusion
+    matrix accumulated over a dataset; `valid_pixels` counts every non-ignored reference pixel."""
+    hits = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    present = union > 0
+    miou = float((hits[present] / union[present]).mean()) if present.any() else float("nan")
+    accuracy = float(hits.sum() / valid_pixels) if valid_pixels else float("nan")
+    return {"seg_miou": miou, "seg_pixel_accuracy": accuracy}
+
+
+def seg_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """mIoU and pixel accuracy of predicted class maps against reference maps (uint8 [N, H, W] or [H, W]),
+    pooled over all images as the SPADE evaluation does; reference pixels of 255 are ignored."""
+    predicted, reference = np.asarray(predicted), np.asarray(reference)
+    if predicted.shape != reference.shape or reference.ndim not in (2, 3):
+        raise MetricError(f"seg consistency: predicted maps {predicted.shape} and reference maps "
+                          f"{reference.shape} must be equal-shaped [N, H, W] or [H, W]")
+    if reference.ndim == 2:
+        predicted, reference = predicted[None], reference[None]
+    confusion = sum(confusion_matrix(p, r) for p, r in zip(predicted, reference))  # per image: bounded memory
+    return scores(confusion, int((reference != IGNORE).sum()))
+
+
+def seg_consistency(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
+    """mIoU and pixel accuracy of the seg annotator's maps of the generated images against their input maps."""
+    images = check_images("generated", inputs.generated)
+    if inputs.seg is None or len(inputs.seg) != len(images):
+        raise MetricError(f"seg_consistency needs one input map per generated image ({len(images)})")
+    return seg_scores(ctx.require("seg_consistency", "segment")(images), inputs.seg)
