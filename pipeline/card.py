@@ -25,7 +25,7 @@ def reject_reasons(rejects: Path) -> dict[str, int]:
     table = pq.read_table(rejects)
     if "reason" not in table.column_names:
         raise ValueError(f"{rejects}: no `reason` column (columns: {', '.join(table.column_names)})")
-    return dict(sorted(Counter(str(r).split(":")[0] for r in table.column("reason").to_pylist()).items()))
+    return dict(sorted(Counter(table.column("reason").to_pylist()).items()))
 
 
 def build_card(layout: Layout, label_map: str) -> dict:

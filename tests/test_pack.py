@@ -4,6 +4,8 @@ import json
 import tarfile
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 import yaml
@@ -85,6 +87,8 @@ def test_member_bytes_are_copied_not_reencoded(dataset):
 
 def test_card_counts_and_rerun_skips_packed_shards(dataset):
     layout, keys, params_file = dataset
+    rejects = [("a.jpg", "too_small", ""), ("b.jpg", "undecodable", "truncated"), ("c.jpg", "too_small", "")]
+    pq.write_table(pa.table({k: list(v) for k, v in zip(("source", "reason", "detail"), zip(*rejects))}), layout.rejects)
     _pack(layout, params_file)
     card = json.loads(layout.card_json.read_text())
     assert card["samples"] == 7 and card["splits"] == {"train": 7}
@@ -95,6 +99,7 @@ def test_card_counts_and_rerun_skips_packed_shards(dataset):
     assert names["person"]["images"] == 4 and names["person"]["pixels"] == 3 * 16 * 20 + 32 * 40
     assert card["ignored_pixels"] == 3 * 16 * 20
     assert card["annotators"] == META
+    assert card["rejects"] == {"too_small": 2, "undecodable": 1}
     assert "| sketch | 6 | 1 |" in layout.card_md.read_text()
     before = {p.name: p.read_bytes() for p in layout.shards.glob("*")}
     stats_before = read_stats(layout.shards / shard_name("train", 1))

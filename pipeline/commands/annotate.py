@@ -40,9 +40,11 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
             input shard) is skipped; rerun after a crash to finish only what is missing.
     Exit    1 when a shard failed or more images failed than `annotate.runtime.max_failed_fraction`
             (each failure is listed with its error in the shard's .stats.json).
+    Cluster every node must see --data-dir at the same path (a shared filesystem) and have this
+            project installed; workers read image shards and write annotation shards there.
     """
     names, skipped = _names(only, stage.profile.annotate)
-    for name in skipped:
+    for name in skipped if only else []:
         click.echo(f"annotate: skipping {name}: dataset {stage.dataset!r} does not pseudo-label it "
                    f"(its profile's `annotate` list)", err=True)
     if not names:
