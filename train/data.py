@@ -104,7 +104,10 @@ class ShardLoader:
             examples,
             wds.batched(self.batch_size, collation_fn=torch.utils.data.default_collate, partial=False),
         )
-        return wds.WebLoader(pipeline, batch_size=None, num_workers=self.workers).with_epoch(self.epoch_batches)
+        # its own generator: a DataLoader otherwise draws its worker seed from the global torch RNG
+        loader = wds.WebLoader(pipeline, batch_size=None, num_workers=self.workers,
+                               generator=torch.Generator().manual_seed(seed))
+        return loader.with_epoch(self.epoch_batches)
 
     def __iter__(self):
         epoch, skip = self.position

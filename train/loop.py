@@ -83,6 +83,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     """Train (or resume from the newest training state in `spec.run_dir`) up to `spec.steps`; returns the log
     records of the steps run here."""
     rank, world, device = _distributed()
+    torch.set_flush_denormal(True)  # CPU: denormal floats in late training slow every op by orders of magnitude
     batch_size = spec.batch_size or cfg.batch_size
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")

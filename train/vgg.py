@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import vgg19
+from torchvision.models.vgg import cfgs, make_layers
 
 RELU5_1 = 30  # torchvision's vgg19().features: conv5_1 is index 28, its ReLU index 29
 _MEAN = (0.485, 0.456, 0.406)
@@ -11,11 +11,14 @@ _STD = (0.229, 0.224, 0.225)
 
 
 class VGGRelu51(nn.Module):
-    """Frozen VGG-19 features[:30]; maps images in [-1, 1] to globally pooled relu5_1 features [B, 512]."""
+    """Frozen VGG-19 features[:30]; maps images in [-1, 1] to globally pooled relu5_1 features [B, 512].
+    Without `weights` the network keeps a fixed random initialisation (tests and offline demos only)."""
 
     def __init__(self, weights: Path | None):
         super().__init__()
-        self.features = vgg19().features[:RELU5_1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # 'random' weights are the same in every run (exact resume, comparable runs)
+            self.features = make_layers(cfgs["E"])[:RELU5_1]  # "E" = VGG-19, as torchvision's vgg19()
         if weights is not None:
             self.load(weights)
         self.requires_grad_(False).eval()

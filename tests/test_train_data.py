@@ -1,0 +1,107 @@
+"""The training-shard loader: contract samples in, aligned augmented tensors out, deterministic and resumable."""
+import io
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from train_shards import drawn_sample, write_training_shards
+
+from pipeline.shards import shard_writer
+from train.data import DataError, ShardLoader, make_example, shard_urls
+
+
+def _sample(rgb, labels, sketch, texts=None):
+    def png(a):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "PNG")
+        return buf.getvalue()
+
+    def npy(a):
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return buf.getvalue()
+
+    s = {"jpg": png(rgb), "seg.png": png(labels), "sketch.png": png(sketch),
+         "clip.npy": npy(np.full(4, 0.5, np.float16))}
+    if texts is not None:
+        s["clip_text.npy"] = npy(texts)
+    return s
+
+
+def test_crop_and_flip_are_identical_for_image_seg_and_sketch():
+    # one marker column: red in the image, class 7 in seg, a stroke in the sketch
+    rgb = np.zeros((16, 24, 3), np.uint8)
+    labels = np.zeros((16, 24), np.uint8)
+    sketch = np.zeros((16, 24), np.uint8)
+    rgb[:, 5, 0], labels[:, 5], sketch[:, 5] = 255, 7, 255
+    flips = set()
+    for seed in range(12):
+        ex = make_example(_sample(rgb, labels, sketch), 16, 10, random.Random(seed))
+        red_col = (ex["image"][0] > 0).all(0).nonzero().flatten().tolist()
+        seg_col = (ex["seg"][7] == 1).all(0).nonzero().flatten().tolist()
+        sketch_col = (ex["sketch"][0] == 1).all(0).nonzero().flatten().tolist()
+        assert red_col == seg_col == sketch_col and len(red_col) <= 1
+        flips.add(tuple(red_col))
+    assert len(flips) > 2  # crops and flips do vary
+
+
+def test_segmentation_is_one_hot_over_the_label_map_with_ignore_all_zero():
+    labels = np.array([[0, 3], [255, 3]], np.uint8).repeat(4, 0).repeat(4, 1)
+    ex = make_example(_sample(np.zeros((8, 8, 3), np.uint8), labels, np.zeros((8, 8), np.uint8)), 8, 5,
+                      random.Random(0))
+    assert ex["seg"].shape == (5, 8, 8)
+    assert set(ex["seg"].sum(0).unique().tolist()) == {0.0, 1.0}
+    assert (ex["seg"].sum(0) == 0).sum() == 16  # the ignored quarter
+    with pytest.raises(DataError, match="class id >= 3"):
+        make_example(_sample(np.zeros((8, 8, 3), np.uint8), labels, np.zeros((8, 8), np.uint8)), 8, 3,
+                      random.Random(0))
+
+
+def test_text_is_a_random_caption_embedding_else_the_image_embedding():
+    rgb, labels, sketch, _ = drawn_sample(0, 16)
+    texts = np.stack([np.full(4, 1.0), np.full(4, 2.0)]).astype(np.float16)
+    picked = {make_example(_sample(rgb, labels, sketch, texts), 16, 182, random.Random(s))["text"][0].item()
+              for s in range(20)}
+    assert picked == {1.0, 2.0}
+    assert make_example(_sample(rgb, labels, sketch), 16, 182, random.Random(0))["text"].tolist() == [0.5] * 4
+
+
+def test_loader_is_deterministic_and_resumes_at_its_position(tmp_path):
+    urls = [str(p) for p in write_training_shards(tmp_path, images=6, per_shard=3, short_side=20)]
+    assert shard_urls(tmp_path) == urls
+
+    def loader():
+        return ShardLoader(urls, 16, 182, 2, seed=3, shuffle_buffer=4, epoch_batches=3)
+
+    full = [b["image"] for b in itertools.islice(loader(), 7)]
+    first = loader()
+    it = iter(first)
+    for _ in range(4):
+        next(it)
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    assert first.state_dict() == {"epoch": 1, "batch": 1}
+    rest = [b["image"] for b in itertools.islice(resumed, 3)]
+    assert all(torch.equal(a, b) for a, b in zip(full[4:], rest))
+    assert not torch.equal(full[0], full[3])  # a new epoch is a new stream
+
+
+def test_undecodable_sample_is_skipped_with_a_warning(tmp_path):
+    good = write_training_shards(tmp_path / "good", images=2, per_shard=2, short_side=20)
+    path = tmp_path / "bad" / "train-000000.tar"
+    with shard_writer(path) as w:
+        w.write({"__key__": "broken", "jpg": b"not a jpeg", "seg.png": b"x", "sketch.png": b"x",
+                 "clip.npy": b"x"})
+    loader = ShardLoader([str(path)] + [str(p) for p in good], 16, 182, 2, seed=0, shuffle_buffer=1,
+                         epoch_batches=2)
+    with pytest.warns(UserWarning):
+        batches = list(itertools.islice(loader, 2))
+    assert all(b["image"].shape == (2, 3, 16, 16) for b in batches)
+
+
+def test_missing_shards_are_an_error_naming_the_directory(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path)):
+        shard_urls(tmp_path)

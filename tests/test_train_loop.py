@@ -1,0 +1,116 @@
+"""The training loop and loss schedule: EMA, lazy R1, exact kill-and-resume, logs, snapshots, sample grids."""
+import copy
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from train_shards import write_training_shards
+
+from annotators.labelmaps import load_label_map
+from train.checkpoint import load
+from train.configs import MODALITIES, get_config
+from train.loop import BETAS, GRAD_CLIP, MODALITY_DROPOUT, RunSpec, modality_masks, train, update_ema
+from train.loss import R1_GAMMA, R1_INTERVAL
+from train.models import family
+from train.samples import PATTERNS
+from train.vgg import VGGRelu51
+
+# A smaller cousin of `tiny` so the loop tests stay fast on 2 cores.
+MICRO = replace(get_config("tiny"), resolution=16, batch_size=4, channel_base=8, channel_max=32,
+                latent_base=2, latent_max=8)
+LABELS = load_label_map("coco-stuff-182")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    return [str(p) for p in write_training_shards(d, images=6, per_shard=3, short_side=20)]
+
+
+def _spec(run_dir, urls, steps, **kw):
+    return RunSpec(run_dir, urls, urls, LABELS.num_classes, LABELS.colours, steps=steps, shuffle_buffer=4,
+                   epoch_batches=4, snapshot_every=3, sample_every=3, grid_size=2, **kw)
+
+
+def _train(spec):
+    return train(family("poegan"), MICRO, VGGRelu51(None), spec, progress=False)
+
+
+def test_ema_matches_its_definition():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    ema = copy.deepcopy(model)
+    before = [p.clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    update_ema(ema, model, 0.9)
+    for p_ema, p0, p in zip(ema.parameters(), before, model.parameters()):
+        assert torch.allclose(p_ema, 0.9 * p0 + 0.1 * p)
+
+
+def test_r1_runs_only_every_16th_step():
+    fam = family("poegan")
+    G, D = fam.networks(MICRO, 5)
+    loss = fam.loss(G, D, VGGRelu51(None), MICRO)
+    r = MICRO.resolution
+    batch = {"image": torch.rand(2, 3, r, r) * 2 - 1, "text": torch.randn(2, MICRO.clip_dim),
+             "seg": torch.rand(2, 5, r, r), "sketch": torch.rand(2, 1, r, r)}
+    batch["style"] = batch["image"]
+    masks = modality_masks(2, "cpu")
+    ran = []
+    for step in range(34):
+        D.zero_grad(set_to_none=True)
+        out = loss.accumulate_gradients("Dreg", batch, masks, step)
+        if out:
+            assert out["D_r1"] > 0 and D.from_rgb.weight.grad is not None
+            ran.append(step)
+        else:
+            assert D.from_rgb.weight.grad is None
+    assert ran == [0, 16, 32] and R1_INTERVAL == 16 and R1_GAMMA == 1.0
+
+
+def test_modality_dropout_drops_each_modality_half_the_time():
+    torch.manual_seed(0)
+    masks = modality_masks(20000, "cpu")
+    assert set(masks) == set(MODALITIES)
+    for m in masks.values():
+        assert abs(m.float().mean().item() - (1 - MODALITY_DROPOUT)) < 0.02
+    assert MODALITY_DROPOUT == 0.5 and BETAS == (0.0, 0.99) and GRAD_CLIP == 10.0
+
+
+def test_resume_from_training_state_repeats_losses_step_for_step(shards, tmp_path):
+    straight = _train(_spec(tmp_path / "a", shards, 7))
+    run = tmp_path / "b"
+    _train(_spec(run, shards, 5))
+    # killed after step 5 was logged, before its training state was written: only step 3's state survives
+    for name in ("training-state-000005.pt", "network-snapshot-000005.pt"):
+        (run / name).unlink()
+    resumed = _train(_spec(run, shards, 7))
+    assert [r["step"] for r in resumed] == [4, 5, 6, 7]
+    for a, b in zip(straight[3:], resumed):
+        for key, value in a.items():
+            if key not in ("sec",):
+                assert b[key] == value, (a["step"], key)
+    logged = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 8))  # the lines of the lost steps were replaced, not duplicated
+
+
+def test_run_writes_snapshots_state_log_and_sample_grids(shards, tmp_path):
+    records = _train(_spec(tmp_path, shards, 3))
+    snap = load(tmp_path / "network-snapshot-000003.pt")
+    assert set(snap) == {"G", "D", "G_ema"}
+    state = load(tmp_path / "training-state-000003.pt")
+    assert {"opt_G", "opt_D", "step", "loss", "rng", "loader", "scaler"} <= set(state)
+    assert state["step"] == 3 and state["loss"]["kl_balance"]["weights"].shape == (len(MICRO.resolutions),)
+    assert state["opt_G"]["param_groups"][0]["betas"] == BETAS
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged[0]["D_r1"] > 0 and "D_r1" not in logged[1]  # R1 on step 0 only here
+    for key in ("G_adv", "G_kl", "G_img_contrastive", "G_text_contrastive", "D_adv", "kl_seg", "kl_text"):
+        assert all(key in r for r in logged), key
+    assert records[-1]["step"] == 3
+    from PIL import Image
+    grid = Image.open(tmp_path / "samples-000003.png")
+    # rows: image, seg, sketch, then none / 4 singles / 6 pairs / all; columns: the fixed conditions
+    assert len(PATTERNS) == 12 and grid.size == (2 * MICRO.resolution, (3 + 12) * MICRO.resolution)
