@@ -4,6 +4,7 @@ the paper). LPIPS is the `lpips` package's v0.1 AlexNet variant: its linear laye
 AlexNet backbone (torchvision's ImageNet weights) comes through the weight registry."""
 import importlib.resources
 import itertools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,9 @@ def load_lpips(backbone: str, weights_dir: Path, device: str = "cpu"):
         alexnet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     except (RuntimeError, TypeError, AttributeError) as err:
         raise WeightsError(f"LPIPS backbone weights {path} are not torchvision's AlexNet state dict: {err}") from None
-    model = lpips.LPIPS(pretrained=False, net="alex", version="0.1", pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips 0.1.4 builds its AlexNet with torchvision's deprecated `pretrained=`
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        model = lpips.LPIPS(pretrained=False, net="alex", version="0.1", pnet_rand=True, verbose=False)
     features = alexnet.features.state_dict()
     # lpips splits AlexNet's `features` into slice1..5 keeping each layer's index: slice2.3.weight = features.3.weight
     model.net.load_state_dict({key: features[key.split(".", 1)[1]] for key in model.net.state_dict()}, strict=True)

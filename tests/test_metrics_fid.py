@@ -1,0 +1,127 @@
+"""FID and KID through torch-fidelity's InceptionV3: behaviour on known inputs, strict weight loading through the
+weight registry, and the on-disk cache of reference features.
+
+No Inception weights can be downloaded here, so the fixture writes a file in the library's own layout: the
+library's extractor with random weights (torchvision's Inception3 init, 1008 classes, no aux head, which
+torch-fidelity loads strictly) and batch-norm statistics measured on two images so that features are well scaled.
+"""
+import io
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+from annotators.weights import WeightsError
+from pipeline.params.stages import EvaluateParams
+from train.metrics import evaluate
+from train.metrics.base import EvalContext, EvalInputs, Reference
+from train.metrics.fid import extract_features, frechet_distance, kernel_distance, load_inception
+
+# std of added Gaussian noise, in uint8 levels; strong enough that on 6 images the set-to-set change dominates
+# the small-sample bias of KID's estimator
+NOISE = [24, 64, 128]
+
+
+def smooth_images(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
+    """n different smooth colour images, uint8 [n, size, size, 3]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    images = [np.stack([a * xx + (1 - a) * yy, np.sin(6 * b * xx) ** 2, c * yy], -1) for a, b, c in rng.random((n, 3))]
+    return (np.stack(images) * 255).astype(np.uint8)
+
+
+def add_noise(images: np.ndarray, std: float, seed: int = 1) -> np.ndarray:
+    noisy = images + np.random.default_rng(seed).normal(0, std, images.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    torch.manual_seed(0)
+    random_init = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=True)
+    buf = io.BytesIO()
+    torch.save(random_init.state_dict(), buf)
+    buf.seek(0)
+    extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buf)
+    for module in extractor.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # cumulative statistics of the calibration batch
+            module.train()
+    with torch.no_grad():
+        extractor(torch.from_numpy(smooth_images(2, seed=9)).permute(0, 3, 1, 2).contiguous())
+    path = tmp_path_factory.mktemp("weights") / "pt_inception-random.pth"
+    torch.save(extractor.state_dict(), path)
+    return path
+
+
+def make_context(tmp_path, inception_file, **params) -> EvalContext:
+    params = EvaluateParams(inception_weights=str(inception_file), kid_subsets=10, **params)
+    return EvalContext(params, weights_dir=tmp_path / "weights", cache_dir=tmp_path / "cache")
+
+
+def test_fid_and_kid_are_about_zero_on_the_same_set_and_grow_with_noise(tmp_path, inception_file):
+    ctx = make_context(tmp_path, inception_file)
+    images = smooth_images(6)
+    reference = extract_features([images], ctx, "reference")
+    noisy = [extract_features([add_noise(images, std)], ctx, f"noise {std}") for std in NOISE]
+
+    fids = [frechet_distance(reference, reference)] + [frechet_distance(f, reference) for f in noisy]
+    assert abs(fids[0]) < 1e-2 * fids[1]
+    assert fids == sorted(fids) and len(set(fids)) == len(fids)
+
+    # The unbiased KID of a set against itself is slightly negative (it leaves out the kernel's diagonal only
+    # within each set); it is small next to the KID of the noisy sets, which grows with the noise.
+    kids = [kernel_distance(reference, reference, 10, 1000, 0)[0]]
+    kids += [kernel_distance(f, reference, 10, 1000, 0)[0] for f in noisy]
+    assert kids == sorted(kids) and len(set(kids)) == len(kids)
+    assert abs(kids[0]) < 1e-2 * kids[1]
+
+
+def test_reference_features_are_cached_per_dataset_split_and_extractor(tmp_path, inception_file):
+    images = smooth_images(4, seed=3)
+    calls = []
+
+    def reference_batches():
+        calls.append(1)
+        yield images[:2]
+        yield images[2:]
+
+    first = evaluate(["fid", "kid"], EvalInputs(images, reference=Reference("sample", "test", 4, reference_batches)),
+                     make_context(tmp_path, inception_file))
+    assert calls == [1] and abs(first["fid"]) < 1e-2
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and cached[0].name.startswith("sample-test-torch-fidelity-0.4.0-inception-v3-compat")
+
+    # a new run (new context: nothing in memory) reads the reference features from disk
+    ctx = make_context(tmp_path, inception_file)
+    again = evaluate(["fid", "kid"], EvalInputs(images, reference=Reference("sample", "test", 4, reference_batches)),
+                     ctx)
+    assert calls == [1] and again == first
+
+    # another split is another reference: computed, not confused with the cached one
+    evaluate(["fid"], EvalInputs(images, reference=Reference("sample", "train", 4, reference_batches)), ctx)
+    assert calls == [1, 1] and len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_inception_weights_load_strictly_from_the_library_layout(tmp_path, inception_file):
+    extractor, sha = load_inception(str(inception_file), tmp_path)
+    assert len(sha) == 64
+    reference = torch.load(inception_file, weights_only=True)
+    loaded = extractor.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.items())
+
+    incomplete = {k: v for k, v in reference.items() if not k.startswith("Mixed_7c.")}
+    torch.save(incomplete, tmp_path / "incomplete.pth")
+    with pytest.raises(WeightsError, match="(?s)torch-fidelity's InceptionV3 layout.*Missing.*Mixed_7c"):
+        load_inception(str(tmp_path / "incomplete.pth"), tmp_path)
+
+    torch.save({"not": "tensors"}, tmp_path / "junk.pth")
+    with pytest.raises(WeightsError, match="not a state dict of tensors"):
+        load_inception(str(tmp_path / "junk.pth"), tmp_path)
+
+
+def test_missing_inception_weights_give_the_registry_error(tmp_path):
+    with pytest.raises(WeightsError, match=r"inception-2015-12-05.*not found at .*pt_inception-2015-12-05.*fetch"):
+        load_inception("inception-2015-12-05", tmp_path / "empty-weights-dir")
