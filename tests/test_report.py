@@ -1,0 +1,79 @@
+"""The evaluation report: flat metrics.json, the markdown table per condition, sample grids and PNG plots."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from train.report import ReportError, flat_metrics, image_grid, read_log, write_report
+
+RESULTS = {
+    "seg": {"fid": 30.5, "kid": 0.02, "seg_miou": 0.41, "seg_pixel_accuracy": 0.73},
+    "unconditional": {"fid": 52.25, "kid": 0.05},
+    "all": {"fid": 21.0, "kid": 0.01, "seg_miou": 0.5, "seg_pixel_accuracy": 0.8, "clip_score": float("nan")},
+}
+
+
+def write_log(path, steps=5):
+    lines = [json.dumps({"step": s, "loss_g": 2.0 / (s + 1), "loss_d": 1.0 + 0.1 * s, "lr": 0.002, "note": "x"})
+             for s in range(steps)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_metrics_json_is_flat_and_dvc_readable(tmp_path):
+    write_report(tmp_path, RESULTS)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["seg/seg_miou"] == 0.41 and metrics["unconditional/fid"] == 52.25
+    assert metrics["all/clip_score"] is None  # NaN is not valid JSON for DVC
+    assert all(not isinstance(v, dict) for v in metrics.values()) and len(metrics) == 11
+    assert flat_metrics({"text": {"fid": 1}}) == {"text/fid": 1.0}
+
+
+def test_report_has_the_table_grids_and_plots(tmp_path):
+    samples = {"seg": np.full((5, 16, 16, 3), 200, np.uint8), "unconditional": np.zeros((3, 16, 16, 3), np.uint8)}
+    written = write_report(tmp_path, RESULTS, samples=samples, log=write_log(tmp_path / "log.jsonl"), title="poegan")
+    report = (tmp_path / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| condition | fid | kid |")
+    # rows follow the supplement's order (unconditional, ..., seg, ..., all); unmeasured cells are dashes
+    assert rows[1].startswith("| --- |")
+    assert [r.split(" | ")[0][2:] for r in rows[2:]] == ["unconditional", "seg", "all"]
+    header = rows[0].strip("| ").split(" | ")
+    unconditional = dict(zip(header, rows[2].strip("| ").split(" | ")))
+    assert unconditional["fid"] == "52.25" and unconditional["seg_miou"] == "—"
+    for name in ["fid_per_condition.png", "training_curves.png", "samples_seg.png", "samples_unconditional.png"]:
+        assert f"]({name})" in report
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and image.size[0] > 0
+    with Image.open(written["samples_seg"]) as grid:
+        assert grid.size == (5 * 16, 16)
+
+
+def test_image_grid_tiles_row_by_row():
+    images = np.stack([np.full((2, 3, 3), i, np.uint8) for i in range(5)])
+    grid = image_grid(images, columns=2)
+    assert grid.shape == (3 * 2, 2 * 3, 3)
+    assert grid[0, 0, 0] == 0 and grid[0, 3, 0] == 1 and grid[2, 0, 0] == 2 and grid[4, 0, 0] == 4
+    assert (grid[4:, 3:] == 0).all()  # the short last row stays black
+    with pytest.raises(ReportError, match="uint8 images"):
+        image_grid(images.astype(np.float32))
+
+
+def test_training_log_errors_name_the_line(tmp_path):
+    log = write_log(tmp_path / "log.jsonl", steps=3)
+    assert [r["step"] for r in read_log(log)] == [0, 1, 2]
+    log.write_text(log.read_text() + "{not json\n")
+    with pytest.raises(ReportError, match=r"log.jsonl:4: not JSON"):
+        read_log(log)
+    log.write_text('{"loss": 1.0}\n')
+    with pytest.raises(ReportError, match=r"log.jsonl:1: expected an object with an integer 'step'"):
+        read_log(log)
+
+
+def test_report_without_fid_or_log_skips_those_plots(tmp_path):
+    written = write_report(tmp_path, {"text": {"clip_score": 28.0}}, log=tmp_path / "missing.jsonl")
+    assert set(written) == {"metrics", "report"}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"text/clip_score": 28.0}
+    with pytest.raises(ReportError, match="no results"):
+        write_report(tmp_path, {})

@@ -1,0 +1,166 @@
+"""The evaluation report of one model: `metrics.json` (flat, for `dvc metrics show`), `report.md` with the table of
+scores per condition and a sample grid per condition, and PNG plots (FID per condition, training curves).
+
+    results = {"unconditional": {"fid": 41.2, "kid": 0.031}, "seg": {"fid": 30.1, "seg_miou": 0.42}, ...}
+    write_report(run_dir / "eval", results, samples={"seg": images_uint8}, log=run_dir / "log.jsonl", title=...)
+"""
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pipeline.shards import atomic_path  # noqa: E402
+
+CONDITION_ORDER = ["unconditional", "text", "seg", "sketch", "all"]  # supplement Tables 6 and 7
+
+
+class ReportError(ValueError):
+    """Input the report cannot use; the message names the file or value."""
+
+
+def _ordered(conditions) -> list[str]:
+    known = [c for c in CONDITION_ORDER if c in conditions]
+    return known + sorted(c for c in conditions if c not in CONDITION_ORDER)
+
+
+def flat_metrics(results: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """{condition: {metric: value}} as one flat dict {"condition/metric": value}; NaN becomes None (JSON null)."""
+    return {f"{condition}/{name}": (None if math.isnan(value) else float(value))
+            for condition in _ordered(results) for name, value in sorted(results[condition].items())}
+
+
+def write_metrics_json(path: Path, results: dict[str, dict[str, float]]) -> Path:
+    """Write the flat metrics as JSON (sorted keys, atomic)."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(flat_metrics(results), indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def read_log(path: Path) -> list[dict]:
+    """The {step, losses...} records of a training log.jsonl; a malformed line is an error naming the line."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ReportError(f"{path}:{number}: not JSON ({err.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ReportError(f"{path}:{number}: expected an object with an integer 'step'")
+        records.append(record)
+    return records
+
+
+def plot_training_curves(path: Path, records: list[dict]) -> Path:
+    """One panel per numeric log entry (losses, lr, ...) against the training step, written as PNG."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for record in records:
+        for name, value in record.items():
+            if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                series.setdefault(name, []).append((record["step"], float(value)))
+    if not series:
+        raise ReportError(f"training log for {path.name}: no numeric entries besides 'step'")
+    columns = min(3, len(series))
+    rows = math.ceil(len(series) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.8 * rows), squeeze=False)
+    for ax, (name, points) in zip(axes.flat, sorted(series.items())):
+        steps, values = zip(*points)
+        ax.plot(steps, values, linewidth=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(series):]:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_fid_per_condition(path: Path, results: dict[str, dict[str, float]]) -> Path:
+    """A bar chart of FID per condition (the supplement's Tables 6 and 7 as a figure), written as PNG."""
+    conditions = [c for c in _ordered(results) if "fid" in results[c]]
+    if not conditions:
+        raise ReportError("no condition has a FID to plot")
+    values = [results[c]["fid"] for c in conditions]
+    fig, ax = plt.subplots(figsize=(1.2 * len(conditions) + 2, 3))
+    bars = ax.bar(conditions, values, color="#4C72B0")
+    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title("FID per condition")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return Path(path)
+
+
+def image_grid(images: np.ndarray, columns: int = 8) -> np.ndarray:
+    """uint8 images [N, H, W, 3] tiled row by row into one uint8 image, black where the last row is short."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+        raise ReportError(f"sample grid: expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
+    n, h, w, _ = images.shape
+    columns = min(columns, n)
+    rows = math.ceil(n / columns)
+    grid = np.zeros((rows * h, columns * w, 3), np.uint8)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        grid[row * h:(row + 1) * h, column * w:(column + 1) * w] = image
+    return grid
+
+
+def save_png(path: Path, image: np.ndarray) -> Path:
+    """Write a uint8 image as PNG, atomically."""
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")
+    return Path(path)
+
+
+def _cell(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    """The scores as a markdown table: one row per condition, one column per metric ('—' where not measured)."""
+    conditions = _ordered(results)
+    names = sorted({name for scores in results.values() for name in scores},
+                   key=lambda n: (n not in ("fid", "kid", "kid_std"), n))
+    lines = ["| condition | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    lines += [f"| {c} | " + " | ".join(_cell(results[c].get(n)) for n in names) + " |" for c in conditions]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: Path, results: dict[str, dict[str, float]], samples: dict[str, np.ndarray] | None = None,
+                 log: Path | None = None, title: str = "Evaluation", notes: list[str] | None = None) -> dict[str, Path]:
+    """Write metrics.json, report.md, fid_per_condition.png, training_curves.png (when `log` exists) and
+    samples_<condition>.png into `out_dir`; returns the written paths by name."""
+    out_dir = Path(out_dir)
+    if not results:
+        raise ReportError("no results to report")
+    written = {"metrics": write_metrics_json(out_dir / "metrics.json", results)}
+    sections = [f"# {title}", "", markdown_table(results), ""]
+    sections += [f"- {note}" for note in notes or []] + ([""] if notes else [])
+    if any("fid" in scores for scores in results.values()):
+        written["fid_plot"] = plot_fid_per_condition(out_dir / "fid_per_condition.png", results)
+        sections += ["## FID per condition", "", "![FID per condition](fid_per_condition.png)", ""]
+    if log is not None and Path(log).is_file():
+        written["training_curves"] = plot_training_curves(out_dir / "training_curves.png", read_log(log))
+        sections += ["## Training curves", "", "![training curves](training_curves.png)", ""]
+    for condition in _ordered(samples or {}):
+        name = f"samples_{condition}.png"
+        written[f"samples_{condition}"] = save_png(out_dir / name, image_grid(samples[condition]))
+        sections += [f"## Samples: {condition}", "", f"![{condition}]({name})", ""]
+    with atomic_path(out_dir / "report.md") as tmp:
+        tmp.write_text("\n".join(sections))
+    written["report"] = out_dir / "report.md"
+    return written
