@@ -87,6 +87,16 @@ def check_images(name: str, images: np.ndarray) -> np.ndarray:
     return images
 
 
+def paired_maps(metric: str, predicted, reference) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and reference maps as equal-shaped [N, H, W] arrays (a single [H, W] pair gets N = 1), else a
+    MetricError naming the metric."""
+    predicted, reference = np.asarray(predicted), np.asarray(reference)
+    if predicted.shape != reference.shape or reference.ndim not in (2, 3):
+        raise MetricError(f"{metric}: predicted maps {predicted.shape} and reference maps {reference.shape} must "
+                          f"be equal-shaped [N, H, W] or [H, W]")
+    return (predicted[None], reference[None]) if reference.ndim == 2 else (predicted, reference)
+
+
 def annotator_fn(annotator, ext: str, batch_size: int) -> ImageFn:
     """An annotator (annotators.base.Annotator, already set up) as a function of a uint8 image batch that returns
     its `ext` output ("seg.png", "sketch.png", "clip.npy") stacked over the batch."""

@@ -2,7 +2,7 @@
 score the predicted map against the input map the image was generated from."""
 import numpy as np
 
-from .base import EvalContext, EvalInputs, MetricError, check_images
+from .base import EvalContext, EvalInputs, MetricError, check_images, paired_maps
 
 IGNORE = 255
 
@@ -35,12 +35,7 @@ def scores(confusion: np.ndarray, valid_pixels: int) -> dict[str, float]:
 def seg_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """mIoU and pixel accuracy of predicted class maps against reference maps (uint8 [N, H, W] or [H, W]),
     pooled over all images as the SPADE evaluation does; reference pixels of 255 are ignored."""
-    predicted, reference = np.asarray(predicted), np.asarray(reference)
-    if predicted.shape != reference.shape or reference.ndim not in (2, 3):
-        raise MetricError(f"seg consistency: predicted maps {predicted.shape} and reference maps "
-                          f"{reference.shape} must be equal-shaped [N, H, W] or [H, W]")
-    if reference.ndim == 2:
-        predicted, reference = predicted[None], reference[None]
+    predicted, reference = paired_maps("seg consistency", predicted, reference)
     confusion = sum(confusion_matrix(p, r) for p, r in zip(predicted, reference))  # per image: bounded memory
     return scores(confusion, int((reference != IGNORE).sum()))
 

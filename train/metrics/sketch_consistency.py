@@ -4,7 +4,7 @@ nearest-pixel matching instead of its one-to-one assignment)."""
 import cv2
 import numpy as np
 
-from .base import EvalContext, EvalInputs, MetricError, check_images
+from .base import EvalContext, EvalInputs, MetricError, check_images, paired_maps
 
 
 def _within(edges: np.ndarray, others: np.ndarray, tolerance: float) -> int:
@@ -36,12 +36,7 @@ def sketch_scores(predicted: np.ndarray, reference: np.ndarray, tolerance: float
     """F-score, precision and recall of predicted sketches against reference sketches (uint8 [N, H, W] or [H, W]),
     stroke pixels pooled over all images; a stroke pixel matches when the other sketch has one within `tolerance`
     pixels (Euclidean)."""
-    predicted, reference = np.asarray(predicted), np.asarray(reference)
-    if predicted.shape != reference.shape or reference.ndim not in (2, 3):
-        raise MetricError(f"sketch consistency: predicted sketches {predicted.shape} and reference sketches "
-                          f"{reference.shape} must be equal-shaped [N, H, W] or [H, W]")
-    if reference.ndim == 2:
-        predicted, reference = predicted[None], reference[None]
+    predicted, reference = paired_maps("sketch consistency", predicted, reference)
     return fscore(sum(edge_counts(p, r, tolerance) for p, r in zip(predicted, reference)))
 
 
