@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from annotators.base import Annotator
 from pipeline.params.stages import EvaluateParams
 from train.metrics import REGISTRY, UnknownMetricError, evaluate, metric
-from train.metrics.base import EvalContext, EvalInputs, MetricError
+from train.metrics.base import EvalContext, EvalInputs, MetricError, annotator_fn
 from train.metrics.clip_score import clip_scores
 from train.metrics.seg_consistency import seg_scores
 from train.metrics.sketch_consistency import sketch_scores
@@ -130,3 +131,30 @@ def test_evaluate_runs_the_metrics_whose_inputs_are_given(tmp_path):
 
 def shift_right_batch(maps: np.ndarray, k: int) -> np.ndarray:
     return np.stack([shift_right(m, k) for m in maps])
+
+
+class RedMask(Annotator):
+    """A stand-in annotator: class 1 where the red channel is high (records the batch sizes it was called with)."""
+
+    name = "seg"
+
+    def __init__(self):
+        self.calls = []
+
+    def setup(self, device):
+        pass
+
+    def __call__(self, items):
+        self.calls.append(len(items))
+        return [{"seg.png": (item.image[..., 0] > 127).astype(np.uint8)} for item in items]
+
+    def metadata(self):
+        return {}
+
+
+def test_annotator_fn_batches_an_annotator_over_an_image_array():
+    annotator = RedMask()
+    segment = annotator_fn(annotator, "seg.png", batch_size=3)
+    maps = segment(colour_images())
+    assert annotator.calls == [3, 1] and maps.shape == (4, 8, 8) and maps.dtype == np.uint8
+    assert (maps[:, :, :4] == 1).all() and (maps[:, :, 4:] == 0).all()
