@@ -114,3 +114,14 @@ def test_run_writes_snapshots_state_log_and_sample_grids(shards, tmp_path):
     grid = Image.open(tmp_path / "samples-000003.png")
     # rows: image, seg, sketch, then none / 4 singles / 6 pairs / all; columns: the fixed conditions
     assert len(PATTERNS) == 12 and grid.size == (2 * MICRO.resolution, (3 + 12) * MICRO.resolution)
+
+
+def test_a_short_run_on_a_few_images_lowers_its_losses(shards, tmp_path):
+    records = _train(_spec(tmp_path, shards[:1], 24, batch_size=3))
+    first, last = records[:6], records[-6:]
+
+    def mean(rs, key):
+        return sum(r[key] for r in rs) / len(rs)
+
+    assert mean(last, "G_kl") < 0.5 * mean(first, "G_kl")
+    assert mean(last, "D_adv") < mean(first, "D_adv")  # D learns to tell the generated from the real
