@@ -1,17 +1,12 @@
 """FID and KID through torch-fidelity's InceptionV3: behaviour on known inputs, strict weight loading through the
 weight registry, and the on-disk cache of reference features.
 
-No Inception weights can be downloaded here, so the fixture writes a file in the library's own layout: the
-library's extractor with random weights (torchvision's Inception3 init, 1008 classes, no aux head, which
-torch-fidelity loads strictly) and batch-norm statistics measured on two images so that features are well scaled.
+No Inception weights can be downloaded here, so the fixture writes a file in the library's own layout with random
+weights (see metric_fixtures.write_random_inception).
 """
-import io
-
-import numpy as np
 import pytest
 import torch
-import torchvision
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from metric_fixtures import add_noise, smooth_images, write_random_inception
 
 from annotators.weights import WeightsError
 from pipeline.params.stages import EvaluateParams
@@ -24,36 +19,9 @@ from train.metrics.fid import extract_features, frechet_distance, kernel_distanc
 NOISE = [24, 64, 128]
 
 
-def smooth_images(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
-    """n different smooth colour images, uint8 [n, size, size, 3]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
-    images = [np.stack([a * xx + (1 - a) * yy, np.sin(6 * b * xx) ** 2, c * yy], -1) for a, b, c in rng.random((n, 3))]
-    return (np.stack(images) * 255).astype(np.uint8)
-
-
-def add_noise(images: np.ndarray, std: float, seed: int = 1) -> np.ndarray:
-    noisy = images + np.random.default_rng(seed).normal(0, std, images.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
-    torch.manual_seed(0)
-    random_init = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=True)
-    buf = io.BytesIO()
-    torch.save(random_init.state_dict(), buf)
-    buf.seek(0)
-    extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buf)
-    for module in extractor.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # cumulative statistics of the calibration batch
-            module.train()
-    with torch.no_grad():
-        extractor(torch.from_numpy(smooth_images(2, seed=9)).permute(0, 3, 1, 2).contiguous())
-    path = tmp_path_factory.mktemp("weights") / "pt_inception-random.pth"
-    torch.save(extractor.state_dict(), path)
-    return path
+    return write_random_inception(tmp_path_factory.mktemp("weights") / "pt_inception-random.pth")
 
 
 def make_context(tmp_path, inception_file, **params) -> EvalContext:
