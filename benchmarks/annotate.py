@@ -31,8 +31,8 @@ def scaled_image_shards(root: Path, copies: int, short_side: int, shard_size: in
     new keys (same bytes) into image shards of `shard_size` (so every worker stays busy) under root/data/bench."""
     write_sample(root / "raw" / "sample", SampleParams(), progress=False)
     ingested = Layout(root / "ingested", "sample")
-    ingest(ingested, IngestParams(max_short_side=short_side), SourceParams(kind="sample", path=str(root / "raw" / "sample")),
-           0.2, workers=1, progress=False)
+    source = SourceParams(kind="sample", path=str(root / "raw" / "sample"))
+    ingest(ingested, IngestParams(max_short_side=short_side), source, 0.2, workers=1, progress=False)
     originals = [s for shard in sorted(ingested.images.glob("*.tar")) for s in read_shard(shard)]
     samples = [(copy, key, sample) for copy in range(copies) for key, sample in originals]
     layout = Layout(root / "data", "bench")

@@ -41,7 +41,8 @@ def write_annotation_shards(layout) -> None:
                     out["seg"].write({"__key__": key, "seg.png": encode("seg.png", (gray // 32).astype(np.uint8))})
                 out["sketch"].write({"__key__": key, "sketch.png": encode("sketch.png", cv2.Canny(gray, 100, 200))})
                 vector = rng.normal(size=512)
-                out["clip"].write({"__key__": key, "clip.npy": encode("clip.npy", (vector / np.linalg.norm(vector)).astype(np.float16))})
+                unit = (vector / np.linalg.norm(vector)).astype(np.float16)
+                out["clip"].write({"__key__": key, "clip.npy": encode("clip.npy", unit)})
         for name in out:
             write_stats(layout.annotations(name) / image_shard.name, {"fingerprint": name, "metadata": {"model": name}})
 
@@ -57,7 +58,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         layout = scaled_image_shards(Path(tmp), args.copies, args.short_side, args.shard_size)
         write_annotation_shards(layout)
-        inputs = [p for folder in ("images", "seg", "sketch", "clip") for p in sorted((layout.root / folder).glob("*.tar"))]
+        inputs = [p for folder in ("images", "seg", "sketch", "clip")
+                  for p in sorted((layout.root / folder).glob("*.tar"))]
         megabytes = sum(p.stat().st_size for p in inputs) / 1e6
         start = time.perf_counter()
         for path in inputs:

@@ -50,7 +50,8 @@ def image_shards(layout: Layout) -> list[Path]:
     """The dataset's image shards in name order; none at all is an error naming the folder."""
     shards = sorted(p for p in layout.images.glob("*.tar") if SHARD_RE.match(p.name))
     if not shards:
-        raise FileNotFoundError(f"{layout.images}: no image shards ({{split}}-{{index:06d}}.tar); run `pipeline ingest`")
+        raise FileNotFoundError(f"{layout.images}: no image shards ({{split}}-{{index:06d}}.tar); "
+                                "run `pipeline ingest`")
     return shards
 
 
@@ -136,7 +137,8 @@ def _encode_batch(batch: list[tuple[str, dict | str]]) -> list[tuple[str, dict |
     encoded = []
     for key, outputs in batch:
         try:
-            encoded.append((key, outputs if isinstance(outputs, str) else {ext: encode(ext, a) for ext, a in outputs.items()}))
+            members = outputs if isinstance(outputs, str) else {ext: encode(ext, a) for ext, a in outputs.items()}
+            encoded.append((key, members))
         except Exception as e:
             encoded.append((key, _error(e)))
     return encoded

@@ -67,7 +67,8 @@ class AnnotatorSummary:
 
 
 def run(stage, names: list[str], address: str | None = None, batch_size: int | None = None,
-        workers: int | None = None, gpus_per_worker: float | None = None, progress: bool = True) -> list[AnnotatorSummary]:
+        workers: int | None = None, gpus_per_worker: float | None = None,
+        progress: bool = True) -> list[AnnotatorSummary]:
     """Annotate the dataset's image shards with each of `names` on Ray; returns one summary per annotator."""
     runtime = stage.params.annotate.runtime
     shape = pool_shape(connect(address), workers or runtime.workers, gpus_per_worker or runtime.gpus_per_worker,

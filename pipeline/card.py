@@ -69,8 +69,10 @@ def card_markdown(card: dict) -> str:
              f"{card['samples']} samples in {card['shards']} training shards; label map `{card['label_map']}`.", "",
              "## Splits", "", "| split | samples |", "| --- | ---: |"]
     lines += [f"| {split} | {n} |" for split, n in card["splits"].items()]
-    lines += ["", "## Modality coverage", "", "| modality | samples | missing | coverage |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {name} | {c['samples']} | {c['missing']} | {c['fraction']:.1%} |" for name, c in card["coverage"].items()]
+    lines += ["", "## Modality coverage", "", "| modality | samples | missing | coverage |",
+              "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {c['samples']} | {c['missing']} | {c['fraction']:.1%} |"
+              for name, c in card["coverage"].items()]
     lines += ["", f"## Classes (top {MAX_CARD_CLASSES} by pixels)", "", "| id | class | pixel share | images |",
               "| ---: | --- | ---: | ---: |"]
     lines += [f"| {c['id']} | {c['name']} | {c['pixel_share']:.2%} | {c['images']} |"

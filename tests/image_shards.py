@@ -53,7 +53,8 @@ def write_image_shards(layout: Layout, per_shard: list[int], provided_every: int
 
 
 DIM = 8
-META = {"seg": {"model": "seg-test", "weights_sha256": "a" * 64}, "sketch": {"model": "hed-test", "weights_sha256": "b" * 64},
+META = {"seg": {"model": "seg-test", "weights_sha256": "a" * 64},
+        "sketch": {"model": "hed-test", "weights_sha256": "b" * 64},
         "clip": {"model": "clip-test", "weights_sha256": "c" * 64}}
 
 
@@ -67,7 +68,8 @@ def _annotation(name: str, n: int, captions: int) -> dict[str, bytes]:
     out = {"clip.npy": encode("clip.npy", (vector / np.linalg.norm(vector)).astype(np.float16))}
     if captions:
         text = rng.normal(size=(captions, DIM))
-        out["clip_text.npy"] = encode("clip_text.npy", (text / np.linalg.norm(text, axis=1, keepdims=True)).astype(np.float16))
+        text /= np.linalg.norm(text, axis=1, keepdims=True)
+        out["clip_text.npy"] = encode("clip_text.npy", text.astype(np.float16))
     return out
 
 

@@ -1,13 +1,12 @@
 """`pipeline annotate` on a two-node local Ray cluster: shards spread over both nodes, and losing a node
 mid-job still ends with the full, byte-identical output. Slow: it starts its own multi-node cluster."""
-import threading
 import time
 
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from test_annotate_stage import annotate, make_dataset, shard_bytes
+from test_annotate_stage import annotate, in_background, make_dataset, shard_bytes
 from pipeline.shards import read_stats
 
 ONLY = ["sketch"]
@@ -35,9 +34,7 @@ def test_two_nodes_share_the_shards_and_losing_one_loses_nothing(two_nodes, tmp_
     assert len(nodes) == 2  # both nodes annotated shards
 
     layout, _, params = make_dataset(tmp_path / "lossy", PER_SHARD, SIZE)
-    done = threading.Event()
-    threading.Thread(target=lambda: (setattr(done, "result", annotate(layout, params, "--workers", "2", only=ONLY)),
-                                     done.set()), daemon=True).start()
+    done = in_background(lambda: annotate(layout, params, "--workers", "2", only=ONLY))
     deadline = time.monotonic() + 120
     while not list(layout.annotations("sketch").glob("*.stats.json")):
         assert time.monotonic() < deadline

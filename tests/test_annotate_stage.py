@@ -16,11 +16,11 @@ import webdataset as wds
 import yaml
 from click.testing import CliRunner
 
-from image_shards import write_image_shards
+from annotators.base import Annotator
+from image_shards import jpeg, write_image_shards
 from pipeline.cli import main
-from pipeline.commands.common import StageContext
+from pipeline.annotate import ShardJob, annotate_shard
 from pipeline.layout import Layout
-from pipeline.params import load_params
 from pipeline.ray_runtime import pool_shape
 from pipeline.shards import read_shard, read_stats, shard_writer
 
@@ -65,9 +65,21 @@ def shard_bytes(layout: Layout, names=ANNOTATORS) -> dict[str, bytes]:
     return {f"{n}/{p.name}": p.read_bytes() for n in names for p in sorted(layout.annotations(n).glob("*.tar"))}
 
 
-def stage_for(layout: Layout, params: Path) -> StageContext:
-    loaded = load_params(params)
-    return StageContext(loaded.for_dataset("sample"), "sample", loaded.profile("sample"), layout)
+@ray.remote(num_cpus=1)
+def one_cpu_task() -> int:
+    return 1
+
+
+def in_background(run) -> threading.Event:
+    """Start `run()` in a thread; the event returned is set when it ends, with its return value as `.result`."""
+    done = threading.Event()
+
+    def target():
+        done.result = run()
+        done.set()
+
+    threading.Thread(target=target, daemon=True).start()
+    return done
 
 
 def test_pool_never_claims_the_reserved_cpus():
@@ -80,19 +92,16 @@ def test_pool_never_claims_the_reserved_cpus():
 
 def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(cluster, tmp_path):
     layout, keys, params = make_dataset(tmp_path / "a", [3, 3, 2, 2])
-    finished, low_cpu = threading.Event(), []
-
-    def job():  # 2 workers on a 2-CPU Ray must finish (no ray#44687-style starvation) and leave a CPU free
-        finished.code = annotate(layout, params, "--workers", "2", "--batch-size", "2")
-        finished.set()
-
-    threading.Thread(target=job, daemon=True).start()
-    while not finished.wait(0.2):
-        low_cpu.append(ray.available_resources().get("CPU", 0))
-    assert finished.wait(180), "annotate on a 2-CPU cluster did not finish"
-    code, output = finished.code
-    assert code == 0, output
-    assert min(low_cpu) >= 1.0  # the reserved CPU was never claimed by the pool
+    # 2 workers on a 2-CPU Ray must finish, and a 1-CPU task (what a reader needs) must still get scheduled
+    # while they run: actors holding every CPU is the ray-project/ray#44687 hang.
+    finished, probes = in_background(lambda: annotate(layout, params, "--workers", "2", "--batch-size", "2")), 0
+    deadline = time.monotonic() + 180
+    while not finished.wait(0.5):
+        assert ray.get(one_cpu_task.remote(), timeout=10) == 1
+        probes += 1
+        assert time.monotonic() < deadline, "annotate on a 2-CPU cluster did not finish"
+    code, output = finished.result
+    assert code == 0 and probes > 0, output
     assert "seg: 10 images" in output and "6 annotated, 4 provided, 0 failed" in output
 
     for name in ANNOTATORS:
@@ -187,9 +196,7 @@ def _wait_for_first_shard(layout: Layout, timeout: float = 120) -> None:
 
 def test_an_actor_killed_mid_job_is_replaced_and_its_shard_redone(uninterrupted, tmp_path):
     layout, _, params = make_dataset(tmp_path, KILLED_SHARDS, KILLED_SIZE)
-    done = threading.Event()
-    threading.Thread(target=lambda: (setattr(done, "result", annotate(layout, params, "--workers", "2", only=SLOW)), done.set()),
-                     daemon=True).start()
+    done = in_background(lambda: annotate(layout, params, "--workers", "2", only=SLOW))
     _wait_for_first_shard(layout)
     victims = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("mmsynth-annotate-")]
     ray.kill(ray.get_actor(victims[0]["name"], namespace=victims[0]["namespace"]), no_restart=True)
@@ -219,3 +226,36 @@ def test_sigkilled_job_rerun_gives_identical_shards(cluster, uninterrupted, tmp_
             if p.name in finished} == finished  # finished shards were not redone
     assert not list(layout.annotations(SLOW[0]).glob(".*"))  # no half-written leftovers
     assert shard_bytes(layout, SLOW) == uninterrupted
+
+
+class _Brightness(Annotator):
+    """A real, tiny annotator (mean brightness as a 1x1 'sketch') that cannot handle images 64 px wide."""
+
+    name = "sketch"
+
+    def setup(self, device):
+        pass
+
+    def __call__(self, items):
+        if any(item.image.shape[1] == 64 for item in items):
+            raise ValueError("cannot annotate 64-px-wide images")
+        return [{"sketch.png": np.full((1, 1), int(item.image.mean()), np.uint8)} for item in items]
+
+    def metadata(self):
+        return {"model": "brightness"}
+
+
+def test_an_image_failing_inside_the_annotator_fails_alone(tmp_path):
+    layout = Layout(tmp_path, "sample")
+    keys = write_image_shards(layout, [3], provided_every=99)
+    shard = layout.images / "train-000000.tar"
+    samples = list(read_shard(shard))
+    with shard_writer(shard) as writer:  # the middle image becomes 64 px wide
+        for key, sample in samples:
+            writer.write({"__key__": key, **sample, **({"jpg": jpeg(1, 64, 32)} if key == keys[1] else {})})
+    job = ShardJob(shard, layout.annotations("sketch") / shard.name, "fp", 3)
+    stats = annotate_shard(_Brightness(), job, batch_size=3, prefetch=1, max_pixels=10**6)
+    assert stats["annotated"] == 2 and stats["failed"] == 1
+    assert stats["failures"] == [{"key": keys[1], "error": "ValueError: cannot annotate 64-px-wide images"}]
+    assert [k for k, _ in read_shard(job.out)] == [keys[0], keys[2]]
+    assert read_stats(job.out)["fingerprint"] == "fp"

@@ -51,7 +51,8 @@ def test_training_shards_follow_the_contract(dataset):
         assert set(info) >= {"key", "source", "size", "split", "label_map", "annotators"}
         assert info["key"] == sample["__key__"] and info["size"] == [40, 32] and info["split"] == "train"
         assert info["label_map"] == "coco-stuff-182"
-        picture = {ext: Image.open(io.BytesIO(sample[ext])) for ext in ("jpg", "seg.png", "sketch.png") if ext in sample}
+        picture = {ext: Image.open(io.BytesIO(sample[ext]))
+                   for ext in ("jpg", "seg.png", "sketch.png") if ext in sample}
         assert picture["jpg"].format == "JPEG" and picture["jpg"].mode == "RGB" and picture["jpg"].size == (40, 32)
         for ext in ("seg.png", "sketch.png"):  # uint8 single channel at the image's size, lossless
             if ext in picture:
@@ -88,7 +89,8 @@ def test_member_bytes_are_copied_not_reencoded(dataset):
 def test_card_counts_and_rerun_skips_packed_shards(dataset):
     layout, keys, params_file = dataset
     rejects = [("a.jpg", "too_small", ""), ("b.jpg", "undecodable", "truncated"), ("c.jpg", "too_small", "")]
-    pq.write_table(pa.table({k: list(v) for k, v in zip(("source", "reason", "detail"), zip(*rejects))}), layout.rejects)
+    columns = dict(zip(("source", "reason", "detail"), map(list, zip(*rejects))))
+    pq.write_table(pa.table(columns), layout.rejects)
     _pack(layout, params_file)
     card = json.loads(layout.card_json.read_text())
     assert card["samples"] == 7 and card["splits"] == {"train": 7}
