@@ -81,3 +81,19 @@ def test_vgg_loads_torchvision_checkpoint_layout(tmp_path):
     torch.save({"classifier.0.weight": public["classifier.0.weight"]}, path)
     with pytest.raises(ValueError, match="not a torchvision VGG-19"):
         VGGRelu51(path)
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_on_cpu_trains_with_the_same_code(tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    write_training_shards(data / "sample" / "shards", images=4, per_shard=2, short_side=36)
+    params = _params(tmp_path, vgg_weights="random", batch_size=4, workers=0, snapshot_every=2, sample_every=2)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    pipeline = Path(sys.executable).with_name("pipeline")
+    subprocess.run([str(torchrun), "--nproc-per-node", "2", str(pipeline), "train", "--params", str(params),
+                    "--data-dir", str(data), "--steps", "2"], check=True, capture_output=True)
+    state = torch.load(data / "runs" / "sample" / "poegan" / "training-state-000002.pt", weights_only=True)
+    assert len(state["loader"]) == 2 and len(state["rng"]) == 2  # one position and RNG state per rank

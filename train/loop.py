@@ -1,5 +1,5 @@
 """The training loop (after NVlabs stylegan3's training_loop): one code path for single-process CPU and
-multi-GPU DDP under `torchrun` (env://). Supplement B: Adam(0, 0.99), one constant lr for G and D, EMA of G,
+multi-GPU data parallelism under `torchrun` (env://, gradients all-reduced per phase). Supplement B: Adam(0, 0.99), one constant lr for G and D, EMA of G,
 gradient norms clipped at 10, modality dropout 0.5, mixed precision (on CUDA)."""
 import copy
 import json
@@ -99,9 +99,9 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
                          seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
                          epoch_batches=spec.epoch_batches)
-    G_net = torch.nn.parallel.DistributedDataParallel(G, find_unused_parameters=True) if world > 1 else G
-    D_net = torch.nn.parallel.DistributedDataParallel(D, find_unused_parameters=True) if world > 1 else D
-    loss = family.loss(G_net, D_net, vgg, cfg)
+    for module in (G, D):
+        _broadcast(module, world)
+    loss = family.loss(G, D, vgg, cfg)
     torch.manual_seed(spec.seed * 1_000_003 + rank + 1)  # then a stream of its own per rank (noise, dropout)
 
     step = 0
@@ -140,6 +140,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
             loss.backward = lambda t, s=scaler: s.scale(t).backward()
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 losses.update(loss.accumulate_gradients(phase, batch, masks, step))
+            _average_gradients(net, world)
             scaler.unscale_(opt)
             losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP))
             scaler.step(opt)
@@ -174,6 +175,29 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def _broadcast(module: torch.nn.Module, world: int) -> None:
+    """Every rank starts from rank 0's parameters and buffers."""
+    if world > 1:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def _average_gradients(module: torch.nn.Module, world: int) -> None:
+    """Data parallelism as in stylegan3: one all-reduce of all gradients (absent ones as zeros) per phase, so
+    parameters used outside `forward` (the contrastive temperatures) and phases that leave some unused are fine."""
+    if world == 1:
+        return
+    params = list(module.parameters())
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.flatten() for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p))
 
 
 def _gather(obj, world: int) -> list:

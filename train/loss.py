@@ -56,8 +56,7 @@ class PoEGANLoss:
         logits, image_emb, text_emb = self.D(fake, batch, masks)
         adv = sum(F.softplus(-logit).mean() for logit in logits)
         kl, kl_terms = self.kl_loss(kls, masks)
-        g = self.G.module if hasattr(self.G, "module") else self.G
-        img_c = contrastive(self.vgg(fake), self.vgg(batch["image"]), g.log_temperature)
+        img_c = contrastive(self.vgg(fake), self.vgg(batch["image"]), self.G.log_temperature)
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
         total = adv + kl + self.cfg.image_contrastive * img_c + self.cfg.text_contrastive * txt_c
         self.backward(total)
@@ -86,8 +85,7 @@ class PoEGANLoss:
         keep = text_mask.nonzero().flatten()
         if len(keep) < 2:  # a contrast needs at least one negative
             return image_emb.sum() * 0
-        d = self.D.module if hasattr(self.D, "module") else self.D
-        return contrastive(image_emb[keep], text_emb[keep], d.log_temperature)
+        return contrastive(image_emb[keep], text_emb[keep], self.D.log_temperature)
 
     def kl_loss(self, kls: list[dict], masks: dict) -> tuple[torch.Tensor, dict]:
         """sum_i lambda_i sum_k omega^k KL_i^k (Eq. 9): lambda from Table 3, omega from Eq. 1 for the spatial
