@@ -56,11 +56,9 @@ def image_shards(layout: Layout) -> list[Path]:
 
 
 def sample_count(image_shard: Path) -> int:
-    """Samples in an image shard, from its stats when ingest recorded them, else from the tar headers."""
-    recorded = (read_stats(image_shard) or {}).get("count")  # ingest records it
-    if isinstance(recorded, int):
-        return recorded
-    return sum(1 for _ in {key for key, _ in read_shard(image_shard)})
+    """Samples in an image shard: the `count` ingest recorded in its stats, else counted by reading the shard."""
+    recorded = (read_stats(image_shard) or {}).get("count")
+    return recorded if isinstance(recorded, int) else sum(1 for _ in read_shard(image_shard))
 
 
 def shard_fingerprint(name: str, section, metadata: dict, image_shard: Path) -> str:
