@@ -18,7 +18,9 @@ from annotators.labelmaps import IGNORE, load_label_map  # noqa: E402
 from .layout import SHARD_RE, Layout  # noqa: E402
 from .shards import atomic_path, read_shard, read_stats  # noqa: E402
 
-CAPTION_BANK = 20_000  # captions gathered for "nearest caption"; bounded so preview stays cheap on big datasets
+# Captions gathered for "nearest caption", and samples read to find them: bounded so preview stays cheap on
+# datasets of millions of images (and on those without captions at all).
+CAPTION_BANK, CAPTION_SCAN = 20_000, 50_000
 LEGEND_CLASSES = 8
 CHART_CLASSES = 25
 
@@ -45,8 +47,9 @@ def pick_samples(layout: Layout, count: int, seed: int) -> list[tuple[str, dict[
 
 
 def caption_bank(layout: Layout) -> tuple[list[str], np.ndarray | None]:
-    """Up to CAPTION_BANK captions of the dataset and their CLIP text embeddings [n, D] (None without any)."""
-    captions, embeddings = [], []
+    """Up to CAPTION_BANK captions (from at most CAPTION_SCAN samples) and their CLIP text embeddings [n, D]
+    (None without any)."""
+    captions, embeddings, scanned = [], [], 0
     for path, _ in _shards_with_counts(layout):
         for _, sample in read_shard(path):
             if "txt" in sample and "clip_text.npy" in sample:
@@ -54,8 +57,9 @@ def caption_bank(layout: Layout) -> tuple[list[str], np.ndarray | None]:
                 vectors = np.load(io.BytesIO(sample["clip_text.npy"]), allow_pickle=False).astype(np.float32)
                 captions += lines[: len(vectors)]
                 embeddings.append(vectors[: len(lines)])
-            if len(captions) >= CAPTION_BANK:
-                return captions, np.concatenate(embeddings)
+            scanned += 1
+            if len(captions) >= CAPTION_BANK or scanned >= CAPTION_SCAN:
+                return captions, (np.concatenate(embeddings) if embeddings else None)
     return captions, (np.concatenate(embeddings) if embeddings else None)
 
 
