@@ -259,3 +259,10 @@ def test_an_image_failing_inside_the_annotator_fails_alone(tmp_path):
     assert stats["failures"] == [{"key": keys[1], "error": "ValueError: cannot annotate 64-px-wide images"}]
     assert [k for k, _ in read_shard(job.out)] == [keys[0], keys[2]]
     assert read_stats(job.out)["fingerprint"] == "fp"
+
+
+def test_missing_weights_stop_the_job_before_any_shard_with_what_to_fetch(cluster, tmp_path):
+    layout, _, _ = make_dataset(tmp_path, [2])
+    code, output = annotate(layout, write_params(tmp_path, **{"annotate.sketch.weights": "hed-bsds500"}), only=SLOW)
+    assert code == 1 and "could not start" in output and "pipeline weights fetch hed-bsds500" in output
+    assert not layout.annotations("sketch").exists() or not list(layout.annotations("sketch").iterdir())
