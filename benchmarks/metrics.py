@@ -53,7 +53,7 @@ def main():
         weights = write_random_inception(Path(tmp) / "inception.pth")
         ctx = EvalContext(EvaluateParams(inception_weights=str(weights)), Path(tmp), Path(tmp) / "cache")
         images = smooth_images(args.images, size=256)
-        reference = Reference("bench", "test", args.images, lambda: iter([images]))
+        reference = Reference("bench", "test", args.images, 256, lambda: iter([images]))
         reference_features(reference, ctx)  # loads the network; later timings are the features alone
         for path in (Path(tmp) / "cache").iterdir():
             path.unlink()

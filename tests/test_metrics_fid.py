@@ -56,20 +56,20 @@ def test_reference_features_are_cached_per_dataset_split_and_extractor(tmp_path,
         yield images[:2]
         yield images[2:]
 
-    first = evaluate(["fid", "kid"], EvalInputs(images, reference=Reference("sample", "test", 4, reference_batches)),
-                     make_context(tmp_path, inception_file))
+    def inputs(split: str) -> EvalInputs:
+        return EvalInputs(images, reference=Reference("sample", split, 4, 64, reference_batches))
+
+    first = evaluate(["fid", "kid"], inputs("test"), make_context(tmp_path, inception_file))
     assert calls == [1] and abs(first["fid"]) < 1e-2
     cached = list((tmp_path / "cache").iterdir())
-    assert len(cached) == 1 and cached[0].name.startswith("sample-test-torch-fidelity-0.4.0-inception-v3-compat")
+    assert len(cached) == 1 and cached[0].name.startswith("sample-test-64px-torch-fidelity-0.4.0-inception-v3-compat")
 
     # a new run (new context: nothing in memory) reads the reference features from disk
     ctx = make_context(tmp_path, inception_file)
-    again = evaluate(["fid", "kid"], EvalInputs(images, reference=Reference("sample", "test", 4, reference_batches)),
-                     ctx)
-    assert calls == [1] and again == first
+    assert evaluate(["fid", "kid"], inputs("test"), ctx) == first and calls == [1]
 
     # another split is another reference: computed, not confused with the cached one
-    evaluate(["fid"], EvalInputs(images, reference=Reference("sample", "train", 4, reference_batches)), ctx)
+    evaluate(["fid"], inputs("train"), ctx)
     assert calls == [1, 1] and len(list((tmp_path / "cache").iterdir())) == 2
 
 

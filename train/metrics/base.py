@@ -20,6 +20,7 @@ class Reference:
     dataset: str
     split: str
     limit: int  # at most this many images are used; part of the cache key
+    resolution: int  # side the images are resized to before Inception (the model's output size); in the key
     batches: Callable[[], Iterable[np.ndarray]]  # yields uint8 [B, H, W, 3]; only called when the cache misses
 
 

@@ -81,8 +81,10 @@ def generated_features(images: np.ndarray, ctx: EvalContext) -> np.ndarray:
 
 
 def reference_cache_path(ref: Reference, weights_sha256: str, cache_dir: Path) -> Path:
-    """Where the features of `ref` are cached: one file per dataset, split, extractor, weights and image limit."""
-    return Path(cache_dir) / f"{ref.dataset}-{ref.split}-{EXTRACTOR}-{weights_sha256[:16]}-n{ref.limit}.npz"
+    """Where the features of `ref` are cached: one file per dataset, split, resolution, extractor, weights and
+    image limit."""
+    name = f"{ref.dataset}-{ref.split}-{ref.resolution}px-{EXTRACTOR}-{weights_sha256[:16]}-n{ref.limit}.npz"
+    return Path(cache_dir) / name
 
 
 def reference_features(ref: Reference, ctx: EvalContext) -> np.ndarray:
