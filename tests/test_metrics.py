@@ -9,6 +9,7 @@ from pipeline.params.stages import EvaluateParams
 from train.metrics import REGISTRY, UnknownMetricError, evaluate, metric
 from train.metrics.base import EvalContext, EvalInputs, MetricError, annotator_fn
 from train.metrics.clip_score import clip_scores
+from train.metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
 from train.metrics.seg_consistency import seg_scores
 from train.metrics.sketch_consistency import sketch_scores
 
@@ -158,3 +159,23 @@ def test_annotator_fn_batches_an_annotator_over_an_image_array():
     maps = segment(colour_images())
     assert annotator.calls == [3, 1] and maps.shape == (4, 8, 8) and maps.dtype == np.uint8
     assert (maps[:, :, :4] == 1).all() and (maps[:, :, 4:] == 0).all()
+
+
+def test_each_condition_is_scored_by_the_metrics_of_its_modalities(tmp_path):
+    images = colour_images()
+    maps = np.argmax(images, axis=-1).astype(np.uint8)
+    modalities = {"seg": maps, "sketch": np.zeros((4, 8, 8), np.uint8), "embeddings": images.reshape(4, -1, 3).mean(1)}
+    ctx = EvalContext(EvaluateParams(), tmp_path, tmp_path, segment=lambda x: np.argmax(x, axis=-1).astype(np.uint8),
+                      detect_sketch=lambda x: np.zeros(x.shape[:3], np.uint8),
+                      embed_images=lambda x: x.reshape(len(x), -1, 3).mean(1))
+    table = evaluate_conditions(["seg_consistency", "sketch_fscore", "clip_score"],
+                                {c: inputs_for(c, images, **modalities) for c in CONDITIONS}, ctx)
+    assert table["unconditional"] == {}
+    assert set(table["seg"]) == {"seg_miou", "seg_pixel_accuracy"}
+    assert set(table["sketch"]) == {"sketch_fscore", "sketch_precision", "sketch_recall"}
+    assert table["text"] == {"clip_score": pytest.approx(100.0)}
+    assert set(table["all"]) == set(table["seg"]) | set(table["sketch"]) | set(table["text"])
+    with pytest.raises(MetricError, match="condition 'seg' needs seg"):
+        inputs_for("seg", images, sketch=maps)
+    with pytest.raises(MetricError, match="unknown condition 'style'"):
+        inputs_for("style", images)

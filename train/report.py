@@ -18,7 +18,9 @@ from PIL import Image  # noqa: E402
 
 from pipeline.shards import atomic_path  # noqa: E402
 
-CONDITION_ORDER = ["unconditional", "text", "seg", "sketch", "all"]  # supplement Tables 6 and 7
+from .metrics.conditions import CONDITIONS  # noqa: E402
+
+CONDITION_ORDER = list(CONDITIONS)  # the rows of the supplement's Tables 6 and 7
 
 
 class ReportError(ValueError):

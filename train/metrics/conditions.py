@@ -1,0 +1,36 @@
+"""The per-condition evaluation of the PoE-GAN supplement's Tables 6 and 7: the same test set generated under
+each condition (unconditional, text, seg, sketch, all), each scored by the metrics its inputs allow."""
+import numpy as np
+
+from . import evaluate
+from .base import EvalContext, EvalInputs, MetricError, Reference
+
+# condition -> the EvalInputs fields (conditioning modalities) the generator was given under it
+CONDITIONS: dict[str, tuple[str, ...]] = {
+    "unconditional": (),
+    "text": ("embeddings",),
+    "seg": ("seg",),
+    "sketch": ("sketch",),
+    "all": ("embeddings", "seg", "sketch"),
+}
+
+
+def inputs_for(condition: str, generated: np.ndarray, reference: Reference | None = None,
+               groups: np.ndarray | None = None, **modalities: np.ndarray | None) -> EvalInputs:
+    """EvalInputs of images generated under `condition`, keeping only the modalities that condition gave the
+    generator (seg=, sketch=, embeddings=), so that e.g. the unconditional row gets no seg mIoU."""
+    if condition not in CONDITIONS:
+        raise MetricError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
+    unknown = set(modalities) - {"seg", "sketch", "embeddings"}
+    if unknown:
+        raise MetricError(f"unknown modalities {sorted(unknown)}; expected seg, sketch, embeddings")
+    missing = [m for m in CONDITIONS[condition] if modalities.get(m) is None]
+    if missing:
+        raise MetricError(f"condition {condition!r} needs {', '.join(missing)}")
+    given = {m: modalities[m] for m in CONDITIONS[condition]}
+    return EvalInputs(generated, reference=reference, groups=groups, **given)
+
+
+def evaluate_conditions(names, inputs: dict[str, EvalInputs], ctx: EvalContext) -> dict[str, dict[str, float]]:
+    """{condition: scores} for every condition's inputs: the table `train.report.write_report` writes."""
+    return {condition: evaluate(names, condition_inputs, ctx) for condition, condition_inputs in inputs.items()}
