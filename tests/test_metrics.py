@@ -31,6 +31,9 @@ def test_registry_refuses_an_unknown_metric_listing_the_known_ones():
         metric("fld")
     with pytest.raises(ValidationError, match="unknown metric 'miou'.*known: .*lpips_diversity"):
         EvaluateParams(metrics=["fid", "miou"])
+    with pytest.raises(ValidationError, match="conditions.0"):
+        EvaluateParams(conditions=["style"])
+    assert EvaluateParams().conditions == list(CONDITIONS)
     assert callable(metric("seg_consistency")) and set(REGISTRY) >= {"fid", "kid", "clip_score", "lpips_diversity"}
 
 
