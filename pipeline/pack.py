@@ -6,7 +6,11 @@ annotation shards, which hold the image shard's keys in the same order (a key ma
 dataset, or failed in the annotator). A sample missing a modality is kept without it and counted.
 """
 import json
+import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -116,24 +120,28 @@ def plan(layout: Layout, params, profile) -> Iterator[tuple[Path, dict[str, tupl
             annotations[name] = (layout.annotations(name) / image_shard.name,
                                  annotation_stats(layout, name, image_shard.name))
         image_fp = (read_stats(image_shard) or {}).get("fingerprint", image_shard.stat().st_size)
-        fp = fingerprint("pack", CODE_VERSION, params.pack.model_dump(), profile.label_map, image_fp,
-                         {name: stats.get("fingerprint") for name, (_, stats) in annotations.items()})
+        fp = fingerprint("pack", CODE_VERSION, params.pack.model_dump(exclude={"workers"}), profile.label_map,
+                         image_fp, {name: stats.get("fingerprint") for name, (_, stats) in annotations.items()})
         yield image_shard, annotations, layout.shards / image_shard.name, fp
 
 
+def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_map: str) -> int:
+    stats = pack_shard(image_shard, annotations, out, label_map)
+    write_stats(out, {"fingerprint": fp, "image_shard": image_shard.name, **stats})
+    return stats["samples"]
+
+
 def run(layout: Layout, params, profile, progress: bool = True) -> dict:
-    """Pack every image shard not already packed under the same fingerprint; returns a summary."""
+    """Pack every image shard not already packed under the same fingerprint, `pack.workers` processes at a
+    time; returns a summary."""
     for name in params.pack.modalities:
         if name not in ANNOTATION_MEMBERS:
             raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")
     jobs = list(plan(layout, params, profile))
-    done = packed = samples = 0
-    for image_shard, annotations, out, fp in tqdm(jobs, desc="pack", unit="shard", disable=not progress):
-        if is_done(out, fp):
-            done += 1
-            continue
-        stats = pack_shard(image_shard, annotations, out, profile.label_map)
-        write_stats(out, {"fingerprint": fp, "image_shard": image_shard.name, **stats})
-        packed += 1
-        samples += stats["samples"]
-    return {"shards": len(jobs), "packed": packed, "already_done": done, "samples_packed": samples}
+    todo = [(image, annotations, out, fp, profile.label_map) for image, annotations, out, fp in jobs
+            if not is_done(out, fp)]
+    workers = min(params.pack.workers or os.cpu_count() or 1, max(1, len(todo)))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else nullcontext() as pool:
+        results = pool.map(_pack_job, *zip(*todo)) if pool and todo else (_pack_job(*job) for job in todo)
+        samples = sum(tqdm(results, total=len(todo), desc="pack", unit="shard", disable=not progress))
+    return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}

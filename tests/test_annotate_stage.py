@@ -43,6 +43,7 @@ def write_params(folder: Path, **overrides) -> Path:
     params = yaml.safe_load(open("params.yaml"))
     params["datasets"]["sample"]["overrides"] = {**OFFLINE, **overrides}
     params["datasets"]["sample"]["annotate"] = ANNOTATORS
+    params["pack"]["workers"] = 1
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))

@@ -27,6 +27,7 @@ def dataset(tmp_path):
     write_annotations(layout, "sketch", skip={keys[4]})
     write_annotations(layout, "clip")
     params = yaml.safe_load(open("params.yaml"))
+    params["pack"]["workers"] = 1  # one process: starting a pool costs more than these tiny shards
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     return layout, keys, params_file
@@ -111,6 +112,19 @@ def test_card_counts_and_rerun_skips_packed_shards(dataset):
     assert "3 shard(s) packed" in _pack(layout, params_file)
     assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == {
         k: v for k, v in before.items() if k.endswith(".tar")}
+
+
+def test_parallel_packing_writes_the_same_bytes(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    single = {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")}
+    for path in layout.shards.glob("*"):
+        path.unlink()
+    params = yaml.safe_load(params_file.read_text())
+    params["pack"]["workers"] = 2
+    params_file.write_text(yaml.safe_dump(params))
+    assert "3 shard(s) packed" in _pack(layout, params_file)
+    assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == single
 
 
 def test_misaligned_or_missing_annotations_fail_clearly(dataset):

@@ -15,7 +15,9 @@ def _packed(tmp_path) -> tuple[Layout, list[str], list[str]]:
     for name in ("seg", "sketch", "clip"):
         write_annotations(layout, name)
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(yaml.safe_load(open("params.yaml"))))
+    values = yaml.safe_load(open("params.yaml"))
+    values["pack"]["workers"] = 1
+    params.write_text(yaml.safe_dump(values))
     args = ["--dataset", "sample", "--params", str(params), "--data-dir", str(layout.data_dir)]
     assert CliRunner().invoke(main, ["pack", *args, "--no-progress"]).exit_code == 0
     return layout, keys, args
