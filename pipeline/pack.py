@@ -141,7 +141,8 @@ def run(layout: Layout, params, profile, progress: bool = True) -> dict:
     todo = [(image, annotations, out, fp, profile.label_map) for image, annotations, out, fp in jobs
             if not is_done(out, fp)]
     workers = min(params.pack.workers or os.cpu_count() or 1, max(1, len(todo)))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else nullcontext() as pool:
+    # fork: workers only read and write files, and a spawned interpreter's imports cost more than a small shard
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 else nullcontext() as pool:
         results = pool.map(_pack_job, *zip(*todo)) if pool and todo else (_pack_job(*job) for job in todo)
         samples = sum(tqdm(results, total=len(todo), desc="pack", unit="shard", disable=not progress))
     return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}
