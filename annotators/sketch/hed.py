@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import WeightsError
+from ..weights import WeightsError
 
 MEAN_BGR = (104.00699, 116.66877, 122.67892)
 STAGES = ("One", "Two", "Thr", "Fou", "Fiv")

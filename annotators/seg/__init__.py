@@ -15,13 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Annotator, Item
+from ..base import Annotator, Item
 from .labelmap_mapping import label_mapping
-from .labelmaps import load_label_map
-from .resize import resize_long_side, upsampled_argmax
-from .runtime import (autocast, check_items, group_by_shape, load_weights, pick_device, require_setup,
+from ..labelmaps import load_label_map
+from ..resize import resize_long_side, upsampled_argmax
+from ..runtime import (autocast, check_items, group_by_shape, load_weights, pick_device, require_setup,
                       seeded)
-from .weights import RANDOM, WeightsError, sha256_of
+from ..weights import RANDOM, WeightsError, sha256_of
 
 DEEPLAB = "deeplabv2-resnet101"
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)

@@ -6,7 +6,7 @@ from importlib import resources
 
 import numpy as np
 
-from .labelmaps import IGNORE, load_label_map
+from ..labelmaps import IGNORE, load_label_map
 
 
 def available() -> list[tuple[str, str]]:

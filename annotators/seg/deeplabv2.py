@@ -8,7 +8,7 @@ the stride) -> conv3x3 (dilated) -> increase (1x1) plus a projection shortcut in
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime import strip_prefix
+from ..runtime import strip_prefix
 
 RESNET101_BLOCKS = (3, 4, 23, 3)
 ASPP_RATES = (6, 12, 18, 24)

@@ -1,0 +1,56 @@
+"""Each DVC stage depends on exactly the project code it runs: the import graph of its command (imports inside
+functions included, registry entries followed) equals the code files its `deps` cover."""
+from pathlib import Path
+
+import pytest
+from dvc.repo import Repo
+
+from import_closure import REPO, closure, has_code
+
+CODE_DIRS = ("pipeline", "annotators", "train")
+# Stage (or foreach prefix) -> modules it runs; registries that load modules by name add theirs here.
+ROOTS = {
+    "sample": ["pipeline.commands.sample"],
+    "ingest": ["pipeline.commands.ingest", *[f"pipeline.sources.{m}" for m in
+                                             ("sample", "folder", "filelist", "tars", "coco", "celeba")]],
+    "weights": ["pipeline.commands.weights", "annotators.sketch.hed"],
+    "annotate@seg": ["pipeline.commands.annotate", "annotators.seg"],
+    "annotate@sketch": ["pipeline.commands.annotate", "annotators.sketch"],
+    "annotate@clip": ["pipeline.commands.annotate", "annotators.clip"],
+    "pack": ["pipeline.commands.pack"],
+    "preview": ["pipeline.commands.preview"],
+}
+
+# A foreach stage takes one path per item, so modules two annotators share are listed for all three: the only
+# dependencies allowed beyond the import graph.
+SHARED_BY_SOME_ANNOTATORS = {
+    "annotate@clip": {"annotators/resize.py", "annotators/labelmaps/__init__.py"},
+    "annotate@sketch": {"annotators/labelmaps/__init__.py"},
+}
+
+
+def stage_deps() -> dict[str, set[Path]]:
+    """Stage name -> the project source files its deps cover (directories expanded)."""
+    with Repo(str(REPO)) as repo:
+        stages = {stage.addressing: [Path(d.def_path) for d in stage.deps] for stage in repo.index.stages}
+    covered = {}
+    for name, deps in stages.items():
+        files = set()
+        for dep in deps:
+            if dep.parts[0] not in CODE_DIRS:
+                continue
+            files |= {p.relative_to(REPO) for p in (REPO / dep).rglob("*.py")} if (REPO / dep).is_dir() else {dep}
+        covered[name] = {f for f in files if f.suffix == ".py" and has_code(REPO / f)}
+    return covered
+
+
+@pytest.mark.parametrize("stage", sorted(ROOTS))
+def test_stage_depends_on_exactly_the_code_it_imports(stage):
+    deps = stage_deps()[stage]
+    imported = closure(ROOTS[stage]) | set(map(Path, SHARED_BY_SOME_ANNOTATORS.get(stage, ())))
+    assert (sorted(map(str, imported - deps)), sorted(map(str, deps - imported))) == ([], []), \
+        "(imported but not a dependency, a dependency it never imports)"
+
+
+def test_every_stage_is_checked():
+    assert {name.split("@")[0] for name in stage_deps()} <= {name.split("@")[0] for name in ROOTS}
