@@ -6,25 +6,49 @@ from torch import nn
 
 
 @dataclass(frozen=True)
+class OptimizerSettings:
+    """Adam settings of one family: learning rates of G and D, betas, gradient-norm clip (None: no clipping)."""
+
+    lr_G: float
+    lr_D: float
+    betas: tuple[float, float]
+    grad_clip: float | None
+
+
+@dataclass(frozen=True)
 class ModelFamily:
-    """How to build a family's configuration, networks and loss object."""
+    """How to build a family's configuration, networks, loss object and optimizer settings."""
 
     config: Callable[[str], object]  # profile name -> configuration
     networks: Callable[[object, int], tuple[nn.Module, nn.Module]]  # (config, num_classes) -> (G, D)
     loss: Callable  # (G, D, vgg, config) -> loss object with accumulate_gradients / state_dict
+    optimizer: Callable[[object], OptimizerSettings]  # configuration -> Adam settings
 
 
 def _poegan() -> ModelFamily:
     from .configs import get_config
+    from .loop import BETAS, GRAD_CLIP
     from .loss import PoEGANLoss
     from .poegan.discriminator import Discriminator
     from .poegan.generator import Generator
 
-    return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss)
+    return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss,
+                       lambda cfg: OptimizerSettings(cfg.lr, cfg.lr, BETAS, GRAD_CLIP))
+
+
+def _spade(condition: str) -> ModelFamily:
+    from .baselines.spade import networks
+    from .baselines.spade_config import config_for
+    from .baselines.spade_loss import SPADELoss
+
+    return ModelFamily(config_for(condition), networks, SPADELoss,
+                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip))
 
 
 REGISTRY: dict[str, Callable[[], ModelFamily]] = {
     "poegan": _poegan,
+    "spade-seg": lambda: _spade("seg"),
+    "spade-sketch": lambda: _spade("sketch"),
 }
 
 

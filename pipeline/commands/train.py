@@ -6,7 +6,8 @@ from .common import stage_options
 
 @click.command("train")
 @stage_options
-@click.option("--model", default="poegan", show_default=True, help="Model family (see train/models.py).")
+@click.option("--model", default="poegan", show_default=True,
+              help="Model family: poegan, spade-seg, spade-sketch (train/models.py).")
 @click.option("--config", "config_name", metavar="PROFILE", help="Configuration profile: celeba-1024, celeba-256, "
               "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
               "train_config].")
@@ -20,7 +21,7 @@ def command(stage, model, config_name, steps, dry_run):
 
     try:
         fam = family(model)
-        section = getattr(stage.params.train, model)
+        section = stage.params.train.model(model)
         cfg = fam.config(config_name or section.config or stage.profile.train_config)
         labels = load_label_map(stage.profile.label_map)
     except (KeyError, AttributeError) as e:
@@ -46,7 +47,7 @@ def _train(stage, fam, cfg, section, labels, model, steps):
         except DataError:
             sample_urls = urls
         if section.vgg_weights == "random":
-            click.echo("warning: train.poegan.vgg_weights is 'random': the image contrastive loss uses an "
+            click.echo(f"warning: train.{model}.vgg_weights is 'random': the VGG-19 loss uses an "
                        "untrained VGG-19", err=True)
             vgg = VGGRelu51(None)
         else:

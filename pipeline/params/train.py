@@ -1,5 +1,5 @@
 """Params of training: one section per model family under `train`."""
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .base import Section
 
@@ -27,7 +27,25 @@ class PoEGANParams(ModelTrainParams):
                              "tests/demos (the image contrastive loss is then meaningless)")
 
 
+class SPADEParams(ModelTrainParams):
+    """SPADE baselines: also where the VGG-19 of the perceptual loss comes from."""
+
+    vgg_weights: str = Field("vgg19-imagenet", description="weights registry name or file; 'random' only for "
+                             "tests/demos (the perceptual loss is then meaningless)")
+
+
 class TrainParams(Section):
-    """All model families."""
+    """All model families, keyed by the model name (`spade-seg`; the attribute is `spade_seg`)."""
+
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
     poegan: PoEGANParams = PoEGANParams()
+    spade_seg: SPADEParams = Field(SPADEParams(), alias="spade-seg")
+    spade_sketch: SPADEParams = Field(SPADEParams(), alias="spade-sketch")
+
+    def model(self, name: str) -> ModelTrainParams:
+        """The section of model family `name`; unknown names raise KeyError."""
+        field = name.replace("-", "_")
+        if field not in type(self).model_fields:
+            raise KeyError(f"params have no section train.{name}")
+        return getattr(self, field)

@@ -1,0 +1,184 @@
+"""The SPADE baselines: hinge/feature-matching/VGG/KL terms and their weights, TTUR, the generator's conditioning
+contract, and `pipeline train --model spade-seg|spade-sketch` (files written, exact resume, dry-run counts)."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_train_cli import REPO_PARAMS, _run, one_thread  # noqa: F401 (one_thread: autouse fixture)
+from train_shards import write_training_shards
+
+from train.baselines.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
+                                        kl_divergence, perceptual)
+from train.models import family
+from train.vgg import VGGRelu51
+
+PAPER_SKETCH_COCO = 95e6  # PoE-GAN supplement Table 2: SPADE-Sketch on MS-COCO 256x256
+NUM_CLASSES = 5
+
+
+def _batch(res=32, n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, NUM_CLASSES, (n, res, res), generator=g)
+    batch = {"image": torch.rand(n, 3, res, res, generator=g) * 2 - 1,
+             "seg": torch.nn.functional.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float(),
+             "sketch": (torch.rand(n, 1, res, res, generator=g) > 0.8).float()}
+    batch["style"] = batch["image"]
+    return batch
+
+
+def test_hinge_losses_on_known_logits_average_over_scales():
+    real = [torch.tensor([2.0, 0.5, -1.0]), torch.tensor([0.0])]
+    fake = [torch.tensor([-2.0, 0.0, 1.0]), torch.tensor([3.0])]
+    # scale 1: relu(1 - real) = [0, .5, 2] -> 5/6, relu(1 + fake) = [0, 1, 2] -> 1; scale 2: 1 and 4
+    assert hinge_d(real, fake).item() == pytest.approx((5 / 6 + 1) / 2 + (1 + 4) / 2)
+    assert hinge_g(fake).item() == pytest.approx(-(-1 / 3 + 3.0) / 2)
+
+
+def test_feature_matching_skips_the_logits_and_averages_over_scales():
+    fake = [[torch.zeros(4), torch.ones(4), torch.full((4,), 100.0)], [torch.full((4,), 2.0), torch.zeros(1)]]
+    real = [[torch.ones(4), torch.ones(4), torch.zeros(4)], [torch.zeros(4), torch.zeros(1)]]
+    assert feature_matching(fake, real).item() == pytest.approx((1 + 0 + 2) / 2)
+
+
+def test_kl_is_zero_for_the_prior_and_half_the_squared_mean_per_dimension():
+    assert kl_divergence(torch.zeros(3, 8), torch.zeros(3, 8)).item() == 0
+    assert kl_divergence(torch.ones(3, 8), torch.zeros(3, 8)).item() == pytest.approx(0.5 * 8)
+
+
+def test_perceptual_loss_taps_relu_x_1_of_vgg19_with_spade_weights():
+    vgg = VGGRelu51(None)
+    convs_before = [sum(isinstance(m, torch.nn.Conv2d) for m in vgg.features[:i]) for i in VGG_LAYERS]
+    assert convs_before == [1, 3, 5, 9, 13]  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
+    assert all(isinstance(vgg.features[i], torch.nn.ReLU) for i in VGG_LAYERS)
+    assert VGG_WEIGHTS == (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+    x = _batch()["image"]
+    assert perceptual(vgg, x, x).item() == 0
+    assert perceptual(vgg, x, x.flip(-1)).item() > 0
+
+
+@pytest.mark.parametrize("model", ["spade-seg", "spade-sketch"])
+def test_generator_objective_weights_feature_matching_10_vgg_10_kl_0_05(model):
+    fam = family(model)
+    cfg = fam.config("tiny")
+    G, D = fam.networks(cfg, NUM_CLASSES)
+    G.eval(), D.eval()  # no batch-norm/spectral-norm state changes between the two evaluations below
+    loss = SPADELoss(G, D, VGGRelu51(None), cfg)
+    batch = _batch()
+    totals = []
+    loss.backward = totals.append
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        terms = {k: v.item() for k, v in loss.generator_terms(batch).items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        logged = loss.accumulate_gradients("G", batch, {}, 0)
+    assert logged == pytest.approx(terms)
+    assert (cfg.feat_weight, cfg.vgg_weight, cfg.kl_weight) == (10.0, 10.0, 0.05)
+    expected = terms["G_hinge"] + 10 * terms["G_feat"] + 10 * terms["G_vgg"] + 0.05 * terms["G_kl"]
+    assert totals[0].item() == pytest.approx(expected, rel=1e-5)
+    assert terms["G_feat"] > 0 and terms["G_vgg"] > 0 and terms["G_kl"] > 0
+    assert loss.accumulate_gradients("Dreg", batch, {}, 0) == {} and not loss.r1_due(0)
+
+
+def test_generator_sees_its_condition_and_draws_style_from_the_prior_without_a_style_image():
+    fam = family("spade-sketch")
+    G, _ = fam.networks(fam.config("tiny"), NUM_CLASSES)
+    G.eval()
+    batch = _batch()
+
+    def run(b, style):
+        torch.manual_seed(0)
+        return G(b, {"style": torch.tensor([style, style])})[0]
+
+    encoded = run(batch, True)
+    assert encoded.shape == (2, 3, 32, 32) and encoded.abs().max() <= 1
+    assert not torch.allclose(encoded, run(batch, False))
+    assert not torch.allclose(encoded, run({**batch, "sketch": 1 - batch["sketch"]}, True))
+    assert torch.allclose(encoded, run({**batch, "seg": torch.zeros_like(batch["seg"])}, True))
+    assert G.modalities == ("sketch", "style")
+
+
+def test_ttur_halves_the_generator_rate_and_doubles_the_discriminator_rate():
+    for model in ("spade-seg", "spade-sketch"):
+        fam = family(model)
+        cfg = fam.config("coco-256")
+        opt = fam.optimizer(cfg)
+        assert (opt.lr_G, opt.lr_D, opt.betas, opt.grad_clip) == (cfg.lr / 2, cfg.lr * 2, (0.0, 0.9), None)
+        assert cfg.lr == 0.0002 and cfg.resolution == 256 and cfg.num_d == 2
+
+
+def _params(tmp_path, model, **section):
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    raw["train"][model].update(section)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _train(tmp_path, data, model, steps):
+    params = _params(tmp_path, model, batch_size=2, workers=0, shuffle_buffer=4, epoch_batches=3,
+                     snapshot_every=2, sample_every=2)
+    result = _run(["--model", model, "--data-dir", str(data), "--steps", str(steps)], params)
+    assert result.exit_code == 0, result.output
+    return data / "runs" / "sample" / model
+
+
+def _losses(run: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "sec"}
+            for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    write_training_shards(data / "sample" / "shards", images=4, per_shard=2, short_side=36)
+    return data
+
+
+def test_tiny_spade_seg_from_the_cli_writes_outputs_and_resumes_exactly(shards, tmp_path):
+    whole = _train(tmp_path, shards, "spade-seg", 4)
+    assert {p.name for p in whole.iterdir()} >= {
+        "log.jsonl", "samples-000002.png", "samples-000004.png", "network-snapshot-000002.pt",
+        "training-state-000002.pt", "network-snapshot-000004.pt", "training-state-000004.pt"}
+    state = torch.load(whole / "training-state-000004.pt", weights_only=True)
+    assert [g["lr"] for g in state["opt_G"]["param_groups"]] == [0.0001]  # tiny: lr 2e-4, TTUR
+    assert [g["lr"] for g in state["opt_D"]["param_groups"]] == [0.0004]
+    assert state["opt_G"]["param_groups"][0]["betas"] == (0.0, 0.9)
+    reference = _losses(whole)
+    assert [r["step"] for r in reference] == [1, 2, 3, 4]
+    assert {"G_hinge", "G_feat", "G_vgg", "G_kl", "D_hinge"} <= set(reference[0])
+
+    for name in ("network-snapshot-000004.pt", "training-state-000004.pt", "samples-000004.png"):
+        (whole / name).unlink()  # as if killed after step 2's training state
+    resumed = _train(tmp_path, shards, "spade-seg", 4)
+    assert _losses(resumed) == reference
+
+
+def test_tiny_spade_sketch_trains_from_the_cli(shards, tmp_path):
+    run = _train(tmp_path, shards, "spade-sketch", 2)
+    weights = torch.load(run / "network-snapshot-000002.pt", weights_only=True)
+    assert weights["D"]["scales.0.blocks.0.0.weight"].shape[1] == 3 + 1  # image + sketch
+    assert (run / "samples-000002.png").is_file()
+
+
+@pytest.mark.parametrize("model", ["spade-seg", "spade-sketch"])
+def test_dry_run_prints_parameter_counts(model):
+    result = _run(["--model", model, "--config", "tiny", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert int(re.search(r"^generator parameters: (\d+)$", result.output, re.M)[1]) > 0
+    assert int(re.search(r"^discriminator parameters: (\d+)$", result.output, re.M)[1]) > 0
+
+
+def test_spade_sketch_at_256_is_within_1_5x_of_the_papers_count():
+    result = _run(["--model", "spade-sketch", "--dataset", "coco", "--config", "coco-256", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    g = int(re.search(r"^generator parameters: (\d+)$", result.output, re.M)[1])
+    assert PAPER_SKETCH_COCO / 1.5 <= g <= PAPER_SKETCH_COCO * 1.5
+
+
+def test_unknown_spade_config_lists_the_known_ones():
+    result = _run(["--model", "spade-seg", "--config", "celeba-1024", "--dry-run"])
+    assert result.exit_code == 2 and "tiny" in result.output and "coco-256" in result.output

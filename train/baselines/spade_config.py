@@ -1,0 +1,64 @@
+"""SPADE configurations (Park et al. 2019, NVlabs/SPADE option defaults) and its optimizer settings (TTUR)."""
+from dataclasses import dataclass, replace
+
+CONDITIONS = ("seg", "sketch")  # spade-seg: one-hot segmentation; spade-sketch: the sketch (PoE-GAN's baselines)
+
+
+@dataclass(frozen=True)
+class SPADEConfig:
+    """Widths and loss weights of one SPADE configuration; `condition` is the modality the generator sees."""
+
+    resolution: int
+    batch_size: int
+    lr: float = 0.0002  # NVlabs/SPADE train_options --lr
+    ngf: int = 64  # generator (and image encoder) base width, --ngf
+    ndf: int = 64  # discriminator base width, --ndf
+    z_dim: int = 256  # --z_dim
+    spade_hidden: int = 128  # SPADE's shared conv width (nhidden in normalization.py)
+    num_d: int = 2  # multiscale discriminator: 2 scales (--num_D)
+    d_layers: int = 4  # conv layers of each patch discriminator (--n_layers_D in train_options)
+    feat_weight: float = 10.0  # lambda_feat
+    vgg_weight: float = 10.0  # lambda_vgg
+    kl_weight: float = 0.05  # lambda_kld
+    condition: str = "seg"
+
+    def __post_init__(self):
+        r = self.resolution
+        if r < 32 or r & (r - 1):
+            raise ValueError(f"resolution must be a power of two >= 32 (five 2x upsamplings), got {r}")
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+
+    @property
+    def lr_G(self) -> float:
+        """TTUR (NVlabs/SPADE pix2pix_model.create_optimizers): the generator at half the base rate ..."""
+        return self.lr / 2
+
+    @property
+    def lr_D(self) -> float:
+        """... and the discriminator at twice it."""
+        return self.lr * 2
+
+    betas = (0.0, 0.9)  # TTUR betas in create_optimizers
+    grad_clip = None  # SPADE does not clip gradients
+
+
+CONFIGS: dict[str, SPADEConfig] = {
+    # 256x256 as the SPADE paper trains COCO-Stuff; batch 32 as its multi-GPU runs. Named like the dataset
+    # profiles' train_config so `pipeline train --model spade-seg` picks it for coco and mm-celeba-hq.
+    "coco-256": SPADEConfig(256, 32),
+    "celeba-256": SPADEConfig(256, 32),
+    # Not in the paper: 32 px with narrow layers so it trains on the built-in sample on a CPU in minutes.
+    "tiny": SPADEConfig(32, 8, ngf=8, ndf=16, z_dim=32, spade_hidden=32, d_layers=3),
+}
+
+
+def config_for(condition: str):
+    """The configuration lookup of family `spade-<condition>`: profile name -> SPADEConfig."""
+
+    def get(name: str) -> SPADEConfig:
+        if name not in CONFIGS:
+            raise KeyError(f"unknown SPADE config {name!r}; known: {', '.join(CONFIGS)}")
+        return replace(CONFIGS[name], condition=condition)
+
+    return get

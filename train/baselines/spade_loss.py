@@ -1,0 +1,117 @@
+"""The SPADE objective as one object with one entry point, `accumulate_gradients(phase, ...)`, like
+train/loss.py: hinge adversarial loss averaged over the discriminator scales, discriminator feature matching
+(weight 10), VGG-19 perceptual loss (weight 10) and the encoder's KL divergence (weight 0.05) — NVlabs/SPADE
+models/pix2pix_model.py and models/networks/loss.py; the INADE supplement (001) Eq. 5 restates the weights."""
+import torch
+import torch.nn.functional as F
+
+from .spade_config import SPADEConfig
+
+PHASES = ("G", "D")
+# VGGLoss: L1 on relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (torchvision vgg19().features indices) ...
+VGG_LAYERS = (1, 6, 11, 20, 29)
+VGG_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # ... weighted 1/32, 1/16, 1/8, 1/4, 1
+
+
+def hinge_d(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    """Discriminator hinge loss: mean(relu(1 - D(real))) + mean(relu(1 + D(fake))), each averaged over scales."""
+    real = sum(F.relu(1 - r).mean() for r in real_logits) / len(real_logits)
+    fake = sum(F.relu(1 + f).mean() for f in fake_logits) / len(fake_logits)
+    return real + fake
+
+
+def hinge_g(fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    """Generator hinge loss: -mean(D(fake)), averaged over scales."""
+    return -sum(f.mean() for f in fake_logits) / len(fake_logits)
+
+
+def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
+    """L1 between the discriminator's intermediate outputs (all layers but the logits) on fake and real, summed
+    over layers and averaged over scales (lambda_feat / num_D per term in SPADE)."""
+    total = sum(F.l1_loss(f, r.detach()) for fs, rs in zip(fake, real) for f, r in zip(fs[:-1], rs[:-1]))
+    return total / len(fake)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) summed over the code's dimensions (SPADE's KLDLoss), mean over the
+    batch (SPADE sums over its per-GPU batch; the mean keeps the weight independent of the batch size)."""
+    return (-0.5 * (1 + logvar - mu.square() - logvar.exp())).sum(1).mean()
+
+
+def vgg_features(vgg, image: torch.Tensor) -> list[torch.Tensor]:
+    """relu1_1 .. relu5_1 of the shared frozen VGG-19 (train/vgg.py), on its ImageNet-normalised input."""
+    x = ((image + 1) / 2 - vgg.mean) / vgg.std
+    out = []
+    for i, layer in enumerate(vgg.features):
+        x = layer(x)
+        if i in VGG_LAYERS:
+            out.append(x)
+    return out
+
+
+def perceptual(vgg, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """SPADE's VGG loss: sum over the five layers of weight * L1(fake features, real features)."""
+    with torch.no_grad():
+        targets = vgg_features(vgg, real)
+    return sum(w * F.l1_loss(f, t) for w, f, t in zip(VGG_WEIGHTS, vgg_features(vgg, fake), targets))
+
+
+class SPADELoss:
+    """G phase: hinge + 10 feature matching + 10 VGG + 0.05 KL; D phase: hinge on real and (detached) fake.
+    No regularisation phase (SPADE has no R1); nothing to carry across a resume."""
+
+    def __init__(self, G, D, vgg, cfg: SPADEConfig, backward=torch.Tensor.backward):
+        self.G, self.D, self.vgg, self.cfg = G, D, vgg, cfg
+        self.backward = backward  # the loop passes a GradScaler-aware backward under mixed precision
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"SPADE's loss has no state, got keys {sorted(state)}")
+
+    def log_state(self) -> dict:
+        """Extra per-step log fields: none for SPADE."""
+        return {}
+
+    def r1_due(self, step: int) -> bool:
+        """SPADE uses no gradient penalty: the loop's regularisation phase never runs."""
+        return False
+
+    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, float]:
+        """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms. The generator always
+        encodes the real image's style (SPADE trains its VAE path on every sample), so `masks` are unused."""
+        if phase == "G":
+            return self._generator(batch)
+        if phase == "D":
+            return self._discriminator(batch)
+        if phase == "Dreg":
+            return {}
+        raise ValueError(f"unknown loss phase {phase!r}; expected one of {PHASES}")
+
+    def generator_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The unweighted generator loss terms on a batch (with graph)."""
+        fake, (mu, logvar) = self.G(batch)
+        fake_out = self.D(fake, batch)
+        with torch.no_grad():
+            real_out = self.D(batch["image"], batch)
+        return {"G_hinge": hinge_g([o[-1] for o in fake_out]), "G_feat": feature_matching(fake_out, real_out),
+                "G_vgg": perceptual(self.vgg, fake, batch["image"]), "G_kl": kl_divergence(mu, logvar)}
+
+    def _generator(self, batch):
+        terms = self.generator_terms(batch)
+        c = self.cfg
+        total = (terms["G_hinge"] + c.feat_weight * terms["G_feat"] + c.vgg_weight * terms["G_vgg"]
+                 + c.kl_weight * terms["G_kl"])
+        self.backward(total)
+        return {name: t.item() for name, t in terms.items()}
+
+    def _discriminator(self, batch):
+        with torch.no_grad():
+            fake, _ = self.G(batch)
+        fake_logits = [o[-1] for o in self.D(fake.detach(), batch)]
+        real_logits = [o[-1] for o in self.D(batch["image"], batch)]
+        loss = hinge_d(real_logits, fake_logits)
+        self.backward(loss)
+        return {"D_hinge": loss.item()}
