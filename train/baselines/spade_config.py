@@ -49,7 +49,7 @@ CONFIGS: dict[str, SPADEConfig] = {
     "coco-256": SPADEConfig(256, 32),
     "celeba-256": SPADEConfig(256, 32),
     # Not in the paper: 32 px with narrow layers so it trains on the built-in sample on a CPU in minutes.
-    "tiny": SPADEConfig(32, 8, ngf=8, ndf=16, z_dim=32, spade_hidden=32, d_layers=3),
+    "tiny": SPADEConfig(32, 8, ngf=8, ndf=16, z_dim=32, spade_hidden=32),
 }
 
 

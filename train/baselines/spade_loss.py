@@ -35,6 +35,7 @@ def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tenso
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) summed over the code's dimensions (SPADE's KLDLoss), mean over the
     batch (SPADE sums over its per-GPU batch; the mean keeps the weight independent of the batch size)."""
+    mu, logvar = mu.float(), logvar.float()  # exp() of an fp16 log-variance overflows under mixed precision
     return (-0.5 * (1 + logvar - mu.square() - logvar.exp())).sum(1).mean()
 
 
