@@ -11,6 +11,7 @@ from tqdm import tqdm
 from annotators.base import build
 
 from .annotate import ShardJob, annotate_shard, plan, remove_stale_temporaries
+from .layout import Layout
 from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
 
 
@@ -78,7 +79,9 @@ def run(stage, names: list[str], address: str | None = None, batch_size: int | N
 
 def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, progress: bool) -> AnnotatorSummary:
     section = getattr(stage.params.annotate, name)
-    runtime, layout = stage.params.annotate.runtime, stage.layout
+    runtime = stage.params.annotate.runtime
+    # Actors on an existing cluster have their own working directory: they get absolute paths only.
+    layout = Layout(stage.layout.data_dir.resolve(), stage.dataset)
     actor = ray.remote(AnnotatorWorker)
     run_id = uuid.uuid4().hex[:8]
     spawn = lambda: actor.options(  # noqa: E731

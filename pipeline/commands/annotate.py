@@ -47,6 +47,7 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
     for name in skipped if only else []:
         click.echo(f"annotate: skipping {name}: dataset {stage.dataset!r} does not pseudo-label it "
                    f"(its profile's `annotate` list)", err=True)
+        stage.layout.annotations(name).mkdir(parents=True, exist_ok=True)  # the (empty) output DVC expects
     if not names:
         return
     from ..annotate_run import run

@@ -37,9 +37,11 @@ def fetch_weights(stage, names, needed, record):
     """
     from annotators.weights import WeightsError, fetch, verify
 
+    if not names and not needed:
+        raise click.UsageError("name the weights to fetch, or pass --needed")
     names = sorted(set(names) | (set(needed_weights(stage)) if needed else set()))
     if not names:
-        raise click.UsageError("name the weights to fetch, or pass --needed")
+        click.echo(f"dataset {stage.dataset!r} needs no registered weights (random, file paths or open_clip's own)")
     fetched = {}
     for name in names:
         try:

@@ -1,0 +1,171 @@
+"""`dvc repro` on a copy of the project with a tiny sample: the chain runs, a second repro does nothing, a changed
+param marks exactly its stages, and a repro killed mid-annotate resumes by redoing only unfinished shards."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small enough for CI: 4 drawn landscapes + 8 photos at 96 px, shards of 4, models on random weights.
+TINY = {
+    "sample": {"landscapes": 4},
+    "ingest": {"max_short_side": 96, "min_size": 32, "shard_size": 4},
+    "annotate": {"seg": {"long_side": 65}, "sketch": {"resolution": 64}},
+    "datasets": {"sample": {"overrides": {
+        "annotate.seg.weights": "random", "annotate.clip.weights": "random",
+        "annotate.sketch.weights": "random", "annotate.sketch.simplify": False,
+        "train.poegan.vgg_weights": "random"}}},
+    "train": {"poegan": {"steps": 2, "batch_size": 2, "workers": 0, "snapshot_every": 1, "sample_every": 1}},
+}
+
+
+def merge(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "overrides":
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, ray_address):
+    """A git + DVC copy of the project's tracked files with tiny params, after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        if (REPO / name).is_file() and name != "dvc.lock":
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "RAY_ADDRESS": ray_address, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=root, env=env, check=True)
+    first = dvc(root, env, "repro")
+    subprocess.run(["git", "add", "-A"], cwd=root, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "first repro"], cwd=root, env=env, check=True)
+    return root, env, first
+
+
+def dvc(root: Path, env: dict, *args: str) -> str:
+    result = subprocess.run([str(BIN / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def ran(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def changed_stages(root: Path, env: dict) -> set[str]:
+    return set(json.loads(dvc(root, env, "status", "--json").strip().splitlines()[-1]))
+
+
+def stages(root: Path) -> set[str]:
+    return {line.split()[0] for line in dvc_list(root)}
+
+
+def dvc_list(root: Path) -> list[str]:
+    out = subprocess.run([str(BIN / "dvc"), "stage", "list"], cwd=root, capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_repro_runs_every_stage_then_does_nothing(project):
+    root, env, first = project
+    assert ran(first) == stages(root)
+    assert {"sample", "ingest", "annotate@seg", "annotate@sketch", "annotate@clip", "pack", "preview"} <= ran(first)
+    assert (root / "data/sample/preview.png").stat().st_size > 0
+    assert len(list((root / "data/sample/shards").glob("*.tar"))) == len(list((root / "data/sample/images").glob("*.tar")))
+    assert ran(dvc(root, env, "repro")) == set()
+    assert changed_stages(root, env) == set()
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("annotate.clip.batch_size", 3, {"annotate@clip"}),
+    ("annotate.seg.long_side", 97, {"annotate@seg"}),
+    ("pack.workers", 2, {"pack"}),
+    ("preview.samples", 3, {"preview"}),
+    ("ingest.jpeg_quality", 90, {"ingest"}),
+])
+def test_a_changed_param_marks_exactly_its_stage(project, key, value, expected):
+    root, env, _ = project
+    original = (root / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    node = params
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    try:
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        assert changed_stages(root, env) == expected
+    finally:
+        (root / "params.yaml").write_text(original)
+    assert changed_stages(root, env) == set()
+
+
+def test_an_experiment_reruns_the_changed_annotator_and_what_depends_on_it(project):
+    root, env, _ = project
+    try:
+        out = dvc(root, env, "exp", "run", "-S", "annotate.clip.model=RN50")
+        downstream = {s for s in stages(root) if s.split("@")[0] in ("pack", "preview", "train", "evaluate")}
+        assert ran(out) == {"annotate@clip"} | downstream
+        clip = json.loads(next((root / "data/sample/clip").glob("*.stats.json")).read_text())
+        assert "RN50" in json.dumps(clip)
+    finally:
+        subprocess.run(["git", "checkout", "params.yaml", "dvc.lock"], cwd=root, env=env, check=True)
+        dvc(root, env, "checkout", "--force")
+    assert changed_stages(root, env) == set()
+
+
+def test_a_repro_killed_mid_annotate_redoes_only_unfinished_shards(project):
+    """`persist: true` keeps finished shards; their fingerprinted markers make the rerun skip them, and shards
+    made under the old params are redone, never reused."""
+    root, env, _ = project
+    sketch = root / "data/sample/sketch"
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["annotate"]["sketch"]["resolution"] = 320  # slower shards, so the kill lands between them
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    old = {p.name: p.read_text() for p in sketch.glob("*.stats.json")}
+    job = subprocess.Popen([str(BIN / "dvc"), "repro", "annotate@sketch"], cwd=root, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not _redone(sketch, old):
+            time.sleep(0.2)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    finished = _redone(sketch, old)
+    assert 0 < len(finished) < len(old), "the kill should land between the first and the last shard"
+    out = dvc(root, env, "repro", "annotate@sketch")
+    assert f"({len(finished)} already done)" in out, out
+    now = {p.name: p.read_text() for p in sketch.glob("*.stats.json")}
+    assert {name: now[name] for name in finished} == finished  # not redone
+    assert all(now[name] != old[name] for name in old)  # every stale shard was redone
+    assert not list(sketch.glob(".*"))
+
+
+def _redone(folder: Path, old: dict) -> dict:
+    current = {p.name: p.read_text() for p in folder.glob("*.stats.json")}
+    return {name: text for name, text in current.items() if text != old.get(name)}
