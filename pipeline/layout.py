@@ -65,6 +65,14 @@ class Layout:
     def run(self, model: str) -> Path:
         return self.data_dir / "runs" / self.dataset / model
 
+    def training(self, model: str) -> Path:
+        """Snapshots, training states, sample grids and log.jsonl of a model's run (one DVC output)."""
+        return self.run(model) / "train"
+
+    def evaluation(self, model: str) -> Path:
+        """metrics.json, report.md and plots of a model's evaluation (kept apart from the training output)."""
+        return self.run(model) / "eval"
+
     def source(self, path: str) -> Path:
         """A source path from params: relative paths are relative to the data directory."""
         p = Path(path).expanduser()
