@@ -11,7 +11,8 @@ def command(stage):
     layout = stage.layout
     rows = [("training shards", layout.shards), ("dataset card", layout.card_md), ("preview", layout.preview)]
     for model in type(stage.params.train).model_fields:
-        run = layout.run(model)
-        rows += [(f"{model} checkpoints", run), (f"{model} metrics", run / "eval" / "metrics.json")]
+        snapshots = sorted(layout.training(model).glob("network-snapshot-*.pt"))
+        rows += [(f"{model} checkpoint", snapshots[-1] if snapshots else layout.training(model)),
+                 (f"{model} metrics", layout.evaluation(model) / "metrics.json")]
     for what, path in rows:
-        click.echo(f"{what:>22}: {path}{'' if path.exists() else '  (not made yet)'}")
+        click.echo(f"{what:>24}: {path}{'' if path.exists() else '  (not made yet)'}")
