@@ -16,7 +16,7 @@ class SPADEConfig:
     z_dim: int = 256  # --z_dim
     spade_hidden: int = 128  # SPADE's shared conv width (nhidden in normalization.py)
     num_d: int = 2  # multiscale discriminator: 2 scales (--num_D)
-    d_layers: int = 4  # conv layers of each patch discriminator (--n_layers_D in train_options)
+    d_layers: int = 4  # conv layers of each patch discriminator (--n_layers_D, discriminator.py)
     feat_weight: float = 10.0  # lambda_feat
     vgg_weight: float = 10.0  # lambda_vgg
     kl_weight: float = 0.05  # lambda_kld
