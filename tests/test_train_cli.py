@@ -69,7 +69,7 @@ def test_tiny_trains_from_the_cli_with_random_vgg(tmp_path):
     params = _params(tmp_path, vgg_weights="random", batch_size=2, workers=1, snapshot_every=2, sample_every=2)
     result = _run(["--data-dir", str(data), "--steps", "2"], params)
     assert result.exit_code == 0, result.output
-    run = data / "runs" / "sample" / "poegan"
+    run = data / "runs" / "sample" / "poegan" / "train"
     assert {p.name for p in run.iterdir()} >= {"log.jsonl", "samples-000002.png", "network-snapshot-000002.pt",
                                               "training-state-000002.pt"}
     assert "untrained VGG-19" in result.output
@@ -104,5 +104,6 @@ def test_two_process_torchrun_on_cpu_trains_with_the_same_code(tmp_path):
     pipeline = Path(sys.executable).with_name("pipeline")
     subprocess.run([str(torchrun), "--nproc-per-node", "2", str(pipeline), "train", "--params", str(params),
                     "--data-dir", str(data), "--steps", "2"], check=True, capture_output=True)
-    state = torch.load(data / "runs" / "sample" / "poegan" / "training-state-000002.pt", weights_only=True)
+    state_file = data / "runs" / "sample" / "poegan" / "train" / "training-state-000002.pt"
+    state = torch.load(state_file, weights_only=True)
     assert len(state["loader"]) == 2 and len(state["rng"]) == 2  # one position and RNG state per rank

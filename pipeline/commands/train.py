@@ -15,7 +15,7 @@ from .common import stage_options
 @click.option("--dry-run", is_flag=True, help="Build the networks without data, print parameter counts, stop.")
 def command(stage, model, config_name, steps, dry_run):
     """Train a model on data/<dataset>/shards/train-*.tar; resumes from the newest training state in
-    data/runs/<dataset>/<model>/ (snapshots, training state, sample grids, log.jsonl)."""
+    data/runs/<dataset>/<model>/train/ (snapshots, training state, sample grids, log.jsonl)."""
     from annotators.labelmaps import load_label_map
     from train.models import count_parameters, family
 
@@ -55,7 +55,7 @@ def _train(stage, fam, cfg, section, labels, model, steps):
     except (DataError, WeightsError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     spec = RunSpec(
-        run_dir=stage.layout.run(model), train_urls=urls, sample_urls=sample_urls, num_classes=labels.num_classes,
+        run_dir=stage.layout.training(model), train_urls=urls, sample_urls=sample_urls, num_classes=labels.num_classes,
         label_colours=labels.colours, steps=steps or section.steps, seed=section.seed,
         batch_size=section.batch_size, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
         epoch_batches=section.epoch_batches, ema_decay=section.ema_decay, snapshot_every=section.snapshot_every,
