@@ -13,7 +13,9 @@ from .common import stage_options
               "train_config].")
 @click.option("--steps", type=click.IntRange(min=1), help="Train up to this step [default: params].")
 @click.option("--dry-run", is_flag=True, help="Build the networks without data, print parameter counts, stop.")
-def command(stage, model, config_name, steps, dry_run):
+@click.option("--restart-if-changed", is_flag=True, help="When the run folder holds a run started under other "
+              "params or shards, delete it and start over (DVC's cache keeps the old one) instead of refusing.")
+def command(stage, model, config_name, steps, dry_run, restart_if_changed):
     """Train a model on data/<dataset>/shards/train-*.tar; resumes from the newest training state in
     data/runs/<dataset>/<model>/train/ (snapshots, training state, sample grids, log.jsonl)."""
     from annotators.labelmaps import load_label_map
@@ -31,13 +33,14 @@ def command(stage, model, config_name, steps, dry_run):
         click.echo(f"generator parameters: {count_parameters(G)}")
         click.echo(f"discriminator parameters: {count_parameters(D)}")
         return
-    _train(stage, fam, cfg, section, labels, model, steps)
+    _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
 
 
-def _train(stage, fam, cfg, section, labels, model, steps):
+def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     from annotators.weights import WeightsError, resolve
     from train.data import DataError, shard_urls
     from train.loop import RunSpec, train
+    from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
 
     try:
@@ -60,5 +63,10 @@ def _train(stage, fam, cfg, section, labels, model, steps):
         batch_size=section.batch_size, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
         epoch_batches=section.epoch_batches, ema_decay=section.ema_decay, snapshot_every=section.snapshot_every,
         sample_every=section.sample_every, mixed_precision=section.mixed_precision)
+    try:
+        if claim(spec.run_dir, identity(model, cfg, section, urls), restart_if_changed):
+            click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)
+    except RunMismatch as e:
+        raise click.ClickException(str(e)) from None
     records = train(fam, cfg, vgg, spec)
     click.echo(f"trained to step {spec.steps} ({len(records)} steps in this run); outputs in {spec.run_dir}")
