@@ -1,4 +1,32 @@
 """`pipeline evaluate`: Evaluate a trained model on the test split (FID/KID, mIoU, CLIP score, LPIPS)."""
-from .common import pending
+import click
 
-command = pending("evaluate", 8, "Evaluate a trained model on the test split (FID/KID, mIoU, CLIP score, LPIPS).")
+from .common import stage_options
+
+
+@click.command("evaluate")
+@stage_options
+@click.option("--model", default="poegan", show_default=True,
+              help="Model family whose run to evaluate: poegan, spade-seg, spade-sketch.")
+@click.option("--num-images", type=click.IntRange(min=1), help="At most this many test images (and reference "
+              "images) [default: params evaluate.num_images].")
+def command(stage, model, num_images):
+    """Evaluate the newest snapshot (G_ema) of data/runs/<dataset>/<model>/ on data/<dataset>/shards/test-*.tar
+    under each of evaluate.conditions; writes metrics.json, report.md and plots into
+    data/runs/<dataset>/<model>/eval/. Inception and AlexNet weights come from the weight registry
+    (`pipeline weights`); params `evaluate.inception_weights: random` / `lpips_weights: random` allow untrained
+    networks, with a warning."""
+    import logging
+
+    from annotators.weights import WeightsError
+    from train.evaluate import EvaluationError, evaluate_run
+    from train.metrics.base import MetricError
+
+    logging.basicConfig(format="%(levelname)s: %(message)s")
+    try:
+        written = evaluate_run(stage, model, num_images)
+    except KeyError as e:
+        raise click.UsageError(str(e).strip("'\"")) from None
+    except (EvaluationError, WeightsError, MetricError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"metrics: {written['metrics']}\nreport: {written['report']}")

@@ -1,0 +1,94 @@
+"""`pipeline evaluate` end to end: a `tiny` PoE-GAN trained two steps on shards written here, evaluated on their
+test split under every condition; and the clear refusals (no snapshot, no test shards, no metric weights)."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from metric_fixtures import write_random_inception
+from train_shards import write_training_shards
+
+from pipeline.cli import main
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+CONDITIONS = ["unconditional", "text", "seg", "sketch", "all"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, spinning thread pools slow these runs tenfold."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_params(path: Path, **evaluate) -> Path:
+    """The repository's params with a two-step tiny training and a small evaluation."""
+    raw = yaml.safe_load(REPO_PARAMS.read_text())
+    raw["train"]["poegan"].update(batch_size=2, workers=0, snapshot_every=2, sample_every=2, steps=2)
+    raw["annotate"]["seg"].update(long_side=32, batch_size=4)
+    raw["evaluate"].update(metrics=["fid", "kid", "seg_consistency", "lpips_diversity"], num_images=4, batch_size=4,
+                           kid_subsets=2, diversity_groups=2, diversity_pairs=1, diversity_images=2, **evaluate)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A data dir with train and test shards and a tiny PoE-GAN run of two steps."""
+    root = tmp_path_factory.mktemp("evaluate")
+    data = root / "data"
+    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36)
+    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36, split="test", seed=1)
+    params = write_params(root / "params.yaml")
+    result = run("train", "--params", str(params), "--data-dir", str(data))
+    assert result.exit_code == 0, result.output
+    return root, data, write_random_inception(root / "pt_inception-random.pth")
+
+
+def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
+    root, data, inception = trained
+    params = write_params(root / "eval-params.yaml", inception_weights=str(inception), lpips_weights="random")
+    result = run("evaluate", "--params", str(params), "--data-dir", str(data), "--num-images", "3")
+    assert result.exit_code == 0, result.output
+    assert "evaluate.lpips_weights is 'random'" in caplog.text
+    out = data / "runs" / "sample" / "poegan" / "eval"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for condition in CONDITIONS:
+        assert metrics[f"{condition}/fid"] > 0  # an untrained generator is far from the real images
+        assert metrics[f"{condition}/lpips_diversity"] > 0  # new noise, new images
+    # the seg map is scored only where it was given to the generator
+    assert {k for k in metrics if k.endswith("seg_miou")} == {"seg/seg_miou", "all/seg_miou"}
+    report = (out / "report.md").read_text()
+    assert all(f"samples_{c}.png" in report and (out / f"samples_{c}.png").is_file() for c in CONDITIONS)
+    assert "3 test images at 32 px" in report and (out / "fid_per_condition.png").is_file()
+
+
+def test_refuses_without_snapshot_or_test_shards(tmp_path, trained):
+    root, data, inception = trained
+    params = write_params(tmp_path / "params.yaml", inception_weights=str(inception), lpips_weights="random")
+    result = run("evaluate", "--params", str(params), "--data-dir", str(data), "--model", "spade-seg")
+    assert result.exit_code == 1
+    assert "no network-snapshot-*.pt" in result.output and "pipeline train" in result.output
+
+    empty = tmp_path / "data"
+    run_dir = empty / "runs" / "sample" / "poegan" / "train"
+    run_dir.mkdir(parents=True)
+    for snapshot in (data / "runs" / "sample" / "poegan" / "train").glob("network-snapshot-*.pt"):
+        (run_dir / snapshot.name).write_bytes(snapshot.read_bytes())
+    result = run("evaluate", "--params", str(params), "--data-dir", str(empty))
+    assert result.exit_code == 1 and "test-NNNNNN.tar" in result.output and "pipeline pack" in result.output
+
+
+def test_missing_inception_weights_stop_before_any_output_with_the_registry_message(tmp_path, trained):
+    _, data, _ = trained
+    result = run("evaluate", "--params", str(write_params(tmp_path / "params.yaml")), "--data-dir", str(data))
+    assert result.exit_code == 1
+    assert "inception-2015-12-05" in result.output and "not found" in result.output

@@ -1,0 +1,205 @@
+"""The evaluation of one trained model (`pipeline evaluate`): G_ema of the run's newest snapshot generates the test
+split under each condition of `evaluate.conditions` (only that condition's modalities given, several noise draws
+for LPIPS diversity); the metrics score each condition and `write_report` writes metrics.json, report.md, plots."""
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from tqdm import tqdm
+
+from annotators.weights import RANDOM, resolve
+
+from . import checkpoint
+from .configs import MODALITIES
+from .data import DataError, make_example, shard_urls
+from .metrics.base import EvalContext, Reference, annotator_fn
+from .metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
+from .models import family
+from .report import write_report
+
+log = logging.getLogger(__name__)
+
+# EvalInputs modality -> generator modality
+GENERATOR_MODALITY = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}
+# baselines conditioned on one modality are only evaluated under it; others under every condition
+MODEL_CONDITIONS = {"spade-seg": ("seg",), "spade-sketch": ("sketch",)}
+# metric -> (annotator, its output member, the EvalContext field it fills)
+ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
+                "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}
+SAMPLES_SHOWN = 32
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot start; the message names the missing file or the wrong param."""
+
+
+@dataclass
+class TestSet:
+    """The preprocessed test split: conditions as the generator takes them and as the metrics take them."""
+
+    cond: dict  # image [N,3,H,W] in [-1,1], seg one-hot [N,C,H,W], sketch [N,1,H,W] in [0,1], text [N,D]
+    images: np.ndarray  # uint8 [N, H, W, 3] real images (the FID reference)
+    seg: np.ndarray  # uint8 [N, H, W] class ids, 255 = ignore
+    sketch: np.ndarray  # uint8 [N, H, W], 255 = stroke
+    embeddings: np.ndarray  # float32 [N, D] the text (or CLIP image) embedding the generator is given
+
+
+def latest_snapshot(layout, model: str) -> Path:
+    """The newest weight snapshot of the model's run, or EvaluationError saying to train first."""
+    folder = layout.training(model)
+    snapshots = sorted(folder.glob("network-snapshot-[0-9]*.pt"))
+    if not snapshots:
+        raise EvaluationError(f"no network-snapshot-*.pt in {folder}: run "
+                              f"`pipeline train --dataset {layout.dataset} --model {model}` first")
+    return snapshots[-1]
+
+
+def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) -> torch.nn.Module:
+    """The snapshot's G_ema (loaded strictly, weights only), in eval mode on `device`."""
+    G, _ = family(model).networks(cfg, num_classes)
+    G.load_state_dict(checkpoint.load(snapshot)["G_ema"])
+    return G.eval().requires_grad_(False).to(device)
+
+
+def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: int, seed: int) -> TestSet:
+    """At most `limit` test samples, in shard order, preprocessed as in training (short side to `resolution`,
+    crop, flip, caption choice drawn from `seed`); no test shards is an EvaluationError."""
+    try:
+        urls = shard_urls(shards_dir, "test")
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
+    rng = random.Random(seed)
+    examples = []
+    samples = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.warn_and_continue))
+    for sample in tqdm(samples, desc="test set", unit="img", total=limit, leave=False):
+        try:
+            examples.append(make_example(sample, resolution, num_classes, rng))
+        except (OSError, ValueError, KeyError) as err:  # a bad sample is skipped, as in training
+            log.warning("skipping test sample %s: %s", sample.get("__key__"), err)
+        if len(examples) == limit:
+            break
+    if not examples:
+        raise EvaluationError(f"no usable test samples in {shards_dir}")
+    cond = torch.utils.data.default_collate(examples)
+    seg = cond["seg"].argmax(1).to(torch.uint8)
+    seg[cond["seg"].sum(1) == 0] = 255
+    return TestSet(cond, to_uint8(cond["image"]), seg.numpy(), (cond["sketch"][:, 0] * 255).round().byte().numpy(),
+                   cond["text"].numpy())
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images [N,3,H,W] in [-1, 1] as uint8 [N, H, W, 3]."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def condition_masks(condition: str, batch: int, device) -> dict:
+    """Generator modality masks giving every sample exactly the modalities of `condition`."""
+    given = {GENERATOR_MODALITY[m] for m in CONDITIONS[condition]}
+    return {m: torch.full((batch,), m in given, dtype=torch.bool, device=device) for m in MODALITIES}
+
+
+@torch.no_grad()
+def generate(G, cond: dict, condition: str, seed: int, batch_size: int, device) -> np.ndarray:
+    """uint8 [N, H, W, 3] images of G under `condition`, the noise drawn from `seed`."""
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(cond["image"]), batch_size):
+            batch = {k: v[start:start + batch_size].to(device) for k, v in cond.items()}
+            batch["style"] = batch["image"]  # masked out under every condition: the test image never leaks
+            image, _ = G(batch, condition_masks(condition, len(batch["image"]), device))
+            out.append(to_uint8(image))
+    return np.concatenate(out)
+
+
+def random_weights_file(kind: str, cache_dir: Path) -> Path:
+    """A seeded, randomly initialised state dict in the library's layout (torch-fidelity's InceptionV3, or
+    torchvision's AlexNet for LPIPS), for `evaluate.*_weights: random`; the scores it gives are not meaningful."""
+    import torchvision
+
+    from pipeline.shards import atomic_path
+
+    path = Path(cache_dir) / f"random-{kind}.pth"
+    if not path.is_file():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = (torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
+                                                   init_weights=True) if kind == "inception"
+                   else torchvision.models.alexnet(weights=None))
+        with atomic_path(path) as tmp:
+            torch.save(net.state_dict(), tmp)
+    return path
+
+
+def metric_weights(params, weights_dir: Path, cache_dir: Path):
+    """The evaluate params with 'random' Inception / AlexNet weights replaced by random files (with a warning);
+    weights the metrics need but the registry cannot give stop here, before any generation, with its message."""
+    update = {}
+    for field, kind, metrics in (("inception_weights", "inception", {"fid", "kid"}),
+                                 ("lpips_weights", "alexnet", {"lpips_diversity"})):
+        if getattr(params, field) == RANDOM:
+            log.warning("evaluate.%s is 'random': the %s network is untrained, its scores are not meaningful",
+                        field, kind)
+            update[field] = str(random_weights_file(kind, cache_dir))
+        elif metrics & set(params.metrics):
+            resolve(getattr(params, field), weights_dir)
+    return params.model_copy(update=update)
+
+
+def annotator_functions(metrics, annotate_params, weights_dir: Path, device: str) -> dict:
+    """The EvalContext annotator functions the metrics need, each annotator built from its params and set up."""
+    from annotators.base import build
+
+    functions = {}
+    for name in metrics:
+        if name in ANNOTATOR_OF:
+            annotator_name, ext, field = ANNOTATOR_OF[name]
+            section = getattr(annotate_params, annotator_name)
+            annotator = build(annotator_name, section, weights_dir)
+            annotator.setup(device)
+            functions[field] = annotator_fn(annotator, ext, section.batch_size)
+    return functions
+
+
+def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, Path]:
+    """Evaluate the newest snapshot of `model` on the dataset's test split; returns write_report's paths."""
+    from annotators.labelmaps import load_label_map
+
+    params, layout = stage.params, stage.layout
+    p = params.evaluate
+    cfg = family(model).config(params.train.model(model).config or stage.profile.train_config)
+    labels = load_label_map(stage.profile.label_map)
+    snapshot = latest_snapshot(layout, model)
+    conditions = [c for c in p.conditions if c in MODEL_CONDITIONS.get(model, CONDITIONS)]
+    if not conditions:
+        raise EvaluationError(f"evaluate.conditions {p.conditions} has none of the conditions model {model!r} "
+                              f"takes: {', '.join(MODEL_CONDITIONS[model])}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cache_dir = layout.data_dir / "cache" / "fid"
+    metric_params = metric_weights(p, layout.weights, cache_dir)
+    test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, num_images or p.num_images, p.seed)
+    ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
+                      **annotator_functions(p.metrics, params.annotate, layout.weights, device))
+    reference = Reference(stage.dataset, "test", len(test.images), cfg.resolution, lambda: [test.images])
+    G = load_generator(model, cfg, labels.num_classes, snapshot, device)
+    groups_n = min(p.diversity_images, len(test.images))
+    inputs, samples = {}, {}
+    for condition in tqdm(conditions, desc="conditions", unit="condition"):
+        draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1
+        generated = generate(G, test.cond, condition, p.seed, p.batch_size, device)
+        groups = None
+        if draws > 1:
+            subset = {k: v[:groups_n] for k, v in test.cond.items()}
+            groups = np.stack([generated[:groups_n]] + [generate(G, subset, condition, p.seed + g, p.batch_size,
+                                                                 device) for g in range(1, draws)])
+        inputs[condition] = inputs_for(condition, generated, reference, groups=groups, seg=test.seg,
+                                       sketch=test.sketch, embeddings=test.embeddings)
+        samples[condition] = generated[:SAMPLES_SHOWN]
+    table = evaluate_conditions(p.metrics, inputs, ctx)
+    notes = [f"snapshot {snapshot.name}, {len(test.images)} test images at {cfg.resolution} px, seed {p.seed}"]
+    return write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
+                        title=f"{model} on {stage.dataset}", notes=notes)
