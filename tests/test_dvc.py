@@ -106,6 +106,7 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     ("pack.workers", 2, {"pack"}),
     ("preview.samples", 3, {"preview"}),
     ("ingest.jpeg_quality", 90, {"ingest"}),
+    ("train.poegan.seed", 1, {"train@poegan"}),
 ])
 def test_a_changed_param_marks_exactly_its_stage(project, key, value, expected):
     root, env, _ = project

@@ -19,6 +19,7 @@ ROOTS = {
     "annotate@clip": ["pipeline.commands.annotate", "annotators.clip"],
     "pack": ["pipeline.commands.pack"],
     "preview": ["pipeline.commands.preview"],
+    "train@poegan": ["pipeline.commands.train"],
 }
 
 # A foreach stage takes one path per item, so modules two annotators share are listed for all three: the only

@@ -27,6 +27,17 @@ def shard_urls(shards_dir: Path, split: str = "train") -> list[str]:
     return urls
 
 
+def embedding_dim(urls: list[str]) -> int:
+    """The width of the CLIP embeddings in the shards (512 for ViT-B-32, 768 for ViT-L-14, ...)."""
+    from pipeline.shards import read_shard
+
+    for url in urls:
+        for _, sample in read_shard(Path(url)):
+            if "clip.npy" in sample:
+                return int(_npy(sample["clip.npy"]).shape[-1])
+    raise DataError(f"no clip.npy in the training shards ({urls[0]} ...): run `pipeline annotate --only clip`")
+
+
 def _image(data: bytes, mode: str) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     if img.width * img.height > MAX_PIXELS:
