@@ -7,7 +7,6 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from metric_fixtures import write_random_inception
 from train_shards import write_training_shards
 
 from pipeline.cli import main
@@ -42,7 +41,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A data dir with train and test shards and a tiny PoE-GAN run of two steps."""
+    """(root, data dir) with train and test shards and a tiny PoE-GAN run of two steps."""
     root = tmp_path_factory.mktemp("evaluate")
     data = root / "data"
     write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36)
@@ -50,14 +49,15 @@ def trained(tmp_path_factory):
     params = write_params(root / "params.yaml")
     result = run("train", "--params", str(params), "--data-dir", str(data))
     assert result.exit_code == 0, result.output
-    return root, data, write_random_inception(root / "pt_inception-random.pth")
+    return root, data
 
 
 def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
-    root, data, inception = trained
-    params = write_params(root / "eval-params.yaml", inception_weights=str(inception), lpips_weights="random")
+    root, data = trained
+    params = write_params(root / "eval-params.yaml", inception_weights="random", lpips_weights="random")
     result = run("evaluate", "--params", str(params), "--data-dir", str(data), "--num-images", "3")
     assert result.exit_code == 0, result.output
+    assert "evaluate.inception_weights is 'random'" in caplog.text
     assert "evaluate.lpips_weights is 'random'" in caplog.text
     out = data / "runs" / "sample" / "poegan" / "eval"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -72,8 +72,8 @@ def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
 
 
 def test_refuses_without_snapshot_or_test_shards(tmp_path, trained):
-    root, data, inception = trained
-    params = write_params(tmp_path / "params.yaml", inception_weights=str(inception), lpips_weights="random")
+    _, data = trained
+    params = write_params(tmp_path / "params.yaml", inception_weights="random", lpips_weights="random")
     result = run("evaluate", "--params", str(params), "--data-dir", str(data), "--model", "spade-seg")
     assert result.exit_code == 1
     assert "no network-snapshot-*.pt" in result.output and "pipeline train" in result.output
@@ -88,7 +88,7 @@ def test_refuses_without_snapshot_or_test_shards(tmp_path, trained):
 
 
 def test_missing_inception_weights_stop_before_any_output_with_the_registry_message(tmp_path, trained):
-    _, data, _ = trained
+    _, data = trained
     result = run("evaluate", "--params", str(write_params(tmp_path / "params.yaml")), "--data-dir", str(data))
     assert result.exit_code == 1
     assert "inception-2015-12-05" in result.output and "not found" in result.output
