@@ -7,9 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from click.testing import CliRunner
+from metric_fixtures import write_random_inception
 from test_train_cli import REPO_PARAMS, _run, one_thread  # noqa: F401 (one_thread: autouse fixture)
 from train_shards import write_training_shards
 
+from pipeline.cli import main
+from pipeline.layout import Layout
 from train.baselines.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
                                         kl_divergence, perceptual)
 from train.models import family
@@ -110,9 +114,11 @@ def test_ttur_halves_the_generator_rate_and_doubles_the_discriminator_rate():
         assert cfg.lr == 0.0002 and cfg.resolution == 256 and cfg.num_d == 2
 
 
-def _params(tmp_path, model, **section):
+def _params(tmp_path, model, evaluate=None, **section):
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     raw["train"][model].update(section)
+    raw["evaluate"].update(evaluate or {})
+    raw["annotate"]["seg"].update(long_side=32, batch_size=4)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -123,7 +129,7 @@ def _train(tmp_path, data, model, steps):
                      snapshot_every=2, sample_every=2)
     result = _run(["--model", model, "--data-dir", str(data), "--steps", str(steps)], params)
     assert result.exit_code == 0, result.output
-    return data / "runs" / "sample" / model
+    return Layout(data, "sample").training(model)
 
 
 def _losses(run: Path) -> list[dict]:
@@ -135,6 +141,7 @@ def _losses(run: Path) -> list[dict]:
 def shards(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     write_training_shards(data / "sample" / "shards", images=4, per_shard=2, short_side=36)
+    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36, split="test", seed=1)
     return data
 
 
@@ -162,6 +169,21 @@ def test_tiny_spade_sketch_trains_from_the_cli(shards, tmp_path):
     weights = torch.load(run / "network-snapshot-000002.pt", weights_only=True)
     assert weights["D"]["scales.0.blocks.0.0.weight"].shape[1] == 3 + 1  # image + sketch
     assert (run / "samples-000002.png").is_file()
+
+
+def test_evaluate_scores_spade_seg_under_the_seg_condition_only(shards, tmp_path):
+    run = _train(tmp_path, shards, "spade-seg", 2)
+    evaluate = {"metrics": ["fid", "seg_consistency", "lpips_diversity"], "num_images": 4, "batch_size": 4,
+                "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2, "lpips_weights": "random",
+                "inception_weights": str(write_random_inception(tmp_path / "inception.pth"))}
+    params = _params(tmp_path, "spade-seg", evaluate)
+    result = CliRunner().invoke(main, ["evaluate", "--model", "spade-seg", "--params", str(params),
+                                       "--data-dir", str(shards)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run.parent / "eval" / "metrics.json").read_text())
+    assert {k.split("/")[0] for k in metrics} == {"seg"}  # SPADE-Seg takes no text or sketch
+    assert 0 <= metrics["seg/seg_miou"] <= 1 and metrics["seg/fid"] > 0
+    assert metrics["seg/lpips_diversity"] > 0  # without a style image the style code is drawn anew
 
 
 @pytest.mark.parametrize("model", ["spade-seg", "spade-sketch"])

@@ -1,8 +1,10 @@
 """The training loop (after NVlabs stylegan3's training_loop): one code path for single-process CPU and
 multi-GPU data parallelism under `torchrun` (env://, gradients all-reduced per phase). Supplement B: Adam(0, 0.99), one constant lr for G and D, EMA of G,
-gradient norms clipped at 10, modality dropout 0.5, mixed precision (on CUDA)."""
+gradient norms clipped at 10, modality dropout 0.5, mixed precision (on CUDA). Other families bring their own
+Adam settings (train/models.py: ModelFamily.optimizer)."""
 import copy
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -92,8 +94,10 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     G, D = G.to(device), D.to(device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     vgg = vgg.to(device)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=BETAS)
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=BETAS)
+    settings = family.optimizer(cfg)
+    opt_G = torch.optim.Adam(G.parameters(), lr=settings.lr_G, betas=settings.betas)
+    opt_D = torch.optim.Adam(D.parameters(), lr=settings.lr_D, betas=settings.betas)
+    clip = settings.grad_clip or math.inf  # inf: the norm is logged, nothing clipped
     amp = spec.mixed_precision and device.type == "cuda"
     scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in ("G", "D")}
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
@@ -142,12 +146,12 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
                 losses.update(loss.accumulate_gradients(phase, batch, masks, step))
             _average_gradients(net, world)
             scaler.unscale_(opt)
-            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP))
+            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip))
             scaler.step(opt)
             scaler.update()
         update_ema(G_ema, G, spec.ema_decay)
         step += 1
-        record = {"step": step, **losses, "kl_balance": loss.kl_balance.weights.tolist(),
+        record = {"step": step, **losses, **loss.log_state(),
                   "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)}
         records.append(record)
         bar.update(1)

@@ -37,6 +37,10 @@ class PoEGANLoss:
     def load_state_dict(self, state: dict) -> None:
         self.kl_balance.load_state_dict(state["kl_balance"])
 
+    def log_state(self) -> dict:
+        """Extra per-step log fields: the current KL rebalancing weights."""
+        return {"kl_balance": self.kl_balance.weights.tolist()}
+
     def r1_due(self, step: int) -> bool:
         """Lazy regularisation: R1 runs only on every 16th step."""
         return step % R1_INTERVAL == 0
