@@ -1,12 +1,11 @@
 """Inputs for the metric tests and benchmark: smooth test images, noise, and an Inception weights file in
 torch-fidelity's layout (no real weights can be downloaded here)."""
-import io
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+from train.evaluate import random_inception_state
 
 
 def smooth_images(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
@@ -24,20 +23,9 @@ def add_noise(images: np.ndarray, std: float, seed: int = 1) -> np.ndarray:
 
 
 def write_random_inception(path: Path) -> Path:
-    """Save torch-fidelity's InceptionV3 with random weights: torchvision's Inception3 init (1008 classes, no aux
-    head: the layout torch-fidelity loads strictly) and batch-norm statistics measured on two images, so that
-    features are well scaled."""
+    """Save torch-fidelity's InceptionV3 with random weights (seed 0) and batch-norm statistics measured on two
+    smooth images."""
     torch.manual_seed(0)
-    random_init = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=True)
-    buf = io.BytesIO()
-    torch.save(random_init.state_dict(), buf)
-    buf.seek(0)
-    extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buf)
-    for module in extractor.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # cumulative statistics of the calibration batch
-            module.train()
-    with torch.no_grad():
-        extractor(torch.from_numpy(smooth_images(2, seed=9)).permute(0, 3, 1, 2).contiguous())
-    torch.save(extractor.state_dict(), path)
+    calibration = torch.from_numpy(smooth_images(2, seed=9)).permute(0, 3, 1, 2).contiguous()
+    torch.save(random_inception_state(calibration), path)
     return path

@@ -4,24 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from click.testing import CliRunner
+from test_train_cli import one_thread  # noqa: F401 - autouse: one intra-op thread
 from train_shards import write_training_shards
 
 from pipeline.cli import main
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 CONDITIONS = ["unconditional", "text", "seg", "sketch", "all"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning thread pools slow these runs tenfold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_params(path: Path, **evaluate) -> Path:

@@ -127,32 +127,35 @@ def random_weights_file(kind: str, cache_dir: Path) -> Path:
     if not path.is_file():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            state = (_random_inception_state() if kind == "inception"
+            noise = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+            state = (random_inception_state(noise) if kind == "inception"
                      else torchvision.models.alexnet(weights=None).state_dict())
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
     return path
 
 
-def _random_inception_state() -> dict:
+def random_inception_state(calibration: torch.Tensor) -> dict:
+    """torch-fidelity's InceptionV3 state dict with random weights (torchvision's Inception3 initialisation, from
+    the global torch RNG) and batch-norm statistics measured on `calibration` (uint8 [N, 3, H, W], N >= 2), so that
+    its features are well scaled (with untouched statistics they reach ~1e10)."""
     import io
 
     import torchvision
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    # torchvision's Inception3 with 1008 classes and no aux head has the key names torch-fidelity loads strictly
+    # 1008 classes and no aux head: the key names and shapes torch-fidelity loads strictly
     init = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=True)
     buf = io.BytesIO()
     torch.save(init.state_dict(), buf)
     buf.seek(0)
     extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buf)
-    # batch-norm statistics of one batch of noise images: untouched (mean 0, var 1), features reach ~1e10
     for module in extractor.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None
+            module.momentum = None  # cumulative statistics of the calibration batch
             module.train()
     with torch.no_grad():
-        extractor(torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
+        extractor(calibration)
     return extractor.state_dict()
 
 
