@@ -11,11 +11,11 @@ from .common import stage_options
 @click.option("--num-images", type=click.IntRange(min=1), help="At most this many test images (and reference "
               "images) [default: params evaluate.num_images].")
 def command(stage, model, num_images):
-    """Evaluate the newest snapshot (G_ema) of data/runs/<dataset>/<model>/ on data/<dataset>/shards/test-*.tar
-    under each of evaluate.conditions; writes metrics.json, report.md and plots into
-    data/runs/<dataset>/<model>/eval/. Inception and AlexNet weights come from the weight registry
-    (`pipeline weights`); params `evaluate.inception_weights: random` / `lpips_weights: random` allow untrained
-    networks, with a warning."""
+    """Evaluate the newest snapshot (G_ema) of data/runs/<dataset>/<model>/train/ on the test shards
+    data/<dataset>/shards/test-*.tar under each of evaluate.conditions (a SPADE baseline only under its own);
+    writes metrics.json, report.md and plots into data/runs/<dataset>/<model>/eval/. Inception and AlexNet weights
+    come from the weight registry (`pipeline weights`); params `evaluate.inception_weights: random` /
+    `lpips_weights: random` allow untrained networks, with a warning."""
     import logging
 
     from annotators.weights import WeightsError
