@@ -21,7 +21,9 @@ def write_params(path: Path, **evaluate) -> Path:
     raw["train"]["poegan"].update(batch_size=2, workers=0, snapshot_every=2, sample_every=2, steps=2)
     raw["annotate"]["seg"].update(long_side=32, batch_size=4)
     raw["evaluate"].update(metrics=["fid", "kid", "seg_consistency", "lpips_diversity"], num_images=4, batch_size=4,
-                           kid_subsets=2, diversity_groups=2, diversity_pairs=1, diversity_images=2, **evaluate)
+                           kid_subsets=2, diversity_groups=2, diversity_pairs=1, diversity_images=2)
+    # as the sample's overrides (which say 'random' for the metric weights), so that they win
+    raw["datasets"]["sample"]["overrides"].update({f"evaluate.{k}": v for k, v in evaluate.items()})
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -80,6 +82,7 @@ def test_refuses_without_snapshot_or_test_shards(tmp_path, trained):
 
 def test_missing_inception_weights_stop_before_any_output_with_the_registry_message(tmp_path, trained):
     _, data = trained
-    result = run("evaluate", "--params", str(write_params(tmp_path / "params.yaml")), "--data-dir", str(data))
+    params = write_params(tmp_path / "params.yaml", inception_weights="inception-2015-12-05")
+    result = run("evaluate", "--params", str(params), "--data-dir", str(data))
     assert result.exit_code == 1
     assert "inception-2015-12-05" in result.output and "not found" in result.output

@@ -12,6 +12,7 @@ import webdataset as wds
 from tqdm import tqdm
 
 from annotators.weights import RANDOM, resolve
+from pipeline.shards import fingerprint
 
 from . import checkpoint
 from .configs import MODALITIES
@@ -46,6 +47,7 @@ class TestSet:
     seg: np.ndarray  # uint8 [N, H, W] class ids, 255 = ignore
     sketch: np.ndarray  # uint8 [N, H, W], 255 = stroke
     embeddings: np.ndarray  # float32 [N, D] the text (or CLIP image) embedding the generator is given
+    keys: list[str]  # the samples' content-derived keys: with the seed, they name the reference set's contents
 
 
 def latest_snapshot(layout, model: str) -> Path:
@@ -73,11 +75,12 @@ def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: in
     except DataError as err:
         raise EvaluationError(str(err)) from None
     rng = random.Random(seed)
-    examples = []
+    examples, keys = [], []
     samples = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.warn_and_continue))
     for sample in tqdm(samples, desc="test set", unit="img", total=limit, leave=False):
         try:
             examples.append(make_example(sample, resolution, num_classes, rng))
+            keys.append(sample["__key__"])
         except (OSError, ValueError, KeyError) as err:  # a bad sample is skipped, as in training
             log.warning("skipping test sample %s: %s", sample.get("__key__"), err)
         if len(examples) == limit:
@@ -88,7 +91,7 @@ def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: in
     seg = cond["seg"].argmax(1).to(torch.uint8)
     seg[cond["seg"].sum(1) == 0] = 255
     return TestSet(cond, to_uint8(cond["image"]), seg.numpy(), (cond["sketch"][:, 0] * 255).round().byte().numpy(),
-                   cond["text"].numpy())
+                   cond["text"].numpy(), keys)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -208,12 +211,14 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
     test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, num_images or p.num_images, p.seed)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
-    reference = Reference(stage.dataset, "test", len(test.images), cfg.resolution, lambda: [test.images])
+    # the cached reference features are named by what the test images are: repacked shards get new ones
+    reference = Reference(f"{stage.dataset}-{fingerprint(test.keys, p.seed)}", "test", len(test.images),
+                          cfg.resolution, lambda: [test.images])
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
     groups_n = min(p.diversity_images, len(test.images))
+    draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1
     inputs, samples = {}, {}
     for condition in tqdm(conditions, desc="conditions", unit="condition"):
-        draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1
         generated = generate(G, test.cond, condition, p.seed, p.batch_size, device)
         groups = None
         if draws > 1:
