@@ -1,5 +1,6 @@
 """Training batches from the training shards (webdataset): resampled shards, shard shuffle then a sample
 buffer, several workers, `with_epoch`; deterministic for a seed, with a position for exact resume."""
+import dataclasses
 import io
 import random
 from pathlib import Path
@@ -25,6 +26,11 @@ def shard_urls(shards_dir: Path, split: str = "train") -> list[str]:
     if not urls:
         raise DataError(f"no training shards {split}-NNNNNN.tar in {shards_dir}: run `pipeline pack` first")
     return urls
+
+
+def fit_to_shards(cfg, urls: list[str]):
+    """The configuration with the text encoder's input width set to the shards' CLIP width (any CLIP model)."""
+    return dataclasses.replace(cfg, clip_dim=embedding_dim(urls)) if hasattr(cfg, "clip_dim") else cfg
 
 
 def embedding_dim(urls: list[str]) -> int:

@@ -16,7 +16,7 @@ from pipeline.shards import fingerprint
 
 from . import checkpoint
 from .configs import MODALITIES
-from .data import DataError, make_example, shard_urls
+from .data import DataError, fit_to_shards, make_example, shard_urls
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
 from .models import family
@@ -199,6 +199,10 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
     params, layout = stage.params, stage.layout
     p = params.evaluate
     cfg = family(model).config(params.train.model(model).config or stage.profile.train_config)
+    try:
+        cfg = fit_to_shards(cfg, shard_urls(layout.shards, "train"))  # as `pipeline train` built it
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
     labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)
     conditions = [c for c in p.conditions if c in MODEL_CONDITIONS.get(model, CONDITIONS)]

@@ -1,6 +1,4 @@
 """`pipeline train`: Train a model (PoE-GAN or a baseline) on the training shards."""
-import dataclasses
-
 import click
 
 from .common import stage_options
@@ -40,15 +38,14 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
 
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     from annotators.weights import WeightsError, resolve
-    from train.data import DataError, embedding_dim, shard_urls
+    from train.data import DataError, fit_to_shards, shard_urls
     from train.loop import RunSpec, train
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
 
     try:
         urls = shard_urls(stage.layout.shards, "train")
-        if hasattr(cfg, "clip_dim"):  # the text encoder takes whatever CLIP model annotated the shards
-            cfg = dataclasses.replace(cfg, clip_dim=embedding_dim(urls))
+        cfg = fit_to_shards(cfg, urls)
         try:
             sample_urls = shard_urls(stage.layout.shards, "test")
         except DataError:
