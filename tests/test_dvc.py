@@ -24,8 +24,13 @@ TINY = {
     "datasets": {"sample": {"overrides": {
         "annotate.seg.weights": "random", "annotate.clip.weights": "random",
         "annotate.sketch.weights": "random", "annotate.sketch.simplify": False,
-        "train.poegan.vgg_weights": "random"}}},
-    "train": {"poegan": {"steps": 2, "batch_size": 2, "workers": 0, "snapshot_every": 1, "sample_every": 1}},
+        "train.poegan.vgg_weights": "random", "train.spade-seg.vgg_weights": "random",
+        "train.spade-sketch.vgg_weights": "random", "evaluate.inception_weights": "random",
+        "evaluate.lpips_weights": "random"}}},
+    "train": {model: {"steps": 2, "batch_size": 2, "workers": 0, "snapshot_every": 1, "sample_every": 1}
+              for model in ("poegan", "spade-seg", "spade-sketch")},
+    "evaluate": {"num_images": 2, "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2,
+                 "kid_subsets": 2},
 }
 
 
@@ -98,15 +103,29 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     assert len(list((root / "data/sample/shards").glob("*.tar"))) == len(list((root / "data/sample/images").glob("*.tar")))
     assert ran(dvc(root, env, "repro")) == set()
     assert changed_stages(root, env) == set()
+    metrics = json.loads(dvc(root, env, "metrics", "show", "--json"))
+    files = metrics[""]["data"] if "" in metrics else next(iter(metrics.values()))["data"]
+    assert "data/sample/card.json" in files
+    evaluation = files["data/runs/sample/poegan/eval/metrics.json"]["data"]
+    assert {"unconditional/fid", "seg/fid", "all/fid"} <= set(evaluation)
+    assert "seg/fid" in files["data/runs/sample/spade-seg/eval/metrics.json"]["data"]  # side by side
+    assert "sketch/fid" in files["data/runs/sample/spade-sketch/eval/metrics.json"]["data"]
+    dvc(root, env, "plots", "show", "--out", str(root / "plots"))
+    assert (root / "plots" / "index.html").is_file()
+
+
+EVALUATE = {"evaluate@poegan", "evaluate@spade-seg", "evaluate@spade-sketch"}  # they run the annotators too
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("annotate.clip.batch_size", 3, {"annotate@clip"}),
-    ("annotate.seg.long_side", 97, {"annotate@seg"}),
+    ("annotate.clip.batch_size", 3, {"annotate@clip"} | EVALUATE),
+    ("annotate.seg.long_side", 97, {"annotate@seg"} | EVALUATE),
     ("pack.workers", 2, {"pack"}),
     ("preview.samples", 3, {"preview"}),
     ("ingest.jpeg_quality", 90, {"ingest"}),
-    ("train.poegan.seed", 1, {"train@poegan"}),
+    ("train.poegan.seed", 1, {"train@poegan", "evaluate@poegan"}),
+    ("train.spade-seg.seed", 1, {"train@spade-seg", "evaluate@spade-seg"}),
+    ("evaluate.seed", 1, EVALUATE),
 ])
 def test_a_changed_param_marks_exactly_its_stage(project, key, value, expected):
     root, env, _ = project

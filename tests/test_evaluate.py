@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from test_train_cli import one_thread  # noqa: F401 - autouse: one intra-op thread
 from train_shards import write_training_shards
 
 from pipeline.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 CONDITIONS = ["unconditional", "text", "seg", "sketch", "all"]

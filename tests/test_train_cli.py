@@ -16,14 +16,7 @@ from train.vgg import RELU5_1, VGGRelu51
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 PAPER = {"celeba-1024": 33e6, "coco-256": 142e6}  # supplement Tables 1 and 2 (PoE-GAN column)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning thread pools slow these runs tenfold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(args, params=None):

@@ -22,13 +22,7 @@ MICRO = replace(get_config("tiny"), resolution=16, batch_size=4, channel_base=8,
 LABELS = load_label_map("coco-stuff-182")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning thread pools slow these runs tenfold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 from metric_fixtures import write_random_inception
-from test_train_cli import REPO_PARAMS, _run, one_thread  # noqa: F401 (one_thread: autouse fixture)
+from test_train_cli import REPO_PARAMS, _run
 from train_shards import write_training_shards
 
 from pipeline.cli import main
@@ -18,6 +18,8 @@ from train.baselines.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feat
                                         kl_divergence, perceptual)
 from train.models import family
 from train.vgg import VGGRelu51
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PAPER_SKETCH_COCO = 95e6  # PoE-GAN supplement Table 2: SPADE-Sketch on MS-COCO 256x256
 NUM_CLASSES = 5
