@@ -10,7 +10,8 @@ def command(stage):
     """Print where the dataset's shards, preview, checkpoints and metrics are (and whether they exist)."""
     layout = stage.layout
     rows = [("training shards", layout.shards), ("dataset card", layout.card_md), ("preview", layout.preview)]
-    for model in type(stage.params.train).model_fields:
+    for name, field in type(stage.params.train).model_fields.items():
+        model = field.alias or name  # the model name (`spade-seg`), not the Python field name
         snapshots = sorted(layout.training(model).glob("network-snapshot-*.pt"))
         rows += [(f"{model} checkpoint", snapshots[-1] if snapshots else layout.training(model)),
                  (f"{model} metrics", layout.evaluation(model) / "metrics.json")]
