@@ -41,13 +41,3 @@ def stage_options(command):
 
     return wrapper
 
-
-def pending(name: str, issue: int, summary: str) -> click.Command:
-    """A subcommand whose stage has not landed yet: it validates its options, then says so."""
-
-    @click.command(name, help=f"{summary}\n\n(Not yet available: lands with issue #{issue}.)")
-    @stage_options
-    def command(stage):
-        raise click.ClickException(f"`pipeline {name}` is not available yet: it lands with issue #{issue}")
-
-    return command
