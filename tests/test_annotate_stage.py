@@ -254,12 +254,12 @@ def test_an_image_failing_inside_the_annotator_fails_alone(tmp_path):
     with shard_writer(shard) as writer:  # the middle image becomes 64 px wide
         for key, sample in samples:
             writer.write({"__key__": key, **sample, **({"jpg": jpeg(1, 64, 32)} if key == keys[1] else {})})
-    job = ShardJob(shard, layout.annotations("sketch") / shard.name, "fp", 3)
+    job = ShardJob(shard, "image-fp", layout.annotations("sketch") / shard.name, "fp", 3)
     stats = annotate_shard(_Brightness(), job, batch_size=3, prefetch=1, max_pixels=10**6)
     assert stats["annotated"] == 2 and stats["failed"] == 1
     assert stats["failures"] == [{"key": keys[1], "error": "ValueError: cannot annotate 64-px-wide images"}]
     assert [k for k, _ in read_shard(job.out)] == [keys[0], keys[2]]
-    assert read_stats(job.out)["fingerprint"] == "fp"
+    assert read_stats(job.out)["fingerprint"] == "fp" and read_stats(job.out)["image_fingerprint"] == "image-fp"
 
 
 def test_missing_weights_stop_the_job_before_any_shard_with_what_to_fetch(cluster, tmp_path):

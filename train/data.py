@@ -2,6 +2,7 @@
 buffer, several workers, `with_epoch`; deterministic for a seed, with a position for exact resume."""
 import dataclasses
 import io
+import json
 import random
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def _resize_short(img: Image.Image, short: int, resample) -> Image.Image:
 def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Random) -> dict:
     """One training example: the short side resized to `resolution`, then one random crop and horizontal flip
     applied identically to image, segmentation and sketch; segmentation one-hot (255 = ignore -> all zero);
-    text = one caption's CLIP text embedding chosen at random, else the CLIP image embedding."""
+    text = one caption's CLIP text embedding chosen at random, else the CLIP image embedding, which is always the
+    pseudo-text of a dataset whose profile says `text: image` (its `json` records it)."""
     image = _resize_short(_image(sample["jpg"], "RGB"), resolution, Image.BILINEAR)
     seg = _resize_short(_image(sample["seg.png"], "L"), resolution, Image.NEAREST)
     sketch = _resize_short(_image(sample["sketch.png"], "L"), resolution, Image.BILINEAR)
@@ -82,7 +84,8 @@ def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Ra
     labels = torch.from_numpy(seg_a.astype(np.int64))
     onehot = torch.zeros(num_classes + 1, resolution, resolution)
     onehot.scatter_(0, torch.where(labels == IGNORE, num_classes, labels)[None], 1.0)
-    texts = _npy(sample["clip_text.npy"]) if "clip_text.npy" in sample else np.zeros((0,))
+    captions = "clip_text.npy" in sample and json.loads(sample.get("json", b"{}")).get("text") != "image"
+    texts = _npy(sample["clip_text.npy"]) if captions else np.zeros((0,))
     text = texts[rng.randrange(len(texts))] if texts.ndim == 2 and len(texts) else _npy(sample["clip.npy"])
     return {
         "image": torch.from_numpy(image_a.copy()).permute(2, 0, 1).float() / 127.5 - 1,
