@@ -1,6 +1,7 @@
 """`pipeline pack` and the dataset card: training shards join image and annotation shards byte for byte."""
 import io
 import json
+import random
 import tarfile
 
 import numpy as np
@@ -17,6 +18,7 @@ from ingest_fixtures import encode, picture, write
 from pipeline.cli import main
 from pipeline.layout import Layout, shard_name
 from pipeline.shards import ShardError, read_shard, read_stats, shard_writer
+from train.data import make_example
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def test_training_shards_follow_the_contract(dataset):
         info = sample["json"]
         assert set(info) >= {"key", "source", "size", "split", "label_map", "annotators"}
         assert info["key"] == sample["__key__"] and info["size"] == [40, 32] and info["split"] == "train"
-        assert info["label_map"] == "coco-stuff-182"
+        assert info["label_map"] == "coco-stuff-182" and info["text"] == "captions"
         picture = {ext: Image.open(io.BytesIO(sample[ext]))
                    for ext in ("jpg", "seg.png", "sketch.png") if ext in sample}
         assert picture["jpg"].format == "JPEG" and picture["jpg"].mode == "RGB" and picture["jpg"].size == (40, 32)
@@ -114,6 +116,21 @@ def test_card_counts_and_rerun_skips_packed_shards(dataset):
     assert "3 shard(s) packed" in _pack(layout, params_file)
     assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == {
         k: v for k, v in before.items() if k.endswith(".tar")}
+
+
+def test_a_profile_with_text_image_trains_on_the_image_embedding_even_where_captions_exist(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    params = yaml.safe_load(params_file.read_text())
+    params["datasets"]["sample"]["text"] = "image"
+    params_file.write_text(yaml.safe_dump(params))
+    assert "3 shard(s) packed" in _pack(layout, params_file)
+    captioned = [s for p in sorted(layout.shards.glob("*.tar")) for _, s in read_shard(p) if "clip_text.npy" in s]
+    assert len(captioned) == 3
+    for sample in captioned:
+        image_embedding = np.load(io.BytesIO(sample["clip.npy"]))
+        for seed in range(4):
+            assert make_example(sample, 16, 182, random.Random(seed))["text"].tolist() == image_embedding.tolist()
 
 
 def test_parallel_packing_writes_the_same_bytes(dataset):
