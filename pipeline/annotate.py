@@ -31,7 +31,7 @@ from annotators.base import Annotator, Item, encode
 from .layout import SHARD_RE, Layout
 from .shards import fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
 
-CODE_VERSION = 1  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
+CODE_VERSION = 2  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
 # Params that change how fast an annotator runs, not what it writes; left out of the fingerprint.
 SPEED_ONLY_PARAMS = {"batch_size"}
 

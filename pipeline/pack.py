@@ -27,7 +27,7 @@ ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("
 PROVIDED_MEMBERS = ("seg.png", "txt")
 # Modalities counted for coverage: one member each that says the modality is there.
 COVERAGE = {"seg": "seg.png", "sketch": "sketch.png", "clip": "clip.npy", "txt": "txt", "clip_text": "clip_text.npy"}
-CODE_VERSION = 1  # bump when the training-shard layout changes: every training shard is then redone
+CODE_VERSION = 2  # bump when the training-shard layout changes: every training shard is then redone
 
 
 def annotation_stats(layout: Layout, annotator: str, image_shard: Path, image: str) -> dict:
