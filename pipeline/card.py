@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from annotators.labelmaps import IGNORE, load_label_map
 
-from .layout import SHARD_RE, Layout
+from .annotate import image_shards
+from .layout import Layout
 from .shards import atomic_path, read_stats
 
 MAX_CARD_CLASSES = 30  # classes listed in card.md; card.json lists them all
@@ -31,7 +32,7 @@ def reject_reasons(rejects: Path) -> dict[str, int]:
 def build_card(layout: Layout, label_map: str) -> dict:
     """The card of a packed dataset: its training shards, one per image shard now on disk (never a shard an
     earlier plan left); an unpacked one is an error saying to run `pipeline pack`."""
-    stats = [read_stats(layout.shards / p.name) for p in sorted(layout.images.glob("*.tar")) if SHARD_RE.match(p.name)]
+    stats = [read_stats(layout.shards / image_shard.name) for image_shard in image_shards(layout)]
     if not stats or None in stats:
         raise FileNotFoundError(f"{layout.shards}: training shards missing or unfinished; run `pipeline pack`")
     splits, present, annotators = Counter(), Counter(), {}
@@ -74,8 +75,8 @@ def card_markdown(card: dict) -> str:
               "| --- | ---: | ---: | ---: |"]
     lines += [f"| {name} | {c['samples']} | {c['missing']} | {c['fraction']:.1%} |"
               for name, c in card["coverage"].items()]
-    lines += ["", f"## Classes (top {MAX_CARD_CLASSES} by pixels)", "", "| id | class | share of labelled pixels | images |",
-              "| ---: | --- | ---: | ---: |"]
+    lines += ["", f"## Classes (top {MAX_CARD_CLASSES} by pixels)", "",
+              "| id | class | share of labelled pixels | images |", "| ---: | --- | ---: | ---: |"]
     lines += [f"| {c['id']} | {c['name']} | {c['pixel_share']:.2%} | {c['images']} |"
               for c in card["classes"][:MAX_CARD_CLASSES]]
     lines += ["", "## Rejected at ingest", ""]
