@@ -185,7 +185,7 @@ def test_a_corrupt_image_is_recorded_and_the_shard_completes(cluster, tmp_path):
 def test_a_changed_image_shard_or_weights_file_redoes_every_shard(cluster, tmp_path):
     weights = tmp_path / "hed.pth"
     torch.save(filled(hed_bsds500_port_layout(), seed=0), weights)
-    layout, keys, _ = make_dataset(tmp_path, [2, 2])
+    layout, _, _ = make_dataset(tmp_path, [2, 2])
     params = write_params(tmp_path / "w", **{"annotate.sketch.weights": str(weights)})
     assert annotate(layout, params, "--workers", "1", only=SLOW)[0] == 0
     for index, shard in enumerate(sorted(layout.images.glob("*.tar"))):  # ingested again: new JPEG bytes
