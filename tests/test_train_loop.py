@@ -10,6 +10,7 @@ from train_shards import write_training_shards
 from annotators.labelmaps import load_label_map
 from train.checkpoint import load
 from train.configs import MODALITIES, get_config
+from train.ema import ema_beta
 from train.loop import BETAS, GRAD_CLIP, MODALITY_DROPOUT, RunSpec, modality_masks, train, update_ema
 from train.loss import R1_GAMMA, R1_INTERVAL
 from train.models import family
@@ -51,6 +52,27 @@ def test_ema_matches_its_definition():
     update_ema(ema, model, 0.9)
     for p_ema, p0, p in zip(ema.parameters(), before, model.parameters()):
         assert torch.allclose(p_ema, 0.9 * p0 + 0.1 * p)
+
+
+def test_ema_ramps_up_as_stylegan2_does():
+    # first update: G itself; then the half-life is 5% of the images seen until it reaches ema_kimg
+    assert ema_beta(0, 32, 10.0, 0.05) == 0.0
+    assert ema_beta(32 * 100, 32, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 160))
+    assert ema_beta(10**9, 32, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 10_000))
+    assert ema_beta(0, 32, 10.0, None) == pytest.approx(0.5 ** (32 / 10_000))  # no ramp-up
+    assert ema_beta(10**9, 64, None, None) == pytest.approx(0.5 ** (64 / 20_000))  # default: batch * 10/32 kimg
+
+
+def test_a_short_run_ema_is_not_its_initial_weights(shards, tmp_path):
+    _train(_spec(tmp_path, shards, 3))
+    snap = load(tmp_path / "network-snapshot-000003.pt")
+    torch.manual_seed(0)
+    initial = family("poegan").networks(MICRO, LABELS.num_classes)[0].state_dict()
+    for name, p_ema in snap["G_ema"].items():
+        if p_ema.is_floating_point() and not torch.equal(snap["G"][name], initial[name]):
+            # with a fixed 0.999 decay G_ema would stay within 0.3% of the initial weights after 3 steps
+            moved = (p_ema - initial[name]).norm() / (snap["G"][name] - initial[name]).norm()
+            assert moved > 0.5, name
 
 
 def test_r1_runs_only_every_16th_step():
@@ -141,7 +163,7 @@ def test_tiny_overfits_four_images_and_follows_their_segmentation(tmp_path):
     urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=4, per_shard=4)]
     cfg = get_config("tiny")
     spec = RunSpec(tmp_path / "run", urls, urls, LABELS.num_classes, LABELS.colours, steps=1500, batch_size=4,
-                   snapshot_every=1000, sample_every=500, shuffle_buffer=8, epoch_batches=10, ema_decay=0.9)
+                   snapshot_every=1000, sample_every=500, shuffle_buffer=8, epoch_batches=10, ema_kimg=0.026)
     records = train(family("poegan"), cfg, VGGRelu51(None), spec, progress=False)
     assert sum(r["G_kl"] for r in records[-50:]) < sum(r["G_kl"] for r in records[:50])
     G, _ = family("poegan").networks(cfg, LABELS.num_classes)

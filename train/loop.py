@@ -17,6 +17,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .configs import MODALITIES
 from .data import ShardLoader
+from .ema import ema_beta
 from .models import ModelFamily
 from .samples import render_grid, save_grid
 
@@ -40,7 +41,8 @@ class RunSpec:
     workers: int = 0
     shuffle_buffer: int = 1000
     epoch_batches: int = 1000
-    ema_decay: float = 0.999
+    ema_kimg: float | None = None  # None: batch * 10/32 kimg (train/ema.py)
+    ema_rampup: float | None = 0.05
     snapshot_every: int = 100
     sample_every: int = 100
     mixed_precision: bool = True
@@ -149,7 +151,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
             losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip))
             scaler.step(opt)
             scaler.update()
-        update_ema(G_ema, G, spec.ema_decay)
+        update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup))
         step += 1
         record = {"step": step, **losses, **loss.log_state(),
                   "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)}
