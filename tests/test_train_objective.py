@@ -1,6 +1,7 @@
 """The PoE-GAN objective is composed as the paper states: each phase backpropagates exactly the sum of its terms
 with Table 3's weights, the adversarial terms have the right sign, R1 is gamma/2 * |grad D(real)|^2 times the
 lazy interval on real images only, and the discriminator ignores a dropped modality."""
+import math
 from dataclasses import replace
 
 import pytest
@@ -129,3 +130,16 @@ def test_a_dropped_modality_leaves_the_discriminator_output_unchanged(name):
         assert torch.equal(a[~masks[name]], b[~masks[name]])  # dropped: D cannot see the modality
         assert not torch.allclose(a[masks[name]], b[masks[name]])  # present: D does see it
     assert torch.equal(image_before, image_after)
+
+
+def test_contrastive_temperature_is_bounded_below_at_0_01():
+    torch.manual_seed(0)
+    query, keys = torch.randn(6, 8), torch.randn(6, 8)
+    at_bound = contrastive(query, keys, torch.tensor(0.01).log())
+    below = torch.tensor(1e-4).log().requires_grad_(True)  # where an optimizer step may have left it
+    loss = contrastive(query, keys, below)
+    assert loss.item() == pytest.approx(at_bound.item(), rel=1e-6)
+    assert below.item() == pytest.approx(math.log(0.01))  # clamped in place, as CLIP clamps its logit scale
+    loss.backward()
+    assert below.grad != 0  # it can still rise again
+    assert contrastive(query, keys, torch.tensor(0.3).log()).item() != pytest.approx(at_bound.item())

@@ -1,18 +1,24 @@
 """The PoE-GAN objective as one object with one entry point, `accumulate_gradients(phase, ...)`
 (main paper Eq. 9 and Sec. 3.3; supplement B and Table 3)."""
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .configs import PoEGANConfig
 from .kl_balance import KLBalancer
 
+MIN_TEMPERATURE = 0.01  # not in the paper: the learnable temperatures stop here, as CLIP caps its logit scale at 100
 R1_GAMMA = 1.0  # B: R1 gradient penalty with weight 1 ...
 R1_INTERVAL = 16  # ... and lazy regularization every 16 iterations
 PHASES = ("G", "D", "Dreg")
 
 
 def contrastive(query: torch.Tensor, keys: torch.Tensor, log_temperature: torch.Tensor) -> torch.Tensor:
-    """InfoNCE: query i should be nearest (cosine) to key i among all keys of the batch."""
+    """InfoNCE: query i should be nearest (cosine) to key i among all keys of the batch. A learnable
+    temperature below 0.01 is first clamped there in place (CLIP clamps its logit scale after each step)."""
+    with torch.no_grad():
+        log_temperature.clamp_(min=math.log(MIN_TEMPERATURE))
     logits = F.normalize(query.float(), dim=1) @ F.normalize(keys.float(), dim=1).t() / log_temperature.exp()
     return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
 
