@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
@@ -96,6 +97,27 @@ def test_r1_runs_only_every_16th_step():
     assert ran == [0, 16, 32] and R1_INTERVAL == 16 and R1_GAMMA == 1.0
 
 
+def test_grad_norms_are_clipped_except_lazy_r1s(shards, tmp_path):
+    stepped = []  # the gradient norm each optimizer step applies
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        stepped.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    poegan = family("poegan")
+    limit = 0.05  # below every phase's gradient norm on this tiny run (PoE-GAN's own is GRAD_CLIP = 10)
+    low_clip = replace(poegan, optimizer=lambda cfg: replace(poegan.optimizer(cfg), grad_clip=limit))
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        (logged,) = train(low_clip, MICRO, VGGRelu51(None), _spec(tmp_path, shards, 1), progress=False)
+    finally:
+        handle.remove()
+    norms = [logged[f"{phase}_grad_norm"] for phase in ("G", "D", "Dreg")]  # step 0: G, D and R1, pre-clip
+    assert min(norms) > limit
+    assert stepped[:2] == pytest.approx([limit, limit], rel=1e-4)  # G and D clipped ...
+    assert stepped[2] == pytest.approx(norms[2], rel=1e-5)  # ... R1 (16 steps' worth, lazily) applied whole
+
+
 def test_modality_dropout_drops_each_modality_half_the_time():
     torch.manual_seed(0)
     masks = modality_masks(20000, "cpu")
@@ -130,6 +152,11 @@ def test_run_writes_snapshots_state_log_and_sample_grids(shards, tmp_path):
     assert {"opt_G", "opt_D", "step", "loss", "rng", "loader", "scaler"} <= set(state)
     assert state["step"] == 3 and state["loss"]["kl_balance"]["weights"].shape == (len(MICRO.resolutions),)
     assert state["opt_G"]["param_groups"][0]["betas"] == BETAS
+    # lazy R1 every 16 steps: D's Adam runs at lr * 16/17 and betas ** (16/17) (StyleGAN2); G has no regulariser
+    c = R1_INTERVAL / (R1_INTERVAL + 1)
+    assert state["opt_G"]["param_groups"][0]["lr"] == MICRO.lr
+    assert state["opt_D"]["param_groups"][0]["lr"] == pytest.approx(MICRO.lr * c)
+    assert state["opt_D"]["param_groups"][0]["betas"] == pytest.approx((0.0, 0.99 ** c))
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert logged[0]["D_r1"] > 0 and "D_r1" not in logged[1]  # R1 on step 0 only here
     for key in ("G_adv", "G_kl", "G_img_contrastive", "G_text_contrastive", "D_adv", "kl_seg", "kl_text"):

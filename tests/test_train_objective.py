@@ -143,3 +143,16 @@ def test_contrastive_temperature_is_bounded_below_at_0_01():
     loss.backward()
     assert below.grad != 0  # it can still rise again
     assert contrastive(query, keys, torch.tensor(0.3).log()).item() != pytest.approx(at_bound.item())
+
+
+def test_r1_under_mixed_precision_is_the_fp32_penalty():
+    # autocast cannot take the GradScaler's loss scale into R1's inner gradient, where fp16 underflows: R1 runs
+    # in fp32 whatever the surrounding autocast (PyTorch AMP notes, "gradient penalty", offer both remedies)
+    loss, recorded = _objective()
+    batch, masks = _batch(), _all_present()
+    loss.accumulate_gradients("Dreg", batch, masks, step=0)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss.accumulate_gradients("Dreg", batch, masks, step=0)
+    fp32, mixed = recorded
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(fp32.item(), rel=1e-6)

@@ -24,6 +24,8 @@ from .samples import render_grid, save_grid
 BETAS = (0.0, 0.99)  # B: Adam with beta1 = 0, beta2 = 0.99
 GRAD_CLIP = 10.0  # B: gradient norms clipped at 10
 MODALITY_DROPOUT = 0.5  # B: dropout rate of modality dropout
+# Lazy R1's step carries 16 steps' worth of penalty (scaled by the interval); clipping it at 10 would undo that.
+UNCLIPPED_PHASES = ("Dreg",)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     vgg = vgg.to(device)
     settings = family.optimizer(cfg)
     opt_G = torch.optim.Adam(G.parameters(), lr=settings.lr_G, betas=settings.betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=settings.lr_D, betas=settings.betas)
+    opt_D = torch.optim.Adam(D.parameters(), lr=settings.lr_D, betas=settings.betas_D or settings.betas)
     clip = settings.grad_clip or math.inf  # inf: the norm is logged, nothing clipped
     amp = spec.mixed_precision and device.type == "cuda"
     scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in ("G", "D")}
@@ -148,7 +150,8 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
                 losses.update(loss.accumulate_gradients(phase, batch, masks, step))
             _average_gradients(net, world)
             scaler.unscale_(opt)
-            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip))
+            limit = math.inf if phase in UNCLIPPED_PHASES else clip
+            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), limit))
             scaler.step(opt)
             scaler.update()
         update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup))

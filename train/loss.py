@@ -84,10 +84,11 @@ class PoEGANLoss:
         return {"D_adv": adv.item(), "D_text_contrastive": txt_c.item()}
 
     def _r1(self, batch, masks):
-        real = batch["image"].detach().requires_grad_(True)
-        logits, _, _ = self.D(real, batch, masks)
-        (grad,) = torch.autograd.grad(sum(l.sum() for l in logits), real, create_graph=True)
-        penalty = grad.float().square().sum((1, 2, 3)).mean()
+        real = batch["image"].detach().float().requires_grad_(True)
+        with torch.autocast(real.device.type, enabled=False):  # fp32: the inner gradient is not loss-scaled
+            logits, _, _ = self.D(real, batch, masks)
+            (grad,) = torch.autograd.grad(sum(l.sum() for l in logits), real, create_graph=True)
+        penalty = grad.square().sum((1, 2, 3)).mean()
         self.backward(penalty * (R1_GAMMA / 2 * R1_INTERVAL))  # lazy: scaled by the interval (StyleGAN2)
         return {"D_r1": penalty.item()}
 
