@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .configs import PoEGANConfig
+from .distributed import gather_batch
 from .kl_balance import KLBalancer
 
 MIN_TEMPERATURE = 0.01  # not in the paper: the learnable temperatures stop here, as CLIP caps its logit scale at 100
@@ -66,7 +67,8 @@ class PoEGANLoss:
         logits, image_emb, text_emb = self.D(fake, batch, masks)
         adv = sum(F.softplus(-logit).mean() for logit in logits)
         kl, kl_terms = self.kl_loss(kls, masks)
-        img_c = contrastive(self.vgg(fake), self.vgg(batch["image"]), self.G.log_temperature)
+        fake_feats, real_feats = gather_batch(self.vgg(fake)), gather_batch(self.vgg(batch["image"]))
+        img_c = contrastive(fake_feats, real_feats, self.G.log_temperature)
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
         total = adv + kl + self.cfg.image_contrastive * img_c + self.cfg.text_contrastive * txt_c
         self.backward(total)
@@ -93,6 +95,8 @@ class PoEGANLoss:
         return {"D_r1": penalty.item()}
 
     def _text_contrastive(self, image_emb, text_emb, text_mask):
+        """Over the global batch: every rank's samples whose text is present."""
+        image_emb, text_emb, text_mask = gather_batch(image_emb), gather_batch(text_emb), gather_batch(text_mask)
         keep = text_mask.nonzero().flatten()
         if len(keep) < 2:  # a contrast needs at least one negative
             return image_emb.sum() * 0
