@@ -1,11 +1,17 @@
 """Under data parallelism (two CPU processes, gloo) the objective is the global batch's: contrastive losses see
 every rank's samples with the single-process gradient, and the KL rebalancing weights are the same on every
 rank."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from train.checkpoint import load
 from train.distributed import gather_batch
 from train.kl_balance import KLBalancer
 from train.loop import _average_gradients
@@ -56,3 +62,24 @@ def test_kl_rebalancing_weights_are_the_same_on_every_rank_and_use_the_mean_kl(t
     single = KLBalancer([4, 8]).update(torch.tensor([2.0, 8.0]))  # the mean of the ranks' KL
     for rank in range(WORLD):
         assert torch.allclose(two_ranks[rank]["kl_weights"], single)
+
+
+def _run(args, tmp_path):
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)]), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run([sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow  # ~30-40 s on 2 cores: two short runs
+def test_two_torchrun_processes_train_to_the_weights_of_one_process_on_the_same_global_batch(tmp_path):
+    steps, script = 3, str(Path(__file__).resolve().parent / "ddp_run.py")  # step 0 also runs R1
+    _run([script, "one", str(steps)], tmp_path)
+    _run(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", script, "two", str(steps)],
+         tmp_path)
+    one, two = (load(tmp_path / run / f"network-snapshot-{steps:06d}.pt") for run in ("one", "two"))
+    for net in ("G", "D", "G_ema"):
+        for name, p in one[net].items():
+            assert torch.allclose(two[net][name], p, rtol=1e-4, atol=1e-5), (net, name)

@@ -195,18 +195,22 @@ def _broadcast(module: torch.nn.Module, world: int) -> None:
 
 def _average_gradients(module: torch.nn.Module, world: int) -> None:
     """Data parallelism as in stylegan3: one all-reduce of all gradients (absent ones as zeros) per phase, so
-    parameters used outside `forward` (the contrastive temperatures) and phases that leave some unused are fine."""
+    parameters used outside `forward` (the contrastive temperatures) and phases that leave some unused are fine.
+    A parameter no rank used keeps no gradient, as in one process: Adam then leaves its state alone (a zero
+    gradient would decay its second moment and advance its step count)."""
     if world == 1:
         return
     params = list(module.parameters())
+    used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.flatten() for p in params])
+    flat = torch.cat([p.grad.flatten() for p in params] + [used])
     dist.all_reduce(flat)
     flat /= world
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(g.view_as(p))
+    *grads, used = flat.split([p.numel() for p in params] + [len(params)])
+    for p, g, u in zip(params, grads, used.tolist()):
+        p.grad = p.grad.copy_(g.view_as(p)) if u > 0 else None
 
 
 def _gather(obj, world: int) -> list:
