@@ -68,8 +68,8 @@ def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) ->
 
 
 def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: int, seed: int) -> TestSet:
-    """At most `limit` test samples, in shard order, preprocessed as in training (short side to `resolution`,
-    crop, flip, caption choice drawn from `seed`); no test shards is an EvaluationError."""
+    """At most `limit` test samples, in shard order, preprocessed as in training by default (short side to
+    `resolution`, random crop, no flip, caption choice drawn from `seed`); no test shards is an EvaluationError."""
     try:
         urls = shard_urls(shards_dir, "test")
     except DataError as err:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .configs import MODALITIES
-from .data import ShardLoader
+from .data import Preprocess, ShardLoader
 from .ema import ema_beta
 from .models import ModelFamily
 from .samples import render_grid, save_grid
@@ -49,6 +49,7 @@ class RunSpec:
     sample_every: int = 100
     mixed_precision: bool = True
     grid_size: int = 4
+    preprocess: Preprocess = Preprocess()  # resize or random crop, flips (supplement A; the dataset profile's)
 
 
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -106,7 +107,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in ("G", "D")}
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
                          seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
-                         epoch_batches=spec.epoch_batches)
+                         epoch_batches=spec.epoch_batches, preprocess=spec.preprocess)
     for module in (G, D):
         _broadcast(module, world)
     loss = family.loss(G, D, vgg, cfg)
@@ -174,7 +175,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
 def _fixed_conditions(spec: RunSpec, cfg, device) -> dict:
     """The same condition batch at every grid: the first batch of the sample shards for a fixed seed."""
     loader = ShardLoader(spec.sample_urls, cfg.resolution, spec.num_classes, spec.grid_size, seed=12345,
-                         workers=0, shuffle_buffer=1, epoch_batches=1)
+                         workers=0, shuffle_buffer=1, epoch_batches=1, preprocess=spec.preprocess)
     return _to(next(iter(loader)), device)
 
 

@@ -38,7 +38,7 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
 
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     from annotators.weights import WeightsError, resolve
-    from train.data import DataError, fit_to_shards, shard_urls
+    from train.data import DataError, Preprocess, fit_to_shards, shard_urls
     from train.loop import RunSpec, train
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
@@ -64,7 +64,8 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
         batch_size=section.batch_size, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
         epoch_batches=section.epoch_batches, ema_kimg=section.ema_kimg,
         ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every,
-        sample_every=section.sample_every, mixed_precision=section.mixed_precision)
+        sample_every=section.sample_every, mixed_precision=section.mixed_precision,
+        preprocess=Preprocess(section.fit, section.flip))
     try:
         if claim(spec.run_dir, identity(model, cfg, section, urls), restart_if_changed):
             click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)

@@ -1,4 +1,6 @@
 """Params of training: one section per model family under `train`."""
+from typing import Literal
+
 from pydantic import ConfigDict, Field
 
 from .base import Section
@@ -21,6 +23,10 @@ class ModelTrainParams(Section):
     snapshot_every: int = Field(100, ge=1, description="steps between weight snapshots + training state")
     sample_every: int = Field(100, ge=1, description="steps between sample grids")
     mixed_precision: bool = Field(True, description="fp16 autocast with ±256 clamping; used on CUDA only")
+    fit: Literal["random-crop", "resize"] = Field(
+        "random-crop", description="to the training resolution: short side scaled then a random square crop "
+        "(Landscape), or the whole image scaled to a square (MS-COCO, MM-CelebA-HQ; supplement A)")
+    flip: bool = Field(False, description="random horizontal flips (the supplement names none)")
 
 
 class PoEGANParams(ModelTrainParams):
