@@ -44,15 +44,21 @@ def _objective():
     return loss, recorded
 
 
-def test_generator_total_is_adversarial_plus_weighted_kl_plus_weighted_contrastive_terms():
+def _phase(phase):
+    """Run `phase` on a fixed batch; returns the loss object, batch, masks, logged terms and the backpropagated
+    total, with the latent noise reseeded so that the caller can recompute the terms."""
     loss, recorded = _objective()
     batch, masks = _batch(), _all_present()
     torch.manual_seed(5)
-    terms = loss.accumulate_gradients("G", batch, masks, step=1)
+    terms = loss.accumulate_gradients(phase, batch, masks, step=1)
     (total,) = recorded
+    torch.manual_seed(5)
+    return loss, batch, masks, terms, total
 
-    torch.manual_seed(5)  # the same latent noise: recompute every term from the networks directly
-    fake, _ = loss.G(batch, masks)
+
+def test_generator_total_is_adversarial_plus_weighted_kl_plus_weighted_contrastive_terms():
+    loss, batch, masks, terms, total = _phase("G")
+    fake, _ = loss.G(batch, masks)  # the same latent noise: recompute every term from the networks directly
     logits, image_emb, text_emb = loss.D(fake, batch, masks)
     adv = sum(F.softplus(-logit).mean() for logit in logits)  # non-saturating: G wants D(fake) high
     img_c = contrastive(loss.vgg(fake), loss.vgg(batch["image"]), loss.G.log_temperature)
@@ -73,21 +79,14 @@ def test_kl_term_is_the_table_3_weighted_sum_over_modalities_and_levels():
     kls = [{m: torch.full((n,), float(k + 1)) for m in ("seg", "sketch")} for k in range(len(CFG.resolutions) + 1)]
     total, _ = loss.kl_loss(kls, masks)
     w = CFG.kl_weights
-    # the balancer starts at omega = 1 and its first update moves it by only 1 - 0.99 from there
-    omega = loss.kl_balance.weights
+    omega = loss.kl_balance.weights  # the running rebalancing weights this call used
     per_level = [(w["seg"] * (k + 1) + w["sketch"] * (k + 1) * (n - 1) / n) for k in range(len(kls))]
     expected = per_level[0] + sum(o * t for o, t in zip(omega.tolist(), per_level[1:]))
     assert total.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_discriminator_total_is_logistic_loss_on_fake_and_real_plus_weighted_text_contrastive():
-    loss, recorded = _objective()
-    batch, masks = _batch(), _all_present()
-    torch.manual_seed(5)
-    terms = loss.accumulate_gradients("D", batch, masks, step=1)
-    (total,) = recorded
-
-    torch.manual_seed(5)
+    loss, batch, masks, terms, total = _phase("D")
     with torch.no_grad():
         fake, _ = loss.G(batch, masks)
     fake_logits, _, _ = loss.D(fake, batch, masks)
