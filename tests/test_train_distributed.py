@@ -35,9 +35,13 @@ def _rank_main(rank, init_file, out):
         loss = contrastive(gather_batch(model(x[rows])), gather_batch(keys[rows]), log_t)
         loss.backward()
         _average_gradients(model, WORLD)
+        used, unused = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+        (used * (rank + 1)).sum().backward()
+        _average_gradients(torch.nn.ParameterList([used, unused]), WORLD)
         balancer = KLBalancer([4, 8])
         weights = balancer.update(torch.tensor([1.0 + 2 * rank, 8.0]))  # each rank's batch has its own KL
-        out[rank] = {"loss": loss.item(), "grad": model.weight.grad.clone(), "kl_weights": weights.clone()}
+        out[rank] = {"loss": loss.item(), "grad": model.weight.grad.clone(), "kl_weights": weights.clone(),
+                     "used_grad": used.grad.clone(), "unused_grad": unused.grad}
     finally:
         dist.destroy_process_group()
 
@@ -83,3 +87,10 @@ def test_two_torchrun_processes_train_to_the_weights_of_one_process_on_the_same_
     for net in ("G", "D", "G_ema"):
         for name, p in one[net].items():
             assert torch.allclose(two[net][name], p, rtol=1e-4, atol=1e-5), (net, name)
+
+
+def test_gradients_are_averaged_and_a_parameter_no_rank_used_keeps_none(two_ranks):
+    # a zero gradient would still advance Adam's step count and decay its second moment: unlike one process
+    for rank in range(WORLD):
+        assert two_ranks[rank]["used_grad"].tolist() == [1.5, 1.5]
+        assert two_ranks[rank]["unused_grad"] is None
