@@ -3,12 +3,18 @@ test split under every condition; and the clear refusals (no snapshot, no test s
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from metric_fixtures import write_random_inception
 from train_shards import write_training_shards
 
 from pipeline.cli import main
+from pipeline.params.stages import EvaluateParams
+from train.evaluate import read_test_set, reference_set
+from train.metrics.base import EvalContext
+from train.metrics.fid import reference_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,3 +93,22 @@ def test_missing_inception_weights_stop_before_any_output_with_the_registry_mess
     result = run("evaluate", "--params", str(params), "--data-dir", str(data))
     assert result.exit_code == 1
     assert "inception-2015-12-05" in result.output and "not found" in result.output
+
+
+def test_reference_features_are_recomputed_when_the_test_images_change_under_the_same_keys(tmp_path):
+    shards = tmp_path / "shards"
+    inception = write_random_inception(tmp_path / "inception.pth")
+    ctx = EvalContext(EvaluateParams(inception_weights=str(inception)), tmp_path, tmp_path / "cache")
+
+    def reference(jpeg_quality: int):
+        write_training_shards(shards, images=3, per_shard=3, short_side=36, split="test", jpeg_quality=jpeg_quality)
+        test = read_test_set(shards, 32, 182, limit=3, seed=0)
+        return test, reference_features(reference_set("sample", test, 32), ctx)
+
+    before, features = reference(95)
+    # re-ingested with another jpeg_quality: the same keys, other pixels, so other reference features
+    after, recomputed = reference(60)
+    assert after.keys == before.keys and not np.array_equal(after.images, before.images)
+    assert not np.array_equal(recomputed, features)
+    # the first images again: their cached features are found, not confused with the second set's
+    assert np.array_equal(reference(95)[1], features) and len(list((tmp_path / "cache").iterdir())) == 2
