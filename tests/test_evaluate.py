@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from metric_fixtures import write_random_inception
@@ -12,9 +13,11 @@ from train_shards import write_training_shards
 
 from pipeline.cli import main
 from pipeline.params.stages import EvaluateParams
-from train.evaluate import read_test_set, reference_set
+from train.evaluate import MODEL_CONDITIONS, generate, read_test_set, reference_set
 from train.metrics.base import EvalContext
+from train.metrics.conditions import CONDITIONS as MODALITIES_OF
 from train.metrics.fid import reference_features
+from train.models import family
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,3 +115,30 @@ def test_reference_features_are_recomputed_when_the_test_images_change_under_the
     assert not np.array_equal(recomputed, features)
     # the first images again: their cached features are found, not confused with the second set's
     assert np.array_equal(reference(95)[1], features) and len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def random_conditions(seed: int, num_classes: int = 182, size: int = 32) -> dict:
+    """One test sample's conditions as `read_test_set` gives them, drawn from `seed`."""
+    rng = torch.Generator().manual_seed(seed)
+    seg = torch.nn.functional.one_hot(torch.randint(0, num_classes, (1, size, size), generator=rng), num_classes)
+    return {"image": torch.rand(1, 3, size, size, generator=rng) * 2 - 1, "seg": seg.permute(0, 3, 1, 2).float(),
+            "sketch": (torch.rand(1, 1, size, size, generator=rng) < 0.1).float(),
+            "text": torch.randn(1, 512, generator=rng)}
+
+
+@pytest.mark.parametrize("model", ["poegan", "spade-seg", "spade-sketch"])
+def test_each_condition_generates_from_exactly_its_modalities_and_never_from_the_test_image(model):
+    torch.manual_seed(0)
+    G, _ = family(model).networks(family(model).config("tiny"), 182)
+    G.eval().requires_grad_(False)
+    cond, other = random_conditions(0), random_conditions(1)
+    field = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}  # EvalInputs modality -> condition tensor
+    for condition in MODEL_CONDITIONS.get(model, MODALITIES_OF):
+        given = {field[m] for m in MODALITIES_OF[condition]}
+        images = generate(G, cond, condition, seed=0, batch_size=1, device="cpu")
+        # every input the condition excludes, the real image (the style input) included, is ignored to the bit
+        excluded = {k: other[k] if k not in given else v for k, v in cond.items()}
+        assert generate(G, excluded, condition, seed=0, batch_size=1, device="cpu").tobytes() == images.tobytes()
+        for name in given:  # and each input it includes is used
+            changed = generate(G, {**cond, name: other[name]}, condition, seed=0, batch_size=1, device="cpu")
+            assert not np.array_equal(changed, images), (condition, name)
