@@ -1,7 +1,7 @@
 """Training throughput of the `tiny` PoE-GAN on CPU against the loader's throughput alone.
 
 Prints one JSON object per line; the last is the ratio loader samples/s / training images/s (> 1: the loader is
-not the bottleneck). Usage: .venv/bin/python benchmarks/train.py [--steps 20] [--workers 2]
+not the bottleneck). Usage: .venv/bin/python benchmarks/training.py [--steps 20] [--workers 2]
 """
 import argparse
 import itertools
@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # benchmarks/annotators.py shadows a package
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from train_shards import write_training_shards  # noqa: E402

@@ -4,18 +4,14 @@ pictures at their own resolution, with the `sample` profile's params (its explic
 warm-up batch are not timed. Prints one JSON object per line; the last is the ratio of the slowest annotator's
 rate to the fastest's (how unequal the worker pools of the annotate stage must be).
 
-    .venv/bin/python benchmarks/annotators.py [--images 8] [--data-dir data]
+    .venv/bin/python benchmarks/each_annotator.py [--images 8] [--data-dir data]
 """
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# This script is named like the `annotators` package; run as a file, its own folder must not shadow the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import numpy as np
 from PIL import Image
