@@ -1,5 +1,5 @@
 """Tiny training shards in the contract's format, drawn from the built-in sample's landscapes (exact labels).
-Shared by the train tests and benchmarks/train.py."""
+Shared by the train tests and benchmarks/training.py."""
 import io
 import json
 from pathlib import Path
