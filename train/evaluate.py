@@ -98,8 +98,11 @@ def reference_set(dataset: str, test: TestSet, resolution: int) -> Reference:
     """The test images as the FID/KID reference set, named by a hash of their pixels: whatever changes them
     (re-ingest with another jpeg_quality or max_short_side, repacking, preprocessing, seed) gets its own cached
     features, and the same pixels find theirs again (the extractor's weights are in the cache key too)."""
-    digest = hashlib.sha256(np.ascontiguousarray(test.images).data).hexdigest()[:16]
-    return Reference(f"{dataset}-{digest}", "test", len(test.images), resolution, lambda: [test.images])
+    digest = hashlib.sha256()
+    for image in test.images:  # one image at a time: no second copy of the whole set
+        digest.update(np.ascontiguousarray(image).data)
+    return Reference(f"{dataset}-{digest.hexdigest()[:16]}", "test", len(test.images), resolution,
+                     lambda: [test.images])
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
