@@ -1,6 +1,7 @@
 """The evaluation of one trained model (`pipeline evaluate`): G_ema of the run's newest snapshot generates the test
 split under each condition of `evaluate.conditions` (only that condition's modalities given, several noise draws
 for LPIPS diversity); the metrics score each condition and `write_report` writes metrics.json, report.md, plots."""
+import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -12,7 +13,6 @@ import webdataset as wds
 from tqdm import tqdm
 
 from annotators.weights import RANDOM, resolve
-from pipeline.shards import fingerprint
 
 from . import checkpoint
 from .configs import MODALITIES
@@ -47,7 +47,7 @@ class TestSet:
     seg: np.ndarray  # uint8 [N, H, W] class ids, 255 = ignore
     sketch: np.ndarray  # uint8 [N, H, W], 255 = stroke
     embeddings: np.ndarray  # float32 [N, D] the text (or CLIP image) embedding the generator is given
-    keys: list[str]  # the samples' content-derived keys: with the seed, they name the reference set's contents
+    keys: list[str]  # the samples' content-derived keys, in the order read
 
 
 def latest_snapshot(layout, model: str) -> Path:
@@ -94,6 +94,17 @@ def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: in
     seg[cond["seg"].sum(1) == 0] = 255
     return TestSet(cond, to_uint8(cond["image"]), seg.numpy(), (cond["sketch"][:, 0] * 255).round().byte().numpy(),
                    cond["text"].numpy(), keys)
+
+
+def reference_set(dataset: str, test: TestSet, resolution: int) -> Reference:
+    """The test images as the FID/KID reference set, named by a hash of their pixels: whatever changes them
+    (re-ingest with another jpeg_quality or max_short_side, repacking, preprocessing, seed) gets its own cached
+    features, and the same pixels find theirs again (the extractor's weights are in the cache key too)."""
+    digest = hashlib.sha256()
+    for image in test.images:  # one image at a time: no second copy of the whole set
+        digest.update(np.ascontiguousarray(image).data)
+    return Reference(f"{dataset}-{digest.hexdigest()[:16]}", "test", len(test.images), resolution,
+                     lambda: [test.images])
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -219,9 +230,7 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
                          Preprocess(fit))
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
-    # the cached reference features are named by what the test images are: repacked shards get new ones
-    reference = Reference(f"{stage.dataset}-{fingerprint(test.keys, p.seed, fit)}", "test", len(test.images),
-                          cfg.resolution, lambda: [test.images])
+    reference = reference_set(stage.dataset, test, cfg.resolution)
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
     groups_n = min(p.diversity_images, len(test.images))
     draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1
