@@ -37,9 +37,11 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
     Writes  <data-dir>/<dataset>/<annotator>/{split}-{index:06d}.tar: the image shard's keys in the
             same order; samples whose modality the dataset provides are skipped.
     Resume  a shard whose stats file carries the same fingerprint (annotator params + weights +
-            input shard) is skipped; rerun after a crash to finish only what is missing.
-    Exit    1 when a shard failed or more images failed than `annotate.runtime.max_failed_fraction`
-            (each failure is listed with its error in the shard's .stats.json).
+            input shard) is skipped; rerun after a crash to finish only what is missing. Shards
+            of image shards no longer on disk are deleted.
+    Exit    1 when a shard failed or more images failed than `annotate.runtime.max_failed_fraction`,
+            counted over every finished shard, this run's and earlier ones' (each failure is listed
+            with its error in the shard's .stats.json).
     Cluster every node must see --data-dir at the same path (a shared filesystem) and have this
             project installed; workers read image shards and write annotation shards there.
     """
