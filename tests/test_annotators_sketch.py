@@ -115,15 +115,17 @@ def test_nms_thins_a_thick_line_to_one_pixel():
     assert (thin[5:-5, 19] == 1.0).all()
 
 
-def test_output_is_binary_uint8_at_image_size_batch_invariant_and_deterministic(sketcher):
-    batch = images([(40, 56), (56, 40), (40, 56), (40, 56), (31, 47), (40, 56), (56, 40), (40, 56)], seed=1)
-    together = sketcher([Item(i) for i in batch])
-    alone = [sketcher([Item(i)])[0] for i in batch]
-    for a, b, image in zip(together, alone, batch):
+def test_output_is_binary_uint8_at_image_size_the_same_for_every_batch_size(sketcher):
+    batch = images([(40, 56), (56, 40), (40, 56), (40, 56), (31, 47)], seed=1)
+    whole = sketcher([Item(i) for i in batch])
+    for a, image in zip(whole, batch):
         out = a["sketch.png"]
         assert out.shape == image.shape[:2] and out.dtype == np.uint8 and set(np.unique(out)) <= {0, 255}
-        assert (out == b["sketch.png"]).mean() > 0.999
-    assert all((a["sketch.png"] == b["sketch.png"]).all() for a, b in zip(together, sketcher([Item(i) for i in batch])))
+    for batch_size in (1, 3):
+        parts = [out for s in range(0, len(batch), batch_size) for out in sketcher([Item(i) for i in batch[s:s + batch_size]])]
+        assert all((a["sketch.png"] == b["sketch.png"]).all() for a, b in zip(whole, parts)), f"batch size {batch_size}"
+    raw_together = sketcher.edges(batch)  # the raw map, before the threshold hides small changes
+    assert all((a == b).all() for a, b in zip(raw_together, [sketcher.edges([i])[0] for i in batch]))
 
 
 def test_resolution_runs_hed_smaller_and_returns_image_size(h5_weights, tmp_path):

@@ -3,7 +3,8 @@
 HED runs at `resolution` (long side; 0 = the image's own size) on BGR minus the Caffe mean at 0-255; its fused
 probability is upsampled bilinearly to the image size before post-processing, so strokes are one pixel wide at the
 image's own resolution. Simplification takes dark lines on white, so sketch = 1 - simplify(1 - strokes), and is
-binarised at 0.5. Images of different sizes in one call are grouped by shape; each group is one forward pass.
+binarised at 0.5. Each image runs through the networks alone, so its bytes never depend on its batch-mates (kernels
+pick their summation order by input shape).
 """
 from pathlib import Path
 
@@ -15,8 +16,7 @@ from ..base import Annotator, Item
 from .edges import strokes
 from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
 from ..resize import resize_long_side
-from ..runtime import (autocast, check_items, group_by_shape, load_strict, load_weights, pick_device, require_setup,
-                      seeded)
+from ..runtime import autocast, check_items, load_strict, load_weights, pick_device, require_setup, seeded
 from ..weights import resolve, sha256_of
 
 KERAS_WEIGHTS = ("hed-bsds500-pypi",)
@@ -64,36 +64,32 @@ class SketchAnnotator(Annotator):
                 "simplify": {"weights": self.params.simplify_weights, "sha256": self.simplify_meta["sha256"]}
                 if self.params.simplify else None}
 
+    def network_input(self, image: np.ndarray) -> torch.Tensor:
+        """HED's input [1, 3, h, w] for one uint8 RGB image: BGR at 0-255 minus the Caffe mean."""
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float().flip(1)
+        return x - torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
+
     def edges(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HED's fused edge probability, float32 [H, W] in [0, 1] at each image's own size (the raw output)."""
         require_setup(self)
-        resized = [resize_long_side(image, self.params.resolution) for image in images]
-        out: list = [None] * len(images)
-        mean = torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
-        for indices in group_by_shape([r.shape for r in resized]).values():
-            x = torch.from_numpy(np.stack([resized[i] for i in indices])).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().flip(1) - mean
+        out = []
+        for image in images:
+            x = self.network_input(resize_long_side(image, self.params.resolution))
             with torch.inference_mode(), autocast(self.device, self.params.precision):
                 prob = self.net(x).float()
-            for row, i in enumerate(indices):
-                full = F.interpolate(prob[row:row + 1], size=images[i].shape[:2], mode="bilinear",
-                                     align_corners=False)
-                out[i] = full[0, 0].clamp(0, 1).cpu().numpy()
+            full = F.interpolate(prob, size=image.shape[:2], mode="bilinear", align_corners=False)
+            out.append(full[0, 0].clamp(0, 1).cpu().numpy())
         return out
 
-    def _simplify(self, maps: list[np.ndarray]) -> list[np.ndarray]:
-        out: list = [None] * len(maps)
-        for indices in group_by_shape([m.shape for m in maps]).values():
-            x = torch.from_numpy(np.stack([maps[i] for i in indices])).to(self.device)[:, None].float()
-            with torch.inference_mode(), autocast(self.device, self.params.precision):
-                clean = 1.0 - self.simplifier(1.0 - x).float()
-            for row, i in enumerate(indices):
-                out[i] = clean[row, 0].cpu().numpy() > 0.5
-        return out
+    def _simplify(self, sketch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(sketch).to(self.device)[None, None].float()
+        with torch.inference_mode(), autocast(self.device, self.params.precision):
+            clean = 1.0 - self.simplifier(1.0 - x).float()
+        return clean[0, 0].cpu().numpy() > 0.5
 
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
         check_items(items, "sketch")
         maps = [strokes(e, self.params.threshold, self.params.nms) for e in self.edges([i.image for i in items])]
         if self.simplifier is not None:
-            maps = self._simplify(maps)
+            maps = [self._simplify(m) for m in maps]
         return [{"sketch.png": np.where(m, 255, 0).astype(np.uint8)} for m in maps]

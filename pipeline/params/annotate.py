@@ -19,7 +19,8 @@ class SegParams(Section):
     output_label_map: str | None = Field(None, description="label map to write, mapped from `label_map`")
     long_side: int = Field(513, ge=32)
     scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="images per annotator call; the network sees one image at a "
+                            "time, so it never changes the output")
     precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
 
 
@@ -35,7 +36,8 @@ class SketchParams(Section):
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     simplify: bool = True
     simplify_weights: str = "sketch-simplification-gan"
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="images per annotator call; the networks see one image at a "
+                            "time, so it never changes the output")
     precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
 
 
@@ -45,7 +47,8 @@ class ClipParams(Section):
     model: str = "ViT-B-32"
     pretrained: str = "laion2b_s34b_b79k"
     weights: str = Field("open_clip", description="'open_clip' (its own download), a file path, or 'random'")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="images per annotator call; the model always runs groups of "
+                            "8 (the last one filled up), so it never changes the output")
     precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
 
 
