@@ -3,9 +3,11 @@ smp alternatives and label-map mapping; batch-size invariance, determinism, dtyp
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from annotators.base import Item, build
 from annotators.labelmaps import load_label_map
+from annotators.resize import resize_long_side
 from annotators.weights import WeightsError, sha256_of
 from pipeline.params.annotate import SegParams
 from public_layouts import deeplabv2_cocostuff164k_layout, filled
@@ -30,7 +32,7 @@ def public_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def random_deeplab(tmp_path_factory):
-    annotator = build("seg", SegParams(weights="random", long_side=32), tmp_path_factory.mktemp("w"))
+    annotator = build("seg", SegParams(weights="random", long_side=32, scales=[1.0]), tmp_path_factory.mktemp("w"))
     annotator.setup("cpu")
     return annotator
 
@@ -92,21 +94,34 @@ def test_bytes_are_the_same_for_every_batch_size(random_deeplab):
 
 
 def test_deterministic_random_weights_are_the_same_on_every_setup(random_deeplab, tmp_path):
-    other = build("seg", SegParams(weights="random", long_side=32), tmp_path)
+    other = build("seg", SegParams(weights="random", long_side=32, scales=[1.0]), tmp_path)
     other.setup("cpu")
     image = images([(40, 40)])[0]
     assert (other([Item(image)])[0]["seg.png"] == random_deeplab([Item(image)])[0]["seg.png"]).all()
     assert other.metadata()["sha256"] == "random"
 
 
-def test_multi_scale_takes_the_pixelwise_max_of_logits(random_deeplab, tmp_path):
-    multi = build("seg", SegParams(weights="random", long_side=32, scales=[1.0, 0.5]), tmp_path)
+def test_multi_scale_is_the_max_of_logits_over_scales_at_the_base_resolution(random_deeplab, tmp_path):
+    multi = build("seg", SegParams(weights="random", long_side=32, scales=[0.5, 1.0, 0.75]), tmp_path)
     multi.setup("cpu")
     image = images([(48, 40)])[0]
-    single_logits = random_deeplab.logits([image])
-    multi_logits = multi.logits([image])
-    assert multi_logits.shape == single_logits.shape
-    assert (multi_logits >= single_logits - 1e-5).all()
+    x = multi.network_input([resize_long_side(image, 32)])  # [1, 3, 32, 27]
+    with torch.inference_mode():
+        base = multi.net(x)
+        half = multi.net(F.interpolate(x, size=(16, 13), mode="bilinear", align_corners=False))
+        three_quarters = multi.net(F.interpolate(x, size=(24, 20), mode="bilinear", align_corners=False))
+    up = lambda logits: F.interpolate(logits, size=base.shape[-2:], mode="bilinear", align_corners=False)
+    expected = torch.maximum(torch.maximum(base, up(half)), up(three_quarters))
+    single = random_deeplab.logits([resize_long_side(image, 32)])
+    assert torch.equal(multi.logits([resize_long_side(image, 32)]), expected)
+    assert single.shape == expected.shape and torch.equal(single, base)
+    assert not torch.equal(expected, base)
+
+
+def test_scales_must_list_the_base_resolution():
+    with pytest.raises(ValueError, match="must list 1.0"):
+        SegParams(scales=[0.5, 0.75])
+    assert SegParams().scales == [1.0, 0.5, 0.75]
 
 
 def test_smp_checkpoint_with_ade20k_labels_mapped_to_coco_stuff(tmp_path):

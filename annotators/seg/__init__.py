@@ -2,8 +2,9 @@
 
 DeepLab-v2 follows the public checkpoint's recipe (kazuto1011/deeplab-pytorch demo.py + configs/cocostuff164k.yaml):
 resize so the long side is `long_side` (513), BGR minus the mean (B 104.008, G 116.669, R 122.675) without /255,
-logits bilinearly upsampled to the image's own size, argmax. Extra `scales` run the network on rescaled inputs
-and take the pixel-wise max of the logits, as its MSC wrapper does.
+logits bilinearly upsampled to the image's own size, argmax. Multi-scale as its MSC wrapper (libs/models/msc.py),
+with which the checkpoint was evaluated: the logits at scale 1.0 are the base; every other scale in `scales` runs
+on the input resized to int(side x scale) and its logits, resized to the base's size, join a pixel-wise max.
 smp models (`smp:<Architecture>` + `encoder`, or `smp-hub` = a directory saved by smp) take RGB/255 normalised
 with their encoder's ImageNet statistics, padded to a multiple of 32.
 
@@ -109,15 +110,15 @@ class SegAnnotator(Annotator):
     def _image_logits(self, image: np.ndarray) -> torch.Tensor:
         x = self.network_input([image])
         with torch.inference_mode(), autocast(self.device, self.params.precision):
-            out = None
+            out = self._forward(x).float()
             for scale in self.params.scales:
-                xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
-                logits = self._forward(xs).float()
-                if out is None:
-                    out = logits
-                else:
-                    logits = F.interpolate(logits, size=out.shape[-2:], mode="bilinear", align_corners=False)
-                    out = torch.maximum(out, logits)
+                if scale == 1.0:
+                    continue
+                size = [int(side * scale) for side in x.shape[-2:]]
+                xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+                logits = F.interpolate(self._forward(xs).float(), size=out.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+                out = torch.maximum(out, logits)
         return out
 
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:

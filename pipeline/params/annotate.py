@@ -1,7 +1,7 @@
 """Params of the annotators: one section each under `annotate`."""
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Section
 
@@ -18,10 +18,21 @@ class SegParams(Section):
     label_map: str = Field("coco-stuff-182", description="label map the model predicts")
     output_label_map: str | None = Field(None, description="label map to write, mapped from `label_map`")
     long_side: int = Field(513, ge=32)
-    scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.75], min_length=1,
+                                description="input scales whose logits join a pixel-wise max; must list 1.0, the "
+                                "base resolution (the checkpoint's evaluation: 1.0, 0.5, 0.75; fast: [1.0])")
     batch_size: int = Field(8, ge=1, description="images per annotator call; the network sees one image at a "
                             "time, so it never changes the output")
     precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
+
+    @field_validator("scales")
+    @classmethod
+    def _base_scale_listed(cls, scales: list[float]) -> list[float]:
+        if 1.0 not in scales:
+            raise ValueError(f"{scales} must list 1.0: the other scales' logits are resized to its resolution")
+        if min(scales) <= 0:
+            raise ValueError(f"{scales}: scales must be positive")
+        return scales
 
 
 class SketchParams(Section):
