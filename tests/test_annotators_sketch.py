@@ -82,6 +82,14 @@ def test_h5_missing_or_extra_variable_is_named(h5_weights, tmp_path):
         keras_h5_state_dict(tmp_path / "extra.h5")
 
 
+def test_hed_input_is_bgr_minus_the_caffe_mean_at_0_255(sketcher):
+    pure_blue = np.zeros((4, 6, 3), np.uint8)
+    pure_blue[..., 2] = 255
+    x = sketcher.network_input(pure_blue)
+    assert x.shape == (1, 3, 4, 6)
+    torch.testing.assert_close(x[0, :, 3, 5], torch.tensor([255 - 104.00699, -116.66877, -122.67892]))
+
+
 def test_keras_same_pooling_keeps_odd_sizes(sketcher):
     assert sketcher.metadata()["hed_pooling"] == "ceil"
     edges = sketcher.edges([images([(37, 29)])[0]])[0]
