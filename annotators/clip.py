@@ -40,6 +40,26 @@ def _fp16(x: torch.Tensor) -> np.ndarray:
     return x.cpu().numpy().astype(np.float16)
 
 
+def check_pretrained_pair(model: str, pretrained: str) -> None:
+    """Raise WeightsError unless open_clip knows the tag `pretrained` for `model` and the model's activation (GELU
+    or QuickGELU) is the one the checkpoint was trained with (open_clip itself only warns)."""
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    tag = get_pretrained_cfg(model, pretrained)
+    if not tag:
+        raise WeightsError(f"annotate.clip: open_clip has no pretrained {pretrained!r} for model {model!r}; its tags "
+                           f"for that model: {list_pretrained_tags_by_model(model) or 'none'}")
+    config = open_clip.get_model_config(model) or {}
+    trained, built = bool(tag.get("quick_gelu")), bool(config.get("quick_gelu"))
+    if trained != built:
+        activation = {True: "QuickGELU", False: "GELU"}
+        hint = (f"use model {model + '-quickgelu'!r}" if trained else
+                f"use model {model.removesuffix('-quickgelu')!r}")
+        raise WeightsError(f"annotate.clip: pretrained {pretrained!r} was trained with {activation[trained]} but "
+                           f"model {model!r} uses {activation[built]}, so its embeddings would be wrong; {hint}")
+
+
 class ClipAnnotator(Annotator):
     """`clip.npy` float16 [D] per image, and `clip_text.npy` float16 [n, D] for its n captions."""
 
@@ -49,6 +69,8 @@ class ClipAnnotator(Annotator):
         self.params = params
         self.weights_dir = Path(weights_dir)
         self.net = None
+        if params.weights == OPEN_CLIP:
+            check_pretrained_pair(params.model, params.pretrained)
 
     def _pretrained(self) -> str | None:
         w = self.params.weights

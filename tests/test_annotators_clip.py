@@ -1,10 +1,14 @@
 """CLIP annotator: float16 L2-normalised image and caption embeddings, batch-size invariance, determinism, weights
 from a file path, the 'random' choice recorded in the metadata."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from annotators.base import Item, build, encode
+from annotators.clip import check_pretrained_pair
 from annotators.weights import WeightsError
 from pipeline.params.annotate import ClipParams
 
@@ -75,3 +79,28 @@ def test_random_weights_are_recorded_and_a_missing_file_is_an_error(clip, tmp_pa
     assert clip.metadata() == {"model": MODEL, "pretrained": "random", "weights": "random", "sha256": "random"}
     with pytest.raises(WeightsError, match="annotate.clip.weights"):
         build("clip", ClipParams(model=MODEL, weights=str(tmp_path / "nope.pt")), tmp_path).setup("cpu")
+
+
+def test_default_is_openais_vit_b_32_with_the_activation_it_was_trained_with(tmp_path):
+    params = ClipParams()
+    assert (params.model, params.pretrained, params.weights) == ("ViT-B-32-quickgelu", "openai", "open_clip")
+    build("clip", params, tmp_path)  # checks the pair without downloading anything
+
+
+@pytest.mark.parametrize("model, pretrained, message", [
+    ("ViT-B-32", "openai", "trained with QuickGELU but model 'ViT-B-32' uses GELU.*use model 'ViT-B-32-quickgelu'"),
+    ("ViT-B-32-quickgelu", "laion2b_s34b_b79k", "no pretrained 'laion2b_s34b_b79k' for model 'ViT-B-32-quickgelu'"),
+    ("ViT-B-32", "no-such-tag", "tags for that model: .*laion2b_s34b_b79k"),
+])
+def test_a_pair_whose_activation_or_tag_does_not_match_is_refused_before_any_download(tmp_path, model, pretrained,
+                                                                                      message):
+    with pytest.raises(WeightsError, match=message):
+        build("clip", ClipParams(model=model, pretrained=pretrained), tmp_path)
+
+
+def test_the_readmes_clip_experiment_names_a_real_pair():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    models = re.findall(r"annotate\.clip\.model=(\S+)", readme)
+    assert models
+    for model in models:
+        check_pretrained_pair(model, ClipParams().pretrained)

@@ -55,8 +55,9 @@ class SketchParams(Section):
 class ClipParams(Section):
     """CLIP annotator (`annotate.clip`): open_clip model name and pretrained tag."""
 
-    model: str = "ViT-B-32"
-    pretrained: str = "laion2b_s34b_b79k"
+    model: str = Field("ViT-B-32-quickgelu", description="open_clip model name; its activation must match the "
+                       "checkpoint's (OpenAI's weights need a '-quickgelu' model)")
+    pretrained: str = Field("openai", description="open_clip pretrained tag (default: OpenAI's CLIP, as the paper)")
     weights: str = Field("open_clip", description="'open_clip' (its own download), a file path, or 'random'")
     batch_size: int = Field(32, ge=1, description="images per annotator call; the model always runs groups of "
                             "8 (the last one filled up), so it never changes the output")
