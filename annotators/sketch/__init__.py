@@ -1,9 +1,11 @@
-"""Sketch annotator: HED edges -> NMS + threshold -> optional sketch simplification -> uint8, 255 = stroke.
+"""Sketch annotator: HED edges -> sketch simplification (or, without it, NMS + threshold) -> uint8, 255 = stroke.
 
 HED runs at `resolution` (long side; 0 = the image's own size) on BGR minus the Caffe mean at 0-255; its fused
 probability is upsampled bilinearly to the image size before post-processing, so strokes are one pixel wide at the
-image's own resolution. Simplification takes dark lines on white, so sketch = 1 - simplify(1 - strokes), and is
-binarised at 0.5. Each image runs through the networks alone, so its bytes never depend on its batch-mates (kernels
+image's own resolution. Simplification was trained on rough grey pencil sketches, dark lines on white, so it gets
+the soft map 1 - HED probability (every faint edge still there for it to judge) and only its output is binarised,
+at 0.5: sketch = simplify(1 - probability) < 0.5. Without simplification the probability is thinned (NMS) and
+thresholded at `threshold`. Each image runs through the networks alone, so its bytes never depend on its batch-mates (kernels
 pick their summation order by input shape).
 """
 from pathlib import Path
@@ -81,15 +83,17 @@ class SketchAnnotator(Annotator):
             out.append(full[0, 0].clamp(0, 1).cpu().numpy())
         return out
 
-    def _simplify(self, sketch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(sketch).to(self.device)[None, None].float()
+    def _simplified_strokes(self, edges: np.ndarray) -> np.ndarray:
+        rough = 1.0 - torch.from_numpy(edges).to(self.device)[None, None]
         with torch.inference_mode(), autocast(self.device, self.params.precision):
-            clean = 1.0 - self.simplifier(1.0 - x).float()
-        return clean[0, 0].cpu().numpy() > 0.5
+            clean = self.simplifier(rough).float()
+        return clean[0, 0].cpu().numpy() < 0.5
 
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
         check_items(items, "sketch")
-        maps = [strokes(e, self.params.threshold, self.params.nms) for e in self.edges([i.image for i in items])]
+        edges = self.edges([i.image for i in items])
         if self.simplifier is not None:
-            maps = [self._simplify(m) for m in maps]
+            maps = [self._simplified_strokes(e) for e in edges]
+        else:
+            maps = [strokes(e, self.params.threshold, self.params.nms) for e in edges]
         return [{"sketch.png": np.where(m, 255, 0).astype(np.uint8)} for m in maps]

@@ -43,9 +43,11 @@ class SketchParams(Section):
     pooling: Literal["auto", "floor", "ceil"] = Field("auto", description="HED max-pool rounding: floor as the "
                                                       "PyTorch port, ceil as Keras 'same'; auto picks by weights")
     resolution: int = Field(0, ge=0, description="long side HED runs at (0 = the image's own size)")
-    nms: bool = True
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    simplify: bool = True
+    nms: bool = Field(True, description="thin HED's edges to one pixel before `threshold` (without simplification)")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="edge probability above which a pixel is a stroke "
+                             "(without simplification; with it, the simplifier's output is binarised at 0.5)")
+    simplify: bool = Field(True, description="feed 1 - HED probability (a soft rough sketch) to the simplification "
+                           "GAN and binarise its output")
     simplify_weights: str = "sketch-simplification-gan"
     batch_size: int = Field(8, ge=1, description="images per annotator call; the networks see one image at a "
                             "time, so it never changes the output")
