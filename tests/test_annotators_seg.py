@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from annotators.base import Item, build
 from annotators.labelmaps import load_label_map
 from annotators.resize import resize_long_side
+from annotators.seg.labelmap_mapping import available as available_mappings, label_mapping
 from annotators.weights import WeightsError, sha256_of
 from pipeline.params.annotate import SegParams
 from public_layouts import deeplabv2_cocostuff164k_layout, filled
@@ -162,3 +163,22 @@ def test_smp_hub_directory_loads_offline_and_checks_the_class_count(tmp_path):
     assert meta["sha256"] == sha256_of(tmp_path / "m/model.safetensors")
     with pytest.raises(WeightsError, match="predicts 150 classes, label map 'coco-stuff-182' has 182"):
         build("seg", SegParams(model="smp-hub", weights=str(tmp_path / "m")), tmp_path).setup("cpu")
+
+
+COCO_STUFF_REMOVED = {"street sign", "hat", "shoe", "eye glasses", "plate", "mirror", "window", "desk", "door",
+                      "blender", "hair brush"}  # nightrome/cocostuff labels.md: "Removed from COCO"
+
+
+def test_coco_stuff_knows_the_eleven_ids_it_never_annotates():
+    coco = load_label_map("coco-stuff-182")
+    assert {coco.names[i] for i in coco.unannotated} == COCO_STUFF_REMOVED
+
+
+@pytest.mark.parametrize("source, target", available_mappings())
+def test_every_shipped_mapping_targets_only_annotated_classes(source, target):
+    table, labels = label_mapping(source, target), load_label_map(target)
+    targets = set(table[: load_label_map(source).num_classes].tolist()) - {255}
+    assert targets and not targets & labels.unannotated, [labels.names[i] for i in targets & labels.unannotated]
+    if (source, target) == ("ade20k-150", "coco-stuff-182"):
+        ade = load_label_map(source)
+        assert labels.names[table[ade.id("mirror")]] == "mirror-stuff" and table[ade.id("plate")] == 255
