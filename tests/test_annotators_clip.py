@@ -104,3 +104,43 @@ def test_the_readmes_clip_experiment_names_a_real_pair():
     assert models
     for model in models:
         check_pretrained_pair(model, ClipParams().pretrained)
+
+
+def hub_cache_file(weights_dir, repo, filename, content=b"checkpoint bytes"):
+    """A file where huggingface_hub (hence open_clip) caches `repo`'s `filename` under <weights_dir>/open_clip."""
+    folder = weights_dir / "open_clip" / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs/main").write_text("0123abcd")
+    path = folder / "snapshots/0123abcd" / filename
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_weights_list_and_fetch_needed_include_the_clip_checkpoint(tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from annotators.weights import sha256_of
+    from pipeline.cli import main
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["datasets"]["landscape"]["annotate"] = ["clip"]  # so --needed names CLIP's checkpoint alone
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["--dataset", "landscape", "--params", str(tmp_path / "params.yaml"), "--data-dir", str(tmp_path)]
+    listed = CliRunner().invoke(main, ["weights", "list", *args])
+    assert listed.exit_code == 0, listed.output
+    line = next(line for line in listed.output.splitlines() if line.startswith("open_clip:"))
+    assert "open_clip:ViT-B-32-quickgelu/openai" in line and "missing" in line
+    assert "timm/vit_base_patch32_clip_224.openai" in line and "MIT (openai/CLIP)" in listed.output
+    assert str(tmp_path / "weights/open_clip") in listed.output
+    cached = hub_cache_file(tmp_path / "weights", "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors")
+    listed = CliRunner().invoke(main, ["weights", "list", *args])
+    assert "cached" in listed.output.split("open_clip:")[1] and f"file: {cached}" in listed.output
+    fetched = CliRunner().invoke(main, ["weights", "fetch", "--needed", "--record", str(tmp_path / "needed.json"),
+                                        *args])
+    assert fetched.exit_code == 0, fetched.output
+    assert json.loads((tmp_path / "needed.json").read_text()) == {
+        "open_clip:ViT-B-32-quickgelu/openai": sha256_of(cached)}
