@@ -81,7 +81,7 @@ class SketchAnnotator(Annotator):
 
     def network_input(self, image: np.ndarray) -> torch.Tensor:
         """HED's input [1, 3, h, w] for one uint8 RGB image: BGR at 0-255 minus the Caffe mean."""
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float().flip(1)
+        x = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float().flip(1)
         return x - torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
 
     def edges(self, images: list[np.ndarray]) -> list[np.ndarray]:
