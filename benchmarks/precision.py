@@ -92,7 +92,8 @@ def main() -> None:
         for precision in ("fp16", "bf16"):
             count(counts, f"seg_{precision}", upsampled_argmax(out[precision][0], image.shape[:2]) != reference)
     for key, (changed, total) in counts.items():
-        print(json.dumps({"name": key if key.endswith("pixels") else f"{key}_changed", "value": changed / total, "unit": "fraction of pixels",
+        name = key if key.endswith("pixels") else f"{key}_changed"
+        print(json.dumps({"name": name, "value": changed / total, "unit": "fraction of pixels",
                           "pixels": total}))
     changed, total = counts["sketch_fp16"]
     print(json.dumps({"name": "ratio", "value": changed / total, "unit": "sketch pixels fp16 changes vs fp32"}))

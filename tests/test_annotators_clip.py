@@ -136,7 +136,8 @@ def test_weights_list_and_fetch_needed_include_the_clip_checkpoint(tmp_path):
     assert "open_clip:ViT-B-32-quickgelu/openai" in line and "missing" in line
     assert "timm/vit_base_patch32_clip_224.openai" in line and "MIT (openai/CLIP)" in listed.output
     assert str(tmp_path / "weights/open_clip") in listed.output
-    cached = hub_cache_file(tmp_path / "weights", "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors")
+    cached = hub_cache_file(tmp_path / "weights", "timm/vit_base_patch32_clip_224.openai",
+                            "open_clip_model.safetensors")
     listed = CliRunner().invoke(main, ["weights", "list", *args])
     assert "cached" in listed.output.split("open_clip:")[1] and f"file: {cached}" in listed.output
     fetched = CliRunner().invoke(main, ["weights", "fetch", "--needed", "--record", str(tmp_path / "needed.json"),

@@ -54,7 +54,8 @@ def test_port_layout_missing_key_is_named(tmp_path, key):
     del state[key]
     torch.save(state, tmp_path / "hed.pth")
     with pytest.raises(WeightsError, match="net" + key.removeprefix("module")):
-        build("sketch", SketchParams(weights=str(tmp_path / "hed.pth"), pooling="floor", simplify=False), tmp_path).setup("cpu")
+        params = SketchParams(weights=str(tmp_path / "hed.pth"), pooling="floor", simplify=False)
+        build("sketch", params, tmp_path).setup("cpu")
 
 
 def test_auto_pooling_follows_where_the_weights_come_from_not_their_file_name(h5_weights, tmp_path):
@@ -81,7 +82,8 @@ def test_port_layout_wrong_shape_is_named(tmp_path):
     state["moduleScoreFou.weight"] = torch.zeros(1, 256, 1, 1)
     torch.save(state, tmp_path / "hed.pth")
     with pytest.raises(WeightsError, match=r"netScoreFou.weight.*\(1, 256, 1, 1\)"):
-        build("sketch", SketchParams(weights=str(tmp_path / "hed.pth"), pooling="floor", simplify=False), tmp_path).setup("cpu")
+        params = SketchParams(weights=str(tmp_path / "hed.pth"), pooling="floor", simplify=False)
+        build("sketch", params, tmp_path).setup("cpu")
 
 
 def test_h5_layout_converts_with_kernels_transposed_to_oihw(h5_weights):
@@ -175,14 +177,16 @@ def test_output_is_binary_uint8_at_image_size_the_same_for_every_batch_size(sket
         out = a["sketch.png"]
         assert out.shape == image.shape[:2] and out.dtype == np.uint8 and set(np.unique(out)) <= {0, 255}
     for batch_size in (1, 3):
-        parts = [out for s in range(0, len(batch), batch_size) for out in sketcher([Item(i) for i in batch[s:s + batch_size]])]
+        parts = [out for s in range(0, len(batch), batch_size)
+                 for out in sketcher([Item(i) for i in batch[s:s + batch_size]])]
         assert all((a["sketch.png"] == b["sketch.png"]).all() for a, b in zip(whole, parts)), f"batch size {batch_size}"
     raw_together = sketcher.edges(batch)  # the raw map, before the threshold hides small changes
     assert all((a == b).all() for a, b in zip(raw_together, [sketcher.edges([i])[0] for i in batch]))
 
 
 def test_resolution_runs_hed_smaller_and_returns_image_size(h5_weights, tmp_path):
-    annotator = build("sketch", SketchParams(weights=str(h5_weights[0]), pooling="ceil", simplify=False, resolution=32), tmp_path)
+    params = SketchParams(weights=str(h5_weights[0]), pooling="ceil", simplify=False, resolution=32)
+    annotator = build("sketch", params, tmp_path)
     annotator.setup("cpu")
     assert annotator([Item(images([(60, 90)])[0])])[0]["sketch.png"].shape == (60, 90)
 
@@ -210,7 +214,8 @@ def test_simplification_gets_the_soft_rough_sketch_and_only_its_output_is_binari
     arrays["fuse/vars/0"] = np.array([0.3, 0, 0, 0, 0], np.float32).reshape(1, 1, 5, 1)  # the first side output,
     arrays["fuse/vars/1"] = np.zeros(1, np.float32)  # damped: probabilities spread over (0, 1)
     write_h5(tmp_path / "soft.h5", arrays)
-    params = SketchParams(weights=str(tmp_path / "soft.h5"), pooling="ceil", simplify=True, simplify_weights="random", threshold=0.9)
+    params = SketchParams(weights=str(tmp_path / "soft.h5"), pooling="ceil", simplify=True, simplify_weights="random",
+                          threshold=0.9)
     annotator = build("sketch", params, tmp_path)
     annotator.setup("cpu")
     annotator.simplifier = RecordingIdentity()

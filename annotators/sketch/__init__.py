@@ -5,8 +5,8 @@ probability is upsampled bilinearly to the image size before post-processing, so
 image's own resolution. Simplification was trained on rough grey pencil sketches, dark lines on white, so it gets
 the soft map 1 - HED probability (every faint edge still there for it to judge) and only its output is binarised,
 at 0.5: sketch = simplify(1 - probability) < 0.5. Without simplification the probability is thinned (NMS) and
-thresholded at `threshold`. Each image runs through the networks alone, so its bytes never depend on its batch-mates (kernels
-pick their summation order by input shape).
+thresholded at `threshold`. Each image runs through the networks alone, so its bytes never depend on its
+batch-mates (kernels pick their summation order by input shape).
 """
 from pathlib import Path
 

@@ -60,7 +60,8 @@ def adapt_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     modules = sorted({key.rsplit(".", 1)[0] for key in state}, key=_natural)
     incomplete = [m for m in modules if {k for k in state if k.rsplit(".", 1)[0] == m} != {f"{m}.weight", f"{m}.bias"}]
     if len(modules) != len(LAYERS) or incomplete:
+        detail = f" (incomplete: {incomplete[:3]})" if incomplete else ""
         raise WeightsError(f"sketch simplification: expected {len(LAYERS)} convolutions with a weight and a bias "
-                           f"each, found {len(modules)} modules{f' (incomplete: {incomplete[:3]})' if incomplete else ''}")
+                           f"each, found {len(modules)} modules{detail}")
     return {f"layers.{2 * i}.{kind}": state[f"{module}.{kind}"] for i, module in enumerate(modules)
             for kind in ("weight", "bias")}
