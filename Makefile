@@ -31,10 +31,9 @@ test: install
 test-all: install
 	pytest -m ''
 
-## bench: every benchmark in benchmarks/, one JSON object per line (-P: benchmarks/train.py must not
-## shadow the train package)
+## bench: every benchmark in benchmarks/, one JSON object per line (tests/test_benchmarks.py runs each with --quick)
 bench: install
-	for b in benchmarks/*.py; do echo "# $$b"; python -P $$b || exit 1; done
+	for b in benchmarks/*.py; do echo "# $$b"; python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,7 +2,8 @@
 has its own bytes and key), through `ingest` on all cores, against the bare decode + resize + JPEG encode of the
 same files in one process. Prints one JSON object per line; the last is the ratio (ingest / bare).
 
-    .venv/bin/python -P benchmarks/ingest.py [--copies 5] [--workers N]
+    .venv/bin/python benchmarks/ingest.py [--copies 5] [--workers N]
+    .venv/bin/python benchmarks/ingest.py --quick    # the smallest run: checks that it works, figures mean nothing
 """
 import argparse
 import io
@@ -23,9 +24,9 @@ from pipeline.params.stages import IngestParams, SampleParams
 from pipeline.sample import write_sample
 
 
-def scaled_sample(root: Path, copies: int) -> list[Path]:
+def scaled_sample(root: Path, copies: int, sample: SampleParams = SampleParams()) -> list[Path]:
     """The sample's pictures, `copies` times each, every copy one pixel different (new bytes, new key)."""
-    write_sample(root / "sample", SampleParams(), progress=False)
+    write_sample(root / "sample", sample, progress=False)
     files = []
     for source in sorted((root / "sample" / "images").iterdir()):
         image = Image.open(source)
@@ -80,18 +81,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=5, help="copies of each sample picture")
     parser.add_argument("--workers", type=int, default=available_cores(), help="ingest processes")
+    parser.add_argument("--quick", action="store_true", help="the smallest run (4 pictures): checks that it works")
     args = parser.parse_args()
     limits = IngestParams(shard_size=20)  # many small shards: every worker stays busy to the end
+    sample, spin_size = SampleParams(), 2_000_000
+    if args.quick:
+        args.copies, sample, spin_size = 1, SampleParams(landscapes=4, include_photos=False), 10_000
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        files = scaled_sample(root, args.copies)
+        files = scaled_sample(root, args.copies, sample)
         cpu = cpu_seconds()
         bare = bare_rate(files, limits)
         cpu, bare_cpu = cpu_seconds(), cpu_seconds() - cpu
         summary = ingest(Layout(root / "data", "bench"), limits, SourceParams(kind="folder", path=str(root / "scaled")),
                          0.1, workers=args.workers, progress=False)
         ingest_cpu = cpu_seconds() - cpu
-    speedup = machine_speedup(args.workers)
+    speedup = machine_speedup(args.workers, n=spin_size)
     rate = summary.listed / summary.seconds
     for name, value, unit in [
         ("images", len(files), "images"), ("workers", args.workers, "processes"),

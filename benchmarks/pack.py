@@ -5,6 +5,7 @@ clip = random unit vectors): pack only copies their bytes. Prints one JSON objec
 ratio (pack / copy).
 
     .venv/bin/python benchmarks/pack.py [--copies 10] [--short-side 512]
+    .venv/bin/python benchmarks/pack.py --quick    # the smallest run: checks that it works, figures mean nothing
 """
 import argparse
 import json
@@ -22,9 +23,10 @@ from annotators.base import encode
 from pipeline.annotate import decode_image
 from pipeline.pack import run
 from pipeline.params import load_params
+from pipeline.params.stages import SampleParams
 from pipeline.shards import read_shard, shard_writer, write_stats
 
-# The annotate benchmark's scaled-up sample (loaded by path: `make bench` runs scripts with -P).
+# The annotate benchmark's scaled-up sample (loaded by path: benchmarks/ is a folder of scripts, not a package).
 scaled_image_shards = runpy.run_path(str(Path(__file__).with_name("annotate.py")))["scaled_image_shards"]
 
 
@@ -53,10 +55,16 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=10, help="copies of each sample picture (40 pictures)")
     parser.add_argument("--short-side", type=int, default=512, help="stored short side of the images, px")
     parser.add_argument("--shard-size", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="the smallest run (4 pictures at 64 px): checks that "
+                        "it works")
     args = parser.parse_args()
-    params = load_params("params.yaml").for_dataset("sample")
+    sample = SampleParams()
+    if args.quick:
+        args.copies, args.short_side, args.shard_size = 1, 64, 2
+        sample = SampleParams(landscapes=4, include_photos=False)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml").for_dataset("sample")
     with tempfile.TemporaryDirectory() as tmp:
-        layout = scaled_image_shards(Path(tmp), args.copies, args.short_side, args.shard_size)
+        layout = scaled_image_shards(Path(tmp), args.copies, args.short_side, args.shard_size, sample)
         write_annotation_shards(layout)
         inputs = [p for folder in ("images", "seg", "sketch", "clip")
                   for p in sorted((layout.root / folder).glob("*.tar"))]

@@ -31,16 +31,18 @@ from annotators.base import Annotator, Item, encode
 from .layout import SHARD_RE, Layout
 from .shards import fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
 
-CODE_VERSION = 1  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
+CODE_VERSION = 2  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
 # Params that change how fast an annotator runs, not what it writes; left out of the fingerprint.
 SPEED_ONLY_PARAMS = {"batch_size"}
 
 
 @dataclass(frozen=True)
 class ShardJob:
-    """One unit of work: annotate `image_shard` into `out`, marking it done with `fingerprint`."""
+    """One unit of work: annotate `image_shard` (whose marker carries `image_fingerprint`) into `out`, marking it
+    done with `fingerprint`."""
 
     image_shard: Path
+    image_fingerprint: str
     out: Path
     fingerprint: str
     samples: int
@@ -61,30 +63,35 @@ def sample_count(image_shard: Path) -> int:
     return recorded if isinstance(recorded, int) else sum(1 for _ in read_shard(image_shard))
 
 
-def shard_fingerprint(name: str, section, metadata: dict, image_shard: Path) -> str:
-    """What makes an annotation shard: the annotator, its output-relevant params, its weights, the input shard."""
+def image_fingerprint(image_shard: Path) -> str:
+    """The fingerprint ingest recorded in the image shard's marker; an unmarked shard is an error (unfinished)."""
+    recorded = (read_stats(image_shard) or {}).get("fingerprint")
+    if not isinstance(recorded, str):
+        raise FileNotFoundError(f"{image_shard}: image shard has no finished marker ({image_shard.stem}.stats.json); "
+                                "run `pipeline ingest`")
+    return recorded
+
+
+def shard_fingerprint(name: str, section, metadata: dict, image: str) -> str:
+    """What makes an annotation shard: the annotator, its output-relevant params, its weights, the input shard
+    (`image`: its fingerprint)."""
     params = section.model_dump(exclude=SPEED_ONLY_PARAMS)
-    image = (read_stats(image_shard) or {}).get("fingerprint", image_shard.stat().st_size)
     return fingerprint("annotate", CODE_VERSION, name, params, metadata, image)
 
 
-def plan(layout: Layout, name: str, section, metadata: dict) -> tuple[list[ShardJob], int]:
-    """The shards still to annotate for `name` (others are done under the same fingerprint), and how many are done."""
-    todo, done = [], 0
+def plan(layout: Layout, name: str, section, metadata: dict) -> tuple[list[ShardJob], dict[str, dict]]:
+    """The shards still to annotate for `name`, and the stats of those done under the same fingerprint (by shard
+    name)."""
+    todo, done = [], {}
     for image_shard in image_shards(layout):
         out = layout.annotations(name) / image_shard.name
-        fp = shard_fingerprint(name, section, metadata, image_shard)
+        image = image_fingerprint(image_shard)
+        fp = shard_fingerprint(name, section, metadata, image)
         if is_done(out, fp):
-            done += 1
+            done[out.name] = read_stats(out)
         else:
-            todo.append(ShardJob(image_shard, out, fp, sample_count(image_shard)))
+            todo.append(ShardJob(image_shard, image, out, fp, sample_count(image_shard)))
     return todo, done
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete half-written shards left by killed workers (`.name.tmp-PID`); call only while no job writes here."""
-    for tmp in folder.glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
 
 
 def decode_image(jpg: bytes, max_pixels: int) -> np.ndarray:
@@ -184,8 +191,8 @@ def annotate_shard(annotator: Annotator, job: ShardJob, batch_size: int, prefetc
                     writer.write({"__key__": key, **members})
                     annotated += 1
     stats = {"fingerprint": job.fingerprint, "annotator": annotator.name, "metadata": annotator.metadata(),
-             "image_shard": job.image_shard.name, "annotated": annotated, "provided": len(provided),
-             "failed": len(failures), "failures": failures, "seconds": round(time.perf_counter() - start, 3),
-             "worker": worker or {}}
+             "image_shard": job.image_shard.name, "image_fingerprint": job.image_fingerprint,
+             "annotated": annotated, "provided": len(provided), "failed": len(failures), "failures": failures,
+             "seconds": round(time.perf_counter() - start, 3), "worker": worker or {}}
     write_stats(job.out, stats)
     return stats

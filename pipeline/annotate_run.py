@@ -10,9 +10,10 @@ from tqdm import tqdm
 
 from annotators.base import build
 
-from .annotate import ShardJob, annotate_shard, plan, remove_stale_temporaries
+from .annotate import ShardJob, annotate_shard, plan
 from .layout import Layout
 from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
+from .shards import keep_only, remove_temporaries
 
 
 class AnnotatorWorker:
@@ -46,6 +47,9 @@ class AnnotatorSummary:
     annotated: int = 0
     provided: int = 0
     failed: int = 0
+    # in the shards earlier runs finished: their failures count as much as this run's
+    earlier_annotated: int = 0
+    earlier_failed: int = 0
     failed_shards: dict[str, str] = field(default_factory=dict)
     workers_replaced: int = 0
     startup_seconds: float = 0.0  # until the first worker had its model loaded
@@ -60,6 +64,8 @@ class AnnotatorSummary:
         text = (f"{self.name}: {self.images} images in {self.shards - self.already_done} shard(s) "
                 f"({self.already_done} already done), {self.annotated} annotated, {self.provided} provided, "
                 f"{self.failed} failed; {self.seconds:.1f} s, {self.images_per_second:.1f} images/s")
+        if self.earlier_failed:
+            text += f"; {self.earlier_failed} failed in the shards already done"
         if self.workers_replaced:
             text += f"; {self.workers_replaced} worker(s) replaced"
         for shard, error in self.failed_shards.items():
@@ -94,9 +100,11 @@ def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, p
     try:
         metadata = pool.call_first("metadata")
         summary.startup_seconds = time.perf_counter() - start
-        jobs, summary.already_done = plan(layout, name, section, metadata)
-        summary.shards = len(jobs) + summary.already_done
-        remove_stale_temporaries(layout.annotations(name))
+        jobs, done = plan(layout, name, section, metadata)
+        summary.shards, summary.already_done = len(jobs) + len(done), len(done)
+        summary.earlier_annotated = sum(stats["annotated"] for stats in done.values())
+        summary.earlier_failed = sum(stats["failed"] for stats in done.values())
+        keep_only(layout.annotations(name), set(done) | {job.out.name for job in jobs})
         submit = lambda worker, job: worker.run.remote(  # noqa: E731
             job, batch_size or section.batch_size, runtime.prefetch_batches, stage.params.ingest.max_pixels)
         with tqdm(total=sum(j.samples for j in jobs), unit="img", desc=f"annotate {name}", disable=not progress,
@@ -110,7 +118,7 @@ def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, p
                 summary.annotated += stats["annotated"]
                 summary.provided += stats["provided"]
                 summary.failed += stats["failed"]
-        remove_stale_temporaries(layout.annotations(name))
+        remove_temporaries(layout.annotations(name))
     finally:
         summary.workers_replaced = pool.replaced
         pool.shutdown()

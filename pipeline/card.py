@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from annotators.labelmaps import IGNORE, load_label_map
 
-from .layout import SHARD_RE, Layout
+from .annotate import image_shards
+from .layout import Layout
 from .shards import atomic_path, read_stats
 
 MAX_CARD_CLASSES = 30  # classes listed in card.md; card.json lists them all
@@ -29,11 +30,11 @@ def reject_reasons(rejects: Path) -> dict[str, int]:
 
 
 def build_card(layout: Layout, label_map: str) -> dict:
-    """The card of a packed dataset; an unpacked one is an error saying to run `pipeline pack`."""
-    stats = [read_stats(p) for p in sorted(layout.shards.glob("*.tar")) if SHARD_RE.match(p.name)]
-    stats = [s for s in stats if s is not None]
-    if not stats:
-        raise FileNotFoundError(f"{layout.shards}: no finished training shards; run `pipeline pack`")
+    """The card of a packed dataset: its training shards, one per image shard now on disk (never a shard an
+    earlier plan left); an unpacked one is an error saying to run `pipeline pack`."""
+    stats = [read_stats(layout.shards / image_shard.name) for image_shard in image_shards(layout)]
+    if not stats or None in stats:
+        raise FileNotFoundError(f"{layout.shards}: training shards missing or unfinished; run `pipeline pack`")
     splits, present, annotators = Counter(), Counter(), {}
     pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
     for s in stats:
@@ -44,8 +45,9 @@ def build_card(layout: Layout, label_map: str) -> dict:
         annotators.update({name: meta for name, meta in s["annotators"].items() if meta})
     total = sum(splits.values())
     labels = load_label_map(label_map)
+    labelled = max(1, int(pixels.sum() - pixels[IGNORE]))
     classes = [{"id": int(i), "name": labels.names[i] if i < labels.num_classes else f"unknown-{i}",
-                "pixels": int(pixels[i]), "pixel_share": float(pixels[i] / max(1, pixels.sum())),
+                "pixels": int(pixels[i]), "pixel_share": float(pixels[i] / labelled),
                 "images": int(images[i])}
                for i in np.flatnonzero(pixels) if i != IGNORE]
     return {
@@ -73,8 +75,8 @@ def card_markdown(card: dict) -> str:
               "| --- | ---: | ---: | ---: |"]
     lines += [f"| {name} | {c['samples']} | {c['missing']} | {c['fraction']:.1%} |"
               for name, c in card["coverage"].items()]
-    lines += ["", f"## Classes (top {MAX_CARD_CLASSES} by pixels)", "", "| id | class | pixel share | images |",
-              "| ---: | --- | ---: | ---: |"]
+    lines += ["", f"## Classes (top {MAX_CARD_CLASSES} by pixels)", "",
+              "| id | class | share of labelled pixels | images |", "| ---: | --- | ---: | ---: |"]
     lines += [f"| {c['id']} | {c['name']} | {c['pixel_share']:.2%} | {c['images']} |"
               for c in card["classes"][:MAX_CARD_CLASSES]]
     lines += ["", "## Rejected at ingest", ""]

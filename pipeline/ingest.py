@@ -27,10 +27,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .imageio import Rejected, encode_png, fit_labels, open_checked, pil_limits, set_pil_limits, store_jpeg
-from .layout import SHARD_RE, Layout, shard_name
+from .layout import Layout, shard_name
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
-from .shards import atomic_path, fingerprint, is_done, read_stats, shard_writer, write_stats
+from .shards import (atomic_path, fingerprint, is_done, keep_only, read_stats, remove_temporaries, shard_writer,
+                     write_stats)
 from .sources import Skipped, SourceItem, list_items, provided_digest
 
 # Bump when the stored bytes for the same inputs and params change, so old shards are redone.
@@ -249,15 +250,8 @@ def write_table(rows: list[tuple], schema: pa.Schema, path: Path) -> None:
 def remove_stale(layout: Layout, keep: set[str]) -> None:
     """Delete what killed runs left (temporaries) and shards, with markers, the current plan no longer has."""
     for table in (layout.manifest, layout.rejects):
-        for path in table.parent.glob(f".{table.name}.tmp-*"):
-            path.unlink()
-    if not layout.images.is_dir():
-        return
-    for path in layout.images.iterdir():
-        shard = path.name.removesuffix(".stats.json") + ".tar" if path.name.endswith(".stats.json") else path.name
-        temporary = path.name.startswith(".") and ".tmp-" in path.name
-        if temporary or (SHARD_RE.match(shard) and shard not in keep):
-            path.unlink()
+        remove_temporaries(table.parent, table.name)
+    keep_only(layout.images, keep)
 
 
 def available_cores() -> int:

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .annotate import image_shards
+from .annotate import image_fingerprint, image_shards
 from .layout import Layout
-from .shards import ShardError, fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
+from .shards import ShardError, fingerprint, is_done, keep_only, read_shard, read_stats, shard_writer, write_stats
 
 # Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
 ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}
@@ -27,16 +27,20 @@ ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("
 PROVIDED_MEMBERS = ("seg.png", "txt")
 # Modalities counted for coverage: one member each that says the modality is there.
 COVERAGE = {"seg": "seg.png", "sketch": "sketch.png", "clip": "clip.npy", "txt": "txt", "clip_text": "clip_text.npy"}
-CODE_VERSION = 1  # bump when the training-shard layout changes: every training shard is then redone
+CODE_VERSION = 2  # bump when the training-shard layout changes: every training shard is then redone
 
 
-def annotation_stats(layout: Layout, annotator: str, shard_name: str) -> dict:
-    """The stats of a finished annotation shard; a missing or unfinished one is an error saying what to run."""
-    path = layout.annotations(annotator) / shard_name
+def annotation_stats(layout: Layout, annotator: str, image_shard: Path, image: str) -> dict:
+    """The stats of the finished annotation shard made from `image_shard` as it is now (`image`: its fingerprint);
+    a missing, unfinished or stale one is an error saying what to run."""
+    path = layout.annotations(annotator) / image_shard.name
     stats = read_stats(path)
+    rerun = f"run `pipeline annotate --only {annotator} --dataset {layout.dataset}`"
     if stats is None or not path.exists():
-        raise FileNotFoundError(f"{path}: annotation shard missing or unfinished; run `pipeline annotate --only "
-                                f"{annotator} --dataset {layout.dataset}`")
+        raise FileNotFoundError(f"{path}: annotation shard missing or unfinished; {rerun}")
+    if stats.get("image_fingerprint") != image:
+        raise ValueError(f"{path}: annotation shard made from another version of image shard {image_shard} "
+                         f"(it was ingested again since); {rerun}")
     return stats
 
 
@@ -69,8 +73,10 @@ def class_histogram(seg_png: bytes) -> np.ndarray:
     return cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel().astype(np.int64)  # ~10x np.bincount
 
 
-def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out: Path, label_map: str) -> dict:
-    """Write the training shard `out` from an image shard and {annotator: (annotation shard, its stats)}."""
+def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out: Path, label_map: str,
+               text: str) -> dict:
+    """Write the training shard `out` from an image shard and {annotator: (annotation shard, its stats)};
+    `text` is the dataset profile's pseudo-text (`captions` or `image`), recorded in every sample."""
     readers = {name: _AlignedReader(path) for name, (path, _) in annotations.items()}
     metadata = {name: stats.get("metadata", {}) for name, (_, stats) in annotations.items()}
     counts = {name: 0 for name in COVERAGE}
@@ -88,7 +94,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                 if fresh:
                     used[name] = metadata[name]
                 sample.update(fresh)
-            sample["json"] = _sample_json(key, info, label_map, used)
+            sample["json"] = _sample_json(key, info, label_map, text, used)
             writer.write(sample)
             samples += 1
             splits[info["split"]] = splits.get(info["split"], 0) + 1
@@ -104,9 +110,9 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
             "class_pixels": pixels.tolist(), "class_images": images.tolist()}
 
 
-def _sample_json(key: str, info: dict, label_map: str, annotators: dict[str, dict]) -> bytes:
+def _sample_json(key: str, info: dict, label_map: str, text: str, annotators: dict[str, dict]) -> bytes:
     record = {"key": key, "source": info.get("source"), "size": [info["width"], info["height"]],
-              "split": info["split"], "label_map": label_map, "provided": info.get("provided", []),
+              "split": info["split"], "label_map": label_map, "text": text, "provided": info.get("provided", []),
               "annotators": annotators}
     return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
 
@@ -115,30 +121,29 @@ def plan(layout: Layout, params, profile) -> Iterator[tuple[Path, dict[str, tupl
     """Per image shard: (image shard, its annotation shards with stats, training shard, fingerprint)."""
     names = [name for name in params.pack.modalities if name in profile.annotate]
     for image_shard in image_shards(layout):
-        annotations = {}
-        for name in names:
-            annotations[name] = (layout.annotations(name) / image_shard.name,
-                                 annotation_stats(layout, name, image_shard.name))
-        image_fp = (read_stats(image_shard) or {}).get("fingerprint", image_shard.stat().st_size)
+        image = image_fingerprint(image_shard)
+        annotations = {name: (layout.annotations(name) / image_shard.name,
+                              annotation_stats(layout, name, image_shard, image)) for name in names}
         fp = fingerprint("pack", CODE_VERSION, params.pack.model_dump(exclude={"workers"}), profile.label_map,
-                         image_fp, {name: stats.get("fingerprint") for name, (_, stats) in annotations.items()})
+                         profile.text, image, {name: stats["fingerprint"] for name, (_, stats) in annotations.items()})
         yield image_shard, annotations, layout.shards / image_shard.name, fp
 
 
-def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_map: str) -> int:
-    stats = pack_shard(image_shard, annotations, out, label_map)
+def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_map: str, text: str) -> int:
+    stats = pack_shard(image_shard, annotations, out, label_map, text)
     write_stats(out, {"fingerprint": fp, "image_shard": image_shard.name, **stats})
     return stats["samples"]
 
 
 def run(layout: Layout, params, profile, progress: bool = True) -> dict:
     """Pack every image shard not already packed under the same fingerprint, `pack.workers` processes at a
-    time; returns a summary."""
+    time, and delete training shards no image shard makes any more; returns a summary."""
     for name in params.pack.modalities:
         if name not in ANNOTATION_MEMBERS:
             raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")
     jobs = list(plan(layout, params, profile))
-    todo = [(image, annotations, out, fp, profile.label_map) for image, annotations, out, fp in jobs
+    keep_only(layout.shards, {out.name for _, _, out, _ in jobs})
+    todo = [(image, annotations, out, fp, profile.label_map, profile.text) for image, annotations, out, fp in jobs
             if not is_done(out, fp)]
     workers = min(params.pack.workers or os.cpu_count() or 1, max(1, len(todo)))
     # fork: workers only read and write files, and a spawned interpreter's imports cost more than a small shard

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .layout import stats_path
+from .layout import SHARD_RE, stats_path
 
 # A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
 MEMBER_RE = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,128})\.(?P<ext>[A-Za-z0-9_.-]{1,64})$")
@@ -44,6 +44,25 @@ def shard_writer(path: Path) -> Iterator["webdataset.TarWriter"]:
             yield writer
         finally:
             writer.close()
+
+
+def remove_temporaries(folder: Path, name: str = "*") -> None:
+    """Delete the half-written files killed runs left in `folder` (`.<name>.tmp-PID`, see `atomic_path`);
+    call only while nothing writes there."""
+    for tmp in folder.glob(f".{name}.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def keep_only(folder: Path, shards: set[str]) -> None:
+    """Make `folder` hold only the shards named in `shards`: every other contract-named shard and its marker
+    (left by an earlier plan, e.g. before a re-sharding) is deleted, and so are temporaries."""
+    if not folder.is_dir():
+        return
+    remove_temporaries(folder)
+    for path in folder.iterdir():
+        shard = path.name.removesuffix(".stats.json") + ".tar" if path.name.endswith(".stats.json") else path.name
+        if SHARD_RE.match(shard) and shard not in shards:
+            path.unlink()
 
 
 def fingerprint(*parts) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 
 from annotators.base import encode
 from pipeline.layout import Layout, shard_name
-from pipeline.shards import fingerprint, read_shard, shard_writer, write_stats
+from pipeline.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
 
 
 def jpeg(seed: int, width: int = 40, height: int = 32) -> bytes:
@@ -74,7 +74,8 @@ def _annotation(name: str, n: int, captions: int) -> dict[str, bytes]:
 
 
 def write_annotations(layout: Layout, name: str, skip: set[str] = frozenset(), fp: str = "fp1") -> None:
-    """Annotation shards of `name` aligned with the image shards (provided seg skipped, `skip` keys failed)."""
+    """Annotation shards of `name` aligned with the image shards as they are now (provided seg skipped, `skip`
+    keys failed)."""
     for image_shard in sorted(layout.images.glob("*.tar")):
         out = layout.annotations(name) / image_shard.name
         with shard_writer(out) as writer:
@@ -84,4 +85,5 @@ def write_annotations(layout: Layout, name: str, skip: set[str] = frozenset(), f
                     continue
                 captions = len(sample["txt"].decode().splitlines()) if "txt" in sample else 0
                 writer.write({"__key__": key, **_annotation(name, int(key, 16), captions)})
-        write_stats(out, {"fingerprint": fp, "metadata": META[name]})
+        write_stats(out, {"fingerprint": fp, "metadata": META[name],
+                          "image_fingerprint": read_stats(image_shard)["fingerprint"]})

@@ -42,11 +42,15 @@ def cmyk_jpeg(seed: int = 1) -> bytes:
     return buffer.getvalue()
 
 
-def png16(seed: int = 2) -> bytes:
-    """A 16-bit gray PNG whose values span the full 16-bit range."""
-    ramp = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+def ramp16() -> np.ndarray:
+    """A 48x64 uint16 gray ramp spanning the full 16-bit range."""
+    return np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+
+
+def png16() -> bytes:
+    """A 16-bit gray PNG of `ramp16`."""
     buffer = io.BytesIO()
-    Image.fromarray(ramp).save(buffer, "PNG")
+    Image.fromarray(ramp16()).save(buffer, "PNG")
     return buffer.getvalue()
 
 

@@ -12,17 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 import webdataset as wds
 import yaml
 from click.testing import CliRunner
 
 from annotators.base import Annotator
 from image_shards import jpeg, write_image_shards
+from ingest_fixtures import encode, picture, write
+from public_layouts import filled, hed_bsds500_port_layout
 from pipeline.cli import main
 from pipeline.annotate import ShardJob, annotate_shard
 from pipeline.layout import Layout
 from pipeline.ray_runtime import pool_shape
-from pipeline.shards import read_shard, read_stats, shard_writer
+from pipeline.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
 
 ANNOTATORS = ["seg", "sketch", "clip"]
 SLOW = ["sketch"]  # tests of the machinery run this one alone (on bigger images where a shard must take a while)
@@ -172,9 +175,58 @@ def test_a_corrupt_image_is_recorded_and_the_shard_completes(cluster, tmp_path):
     stats = read_stats(layout.annotations("sketch") / "train-000001.tar")
     assert stats["failed"] == 1 and stats["failures"][0]["key"] == keys[3] and stats["failures"][0]["error"]
     assert [k for k, _ in read_shard(layout.annotations("sketch") / "train-000001.tar")] == [keys[2], keys[4]]
+    code, output = annotate(layout, params, "--workers", "1", only=SLOW)  # a strict rerun stays red
+    assert code == 1 and "(2 already done)" in output and "1 failed in the shards already done" in output
     tolerant = write_params(tmp_path / "t", **{"annotate.runtime.max_failed_fraction": 0.5})
     code, output = annotate(layout, tolerant, "--workers", "1", only=SLOW)
     assert code == 0 and "(2 already done)" in output  # failures are final for those params: not redone
+
+
+def test_a_changed_image_shard_or_weights_file_redoes_every_shard(cluster, tmp_path):
+    weights = tmp_path / "hed.pth"
+    torch.save(filled(hed_bsds500_port_layout(), seed=0), weights)
+    layout, _, _ = make_dataset(tmp_path, [2, 2])
+    params = write_params(tmp_path / "w", **{"annotate.sketch.weights": str(weights)})
+    assert annotate(layout, params, "--workers", "1", only=SLOW)[0] == 0
+    for index, shard in enumerate(sorted(layout.images.glob("*.tar"))):  # ingested again: new JPEG bytes
+        samples = list(read_shard(shard))
+        with shard_writer(shard) as writer:
+            for key, sample in samples:
+                writer.write({"__key__": key, **sample, "jpg": jpeg(int(key, 16) + 100)})
+        write_stats(shard, {**read_stats(shard), "fingerprint": fingerprint("test-ingest-again", index)})
+    code, output = annotate(layout, params, "--workers", "1", only=SLOW)
+    assert code == 0 and "sketch: 4 images in 2 shard(s) (0 already done)" in output, output
+    assert "(2 already done)" in annotate(layout, params, "--workers", "1", only=SLOW)[1]  # unchanged: kept
+    torch.save(filled(hed_bsds500_port_layout(), seed=1), weights)  # other weights under the same file name
+    code, output = annotate(layout, params, "--workers", "1", only=SLOW)
+    assert code == 0 and "sketch: 4 images in 2 shard(s) (0 already done)" in output, output
+
+
+def test_resharding_leaves_only_the_current_shards_and_the_card_counts_them(cluster, tmp_path):
+    for i in range(7):
+        write(tmp_path / "raw" / f"{i}.png", encode(picture(48, 40, seed=i), "PNG"))
+    layout = Layout(tmp_path / "data", "mine")
+
+    def run_chain(shard_size: int) -> None:
+        params = yaml.safe_load(open("params.yaml"))
+        params["datasets"]["mine"] = {
+            "source": {"kind": "folder", "path": str(tmp_path / "raw")}, "test_size": 0.01, "annotate": SLOW,
+            "overrides": {**OFFLINE, "ingest.min_size": 16, "ingest.shard_size": shard_size}}
+        params["pack"]["workers"] = 1
+        path = tmp_path / f"params-{shard_size}.yaml"
+        path.write_text(yaml.safe_dump(params))
+        for command in (["ingest", "--workers", "1"], ["annotate", "--workers", "1"], ["pack"]):
+            result = CliRunner().invoke(main, [*command, "--dataset", "mine", "--params", str(path), "--data-dir",
+                                               str(layout.data_dir), "--no-progress"])
+            assert result.exit_code == 0, result.output
+
+    run_chain(3)
+    assert len(list(layout.shards.glob("*.tar"))) == 3
+    run_chain(8)  # 7 samples in one shard now
+    for folder in (layout.images, layout.annotations("sketch"), layout.shards):
+        assert sorted(p.name for p in folder.iterdir()) == ["train-000000.stats.json", "train-000000.tar"]
+    card = json.loads(layout.card_json.read_text())
+    assert card["shards"] == 1 and card["samples"] == len(list(read_shard(layout.shards / "train-000000.tar"))) == 7
 
 
 KILLED_SHARDS, KILLED_SIZE = [2] * 6, (320, 240)
@@ -254,12 +306,12 @@ def test_an_image_failing_inside_the_annotator_fails_alone(tmp_path):
     with shard_writer(shard) as writer:  # the middle image becomes 64 px wide
         for key, sample in samples:
             writer.write({"__key__": key, **sample, **({"jpg": jpeg(1, 64, 32)} if key == keys[1] else {})})
-    job = ShardJob(shard, layout.annotations("sketch") / shard.name, "fp", 3)
+    job = ShardJob(shard, "image-fp", layout.annotations("sketch") / shard.name, "fp", 3)
     stats = annotate_shard(_Brightness(), job, batch_size=3, prefetch=1, max_pixels=10**6)
     assert stats["annotated"] == 2 and stats["failed"] == 1
     assert stats["failures"] == [{"key": keys[1], "error": "ValueError: cannot annotate 64-px-wide images"}]
     assert [k for k, _ in read_shard(job.out)] == [keys[0], keys[2]]
-    assert read_stats(job.out)["fingerprint"] == "fp"
+    assert read_stats(job.out)["fingerprint"] == "fp" and read_stats(job.out)["image_fingerprint"] == "image-fp"
 
 
 def test_missing_weights_stop_the_job_before_any_shard_with_what_to_fetch(cluster, tmp_path):

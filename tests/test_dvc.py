@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
+from dvc.repo import Repo
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -82,8 +83,10 @@ def ran(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
-def changed_stages(root: Path, env: dict) -> set[str]:
-    return set(json.loads(dvc(root, env, "status", "--json").strip().splitlines()[-1]))
+def changed_stages(root: Path) -> set[str]:
+    """The stages `dvc status` marks changed (DVC's API in this process: the same answer, no CLI start-up each)."""
+    with Repo(str(root)) as repo:
+        return set(repo.status())
 
 
 def stages(root: Path) -> set[str]:
@@ -102,7 +105,7 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     assert (root / "data/sample/preview.png").stat().st_size > 0
     assert len(list((root / "data/sample/shards").glob("*.tar"))) == len(list((root / "data/sample/images").glob("*.tar")))
     assert ran(dvc(root, env, "repro")) == set()
-    assert changed_stages(root, env) == set()
+    assert changed_stages(root) == set()
     metrics = json.loads(dvc(root, env, "metrics", "show", "--json"))
     files = metrics[""]["data"] if "" in metrics else next(iter(metrics.values()))["data"]
     assert "data/sample/card.json" in files
@@ -114,34 +117,80 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     assert (root / "plots" / "index.html").is_file()
 
 
+ANNOTATE = {"annotate@seg", "annotate@sketch", "annotate@clip"}
+TRAIN = {"train@poegan", "train@spade-seg", "train@spade-sketch"}
 EVALUATE = {"evaluate@poegan", "evaluate@spade-seg", "evaluate@spade-sketch"}  # they run the annotators too
-
-
-@pytest.mark.parametrize("key, value, expected", [
-    ("annotate.clip.batch_size", 3, {"annotate@clip"} | EVALUATE),
+EVERY = {"sample", "ingest", "weights", *ANNOTATE, "pack", "preview", *TRAIN, *EVALUATE}
+# The rerun boundary, written out by hand (never read from dvc.yaml): a changed param -> the stages it must mark
+# changed, and no others. Stages downstream of those rerun through their inputs once these have run.
+RERUNS = [
+    ("dataset", "coco", EVERY - {"sample"}),  # another profile: every stage of the chain, not the built-in sample
+    ("sample.landscapes", 5, {"sample"}),
+    ("sample.seed", 1, {"sample"}),
+    ("sample.include_photos", False, {"sample"}),
+    ("ingest.min_size", 33, {"ingest"}),
+    ("ingest.max_pixels", 10**7, {"ingest"} | ANNOTATE),  # annotate refuses larger images itself
+    ("ingest.max_aspect", 3.0, {"ingest"}),
+    ("ingest.max_short_side", 97, {"ingest"}),
+    ("ingest.jpeg_quality", 90, {"ingest"}),
+    ("ingest.shard_size", 5, {"ingest"}),
     ("annotate.seg.long_side", 97, {"annotate@seg"} | EVALUATE),
+    ("annotate.seg.weights", "other.pth", {"weights", "annotate@seg"} | EVALUATE),
+    ("annotate.sketch.threshold", 0.6, {"annotate@sketch"} | EVALUATE),
+    ("annotate.sketch.simplify_weights", "other.pth", {"weights", "annotate@sketch"} | EVALUATE),
+    ("annotate.clip.model", "RN50", {"annotate@clip"} | EVALUATE),
+    ("annotate.clip.batch_size", 3, {"annotate@clip"} | EVALUATE),
+    ("annotate.runtime.workers", 1, set()),  # how annotate runs, never what it writes
+    ("annotate.runtime.max_failed_fraction", 0.5, set()),
+    ("pack.modalities", ["seg", "clip"], {"pack"}),
     ("pack.workers", 2, {"pack"}),
     ("preview.samples", 3, {"preview"}),
-    ("ingest.jpeg_quality", 90, {"ingest"}),
     ("train.poegan.seed", 1, {"train@poegan", "evaluate@poegan"}),
     ("train.spade-seg.seed", 1, {"train@spade-seg", "evaluate@spade-seg"}),
+    ("train.spade-sketch.steps", 3, {"train@spade-sketch", "evaluate@spade-sketch"}),
     ("evaluate.seed", 1, EVALUATE),
-])
-def test_a_changed_param_marks_exactly_its_stage(project, key, value, expected):
-    root, env, _ = project
+    ("datasets.sample.source", {"kind": "sample", "path": "raw/elsewhere"}, {"sample", "ingest"}),
+    ("datasets.sample.test_size", 0.3, {"ingest"}),
+    ("datasets.sample.label_map", "celebamask-hq-19", {"pack", "preview"} | TRAIN | EVALUATE),
+    ("datasets.sample.annotate", ["sketch", "clip"], {"weights", "pack"} | ANNOTATE),
+    ("datasets.sample.text", "image", {"pack"}),  # recorded in the training shards: training follows them
+    ("datasets.sample.train_config", "coco-64", TRAIN | EVALUATE),
+    ("datasets.sample.overrides", {"preview.seed": 1}, EVERY),
+    ("datasets.landscape.label_map", "celebamask-hq-19", set()),  # a profile that is not running
+    ("datasets.coco.overrides", {"ingest.jpeg_quality": 80}, set()),
+]
+
+
+def test_the_rerun_table_covers_every_params_section_and_profile_key():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    sections = {key for key in params if key not in ("annotate", "train", "datasets")}
+    sections |= {f"{group}.{name}" for group in ("annotate", "train") for name in params[group]}
+    sections |= {f"datasets.sample.{key}" for key in params["datasets"]["sample"]}
+    covered = {key for key, _, _ in RERUNS}
+    assert {s for s in sections if not any(k == s or k.startswith(s + ".") for k in covered)} == set()
+    assert {f"ingest.{key}" for key in params["ingest"]} <= covered  # each one reruns differently
+
+
+def test_a_changed_param_marks_exactly_its_stages(project):
+    root, _, _ = project
     original = (root / "params.yaml").read_text()
-    params = yaml.safe_load(original)
-    node = params
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
+    wrong = {}
     try:
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        assert changed_stages(root, env) == expected
+        for key, value, expected in RERUNS:
+            params = yaml.safe_load(original)
+            node = params
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            assert leaf in node, f"params.yaml has no {key}"
+            node[leaf] = value
+            (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            if (changed := changed_stages(root)) != expected:
+                wrong[key] = {"missing": sorted(expected - changed), "unexpected": sorted(changed - expected)}
     finally:
         (root / "params.yaml").write_text(original)
-    assert changed_stages(root, env) == set()
+    assert wrong == {}
+    assert changed_stages(root) == set()
 
 
 def test_an_experiment_reruns_the_changed_annotator_and_what_depends_on_it(project):
@@ -155,7 +204,7 @@ def test_an_experiment_reruns_the_changed_annotator_and_what_depends_on_it(proje
     finally:
         subprocess.run(["git", "checkout", "params.yaml", "dvc.lock"], cwd=root, env=env, check=True)
         dvc(root, env, "checkout", "--force")
-    assert changed_stages(root, env) == set()
+    assert changed_stages(root) == set()
 
 
 def test_a_repro_killed_mid_annotate_redoes_only_unfinished_shards(project):

@@ -3,12 +3,21 @@ test split under every condition; and the clear refusals (no snapshot, no test s
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
+from metric_fixtures import write_random_inception
 from train_shards import write_training_shards
 
 from pipeline.cli import main
+from pipeline.params.stages import EvaluateParams
+from train.evaluate import MODEL_CONDITIONS, generate, read_test_set, reference_set
+from train.metrics.base import EvalContext
+from train.metrics.conditions import CONDITIONS as MODALITIES_OF
+from train.metrics.fid import reference_features
+from train.models import family
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,3 +96,49 @@ def test_missing_inception_weights_stop_before_any_output_with_the_registry_mess
     result = run("evaluate", "--params", str(params), "--data-dir", str(data))
     assert result.exit_code == 1
     assert "inception-2015-12-05" in result.output and "not found" in result.output
+
+
+def test_reference_features_are_recomputed_when_the_test_images_change_under_the_same_keys(tmp_path):
+    shards = tmp_path / "shards"
+    inception = write_random_inception(tmp_path / "inception.pth")
+    ctx = EvalContext(EvaluateParams(inception_weights=str(inception)), tmp_path, tmp_path / "cache")
+
+    def reference(jpeg_quality: int):
+        write_training_shards(shards, images=3, per_shard=3, short_side=36, split="test", jpeg_quality=jpeg_quality)
+        test = read_test_set(shards, 32, 182, limit=3, seed=0)
+        return test, reference_features(reference_set("sample", test, 32), ctx)
+
+    before, features = reference(95)
+    # re-ingested with another jpeg_quality: the same keys, other pixels, so other reference features
+    after, recomputed = reference(60)
+    assert after.keys == before.keys and not np.array_equal(after.images, before.images)
+    assert not np.array_equal(recomputed, features)
+    # the first images again: their cached features are found, not confused with the second set's
+    assert np.array_equal(reference(95)[1], features) and len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def random_conditions(seed: int, num_classes: int = 182, size: int = 32) -> dict:
+    """One test sample's conditions as `read_test_set` gives them, drawn from `seed`."""
+    rng = torch.Generator().manual_seed(seed)
+    seg = torch.nn.functional.one_hot(torch.randint(0, num_classes, (1, size, size), generator=rng), num_classes)
+    return {"image": torch.rand(1, 3, size, size, generator=rng) * 2 - 1, "seg": seg.permute(0, 3, 1, 2).float(),
+            "sketch": (torch.rand(1, 1, size, size, generator=rng) < 0.1).float(),
+            "text": torch.randn(1, 512, generator=rng)}
+
+
+@pytest.mark.parametrize("model", ["poegan", "spade-seg", "spade-sketch"])
+def test_each_condition_generates_from_exactly_its_modalities_and_never_from_the_test_image(model):
+    torch.manual_seed(0)
+    G, _ = family(model).networks(family(model).config("tiny"), 182)
+    G.eval().requires_grad_(False)
+    cond, other = random_conditions(0), random_conditions(1)
+    field = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}  # EvalInputs modality -> condition tensor
+    for condition in MODEL_CONDITIONS.get(model, MODALITIES_OF):
+        given = {field[m] for m in MODALITIES_OF[condition]}
+        images = generate(G, cond, condition, seed=0, batch_size=1, device="cpu")
+        # every input the condition excludes, the real image (the style input) included, is ignored to the bit
+        excluded = {k: other[k] if k not in given else v for k, v in cond.items()}
+        assert generate(G, excluded, condition, seed=0, batch_size=1, device="cpu").tobytes() == images.tobytes()
+        for name in given:  # and each input it includes is used
+            changed = generate(G, {**cond, name: other[name]}, condition, seed=0, batch_size=1, device="cpu")
+            assert not np.array_equal(changed, images), (condition, name)

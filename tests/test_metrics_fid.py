@@ -4,7 +4,9 @@ weight registry, and the on-disk cache of reference features.
 No Inception weights can be downloaded here, so the fixture writes a file in the library's own layout with random
 weights (see metric_fixtures.write_random_inception).
 """
+import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from metric_fixtures import add_noise, smooth_images, write_random_inception
 
@@ -48,6 +50,31 @@ def test_fid_and_kid_are_about_zero_on_the_same_set_and_grow_with_noise(tmp_path
     kids += [kernel_distance(f, reference, 10, 1000, 0)[0] for f in noisy]
     assert kids == sorted(kids) and len(set(kids)) == len(kids)
     assert abs(kids[0]) < 1e-2 * kids[1]
+
+
+def test_frechet_distance_is_the_closed_form_between_the_fitted_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 6))
+    b = rng.normal(1.0, 2.0, size=(30, 6)) @ rng.normal(size=(6, 6))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = (np.sum((a.mean(0) - b.mean(0)) ** 2)
+                + np.trace(cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real))
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_kid_is_the_unbiased_mmd_with_the_cubic_polynomial_kernel():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(12, 5)), rng.normal(0.5, 1.5, size=(12, 5))
+
+    def kernel(x, y):
+        return (x @ y.T / x.shape[1] + 1) ** 3
+
+    n = len(a)
+    within = [(kernel(x, x).sum() - np.trace(kernel(x, x))) / (n * (n - 1)) for x in (a, b)]
+    expected = sum(within) - 2 * kernel(a, b).mean()
+    # a subset size above the sets' size is capped to it: every subset is the whole set, so the std is 0
+    mean, std = kernel_distance(a, b, subsets=3, subset_size=1000, seed=0)
+    assert mean == pytest.approx(expected, rel=1e-9) and std == pytest.approx(0, abs=1e-12)
 
 
 def test_reference_features_are_cached_per_dataset_split_and_extractor(tmp_path, inception_file):

@@ -3,6 +3,7 @@ of the AlexNet backbone (a file in torchvision's layout, written here with rando
 wheel's own linear layers."""
 import importlib.resources
 
+import lpips
 import numpy as np
 import pytest
 import torch
@@ -37,6 +38,22 @@ def test_lpips_is_zero_for_identical_and_positive_for_different_images(model):
     assert lpips_distances(a, a, model).tolist() == [0.0, 0.0, 0.0]
     assert (lpips_distances(a, b, model) > 0).all()
     assert lpips_distances(a, b, model, batch_size=2) == pytest.approx(lpips_distances(a, b, model, batch_size=3))
+
+
+def test_lpips_distances_are_the_lpips_package_on_the_same_images(alexnet_file, model, monkeypatch):
+    backbone = torchvision.models.alexnet(weights=None)
+    backbone.load_state_dict(torch.load(alexnet_file, weights_only=True))
+    # the package builds its AlexNet from torchvision's; it gets ours, and its own v0.1 linear layers
+    monkeypatch.setattr(lpips.pretrained_networks.tv, "alexnet", lambda **kwargs: backbone)
+    reference = lpips.LPIPS(net="alex", version="0.1", verbose=False).eval()
+    a, b = images(3, 0), images(3, 1)
+
+    def unit(x):  # uint8 NHWC -> float NCHW in [0, 1], which normalize=True maps to [-1, 1]
+        return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+
+    with torch.no_grad():
+        expected = reference(unit(a), unit(b), normalize=True).flatten().numpy()
+    assert lpips_distances(a, b, model) == pytest.approx(expected, rel=1e-4)
 
 
 def test_lpips_loads_backbone_and_linear_layers_strictly(alexnet_file, model, tmp_path):

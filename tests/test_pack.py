@@ -1,6 +1,7 @@
 """`pipeline pack` and the dataset card: training shards join image and annotation shards byte for byte."""
 import io
 import json
+import random
 import tarfile
 
 import numpy as np
@@ -13,9 +14,11 @@ from PIL import Image
 from click.testing import CliRunner
 
 from image_shards import DIM, META, write_annotations, write_image_shards
+from ingest_fixtures import encode, picture, write
 from pipeline.cli import main
 from pipeline.layout import Layout, shard_name
 from pipeline.shards import ShardError, read_shard, read_stats, shard_writer
+from train.data import make_example
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def test_training_shards_follow_the_contract(dataset):
         info = sample["json"]
         assert set(info) >= {"key", "source", "size", "split", "label_map", "annotators"}
         assert info["key"] == sample["__key__"] and info["size"] == [40, 32] and info["split"] == "train"
-        assert info["label_map"] == "coco-stuff-182"
+        assert info["label_map"] == "coco-stuff-182" and info["text"] == "captions"
         picture = {ext: Image.open(io.BytesIO(sample[ext]))
                    for ext in ("jpg", "seg.png", "sketch.png") if ext in sample}
         assert picture["jpg"].format == "JPEG" and picture["jpg"].mode == "RGB" and picture["jpg"].size == (40, 32)
@@ -101,6 +104,7 @@ def test_card_counts_and_rerun_skips_packed_shards(dataset):
     # class 0: a quarter of each provided map (samples 0, 3, 6) and all of pseudo-labelled sample 5
     assert names["person"]["images"] == 4 and names["person"]["pixels"] == 3 * 16 * 20 + 32 * 40
     assert card["ignored_pixels"] == 3 * 16 * 20
+    assert sum(c["pixel_share"] for c in card["classes"]) == pytest.approx(1)  # of labelled pixels, as charted
     assert card["annotators"] == META
     assert card["rejects"] == {"too_small": 2, "undecodable": 1}
     assert "| sketch | 6 | 1 |" in layout.card_md.read_text()
@@ -112,6 +116,21 @@ def test_card_counts_and_rerun_skips_packed_shards(dataset):
     assert "3 shard(s) packed" in _pack(layout, params_file)
     assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == {
         k: v for k, v in before.items() if k.endswith(".tar")}
+
+
+def test_a_profile_with_text_image_trains_on_the_image_embedding_even_where_captions_exist(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    params = yaml.safe_load(params_file.read_text())
+    params["datasets"]["sample"]["text"] = "image"
+    params_file.write_text(yaml.safe_dump(params))
+    assert "3 shard(s) packed" in _pack(layout, params_file)
+    captioned = [s for p in sorted(layout.shards.glob("*.tar")) for _, s in read_shard(p) if "clip_text.npy" in s]
+    assert len(captioned) == 3
+    for sample in captioned:
+        image_embedding = np.load(io.BytesIO(sample["clip.npy"]))
+        for seed in range(4):
+            assert make_example(sample, 16, 182, random.Random(seed))["text"].tolist() == image_embedding.tolist()
 
 
 def test_parallel_packing_writes_the_same_bytes(dataset):
@@ -141,3 +160,47 @@ def test_misaligned_or_missing_annotations_fail_clearly(dataset):
     result = CliRunner().invoke(main, ["pack", "--dataset", "sample", "--params", str(params_file),
                                        "--data-dir", str(layout.data_dir)])
     assert result.exit_code != 0 and "clip/train-000002.tar" in result.output and "pipeline annotate" in result.output
+
+
+def test_pack_removes_what_killed_runs_and_earlier_plans_left(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    current = sorted(p.name for p in layout.shards.iterdir())
+    (layout.shards / ".train-000001.tar.tmp-4242").write_bytes(b"half a shard")  # a killed pack's
+    for suffix in (".tar", ".stats.json"):  # a finished shard that an earlier, longer plan made
+        (layout.shards / f"train-000007{suffix}").write_bytes((layout.shards / f"train-000000{suffix}").read_bytes())
+    assert "3 already done" in _pack(layout, params_file)
+    assert sorted(p.name for p in layout.shards.iterdir()) == current
+    assert json.loads(layout.card_json.read_text())["samples"] == 7
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [*args, "--no-progress"])
+    return result.exit_code, result.output
+
+
+def test_pack_refuses_annotations_made_from_images_ingested_since(tmp_path):
+    for i in range(4):
+        write(tmp_path / "raw" / f"{i}.png", encode(picture(96, 80, seed=i), "PNG"))
+    params = yaml.safe_load(open("params.yaml"))
+    params["datasets"]["mine"] = {"source": {"kind": "folder", "path": str(tmp_path / "raw")}, "test_size": 0.01,
+                                  "annotate": ["sketch", "clip"], "overrides": {"ingest.min_size": 16}}
+    params["pack"]["workers"] = 1
+    layout = Layout(tmp_path / "data", "mine")
+    common = ["--dataset", "mine", "--params", str(tmp_path / "params.yaml"), "--data-dir", str(layout.data_dir)]
+
+    def ingest(max_short_side: int) -> None:
+        params["ingest"]["max_short_side"] = max_short_side
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        assert _cli("ingest", *common, "--workers", "1")[0] == 0
+
+    ingest(64)
+    for name in ("sketch", "clip"):
+        write_annotations(layout, name)
+    assert _cli("pack", *common)[0] == 0
+    packed = {p.name: p.read_bytes() for p in layout.shards.iterdir()}
+    ingest(48)  # new JPEGs of another size under the same shard names and keys; the annotations are the old ones
+    code, output = _cli("pack", *common)
+    assert code != 0
+    assert "sketch/train-000000.tar" in output and "pipeline annotate --only sketch --dataset mine" in output
+    assert {p.name: p.read_bytes() for p in layout.shards.iterdir()} == packed  # nothing lost

@@ -93,6 +93,17 @@ def test_overrides_apply_to_their_dataset_only():
     assert params.for_dataset("landscape").annotate.seg.weights == params.annotate.seg.weights != "random"
 
 
+def test_real_profiles_preprocess_and_train_as_the_supplement_says():
+    params = load_params(REPO_PARAMS)
+    for model in ("poegan", "spade-seg", "spade-sketch"):  # A: COCO, CelebA resized; Landscape randomly cropped
+        fits = {name: params.for_dataset(name).train.model(model).fit for name in ("coco", "mm-celeba-hq", "landscape")}
+        assert fits == {"coco": "resize", "mm-celeba-hq": "resize", "landscape": "random-crop"}
+    assert not any(params.for_dataset(name).train.poegan.flip for name in params.datasets)  # B names no flips
+    # Table 4 scale: hundreds of thousands of steps for the real profiles, a short run for the sample
+    assert all(params.for_dataset(n).train.poegan.steps > 500_000 for n in ("coco", "mm-celeba-hq", "landscape"))
+    assert params.for_dataset("sample").train.poegan.steps <= 100
+
+
 def test_override_of_an_unknown_or_mistyped_param_is_rejected(tmp_path):
     def misspelled(raw):
         raw["datasets"]["sample"]["overrides"] = {"annotate.seg.wieghts": "random"}

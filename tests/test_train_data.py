@@ -10,7 +10,7 @@ from PIL import Image
 from train_shards import drawn_sample, write_training_shards
 
 from pipeline.shards import shard_writer
-from train.data import DataError, ShardLoader, make_example, shard_urls
+from train.data import DataError, Preprocess, ShardLoader, make_example, shard_urls
 
 
 def _sample(rgb, labels, sketch, texts=None):
@@ -39,13 +39,42 @@ def test_crop_and_flip_are_identical_for_image_seg_and_sketch():
     rgb[:, 5, 0], labels[:, 5], sketch[:, 5] = 255, 7, 255
     flips = set()
     for seed in range(12):
-        ex = make_example(_sample(rgb, labels, sketch), 16, 10, random.Random(seed))
+        ex = make_example(_sample(rgb, labels, sketch), 16, 10, random.Random(seed), Preprocess(flip=True))
         red_col = (ex["image"][0] > 0).all(0).nonzero().flatten().tolist()
         seg_col = (ex["seg"][7] == 1).all(0).nonzero().flatten().tolist()
         sketch_col = (ex["sketch"][0] == 1).all(0).nonzero().flatten().tolist()
         assert red_col == seg_col == sketch_col and len(red_col) <= 1
         flips.add(tuple(red_col))
     assert len(flips) > 2  # crops and flips do vary
+
+
+def _edge_markers():
+    """A 16x32 image whose first column is red and last column blue."""
+    rgb = np.zeros((16, 32, 3), np.uint8)
+    rgb[:, 0, 0], rgb[:, -1, 2] = 255, 255
+    return _sample(rgb, np.zeros((16, 32), np.uint8), np.zeros((16, 32), np.uint8))
+
+
+def test_resize_keeps_the_whole_image_and_random_crop_takes_a_square_of_it():
+    # supplement A: MS-COCO and MM-CelebA-HQ resized to the training resolution, Landscape randomly cropped
+    for seed in range(6):
+        ex = make_example(_edge_markers(), 16, 10, random.Random(seed), Preprocess(fit="resize"))
+        assert ex["image"].shape == (3, 16, 16)
+        assert ex["image"][0, :, 0].mean() > -0.5 and ex["image"][2, :, -1].mean() > -0.5  # both edges kept
+    crops = [make_example(_edge_markers(), 16, 10, random.Random(seed), Preprocess(fit="random-crop"))
+             for seed in range(6)]
+    assert all(c["image"].shape == (3, 16, 16) for c in crops)
+    # a 16x16 square of a 16x32 image cannot hold both edge columns
+    assert not any(c["image"][0, :, 0].mean() > -0.5 and c["image"][2, :, -1].mean() > -0.5 for c in crops)
+
+
+def test_images_are_flipped_only_when_the_profile_asks():
+    def red_on_the_left(seed, flip):
+        ex = make_example(_edge_markers(), 16, 10, random.Random(seed), Preprocess(fit="resize", flip=flip))
+        return ex["image"][0, :, 0].mean().item() > -0.5
+
+    assert all(red_on_the_left(seed, flip=False) for seed in range(12))
+    assert {red_on_the_left(seed, flip=True) for seed in range(12)} == {True, False}
 
 
 def test_segmentation_is_one_hot_over_the_label_map_with_ignore_all_zero():

@@ -5,11 +5,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
 from train.checkpoint import load
 from train.configs import MODALITIES, get_config
+from train.ema import ema_beta
 from train.loop import BETAS, GRAD_CLIP, MODALITY_DROPOUT, RunSpec, modality_masks, train, update_ema
 from train.loss import R1_GAMMA, R1_INTERVAL
 from train.models import family
@@ -53,6 +55,27 @@ def test_ema_matches_its_definition():
         assert torch.allclose(p_ema, 0.9 * p0 + 0.1 * p)
 
 
+def test_ema_ramps_up_as_stylegan2_does():
+    # first update: G itself; then the half-life is 5% of the images seen until it reaches ema_kimg
+    assert ema_beta(0, 32, 10.0, 0.05) == 0.0
+    assert ema_beta(32 * 100, 32, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 160))
+    assert ema_beta(10**9, 32, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 10_000))
+    assert ema_beta(0, 32, 10.0, None) == pytest.approx(0.5 ** (32 / 10_000))  # no ramp-up
+    assert ema_beta(10**9, 64, None, None) == pytest.approx(0.5 ** (64 / 20_000))  # default: batch * 10/32 kimg
+
+
+def test_a_short_run_ema_is_not_its_initial_weights(shards, tmp_path):
+    _train(_spec(tmp_path, shards, 3))
+    snap = load(tmp_path / "network-snapshot-000003.pt")
+    torch.manual_seed(0)
+    initial = family("poegan").networks(MICRO, LABELS.num_classes)[0].state_dict()
+    for name, p_ema in snap["G_ema"].items():
+        if p_ema.is_floating_point() and not torch.equal(snap["G"][name], initial[name]):
+            # with a fixed 0.999 decay G_ema would stay within 0.3% of the initial weights after 3 steps
+            moved = (p_ema - initial[name]).norm() / (snap["G"][name] - initial[name]).norm()
+            assert moved > 0.5, name
+
+
 def test_r1_runs_only_every_16th_step():
     fam = family("poegan")
     G, D = fam.networks(MICRO, 5)
@@ -72,6 +95,27 @@ def test_r1_runs_only_every_16th_step():
         else:
             assert D.from_rgb.weight.grad is None
     assert ran == [0, 16, 32] and R1_INTERVAL == 16 and R1_GAMMA == 1.0
+
+
+def test_grad_norms_are_clipped_except_lazy_r1s(shards, tmp_path):
+    stepped = []  # the gradient norm each optimizer step applies
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        stepped.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+
+    poegan = family("poegan")
+    limit = 0.05  # below every phase's gradient norm on this tiny run (PoE-GAN's own is GRAD_CLIP = 10)
+    low_clip = replace(poegan, optimizer=lambda cfg: replace(poegan.optimizer(cfg), grad_clip=limit))
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        (logged,) = train(low_clip, MICRO, VGGRelu51(None), _spec(tmp_path, shards, 1), progress=False)
+    finally:
+        handle.remove()
+    norms = [logged[f"{phase}_grad_norm"] for phase in ("G", "D", "Dreg")]  # step 0: G, D and R1, pre-clip
+    assert min(norms) > limit
+    assert stepped[:2] == pytest.approx([limit, limit], rel=1e-4)  # G and D clipped ...
+    assert stepped[2] == pytest.approx(norms[2], rel=1e-5)  # ... R1 (16 steps' worth, lazily) applied whole
 
 
 def test_modality_dropout_drops_each_modality_half_the_time():
@@ -108,6 +152,11 @@ def test_run_writes_snapshots_state_log_and_sample_grids(shards, tmp_path):
     assert {"opt_G", "opt_D", "step", "loss", "rng", "loader", "scaler"} <= set(state)
     assert state["step"] == 3 and state["loss"]["kl_balance"]["weights"].shape == (len(MICRO.resolutions),)
     assert state["opt_G"]["param_groups"][0]["betas"] == BETAS
+    # lazy R1 every 16 steps: D's Adam runs at lr * 16/17 and betas ** (16/17) (StyleGAN2); G has no regulariser
+    c = R1_INTERVAL / (R1_INTERVAL + 1)
+    assert state["opt_G"]["param_groups"][0]["lr"] == MICRO.lr
+    assert state["opt_D"]["param_groups"][0]["lr"] == pytest.approx(MICRO.lr * c)
+    assert state["opt_D"]["param_groups"][0]["betas"] == pytest.approx((0.0, 0.99 ** c))
     logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert logged[0]["D_r1"] > 0 and "D_r1" not in logged[1]  # R1 on step 0 only here
     for key in ("G_adv", "G_kl", "G_img_contrastive", "G_text_contrastive", "D_adv", "kl_seg", "kl_text"):
@@ -141,7 +190,7 @@ def test_tiny_overfits_four_images_and_follows_their_segmentation(tmp_path):
     urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=4, per_shard=4)]
     cfg = get_config("tiny")
     spec = RunSpec(tmp_path / "run", urls, urls, LABELS.num_classes, LABELS.colours, steps=1500, batch_size=4,
-                   snapshot_every=1000, sample_every=500, shuffle_buffer=8, epoch_batches=10, ema_decay=0.9)
+                   snapshot_every=1000, sample_every=500, shuffle_buffer=8, epoch_batches=10, ema_kimg=0.026)
     records = train(family("poegan"), cfg, VGGRelu51(None), spec, progress=False)
     assert sum(r["G_kl"] for r in records[-50:]) < sum(r["G_kl"] for r in records[:50])
     G, _ = family("poegan").networks(cfg, LABELS.num_classes)

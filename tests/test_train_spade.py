@@ -223,7 +223,7 @@ def test_tiny_spade_seg_overfits_four_images_and_follows_their_segmentation(tmp_
     fam = family("spade-seg")
     cfg = fam.config("tiny")
     spec = RunSpec(tmp_path / "run", urls, urls, labels.num_classes, labels.colours, steps=600, batch_size=4,
-                   snapshot_every=600, sample_every=600, shuffle_buffer=8, epoch_batches=10, ema_decay=0.9)
+                   snapshot_every=600, sample_every=600, shuffle_buffer=8, epoch_batches=10, ema_kimg=0.026)
     records = train(fam, cfg, VGGRelu51(None), spec, progress=False)
     assert sum(r["G_feat"] for r in records[-50:]) < sum(r["G_feat"] for r in records[:50])
     G, _ = fam.networks(cfg, labels.num_classes)

@@ -1,5 +1,5 @@
 """Tiny training shards in the contract's format, drawn from the built-in sample's landscapes (exact labels).
-Shared by the train tests and benchmarks/train.py."""
+Shared by the train tests and benchmarks/training.py."""
 import io
 import json
 from pathlib import Path
@@ -44,7 +44,8 @@ def drawn_sample(index: int, short_side: int, seed: int = 0):
 
 
 def write_training_shards(shards_dir: Path, images: int = 8, per_shard: int = 4, short_side: int = 40,
-                          split: str = "train", captions: bool = True, seed: int = 0) -> list[Path]:
+                          split: str = "train", captions: bool = True, seed: int = 0,
+                          jpeg_quality: int = 95) -> list[Path]:
     """Write `images` samples as {split}-NNNNNN.tar training shards; returns the shard paths."""
     rng = np.random.default_rng(seed)
     paths = []
@@ -54,7 +55,7 @@ def write_training_shards(shards_dir: Path, images: int = 8, per_shard: int = 4,
             for i in range(start, min(start + per_shard, images)):
                 rgb, labels, sketch, caption = drawn_sample(i, short_side, seed)
                 buf = io.BytesIO()
-                Image.fromarray(rgb).save(buf, "JPEG", quality=95)
+                Image.fromarray(rgb).save(buf, "JPEG", quality=jpeg_quality)
                 key = f"{split}{i:06d}"
                 sample = {"__key__": key, "jpg": buf.getvalue(), "seg.png": _png(labels),
                           "sketch.png": _png(sketch), "clip.npy": _npy(_unit(rng, CLIP_DIM)),

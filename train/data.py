@@ -2,6 +2,7 @@
 buffer, several workers, `with_epoch`; deterministic for a seed, with a position for exact resume."""
 import dataclasses
 import io
+import json
 import random
 from pathlib import Path
 
@@ -60,18 +61,35 @@ def _resize_short(img: Image.Image, short: int, resample) -> Image.Image:
     return img.resize((max(short, round(img.width * scale)), max(short, round(img.height * scale))), resample)
 
 
-def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Random) -> dict:
-    """One training example: the short side resized to `resolution`, then one random crop and horizontal flip
-    applied identically to image, segmentation and sketch; segmentation one-hot (255 = ignore -> all zero);
-    text = one caption's CLIP text embedding chosen at random, else the CLIP image embedding."""
-    image = _resize_short(_image(sample["jpg"], "RGB"), resolution, Image.BILINEAR)
-    seg = _resize_short(_image(sample["seg.png"], "L"), resolution, Image.NEAREST)
-    sketch = _resize_short(_image(sample["sketch.png"], "L"), resolution, Image.BILINEAR)
+def _resize_square(img: Image.Image, side: int, resample) -> Image.Image:
+    return img.resize((side, side), resample)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """How a sample reaches the training resolution R (supplement A): `resize` scales the whole image to R x R
+    (MS-COCO, MM-CelebA-HQ), `random-crop` scales its short side to R and crops a random R x R square
+    (Landscape); `flip`: random horizontal flips (the supplement names none)."""
+
+    fit: str = "random-crop"
+    flip: bool = False
+
+
+def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Random,
+                 preprocess: Preprocess = Preprocess()) -> dict:
+    """One training example: brought to `resolution` as `preprocess` says, the same crop and flip applied to
+    image, segmentation and sketch; segmentation one-hot (255 = ignore -> all zero); text = one caption's CLIP
+    text embedding chosen at random, else the CLIP image embedding, which is always the pseudo-text of a dataset
+    whose profile says `text: image` (its `json` records it)."""
+    fit = _resize_square if preprocess.fit == "resize" else _resize_short
+    image = fit(_image(sample["jpg"], "RGB"), resolution, Image.BILINEAR)
+    seg = fit(_image(sample["seg.png"], "L"), resolution, Image.NEAREST)
+    sketch = fit(_image(sample["sketch.png"], "L"), resolution, Image.BILINEAR)
     if not image.size == seg.size == sketch.size:
         raise DataError(f"sample {sample.get('__key__')}: image, seg and sketch sizes differ")
     x = rng.randint(0, image.width - resolution)
     y = rng.randint(0, image.height - resolution)
-    flip = rng.random() < 0.5
+    flip = rng.random() < 0.5 and preprocess.flip  # drawn either way: the caption choice below keeps its stream
     arrays = []
     for img in (image, seg, sketch):
         a = np.asarray(img.crop((x, y, x + resolution, y + resolution)))
@@ -82,7 +100,8 @@ def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Ra
     labels = torch.from_numpy(seg_a.astype(np.int64))
     onehot = torch.zeros(num_classes + 1, resolution, resolution)
     onehot.scatter_(0, torch.where(labels == IGNORE, num_classes, labels)[None], 1.0)
-    texts = _npy(sample["clip_text.npy"]) if "clip_text.npy" in sample else np.zeros((0,))
+    captions = "clip_text.npy" in sample and json.loads(sample.get("json", b"{}")).get("text") != "image"
+    texts = _npy(sample["clip_text.npy"]) if captions else np.zeros((0,))
     text = texts[rng.randrange(len(texts))] if texts.ndim == 2 and len(texts) else _npy(sample["clip.npy"])
     return {
         "image": torch.from_numpy(image_a.copy()).permute(2, 0, 1).float() / 127.5 - 1,
@@ -97,8 +116,9 @@ class ShardLoader:
     (epoch, batches taken in it) restores the exact stream."""
 
     def __init__(self, urls: list[str], resolution: int, num_classes: int, batch_size: int, *, seed: int = 0,
-                 workers: int = 0, shuffle_buffer: int = 1000, epoch_batches: int = 1000):
-        self.urls, self.resolution, self.num_classes = urls, resolution, num_classes
+                 workers: int = 0, shuffle_buffer: int = 1000, epoch_batches: int = 1000,
+                 preprocess: Preprocess = Preprocess()):
+        self.urls, self.resolution, self.num_classes, self.preprocess = urls, resolution, num_classes, preprocess
         self.batch_size, self.seed, self.workers = batch_size, seed, workers
         self.shuffle_buffer, self.epoch_batches = shuffle_buffer, epoch_batches
         self.position = (0, 0)
@@ -110,7 +130,7 @@ class ShardLoader:
             rng = random.Random(f"{seed}-{pytorch_worker_seed()}")
             for sample in src:
                 try:
-                    yield make_example(sample, self.resolution, self.num_classes, rng)
+                    yield make_example(sample, self.resolution, self.num_classes, rng, self.preprocess)
                 except (OSError, ValueError, KeyError) as e:  # bad input never stops training
                     wds.warn_and_continue(e)
 

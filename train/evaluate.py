@@ -1,6 +1,7 @@
 """The evaluation of one trained model (`pipeline evaluate`): G_ema of the run's newest snapshot generates the test
 split under each condition of `evaluate.conditions` (only that condition's modalities given, several noise draws
 for LPIPS diversity); the metrics score each condition and `write_report` writes metrics.json, report.md, plots."""
+import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -12,11 +13,10 @@ import webdataset as wds
 from tqdm import tqdm
 
 from annotators.weights import RANDOM, resolve
-from pipeline.shards import fingerprint
 
 from . import checkpoint
 from .configs import MODALITIES
-from .data import DataError, fit_to_shards, make_example, shard_urls
+from .data import DataError, Preprocess, fit_to_shards, make_example, shard_urls
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
 from .models import family
@@ -47,7 +47,7 @@ class TestSet:
     seg: np.ndarray  # uint8 [N, H, W] class ids, 255 = ignore
     sketch: np.ndarray  # uint8 [N, H, W], 255 = stroke
     embeddings: np.ndarray  # float32 [N, D] the text (or CLIP image) embedding the generator is given
-    keys: list[str]  # the samples' content-derived keys: with the seed, they name the reference set's contents
+    keys: list[str]  # the samples' content-derived keys, in the order read
 
 
 def latest_snapshot(layout, model: str) -> Path:
@@ -67,9 +67,11 @@ def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) ->
     return G.eval().requires_grad_(False).to(device)
 
 
-def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: int, seed: int) -> TestSet:
-    """At most `limit` test samples, in shard order, preprocessed as in training (short side to `resolution`,
-    crop, flip, caption choice drawn from `seed`); no test shards is an EvaluationError."""
+def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: int, seed: int,
+                  preprocess: Preprocess = Preprocess()) -> TestSet:
+    """At most `limit` test samples, in shard order, brought to `resolution` as training brings them (resized,
+    or short side scaled and cropped at random; crop and caption choice drawn from `seed`); no test shards is an
+    EvaluationError."""
     try:
         urls = shard_urls(shards_dir, "test")
     except DataError as err:
@@ -79,7 +81,7 @@ def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: in
     samples = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.warn_and_continue))
     for sample in tqdm(samples, desc="test set", unit="img", total=limit, leave=False):
         try:
-            examples.append(make_example(sample, resolution, num_classes, rng))
+            examples.append(make_example(sample, resolution, num_classes, rng, preprocess))
             keys.append(sample["__key__"])
         except (OSError, ValueError, KeyError) as err:  # a bad sample is skipped, as in training
             log.warning("skipping test sample %s: %s", sample.get("__key__"), err)
@@ -92,6 +94,17 @@ def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: in
     seg[cond["seg"].sum(1) == 0] = 255
     return TestSet(cond, to_uint8(cond["image"]), seg.numpy(), (cond["sketch"][:, 0] * 255).round().byte().numpy(),
                    cond["text"].numpy(), keys)
+
+
+def reference_set(dataset: str, test: TestSet, resolution: int) -> Reference:
+    """The test images as the FID/KID reference set, named by a hash of their pixels: whatever changes them
+    (re-ingest with another jpeg_quality or max_short_side, repacking, preprocessing, seed) gets its own cached
+    features, and the same pixels find theirs again (the extractor's weights are in the cache key too)."""
+    digest = hashlib.sha256()
+    for image in test.images:  # one image at a time: no second copy of the whole set
+        digest.update(np.ascontiguousarray(image).data)
+    return Reference(f"{dataset}-{digest.hexdigest()[:16]}", "test", len(test.images), resolution,
+                     lambda: [test.images])
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -212,12 +225,12 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cache_dir = layout.data_dir / "cache" / "fid"
     metric_params = metric_weights(p, layout.weights, cache_dir)
-    test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, num_images or p.num_images, p.seed)
+    fit = params.train.model(model).fit  # the test images as the model saw its training images (never flipped)
+    test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, num_images or p.num_images, p.seed,
+                         Preprocess(fit))
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
-    # the cached reference features are named by what the test images are: repacked shards get new ones
-    reference = Reference(f"{stage.dataset}-{fingerprint(test.keys, p.seed)}", "test", len(test.images),
-                          cfg.resolution, lambda: [test.images])
+    reference = reference_set(stage.dataset, test, cfg.resolution)
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
     groups_n = min(p.diversity_images, len(test.images))
     draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1

@@ -1,6 +1,8 @@
 """KL rebalancing across resolutions (supplement B, Eq. 1), after NVAE."""
 import torch
 
+from .distributed import mean_over_ranks
+
 DECAY = 0.99  # B: running average of the rebalancing weights with decay 0.99
 
 
@@ -22,8 +24,9 @@ class KLBalancer:
         self.decay = decay
 
     def update(self, kl_per_resolution: torch.Tensor) -> torch.Tensor:
-        """Fold this batch's Eq. 1 weights into the running average and return the average."""
-        new = rebalance_weights(kl_per_resolution.cpu(), self.areas)
+        """Fold this batch's Eq. 1 weights into the running average and return the average. The KL is first
+        averaged over ranks, so every rank keeps the same weights (and a resume restores them exactly)."""
+        new = rebalance_weights(mean_over_ranks(kl_per_resolution).cpu(), self.areas)
         self.weights = self.decay * self.weights + (1 - self.decay) * new
         return self.weights
 

@@ -16,13 +16,16 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .configs import MODALITIES
-from .data import ShardLoader
+from .data import Preprocess, ShardLoader
+from .ema import ema_beta
 from .models import ModelFamily
 from .samples import render_grid, save_grid
 
 BETAS = (0.0, 0.99)  # B: Adam with beta1 = 0, beta2 = 0.99
 GRAD_CLIP = 10.0  # B: gradient norms clipped at 10
 MODALITY_DROPOUT = 0.5  # B: dropout rate of modality dropout
+# Lazy R1's step carries 16 steps' worth of penalty (scaled by the interval); clipping it at 10 would undo that.
+UNCLIPPED_PHASES = ("Dreg",)
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,13 @@ class RunSpec:
     workers: int = 0
     shuffle_buffer: int = 1000
     epoch_batches: int = 1000
-    ema_decay: float = 0.999
+    ema_kimg: float | None = None  # None: batch * 10/32 kimg (train/ema.py)
+    ema_rampup: float | None = 0.05
     snapshot_every: int = 100
     sample_every: int = 100
     mixed_precision: bool = True
     grid_size: int = 4
+    preprocess: Preprocess = Preprocess()  # resize or random crop, flips (supplement A; the dataset profile's)
 
 
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -96,13 +101,13 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     vgg = vgg.to(device)
     settings = family.optimizer(cfg)
     opt_G = torch.optim.Adam(G.parameters(), lr=settings.lr_G, betas=settings.betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=settings.lr_D, betas=settings.betas)
+    opt_D = torch.optim.Adam(D.parameters(), lr=settings.lr_D, betas=settings.betas_D or settings.betas)
     clip = settings.grad_clip or math.inf  # inf: the norm is logged, nothing clipped
     amp = spec.mixed_precision and device.type == "cuda"
     scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in ("G", "D")}
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
                          seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
-                         epoch_batches=spec.epoch_batches)
+                         epoch_batches=spec.epoch_batches, preprocess=spec.preprocess)
     for module in (G, D):
         _broadcast(module, world)
     loss = family.loss(G, D, vgg, cfg)
@@ -146,10 +151,11 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
                 losses.update(loss.accumulate_gradients(phase, batch, masks, step))
             _average_gradients(net, world)
             scaler.unscale_(opt)
-            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip))
+            limit = math.inf if phase in UNCLIPPED_PHASES else clip
+            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), limit))
             scaler.step(opt)
             scaler.update()
-        update_ema(G_ema, G, spec.ema_decay)
+        update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup))
         step += 1
         record = {"step": step, **losses, **loss.log_state(),
                   "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)}
@@ -169,7 +175,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
 def _fixed_conditions(spec: RunSpec, cfg, device) -> dict:
     """The same condition batch at every grid: the first batch of the sample shards for a fixed seed."""
     loader = ShardLoader(spec.sample_urls, cfg.resolution, spec.num_classes, spec.grid_size, seed=12345,
-                         workers=0, shuffle_buffer=1, epoch_batches=1)
+                         workers=0, shuffle_buffer=1, epoch_batches=1, preprocess=spec.preprocess)
     return _to(next(iter(loader)), device)
 
 
@@ -190,18 +196,22 @@ def _broadcast(module: torch.nn.Module, world: int) -> None:
 
 def _average_gradients(module: torch.nn.Module, world: int) -> None:
     """Data parallelism as in stylegan3: one all-reduce of all gradients (absent ones as zeros) per phase, so
-    parameters used outside `forward` (the contrastive temperatures) and phases that leave some unused are fine."""
+    parameters used outside `forward` (the contrastive temperatures) and phases that leave some unused are fine.
+    A parameter no rank used keeps no gradient, as in one process: Adam then leaves its state alone (a zero
+    gradient would decay its second moment and advance its step count)."""
     if world == 1:
         return
     params = list(module.parameters())
+    used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.flatten() for p in params])
+    flat = torch.cat([p.grad.flatten() for p in params] + [used])
     dist.all_reduce(flat)
     flat /= world
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(g.view_as(p))
+    *grads, used = flat.split([p.numel() for p in params] + [len(params)])
+    for p, g, u in zip(params, grads, used.tolist()):
+        p.grad = p.grad.copy_(g.view_as(p)) if u > 0 else None
 
 
 def _gather(obj, world: int) -> list:

@@ -1,18 +1,25 @@
 """The PoE-GAN objective as one object with one entry point, `accumulate_gradients(phase, ...)`
 (main paper Eq. 9 and Sec. 3.3; supplement B and Table 3)."""
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .configs import PoEGANConfig
+from .distributed import gather_batch
 from .kl_balance import KLBalancer
 
+MIN_TEMPERATURE = 0.01  # not in the paper: the learnable temperatures stop here, as CLIP caps its logit scale at 100
 R1_GAMMA = 1.0  # B: R1 gradient penalty with weight 1 ...
 R1_INTERVAL = 16  # ... and lazy regularization every 16 iterations
 PHASES = ("G", "D", "Dreg")
 
 
 def contrastive(query: torch.Tensor, keys: torch.Tensor, log_temperature: torch.Tensor) -> torch.Tensor:
-    """InfoNCE: query i should be nearest (cosine) to key i among all keys of the batch."""
+    """InfoNCE: query i should be nearest (cosine) to key i among all keys of the batch. A learnable
+    temperature below 0.01 is first clamped there in place (CLIP clamps its logit scale after each step)."""
+    with torch.no_grad():
+        log_temperature.clamp_(min=math.log(MIN_TEMPERATURE))
     logits = F.normalize(query.float(), dim=1) @ F.normalize(keys.float(), dim=1).t() / log_temperature.exp()
     return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
 
@@ -60,7 +67,8 @@ class PoEGANLoss:
         logits, image_emb, text_emb = self.D(fake, batch, masks)
         adv = sum(F.softplus(-logit).mean() for logit in logits)
         kl, kl_terms = self.kl_loss(kls, masks)
-        img_c = contrastive(self.vgg(fake), self.vgg(batch["image"]), self.G.log_temperature)
+        fake_feats, real_feats = gather_batch(self.vgg(fake)), gather_batch(self.vgg(batch["image"]))
+        img_c = contrastive(fake_feats, real_feats, self.G.log_temperature)
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
         total = adv + kl + self.cfg.image_contrastive * img_c + self.cfg.text_contrastive * txt_c
         self.backward(total)
@@ -78,14 +86,17 @@ class PoEGANLoss:
         return {"D_adv": adv.item(), "D_text_contrastive": txt_c.item()}
 
     def _r1(self, batch, masks):
-        real = batch["image"].detach().requires_grad_(True)
-        logits, _, _ = self.D(real, batch, masks)
-        (grad,) = torch.autograd.grad(sum(l.sum() for l in logits), real, create_graph=True)
-        penalty = grad.float().square().sum((1, 2, 3)).mean()
+        real = batch["image"].detach().float().requires_grad_(True)
+        with torch.autocast(real.device.type, enabled=False):  # fp32: the inner gradient is not loss-scaled
+            logits, _, _ = self.D(real, batch, masks)
+            (grad,) = torch.autograd.grad(sum(l.sum() for l in logits), real, create_graph=True)
+        penalty = grad.square().sum((1, 2, 3)).mean()
         self.backward(penalty * (R1_GAMMA / 2 * R1_INTERVAL))  # lazy: scaled by the interval (StyleGAN2)
         return {"D_r1": penalty.item()}
 
     def _text_contrastive(self, image_emb, text_emb, text_mask):
+        """Over the global batch: every rank's samples whose text is present."""
+        image_emb, text_emb, text_mask = gather_batch(image_emb), gather_batch(text_emb), gather_batch(text_mask)
         keep = text_mask.nonzero().flatten()
         if len(keep) < 2:  # a contrast needs at least one negative
             return image_emb.sum() * 0

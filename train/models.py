@@ -13,6 +13,15 @@ class OptimizerSettings:
     lr_D: float
     betas: tuple[float, float]
     grad_clip: float | None
+    betas_D: tuple[float, float] | None = None  # None: `betas`
+
+
+def lazy_regularisation(lr: float, betas: tuple[float, float], interval: int) -> tuple[float, tuple]:
+    """Adam's lr and betas for a network regularised every `interval` steps: a regularisation step stands for
+    `interval` of them, so one main + one lazy step take interval + 1 steps' worth (StyleGAN2, Appendix B:
+    lr * c, beta ** c with c = interval / (interval + 1))."""
+    c = interval / (interval + 1)
+    return lr * c, tuple(b ** c for b in betas)
 
 
 @dataclass(frozen=True)
@@ -28,12 +37,15 @@ class ModelFamily:
 def _poegan() -> ModelFamily:
     from .configs import get_config
     from .loop import BETAS, GRAD_CLIP
-    from .loss import PoEGANLoss
+    from .loss import R1_INTERVAL, PoEGANLoss
     from .poegan.discriminator import Discriminator
     from .poegan.generator import Generator
 
-    return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss,
-                       lambda cfg: OptimizerSettings(cfg.lr, cfg.lr, BETAS, GRAD_CLIP))
+    def optimizer(cfg):
+        lr_D, betas_D = lazy_regularisation(cfg.lr, BETAS, R1_INTERVAL)  # D has lazy R1; G no regulariser
+        return OptimizerSettings(cfg.lr, lr_D, BETAS, GRAD_CLIP, betas_D)
+
+    return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss, optimizer)
 
 
 def _spade(condition: str) -> ModelFamily:

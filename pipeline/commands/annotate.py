@@ -58,8 +58,9 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
         raise click.ClickException(str(e)) from None
     for summary in summaries:
         click.echo(summary.line())
-    failed = sum(s.failed for s in summaries)
-    images = sum(s.annotated + s.failed for s in summaries)
+    # every finished shard counts, not only this run's: a rerun of a failed strict run must fail again
+    failed = sum(s.failed + s.earlier_failed for s in summaries)
+    images = sum(s.annotated + s.earlier_annotated for s in summaries) + failed
     bad_shards = sum(len(s.failed_shards) for s in summaries)
     if bad_shards or (failed and failed > stage.params.annotate.runtime.max_failed_fraction * images):
         raise click.ClickException(f"{failed} image(s) and {bad_shards} shard(s) failed "

@@ -15,7 +15,9 @@ def command(stage, progress):
             in the dataset profile's `annotate` list (run `pipeline annotate` first).
     Writes  <data-dir>/<dataset>/shards/{split}-{index:06d}.tar (one per image shard; member bytes
             copied, never re-encoded), card.json and card.md. Shards already packed under the same
-            inputs and params are skipped.
+            inputs and params are skipped; training shards no image shard makes any more are deleted.
+    Refuses an annotation shard made from an earlier version of its image shard (ingested again
+            since): run `pipeline annotate` first.
     """
     from .. import card, pack
 

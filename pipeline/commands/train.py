@@ -38,7 +38,7 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
 
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     from annotators.weights import WeightsError, resolve
-    from train.data import DataError, fit_to_shards, shard_urls
+    from train.data import DataError, Preprocess, fit_to_shards, shard_urls
     from train.loop import RunSpec, train
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
@@ -62,8 +62,10 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
         run_dir=stage.layout.training(model), train_urls=urls, sample_urls=sample_urls, num_classes=labels.num_classes,
         label_colours=labels.colours, steps=steps or section.steps, seed=section.seed,
         batch_size=section.batch_size, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
-        epoch_batches=section.epoch_batches, ema_decay=section.ema_decay, snapshot_every=section.snapshot_every,
-        sample_every=section.sample_every, mixed_precision=section.mixed_precision)
+        epoch_batches=section.epoch_batches, ema_kimg=section.ema_kimg,
+        ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every,
+        sample_every=section.sample_every, mixed_precision=section.mixed_precision,
+        preprocess=Preprocess(section.fit, section.flip))
     try:
         if claim(spec.run_dir, identity(model, cfg, section, urls), restart_if_changed):
             click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)

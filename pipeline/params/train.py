@@ -1,4 +1,6 @@
 """Params of training: one section per model family under `train`."""
+from typing import Literal
+
 from pydantic import ConfigDict, Field
 
 from .base import Section
@@ -14,10 +16,17 @@ class ModelTrainParams(Section):
     workers: int = Field(2, ge=0, description="data loader worker processes per rank")
     shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
     epoch_batches: int = Field(1000, ge=1, description="batches per loader epoch (webdataset with_epoch)")
-    ema_decay: float = Field(0.999, gt=0, lt=1, description="per-step decay of the generator's moving average")
+    ema_kimg: float | None = Field(None, gt=0, description="half-life of the generator's moving average in "
+                                   "thousands of images; null: global batch * 10/32 (StyleGAN2-ADA)")
+    ema_rampup: float | None = Field(0.05, gt=0, description="early on the half-life is at most this fraction of "
+                                     "the images seen (StyleGAN2's ramp-up); null: none")
     snapshot_every: int = Field(100, ge=1, description="steps between weight snapshots + training state")
     sample_every: int = Field(100, ge=1, description="steps between sample grids")
     mixed_precision: bool = Field(True, description="fp16 autocast with ±256 clamping; used on CUDA only")
+    fit: Literal["random-crop", "resize"] = Field(
+        "random-crop", description="to the training resolution: short side scaled then a random square crop "
+        "(Landscape), or the whole image scaled to a square (MS-COCO, MM-CelebA-HQ; supplement A)")
+    flip: bool = Field(False, description="random horizontal flips (the supplement names none)")
 
 
 class PoEGANParams(ModelTrainParams):

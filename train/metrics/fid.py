@@ -1,7 +1,8 @@
 """FID and KID with torch-fidelity's InceptionV3 (the TF 2015-12-05 graph ported to PyTorch), its weights coming
-through the project's weight registry; the reference set's features are cached on disk per dataset, split,
-extractor, weights and image count."""
+through the project's weight registry; the reference set's features are cached on disk per reference set (its
+name), split, resolution, extractor version, weights file and image count."""
 import hashlib
+import importlib.metadata
 import io
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pipeline.shards import atomic_path
 from .base import EvalContext, EvalInputs, MetricError, Reference, batches, check_images
 
 FEATURE = "2048"  # pool3 features, the layer FID and KID are defined on
-EXTRACTOR = f"torch-fidelity-0.4.0-inception-v3-compat-{FEATURE}"
+EXTRACTOR = f"torch-fidelity-{importlib.metadata.version('torch-fidelity')}-inception-v3-compat-{FEATURE}"
 
 
 def load_inception(weights: str, weights_dir: Path, device: str = "cpu"):

@@ -13,12 +13,13 @@ from .poe_nets import GlobalPoENet, LocalPoENet
 
 
 class LGAdaIN(nn.Module):
-    """Local-global adaptive instance norm: instance-normalise, modulate per pixel by z^k, normalise again and
-    modulate per channel by w."""
+    """Local-global adaptive instance norm: instance-normalise, modulate per pixel by an affine map of z^k at
+    that pixel (a 1x1 conv, the per-pixel counterpart of AdaIN's affine map of w), normalise again and modulate
+    per channel by w."""
 
     def __init__(self, ch: int, latent_ch: int):
         super().__init__()
-        self.local = EqualConv2d(latent_ch, 2 * ch, 3)
+        self.local = EqualConv2d(latent_ch, 2 * ch, 1)
         self.glob = EqualLinear(GLOBAL_DIM, 2 * ch)
         with torch.no_grad():
             self.glob.bias[:ch] = 1.0  # start as identity scale

@@ -46,18 +46,18 @@ class ExpertCNN(nn.Sequential):
 
 
 class LocalPoENet(nn.Module):
-    """At one decoder resolution: the prior expert from the decoder features, an expert per spatial modality
-    from its encoder features concatenated with the decoder's; their product gives z^k."""
+    """At one decoder resolution: the prior expert p(z^k | z^<k) from the decoder features, an expert per
+    spatial modality from that modality's encoder features alone (as each Global PoE-Net expert reads only its
+    modality, B.1 "similarly"); their product gives z^k. docs/poegan.md, "Parameter counts", gives the reading."""
 
     def __init__(self, dec_ch: int, enc_ch: dict[str, int], latent_ch: int):
         super().__init__()
         self.prior = ExpertCNN(dec_ch, latent_ch)
-        self.experts = nn.ModuleDict({n: ExpertCNN(dec_ch + c, latent_ch) for n, c in enc_ch.items()})
+        self.experts = nn.ModuleDict({n: ExpertCNN(c, latent_ch) for n, c in enc_ch.items()})
 
     def forward(self, h, enc_feats: dict, masks: dict):
         """Returns (z^k, {modality: KL(p(z^k|z^<k, y_i) || p(z^k|z^<k)) [B]})."""
         prior = _gaussian(self.prior(h), PRIOR_THETA)
-        experts = {n: (*_gaussian(net(torch.cat([h, enc_feats[n]], 1)), EXPERT_THETA), masks[n])
-                   for n, net in self.experts.items()}
+        experts = {n: (*_gaussian(net(enc_feats[n]), EXPERT_THETA), masks[n]) for n, net in self.experts.items()}
         z = sample(*product_of_experts(prior, experts.values()))
         return z, single_modality_kls(prior, experts)

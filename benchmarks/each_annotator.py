@@ -6,18 +6,15 @@ and at the checkpoint's evaluation scales 1.0, 0.5, 0.75 (the default), to show 
 JSON object per line; the last is the ratio of the slowest annotator's rate to the fastest's (how unequal the worker
 pools of the annotate stage must be).
 
-    .venv/bin/python benchmarks/annotators.py [--images 8] [--data-dir data]
+    .venv/bin/python benchmarks/each_annotator.py [--images 8] [--data-dir data]
+    .venv/bin/python benchmarks/each_annotator.py --quick    # the smallest run: checks that it works, figures mean nothing
 """
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# This script is named like the `annotators` package; run as a file, its own folder must not shadow the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import numpy as np
 from PIL import Image
@@ -30,15 +27,18 @@ from pipeline.sample import write_sample
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sample_items(count: int) -> list[Item]:
-    """The first `count` sample landscapes with their captions."""
+def sample_items(count: int, short_side: int | None = None) -> list[Item]:
+    """The first `count` sample landscapes with their captions, at their own size or downscaled to `short_side`."""
     params = load_params(REPO / "params.yaml")
     with tempfile.TemporaryDirectory() as tmp:
-        write_sample(Path(tmp) / "sample", params.sample, progress=False)
+        write_sample(Path(tmp) / "sample", params.sample.model_copy(update={"landscapes": count}), progress=False)
         names = sorted(p for p in (Path(tmp) / "sample" / "images").iterdir() if p.name.startswith("landscape"))
-        return [Item(np.asarray(Image.open(p).convert("RGB")),
+        images = [Image.open(p).convert("RGB") for p in names[:count]]
+        if short_side is not None:
+            images = [image.reduce(max(1, min(image.size) // short_side)) for image in images]
+        return [Item(np.asarray(image),
                      (Path(tmp) / "sample" / "captions" / f"{p.stem}.txt").read_text().splitlines())
-                for p in names[:count]]
+                for image, p in zip(images, names)]
 
 
 def rate(name: str, section, weights_dir: Path, items: list[Item]) -> float:
@@ -58,14 +58,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8, help="sample landscapes to annotate")
     parser.add_argument("--data-dir", type=Path, default=REPO / "data", help="where the weights cache is")
+    parser.add_argument("--quick", action="store_true",
+                        help="the smallest run (one picture at about 64 px, every model at 64 px): checks that it works")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the random-weights warnings are expected here
     params = load_params(REPO / "params.yaml").for_dataset("sample").annotate
+    if args.quick:
+        args.images = 1
+        params = params.model_copy(update={"seg": params.seg.model_copy(update={"long_side": 64}),
+                                           "sketch": params.sketch.model_copy(update={"resolution": 64})})
     weights_dir = args.data_dir / "weights"
     sketch = params.sketch
     if sketch.weights in REGISTRY and not cache_path(sketch.weights, weights_dir).is_file():
         sketch = sketch.model_copy(update={"weights": "random", "pooling": "ceil"})
-    items = sample_items(args.images)
+    items = sample_items(args.images, 64 if args.quick else None)
     size = f"{items[0].image.shape[1]}x{items[0].image.shape[0]}"
     rates = {}
     multi_scale = params.seg.model_copy(update={"scales": [1.0, 0.5, 0.75]})
