@@ -90,8 +90,10 @@ def main() -> None:
             count(counts, f"hed_{precision}_prob_crosses_0.5", ((out[precision] > 0.5) != (out["fp32"] > 0.5)).numpy())
             count(counts, f"sketch_{precision}", strokes(out[precision][0, 0].numpy(), 0.5, True) != reference)
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save(filled(deeplabv2_cocostuff164k_layout()), Path(tmp) / "deeplab.pth")
-        seg = build("seg", SegParams(weights=str(Path(tmp) / "deeplab.pth"), scales=[1.0],
+        checkpoint = Path(tmp) / "deeplab.pth"
+        if not args.quick:  # --quick keeps torch's own random initialisation: no 170 MB file to write
+            torch.save(filled(deeplabv2_cocostuff164k_layout()), checkpoint)
+        seg = build("seg", SegParams(weights="random" if args.quick else str(checkpoint), scales=[1.0],
                                      long_side=args.seg_long_side), weights_dir)
         seg.setup("cpu")
     for image in photos[:args.seg_photos]:
