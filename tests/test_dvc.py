@@ -138,7 +138,7 @@ RERUNS = [
     ("annotate.seg.weights", "other.pth", {"weights", "annotate@seg"} | EVALUATE),
     ("annotate.sketch.threshold", 0.6, {"annotate@sketch"} | EVALUATE),
     ("annotate.sketch.simplify_weights", "other.pth", {"weights", "annotate@sketch"} | EVALUATE),
-    ("annotate.clip.model", "RN50", {"annotate@clip"} | EVALUATE),
+    ("annotate.clip.model", "RN50", {"weights", "annotate@clip"} | EVALUATE),  # weights: fetches the checkpoint
     ("annotate.clip.batch_size", 3, {"annotate@clip"} | EVALUATE),
     ("annotate.runtime.workers", 1, set()),  # how annotate runs, never what it writes
     ("annotate.runtime.max_failed_fraction", 0.5, set()),
