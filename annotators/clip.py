@@ -6,6 +6,8 @@ untrained (pretrained=None). The weights hash in the metadata is the sha256 of t
 identifies the weights however they were obtained.
 """
 import hashlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,13 @@ import torch
 from PIL import Image
 
 from .base import Annotator, Item
-from .runtime import autocast, check_items, log, pick_device, require_setup, seeded
+from .runtime import autocast, check_items, in_fixed_batches, log, pick_device, require_setup, seeded
 from .weights import RANDOM, WeightsError
 
 OPEN_CLIP = "open_clip"
+# Images (and captions) per forward pass, whatever the batch handed in: the embeddings' bytes stay independent of
+# `batch_size` (a batch of 8 vs 1 moves float16 outputs by up to 3.8e-6 otherwise).
+MICRO_BATCH = 8
 
 
 def state_dict_sha256(module: torch.nn.Module) -> str:
@@ -28,9 +33,94 @@ def state_dict_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _normalised_fp16(x: torch.Tensor) -> np.ndarray:
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     x = x.float()
-    return (x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float16)
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _fp16(x: torch.Tensor) -> np.ndarray:
+    return x.cpu().numpy().astype(np.float16)
+
+
+def check_pretrained_pair(model: str, pretrained: str) -> None:
+    """Raise WeightsError unless open_clip knows the tag `pretrained` for `model` and the model's activation (GELU
+    or QuickGELU) is the one the checkpoint was trained with (open_clip itself only warns)."""
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    tag = get_pretrained_cfg(model, pretrained)
+    if not tag:
+        raise WeightsError(f"annotate.clip: open_clip has no pretrained {pretrained!r} for model {model!r}; its tags "
+                           f"for that model: {list_pretrained_tags_by_model(model) or 'none'}")
+    config = open_clip.get_model_config(model) or {}
+    trained, built = bool(tag.get("quick_gelu")), bool(config.get("quick_gelu"))
+    if trained != built:
+        activation = {True: "QuickGELU", False: "GELU"}
+        hint = (f"use model {model + '-quickgelu'!r}" if trained else
+                f"use model {model.removesuffix('-quickgelu')!r}")
+        raise WeightsError(f"annotate.clip: pretrained {pretrained!r} was trained with {activation[trained]} but "
+                           f"model {model!r} uses {activation[built]}, so its embeddings would be wrong; {hint}")
+
+
+OPENAI_LICENCE = "MIT (openai/CLIP); OpenAI's model card scopes it to research use"
+
+
+@dataclass(frozen=True)
+class OpenClipCheckpoint:
+    """One open_clip checkpoint: where it comes from, its licence, and its file in the cache (None: not cached)."""
+
+    model: str
+    pretrained: str
+    source: str
+    licence: str
+    cache_dir: Path
+    cached: Path | None
+
+
+def _hub_file(tag: dict, cache_dir: Path) -> Path | None:
+    """The checkpoint file in open_clip's cache, looked up offline the way open_clip's `download_pretrained` stores
+    it: from the Hugging Face hub (safetensors preferred) if the tag names a hub repo, else from its URL."""
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    if tag.get("hf_hub"):
+        repo, filename = os.path.split(tag["hf_hub"])
+        for name in ([HF_SAFE_WEIGHTS_NAME] if not filename else []) + [filename or HF_WEIGHTS_NAME]:
+            found = try_to_load_from_cache(repo, name, cache_dir=str(cache_dir))
+            if isinstance(found, str):
+                return Path(found)
+        return None
+    path = cache_dir / os.path.basename(tag.get("url", ""))
+    return path if tag.get("url") and path.is_file() else None
+
+
+def open_clip_checkpoint(model: str, pretrained: str, weights_dir: Path) -> OpenClipCheckpoint:
+    """The checkpoint open_clip loads for (`model`, `pretrained`) into `<weights_dir>/open_clip`; an unknown or
+    mismatched pair raises WeightsError."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    check_pretrained_pair(model, pretrained)
+    tag = get_pretrained_cfg(model, pretrained)
+    source = f"Hugging Face hub {tag['hf_hub'].rstrip('/')}" if tag.get("hf_hub") else tag["url"]
+    licence = OPENAI_LICENCE if pretrained == "openai" else f"as its publisher states (model card of {source})"
+    cache_dir = Path(weights_dir) / OPEN_CLIP
+    return OpenClipCheckpoint(model, pretrained, f"open_clip via {source}", licence, cache_dir,
+                              _hub_file(tag, cache_dir))
+
+
+def fetch_open_clip(model: str, pretrained: str, weights_dir: Path) -> Path:
+    """The checkpoint of (`model`, `pretrained`) in open_clip's cache, downloaded through open_clip if missing."""
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    checkpoint = open_clip_checkpoint(model, pretrained, weights_dir)
+    if checkpoint.cached:
+        return checkpoint.cached
+    try:
+        return Path(download_pretrained(get_pretrained_cfg(model, pretrained), cache_dir=str(checkpoint.cache_dir)))
+    except Exception as err:  # hub and URL downloads raise many types when offline
+        raise WeightsError(f"could not download CLIP {model}/{pretrained} from {checkpoint.source} ({err}); "
+                           f"fetch it on a machine with network into {checkpoint.cache_dir} (open_clip's cache) and "
+                           f"copy that folder here, or set annotate.clip.weights to a checkpoint file") from None
 
 
 class ClipAnnotator(Annotator):
@@ -42,6 +132,8 @@ class ClipAnnotator(Annotator):
         self.params = params
         self.weights_dir = Path(weights_dir)
         self.net = None
+        if params.weights == OPEN_CLIP:
+            check_pretrained_pair(params.model, params.pretrained)
 
     def _pretrained(self) -> str | None:
         w = self.params.weights
@@ -83,8 +175,9 @@ class ClipAnnotator(Annotator):
         images = torch.stack([self.preprocess(Image.fromarray(item.image)) for item in items]).to(self.device)
         captions = [c for item in items for c in item.captions]
         with torch.inference_mode(), autocast(self.device, self.params.precision):
-            image_emb = _normalised_fp16(self.net.encode_image(images))
-            text_emb = (_normalised_fp16(self.net.encode_text(self.tokenizer(captions).to(self.device)))
+            image_emb = _fp16(in_fixed_batches(lambda x: _unit_rows(self.net.encode_image(x)), images, MICRO_BATCH))
+            text_emb = (_fp16(in_fixed_batches(lambda x: _unit_rows(self.net.encode_text(x)),
+                                               self.tokenizer(captions).to(self.device), MICRO_BATCH))
                         if captions else None)
         outputs, start = [], 0
         for row, item in enumerate(items):

@@ -196,6 +196,18 @@ def resolve(name_or_path: str, weights_dir: Path) -> Path:
     return path
 
 
+def registry_origin(path: Path, weights_dir: Path) -> str | None:
+    """The registry name whose weights the file at `path` holds, known by its sha256 alone: the published hash of the
+    file or of its source, or the hash recorded when it was fetched into `weights_dir`; None when unknown."""
+    digest = sha256_of(path)
+    for name, e in REGISTRY.items():
+        record = _record_path(cache_path(name, weights_dir))
+        recorded = record.read_text().strip() if record.is_file() else None
+        if digest in (e.sha256, e.source_sha256, recorded) or (e.sha256_prefix and digest.startswith(e.sha256_prefix)):
+            return name
+    return None
+
+
 def describe(name_or_path: str, weights_dir: Path) -> dict:
     """Metadata of the weights in use: their name and sha256, or 'random'."""
     if name_or_path == RANDOM:

@@ -1,8 +1,10 @@
 """Annotator throughput on CPU: images/s of each annotator alone (seg, sketch, clip) on the built-in sample's
 pictures at their own resolution, with the `sample` profile's params (its explicit offline weights choice; where
 `hed-bsds500-pypi` is not cached, HED runs with random weights of the same architecture: same cost). Setup and one
-warm-up batch are not timed. Prints one JSON object per line; the last is the ratio of the slowest annotator's
-rate to the fastest's (how unequal the worker pools of the annotate stage must be).
+warm-up batch are not timed. Segmentation runs twice: single-scale (the sample's `scales: [1.0]`, the fast setting)
+and at the checkpoint's evaluation scales 1.0, 0.5, 0.75 (the default), to show what multi-scale costs. Prints one
+JSON object per line; the last is the ratio of the slowest annotator's rate to the fastest's (how unequal the worker
+pools of the annotate stage must be).
 
     .venv/bin/python benchmarks/each_annotator.py [--images 8] [--data-dir data]
     .venv/bin/python benchmarks/each_annotator.py --quick    # the smallest run: checks that it works, figures mean nothing
@@ -72,10 +74,13 @@ def main() -> None:
     items = sample_items(args.images, 64 if args.quick else None)
     size = f"{items[0].image.shape[1]}x{items[0].image.shape[0]}"
     rates = {}
-    for name, section in (("seg", params.seg), ("sketch", sketch), ("clip", params.clip)):
-        rates[name] = rate(name, section, weights_dir, items)
-        print(json.dumps({"name": f"{name}_images_per_s_cpu", "value": round(rates[name], 3), "unit": "images/s",
-                          "image_size": size, "batch_size": section.batch_size, "weights": section.weights}))
+    multi_scale = params.seg.model_copy(update={"scales": [1.0, 0.5, 0.75]})
+    for label, name, section in (("seg", "seg", params.seg), ("seg_multiscale", "seg", multi_scale),
+                                 ("sketch", "sketch", sketch), ("clip", "clip", params.clip)):
+        rates[label] = rate(name, section, weights_dir, items)
+        print(json.dumps({"name": f"{label}_images_per_s_cpu", "value": round(rates[label], 3), "unit": "images/s",
+                          "image_size": size, "batch_size": section.batch_size, "weights": section.weights,
+                          **({"scales": section.scales} if name == "seg" else {})}))
     print(json.dumps({"name": "ratio", "value": round(min(rates.values()) / max(rates.values()), 4),
                       "unit": "slowest/fastest annotator images/s"}))
 

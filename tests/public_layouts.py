@@ -87,6 +87,12 @@ def sketch_simplification_gan_layout() -> dict[str, tuple]:
     return keys
 
 
+def sketch_simplification_torch1_layout() -> dict[str, tuple]:
+    """`model_gan.pth` of the torch-1.x port (bobbens/sketch_simplification's model_gan.py, converted from
+    model_gan.t7): the same layers as one bare `nn.Sequential`, so keys `0.weight`, `0.bias`, `2.weight`, ..."""
+    return {key.removeprefix("layers."): shape for key, shape in sketch_simplification_gan_layout().items()}
+
+
 def filled(layout: dict[str, tuple], seed: int = 0, scale: float = 0.01) -> dict[str, torch.Tensor]:
     """A state dict of the layout with small random values (BatchNorm variances 1, counters 0)."""
     gen = torch.Generator().manual_seed(seed)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from annotators.resize import resize_long_side, upsampled_argmax
-from annotators.runtime import autocast, group_by_shape, load_strict, pick_device, read_state_dict
+from annotators.runtime import autocast, load_strict, pick_device, read_state_dict
 from annotators.weights import WeightsError
 
 
@@ -73,8 +73,7 @@ def test_banded_upsampled_argmax_equals_full_interpolation():
     assert (upsampled_argmax(logits, (61, 83), band=8) == full.numpy()).all()
 
 
-def test_long_side_resize_and_shape_groups():
+def test_long_side_resize():
     image = np.zeros((300, 200, 3), np.uint8)
     assert resize_long_side(image, 150).shape == (150, 100, 3)
     assert resize_long_side(image, 0) is image
-    assert group_by_shape([(2, 3), (4, 5), (2, 3)]) == {(2, 3): [0, 2], (4, 5): [1]}

@@ -135,7 +135,7 @@ RERUNS = [
     ("annotate.seg.weights", "other.pth", {"weights", "annotate@seg"} | EVALUATE),
     ("annotate.sketch.threshold", 0.6, {"annotate@sketch"} | EVALUATE),
     ("annotate.sketch.simplify_weights", "other.pth", {"weights", "annotate@sketch"} | EVALUATE),
-    ("annotate.clip.model", "RN50", {"annotate@clip"} | EVALUATE),
+    ("annotate.clip.model", "RN50", {"weights", "annotate@clip"} | EVALUATE),  # weights: fetches the checkpoint
     ("annotate.clip.batch_size", 3, {"annotate@clip"} | EVALUATE),
     ("annotate.runtime.workers", 1, set()),  # how annotate runs, never what it writes
     ("annotate.runtime.max_failed_fraction", 0.5, set()),
@@ -195,7 +195,7 @@ def test_an_experiment_reruns_the_changed_annotator_and_what_depends_on_it(proje
     try:
         out = dvc(root, env, "exp", "run", "-S", "annotate.clip.model=RN50")
         downstream = {s for s in stages(root) if s.split("@")[0] in ("pack", "preview", "train", "evaluate")}
-        assert ran(out) == {"annotate@clip"} | downstream
+        assert ran(out) == {"weights", "annotate@clip"} | downstream  # weights: the CLIP checkpoint to fetch
         clip = json.loads(next((root / "data/sample/clip").glob("*.stats.json")).read_text())
         assert "RN50" in json.dumps(clip)
     finally:

