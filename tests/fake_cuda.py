@@ -4,16 +4,43 @@ a CUDA and a CPU tensor raises as it would on a GPU. (Backward needs a CUDA cont
 a module imported inside it makes its module-level tensors fake for good."""
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 CUDA = torch.device("cuda", 0)
 
 
+def _numpy(tensor: FakeTensor) -> np.ndarray:
+    if tensor.device.type != "cpu":  # as torch does for a real CUDA tensor
+        raise TypeError(f"can't convert {tensor.device} device type tensor to numpy; use .cpu() first")
+    return np.zeros(tensor.shape, str(tensor.dtype).removeprefix("torch."))
+
+
+def _module_to(module: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
+    """Module.to for fake mode, which cannot swap a parameter for its converted copy: entries are replaced."""
+    device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+
+    def convert(t):
+        return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else None)
+
+    for m in module.modules():
+        for key, p in m._parameters.items():
+            if p is not None:
+                m._parameters[key] = torch.nn.Parameter(convert(p), requires_grad=p.requires_grad)
+        for key, b in m._buffers.items():
+            if b is not None:
+                m._buffers[key] = convert(b)
+    return module
+
+
 @pytest.fixture
-def fake_cuda():
-    """Every tensor made inside the test is fake; real constants (module globals) count as CPU tensors."""
+def fake_cuda(monkeypatch):
+    """Every tensor made inside the test is fake; real constants (module globals) count as CPU tensors; a fake CPU tensor's `.numpy()` is zeros of its shape and dtype, so code runs past its numpy
+    boundary (values are meaningless: only placement is under test); `Module.to` converts in fake mode."""
+    monkeypatch.setattr(FakeTensor, "numpy", _numpy, raising=False)
+    monkeypatch.setattr(torch.nn.Module, "to", _module_to)
     with FakeTensorMode(allow_non_fake_inputs=True):
         yield
 
@@ -39,3 +66,4 @@ def on_device(tensors, device=CUDA) -> bool:
     """Every tensor in a (nested) output is on `device`."""
     flat = torch.utils._pytree.tree_leaves(tensors)
     return all(t.device == device for t in flat if isinstance(t, torch.Tensor))
+

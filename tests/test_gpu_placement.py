@@ -1,12 +1,25 @@
 """Device placement on (fake) CUDA: every forward path that training, grids, evaluation and annotation run on a
 GPU keeps its tensors on the GPU (see tests/fake_cuda.py; docs/gpu.md lists what only real hardware shows)."""
+import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from fake_cuda import CUDA, condition_batch, fake_cuda, on_cuda, on_device  # noqa: F401 (fixture)
 
+import annotators.clip  # noqa: F401 - imported outside fake mode (see fake_cuda.py)
+import annotators.seg.deeplabv2  # noqa: F401
+import annotators.sketch.simplify  # noqa: F401
+from annotators.base import Item, build
+from pipeline.params.annotate import ClipParams, SegParams, SketchParams
+from pipeline.params.stages import EvaluateParams
+from train import evaluate
 from train.configs import get_config
+from train.loop import modality_masks
+from train.metrics.base import EvalContext
+from train.metrics.fid import FEATURE, generated_features
+from train.metrics.lpips_diversity import load_lpips, lpips_distances
 from train.models import family
 from train.samples import PATTERNS, generated_rows, render_grid
 
@@ -29,6 +42,74 @@ def test_sample_grid_generation_stays_on_the_gpu(fake_cuda, name):
     cfg, G, _ = _networks(name)
     rows = generated_rows(G.eval(), condition_batch(NUM_CLASSES, getattr(cfg, "clip_dim", 8), cfg.resolution))
     assert len(rows) == len(PATTERNS) and on_device(rows)
+
+
+def _clip_dim(cfg) -> int:
+    return getattr(cfg, "clip_dim", 8)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_generator_and_discriminator_forward_stay_on_the_gpu(fake_cuda, name, amp):
+    cfg, G, D = _networks(name)
+    batch = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution)
+    masks = modality_masks(2, CUDA)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        image, extras = G(batch, masks)
+        out = D(image, batch, masks) if name == "poegan" else D(image, batch)
+    assert image.shape == (2, 3, cfg.resolution, cfg.resolution) and on_device([image, extras, out])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_evaluation_generates_on_the_gpu(fake_cuda, name):
+    cfg, G, _ = _networks(name)
+    cond = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution, n=3, device="cpu")  # the test set: CPU
+    for condition in ("unconditional", "seg", "all"):
+        images = evaluate.generate(G.eval(), cond, condition, seed=0, batch_size=2, device=CUDA)
+        assert images.shape == (3, cfg.resolution, cfg.resolution, 3)
+
+
+@pytest.fixture(scope="module")
+def extractors(tmp_path_factory):
+    """FID's Inception and LPIPS with random weights, built for real on the CPU (outside fake mode)."""
+    import io
+
+    import torchvision
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    buf = io.BytesIO()
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
+                                               init_weights=False).state_dict(), buf)
+    buf.seek(0)
+    inception = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE], feature_extractor_weights_path=buf)
+    alexnet = evaluate.random_weights_file("alexnet", tmp_path_factory.mktemp("w"))
+    return inception, load_lpips(str(alexnet), alexnet.parent)
+
+
+def test_metric_feature_extractors_run_on_the_gpu(extractors, fake_cuda, tmp_path):
+    inception, lpips = extractors
+    ctx = EvalContext(params=EvaluateParams(), weights_dir=tmp_path, cache_dir=tmp_path, device="cuda")
+    ctx.models["inception"] = (inception.to(CUDA), "0" * 64)
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    assert generated_features(images, ctx).shape == (3, 2048)
+    assert lpips_distances(images, images, lpips.to(CUDA), batch_size=2, device="cuda").shape == (3,)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("seg", SegParams(weights="random", long_side=32)),
+    ("seg", SegParams(weights="random", long_side=32, precision="bf16", scales=[1.0, 0.5])),
+    ("sketch", SketchParams(weights="random", simplify_weights="random", resolution=32, simplify=True)),
+    ("clip", ClipParams(model="ViT-B-32", weights="random"))])
+def test_annotators_run_on_the_gpu_under_their_autocast(fake_cuda, monkeypatch, tmp_path, name, params):
+    annotator = build(name, params, tmp_path)
+    module = sys.modules[type(annotator).__module__]
+    monkeypatch.setattr(module, "pick_device", torch.device)  # this machine has no CUDA to pick
+    annotator.setup("cuda")
+    if name == "clip":  # PIL preprocessing is CPU work fake mode cannot run (it reads pixel values)
+        annotator.preprocess = lambda image: torch.zeros(3, 224, 224)
+    assert on_device(list(annotator.net.parameters()))
+    items = [Item(np.zeros((40, 30, 3), np.uint8), ["a caption"]), Item(np.zeros((24, 40, 3), np.uint8))]
+    outputs = annotator(items)
+    assert len(outputs) == 2 and outputs[0] and outputs[1]
 
 
 def test_sample_grid_leaves_every_training_rng_alone(monkeypatch):
