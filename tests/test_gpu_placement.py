@@ -23,6 +23,8 @@ from train.metrics.lpips_diversity import load_lpips, lpips_distances
 from train.models import family
 from train.samples import PATTERNS, generated_rows, render_grid
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NUM_CLASSES = 5
 POEGAN = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=32, latent_base=2, latent_max=8)
 # family() imports the model modules here, outside fake mode: their module-level constants stay real tensors
@@ -115,11 +117,9 @@ def test_annotators_run_on_the_gpu_under_their_autocast(fake_cuda, monkeypatch, 
 def test_sample_grid_leaves_every_training_rng_alone(monkeypatch):
     fam, cfg = FAMILIES["poegan"]
     G, _ = fam.networks(cfg, NUM_CLASSES)
-    conds = [condition_batch(NUM_CLASSES, cfg.clip_dim, cfg.resolution, device="cpu") for _ in range(2)]
-    colours = torch.zeros(NUM_CLASSES, 3, dtype=torch.uint8).numpy()
+    cond = condition_batch(NUM_CLASSES, cfg.clip_dim, cfg.resolution, device="cpu")
     seeded = []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)  # what torch.manual_seed does to CUDA
     before = torch.get_rng_state()
-    grids = [render_grid(G.eval(), cond, colours) for cond in conds]
+    render_grid(G.eval(), cond, np.zeros((NUM_CLASSES, 3), np.uint8))
     assert seeded == [] and torch.equal(torch.get_rng_state(), before)
-    assert (grids[0] != grids[1]).any()
