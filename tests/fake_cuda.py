@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 CUDA = torch.device("cuda", 0)
 
@@ -64,6 +66,23 @@ def condition_batch(num_classes: int, clip_dim: int, resolution: int, n: int = 2
 
 def on_device(tensors, device=CUDA) -> bool:
     """Every tensor in a (nested) output is on `device`."""
-    flat = torch.utils._pytree.tree_leaves(tensors)
+    flat = tree_leaves(tensors)
     return all(t.device == device for t in flat if isinstance(t, torch.Tensor))
 
+
+
+class HostToDeviceCopies(TorchDispatchMode):
+    """Records every op that reads a host tensor (not a 0-d scalar) and writes a CUDA one: in a hot loop each is a
+    synchronous copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if (any(t.device.type == "cpu" and t.dim() > 0 for t in inputs)
+                and any(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in tree_leaves(out))):
+            self.ops.append(str(func))
+        return out

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from fake_cuda import CUDA, condition_batch, fake_cuda, on_cuda, on_device  # noqa: F401 (fixture)
+from fake_cuda import CUDA, HostToDeviceCopies, condition_batch, fake_cuda, on_cuda, on_device  # noqa: F401 (fixture)
 
 import annotators.clip  # noqa: F401 - imported outside fake mode (see fake_cuda.py)
 import annotators.seg.deeplabv2  # noqa: F401
@@ -16,6 +16,7 @@ from pipeline.params.annotate import ClipParams, SegParams, SketchParams
 from pipeline.params.stages import EvaluateParams
 from train import evaluate
 from train.configs import get_config
+from train.data import to_device
 from train.loop import modality_masks
 from train.metrics.base import EvalContext
 from train.metrics.fid import FEATURE, generated_features
@@ -60,6 +61,25 @@ def test_generator_and_discriminator_forward_stay_on_the_gpu(fake_cuda, name, am
         image, extras = G(batch, masks)
         out = D(image, batch, masks) if name == "poegan" else D(image, batch)
     assert image.shape == (2, 3, cfg.resolution, cfg.resolution) and on_device([image, extras, out])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_training_forward_copies_nothing_from_the_host(fake_cuda, name):
+    cfg, G, D = _networks(name)
+    batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution), modality_masks(2, CUDA)
+    with HostToDeviceCopies() as copies:
+        image, _ = G(batch, masks)
+        D(image, batch, masks) if name == "poegan" else D(image, batch)
+    assert copies.ops == []
+
+
+def test_a_loader_batch_goes_to_the_gpu_in_one_copy_per_tensor_and_one_hot_there(fake_cuda):
+    batch = {"image": torch.zeros(2, 3, 8, 8), "seg": torch.zeros(2, 8, 8, dtype=torch.uint8),
+             "sketch": torch.zeros(2, 1, 8, 8), "text": torch.zeros(2, 4)}
+    with HostToDeviceCopies() as copies:
+        on_gpu = to_device(batch, CUDA, 182)
+    assert len(copies.ops) == len(batch) and on_device(on_gpu)
+    assert on_gpu["seg"].shape == (2, 182, 8, 8) and on_gpu["style"] is on_gpu["image"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from train.layers import CLAMP, SLOPE, EqualConv2d, EqualLinear, downsample, lrelu, upsample
+from train.layers import CLAMP, SLOPE, EqualConv2d, EqualLinear, blur_kernel, downsample, lrelu, upsample
 
 
 def test_equalized_lr_keeps_unit_weights_and_scales_at_run_time():
@@ -34,10 +34,10 @@ def test_leaky_relu_slope_is_0_2():
 
 def test_resampling_is_anti_aliased():
     checker = (torch.arange(16)[:, None] + torch.arange(16)[None]) % 2 * 2.0 - 1  # highest frequency
-    down = downsample(checker[None, None])
+    down = downsample(checker[None, None], blur_kernel())
     assert down.shape[-1] == 8
     assert down[..., 1:-1, 1:-1].abs().max() < 1e-6  # naive striding would alias it to a constant +-1
     flat = torch.ones(1, 3, 8, 8)
-    up = upsample(flat)
+    up = upsample(flat, blur_kernel())
     assert up.shape[-1] == 16
     assert torch.allclose(up[..., 2:-2, 2:-2], torch.ones(1, 3, 12, 12))  # preserves the mean, no holes

@@ -213,7 +213,7 @@ def test_tiny_spade_seg_overfits_four_images_and_follows_their_segmentation(tmp_
     """~600 steps (5 min on 2 cores): samples generated from a training segmentation reproduce its
     layout (nearest class colour agreement) far better than another image's layout."""
     from annotators.labelmaps import load_label_map
-    from train.data import ShardLoader
+    from train.data import ShardLoader, to_device
     from train.layout import class_colours, layout_agreement
     from train.loop import RunSpec, train
     from train.samples import pattern_masks
@@ -228,7 +228,8 @@ def test_tiny_spade_seg_overfits_four_images_and_follows_their_segmentation(tmp_
     assert sum(r["G_feat"] for r in records[-50:]) < sum(r["G_feat"] for r in records[:50])
     G, _ = fam.networks(cfg, labels.num_classes)
     G.load_state_dict(torch.load(tmp_path / "run" / "network-snapshot-000600.pt", weights_only=True)["G_ema"])
-    batch = next(iter(ShardLoader(urls, cfg.resolution, labels.num_classes, 4, seed=1, shuffle_buffer=1)))
+    batch = to_device(next(iter(ShardLoader(urls, cfg.resolution, labels.num_classes, 4, seed=1, shuffle_buffer=1))),
+                      "cpu", labels.num_classes)
     colours = class_colours(batch["image"], batch["seg"])
     with torch.no_grad():
         torch.manual_seed(0)

@@ -16,7 +16,7 @@ from pipeline.shards import fingerprint
 
 from . import checkpoint
 from .configs import MODALITIES
-from .data import DataError, fit_to_shards, make_example, shard_urls
+from .data import DataError, fit_to_shards, make_example, seg_one_hot, shard_urls
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
 from .models import family
@@ -88,8 +88,8 @@ def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: in
     if not examples:
         raise EvaluationError(f"no usable test samples in {shards_dir}")
     cond = torch.utils.data.default_collate(examples)
-    seg = cond["seg"].argmax(1).to(torch.uint8)
-    seg[cond["seg"].sum(1) == 0] = 255
+    seg = cond["seg"]
+    cond["seg"] = seg_one_hot(seg, num_classes)
     return TestSet(cond, to_uint8(cond["image"]), seg.numpy(), (cond["sketch"][:, 0] * 255).round().byte().numpy(),
                    cond["text"].numpy(), keys)
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .configs import MODALITIES
-from .data import ShardLoader
+from .data import ShardLoader, to_device
 from .models import ModelFamily
 from .samples import render_grid, save_grid
 
@@ -75,17 +75,12 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _to(batch: dict, device) -> dict:
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    batch["style"] = batch["image"]  # the style reference is the image itself (main paper Sec. 3)
-    return batch
-
-
 def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progress: bool = True) -> list[dict]:
     """Train (or resume from the newest training state in `spec.run_dir`) up to `spec.steps`; returns the log
     records of the steps run here."""
     rank, world, device = _distributed()
     torch.set_flush_denormal(True)  # CPU: denormal floats in late training slow every op by orders of magnitude
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: time the conv algorithms once, keep the best
     batch_size = spec.batch_size or cfg.batch_size
     if batch_size % world:
         raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")
@@ -102,7 +97,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in ("G", "D")}
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
                          seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
-                         epoch_batches=spec.epoch_batches)
+                         epoch_batches=spec.epoch_batches, pin_memory=device.type == "cuda")
     for module in (G, D):
         _broadcast(module, world)
     loss = family.loss(G, D, vgg, cfg)
@@ -132,7 +127,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     batches = iter(loader)
     t0 = time.perf_counter()
     while step < spec.steps:
-        batch = _to(next(batches), device)
+        batch = to_device(next(batches), device, spec.num_classes)
         masks = modality_masks(len(batch["image"]), device)
         losses = {}
         for phase, net, opt in (("G", G, opt_G), ("D", D, opt_D), ("Dreg", D, opt_D)):
@@ -170,7 +165,7 @@ def _fixed_conditions(spec: RunSpec, cfg, device) -> dict:
     """The same condition batch at every grid: the first batch of the sample shards for a fixed seed."""
     loader = ShardLoader(spec.sample_urls, cfg.resolution, spec.num_classes, spec.grid_size, seed=12345,
                          workers=0, shuffle_buffer=1, epoch_batches=1)
-    return _to(next(iter(loader)), device)
+    return to_device(next(iter(loader)), device, spec.num_classes)
 
 
 def _truncate_log(path: Path, step: int) -> None:
