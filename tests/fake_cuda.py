@@ -86,3 +86,15 @@ class HostToDeviceCopies(TorchDispatchMode):
                 and any(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in tree_leaves(out))):
             self.ops.append(str(func))
         return out
+
+
+class ValueReads(TorchDispatchMode):
+    """Counts reads of a tensor's value into Python (`.item()`, `float(t)`, `if t:`): on a GPU each waits for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))

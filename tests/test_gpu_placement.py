@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from fake_cuda import CUDA, HostToDeviceCopies, condition_batch, fake_cuda, on_cuda, on_device  # noqa: F401 (fixture)
+from fake_cuda import CUDA, HostToDeviceCopies, ValueReads, condition_batch, fake_cuda, on_cuda, on_device  # noqa: F401 (fixture)
 
 import annotators.clip  # noqa: F401 - imported outside fake mode (see fake_cuda.py)
 import annotators.seg.deeplabv2  # noqa: F401
@@ -23,6 +23,7 @@ from train.metrics.fid import FEATURE, generated_features
 from train.metrics.lpips_diversity import load_lpips, lpips_distances
 from train.models import family
 from train.samples import PATTERNS, generated_rows, render_grid
+from train.vgg import VGGRelu51
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,6 +62,33 @@ def test_generator_and_discriminator_forward_stay_on_the_gpu(fake_cuda, name, am
         image, extras = G(batch, masks)
         out = D(image, batch, masks) if name == "poegan" else D(image, batch)
     assert image.shape == (2, 3, cfg.resolution, cfg.resolution) and on_device([image, extras, out])
+
+
+def _loss(name, cfg, G, D):
+    loss = FAMILIES[name][0].loss(G, D, VGGRelu51(None), cfg)
+    loss.backward = lambda total: None  # backward needs a real CUDA context; checked on the meta device
+    return loss
+
+
+@pytest.mark.parametrize("name", ["spade-seg", "spade-sketch"])  # PoE-GAN's text contrastive indexes by mask
+def test_loss_phases_run_on_the_gpu(fake_cuda, name):
+    cfg, G, D = _networks(name)
+    with on_cuda():
+        loss = _loss(name, cfg, G, D)
+    batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution), modality_masks(2, CUDA)
+    logged = {**loss.accumulate_gradients("G", batch, masks, 1), **loss.accumulate_gradients("D", batch, masks, 1)}
+    assert on_device(logged)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_loss_phases_read_no_value_back_from_the_device(name):
+    cfg, G, D = FAMILIES[name][1], *FAMILIES[name][0].networks(FAMILIES[name][1], NUM_CLASSES)
+    loss = _loss(name, cfg, G, D)
+    batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution, device="cpu"), modality_masks(2, "cpu")
+    with ValueReads() as reads:
+        logged = {**loss.accumulate_gradients("G", batch, masks, 1),
+                  **loss.accumulate_gradients("D", batch, masks, 1), **loss.log_state()}
+    assert reads.count == 0 and all(isinstance(v, torch.Tensor) for v in logged.values())
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -81,7 +81,7 @@ def test_generator_objective_weights_feature_matching_10_vgg_10_kl_0_05(model):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         logged = loss.accumulate_gradients("G", batch, {}, 0)
-    assert logged == pytest.approx(terms)
+    assert {k: v.item() for k, v in logged.items()} == pytest.approx(terms)
     assert (cfg.feat_weight, cfg.vgg_weight, cfg.kl_weight) == (10.0, 10.0, 0.05)
     expected = terms["G_hinge"] + 10 * terms["G_feat"] + 10 * terms["G_vgg"] + 0.05 * terms["G_kl"]
     assert totals[0].item() == pytest.approx(expected, rel=1e-5)

@@ -37,12 +37,14 @@ class RunSpec:
     steps: int
     seed: int = 0
     batch_size: int | None = None
+    batch_gpu: int | None = None  # samples per accumulation round on one device; default: its whole share
     workers: int = 0
     shuffle_buffer: int = 1000
     epoch_batches: int = 1000
     ema_decay: float = 0.999
     snapshot_every: int = 100
     sample_every: int = 100
+    log_every: int = 10  # steps between reads of the logged losses (each read waits for the GPU)
     mixed_precision: bool = True
     grid_size: int = 4
 
@@ -59,6 +61,34 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def modality_masks(batch_size: int, device) -> dict:
     """Each modality of each sample kept with probability 1 - 0.5 (modality dropout)."""
     return {m: (torch.rand(batch_size) >= MODALITY_DROPOUT).to(device) for m in MODALITIES}
+
+
+def accumulation_rounds(batch_size: int, world: int, batch_gpu: int | None) -> int:
+    """Gradient accumulation rounds per step: each of `world` devices takes `batch_size / world` samples per step in
+    rounds of `batch_gpu` (stylegan3's batch_gpu); a batch that does not split so is a ValueError naming the params."""
+    if batch_size % world:
+        raise ValueError(f"train batch_size {batch_size} is not divisible by the {world} processes")
+    share = batch_size // world
+    batch_gpu = batch_gpu or share
+    if share % batch_gpu:
+        raise ValueError(f"train batch_gpu {batch_gpu} does not divide the per-device batch {share} "
+                         f"(batch_size {batch_size} / {world} processes)")
+    return share // batch_gpu
+
+
+def _split(tensors: dict, rounds: int) -> list[dict]:
+    """`rounds` equal consecutive slices of every tensor along the batch axis."""
+    if rounds == 1:
+        return [tensors]
+    chunks = {k: v.chunk(rounds) for k, v in tensors.items()}
+    return [{k: c[i] for k, c in chunks.items()} for i in range(rounds)]
+
+
+def _mean_terms(terms: list[dict]) -> dict:
+    """The loss terms of one phase averaged over its accumulation rounds."""
+    if len(terms) == 1:
+        return terms[0]
+    return {k: sum(t[k] for t in terms) / len(terms) for k in terms[0]}
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -82,8 +112,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     torch.set_flush_denormal(True)  # CPU: denormal floats in late training slow every op by orders of magnitude
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: time the conv algorithms once, keep the best
     batch_size = spec.batch_size or cfg.batch_size
-    if batch_size % world:
-        raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")
+    rounds = accumulation_rounds(batch_size, world, spec.batch_gpu)
     torch.manual_seed(spec.seed)  # the same initial networks on every rank
     G, D = family.networks(cfg, spec.num_classes)
     G, D = G.to(device), D.to(device)
@@ -122,13 +151,14 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
         run_dir.mkdir(parents=True, exist_ok=True)
         _truncate_log(run_dir / "log.jsonl", step)
 
-    records = []
+    records, pending = [], []  # pending: this log interval's records, their losses still tensors on the device
     bar = tqdm(total=spec.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
     batches = iter(loader)
     t0 = time.perf_counter()
     while step < spec.steps:
         batch = to_device(next(batches), device, spec.num_classes)
         masks = modality_masks(len(batch["image"]), device)
+        micro = list(zip(_split(batch, rounds), _split(masks, rounds)))
         losses = {}
         for phase, net, opt in (("G", G, opt_G), ("D", D, opt_D), ("Dreg", D, opt_D)):
             if phase == "Dreg" and not loss.r1_due(step):
@@ -136,23 +166,29 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
             scaler = scalers[phase[0]]
             G.requires_grad_(net is G), D.requires_grad_(net is D)
             opt.zero_grad(set_to_none=True)
-            loss.backward = lambda t, s=scaler: s.scale(t).backward()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                losses.update(loss.accumulate_gradients(phase, batch, masks, step))
+            loss.backward = lambda t, s=scaler: s.scale(t / rounds).backward()  # gradients: the mean over rounds
+            terms = []
+            for micro_batch, micro_masks in micro:
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    terms.append(loss.accumulate_gradients(phase, micro_batch, micro_masks, step))
+            losses.update(_mean_terms(terms))
             _average_gradients(net, world)
             scaler.unscale_(opt)
-            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip))
+            losses[f"{phase}_grad_norm"] = torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             scaler.step(opt)
             scaler.update()
         update_ema(G_ema, G, spec.ema_decay)
         step += 1
-        record = {"step": step, **losses, **loss.log_state(),
-                  "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)}
-        records.append(record)
+        pending.append({"step": step, **losses, **loss.log_state(),
+                        "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)})
         bar.update(1)
+        if step % spec.log_every == 0 or step % spec.snapshot_every == 0 or step == spec.steps:
+            read, pending = _read_values(pending), []
+            records += read
+            if rank == 0:
+                with open(run_dir / "log.jsonl", "a") as f:
+                    f.writelines(json.dumps(record) + "\n" for record in read)
         if rank == 0:
-            with open(run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
             if step % spec.sample_every == 0 or step == spec.steps:
                 save_grid(run_dir / f"samples-{step:06d}.png", render_grid(G_ema, fixed, spec.label_colours))
         if step % spec.snapshot_every == 0 or step == spec.steps:
@@ -166,6 +202,20 @@ def _fixed_conditions(spec: RunSpec, cfg, device) -> dict:
     loader = ShardLoader(spec.sample_urls, cfg.resolution, spec.num_classes, spec.grid_size, seed=12345,
                          workers=0, shuffle_buffer=1, epoch_batches=1)
     return to_device(next(iter(loader)), device, spec.num_classes)
+
+
+def _read_values(records: list[dict]) -> list[dict]:
+    """The records with every tensor value read as a float (0-d) or a list, all in one transfer (one GPU sync)."""
+    keys = [(i, k) for i, r in enumerate(records) for k, v in r.items() if isinstance(v, torch.Tensor)]
+    if not keys:
+        return records
+    tensors = [records[i][k].float().flatten() for i, k in keys]
+    values = iter(torch.cat(tensors).tolist())
+    out = [dict(r) for r in records]
+    for (i, k), t in zip(keys, tensors):
+        read = [next(values) for _ in range(t.numel())]
+        out[i][k] = read[0] if records[i][k].dim() == 0 else read
+    return out
 
 
 def _truncate_log(path: Path, step: int) -> None:

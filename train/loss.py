@@ -39,14 +39,15 @@ class PoEGANLoss:
 
     def log_state(self) -> dict:
         """Extra per-step log fields: the current KL rebalancing weights."""
-        return {"kl_balance": self.kl_balance.weights.tolist()}
+        return {"kl_balance": self.kl_balance.weights.clone()}  # read at the loop's log interval
 
     def r1_due(self, step: int) -> bool:
         """Lazy regularisation: R1 runs only on every 16th step."""
         return step % R1_INTERVAL == 0
 
-    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, float]:
-        """Compute phase `phase` ("G", "D" or "Dreg") on a batch, backpropagate, return the loss terms."""
+    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
+        """Compute phase `phase` ("G", "D" or "Dreg") on a batch, backpropagate, return the loss terms (detached
+        tensors on the device: reading one is a GPU sync, left to the loop's log interval)."""
         if phase == "G":
             return self._generator(batch, masks)
         if phase == "D":
@@ -64,8 +65,8 @@ class PoEGANLoss:
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
         total = adv + kl + self.cfg.image_contrastive * img_c + self.cfg.text_contrastive * txt_c
         self.backward(total)
-        return {"G_adv": adv.item(), "G_kl": kl.item(), "G_img_contrastive": img_c.item(),
-                "G_text_contrastive": txt_c.item(), **kl_terms}
+        return {"G_adv": adv.detach(), "G_kl": kl.detach(), "G_img_contrastive": img_c.detach(),
+                "G_text_contrastive": txt_c.detach(), **kl_terms}
 
     def _discriminator(self, batch, masks):
         with torch.no_grad():
@@ -75,7 +76,7 @@ class PoEGANLoss:
         adv = sum(F.softplus(f).mean() + F.softplus(-r).mean() for f, r in zip(fake_logits, real_logits))
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
         self.backward(adv + self.cfg.text_contrastive * txt_c)
-        return {"D_adv": adv.item(), "D_text_contrastive": txt_c.item()}
+        return {"D_adv": adv.detach(), "D_text_contrastive": txt_c.detach()}
 
     def _r1(self, batch, masks):
         real = batch["image"].detach().requires_grad_(True)
@@ -83,7 +84,7 @@ class PoEGANLoss:
         (grad,) = torch.autograd.grad(sum(l.sum() for l in logits), real, create_graph=True)
         penalty = grad.float().square().sum((1, 2, 3)).mean()
         self.backward(penalty * (R1_GAMMA / 2 * R1_INTERVAL))  # lazy: scaled by the interval (StyleGAN2)
-        return {"D_r1": penalty.item()}
+        return {"D_r1": penalty.detach()}
 
     def _text_contrastive(self, image_emb, text_emb, text_mask):
         keep = text_mask.nonzero().flatten()
@@ -98,6 +99,6 @@ class PoEGANLoss:
         per_level = [sum(weights[n] * _masked_mean(v, masks[n]) for n, v in level.items()) for level in kls]
         omega = self.kl_balance.update(torch.stack([t.detach() for t in per_level[1:]])).to(per_level[0].device)
         total = per_level[0] + sum(w * t for w, t in zip(omega, per_level[1:]))
-        raw = {f"kl_{n}": sum(_masked_mean(level[n], masks[n]).item() for level in kls if n in level)
+        raw = {f"kl_{n}": sum(_masked_mean(level[n], masks[n]).detach() for level in kls if n in level)
                for n in weights}
         return total, raw

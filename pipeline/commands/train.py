@@ -61,9 +61,9 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     spec = RunSpec(
         run_dir=stage.layout.training(model), train_urls=urls, sample_urls=sample_urls, num_classes=labels.num_classes,
         label_colours=labels.colours, steps=steps or section.steps, seed=section.seed,
-        batch_size=section.batch_size, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
+        batch_size=section.batch_size, batch_gpu=section.batch_gpu, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
         epoch_batches=section.epoch_batches, ema_decay=section.ema_decay, snapshot_every=section.snapshot_every,
-        sample_every=section.sample_every, mixed_precision=section.mixed_precision)
+        sample_every=section.sample_every, log_every=section.log_every, mixed_precision=section.mixed_precision)
     try:
         if claim(spec.run_dir, identity(model, cfg, section, urls), restart_if_changed):
             click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)
