@@ -1,18 +1,20 @@
 """Building blocks used throughout PoE-GAN (supplement B): equalized learning rate, anti-aliased resampling,
-leaky ReLU 0.2, and outputs of every conv/linear clamped to ±256 under mixed precision."""
+leaky ReLU 0.2, and outputs of every conv/linear clamped to ±256."""
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLAMP = 256.0  # B: "clamp the output of every convolutional/fully-connected layer to ±256" under mixed precision
+# B: "clamp the output of every convolutional/fully-connected layer to ±256" (for mixed precision). A property of
+# the model, not of the autocast context: fp32 inference (grids, evaluation) computes what fp16 training trained.
+CLAMP = 256.0
 SLOPE = 0.2  # B: leaky ReLU with slope 0.2
 _BLUR = (1.0, 3.0, 3.0, 1.0)  # binomial low-pass of anti-aliased resampling (Zhang 2019, B ref. 28)
 
 
 def _clamp(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(-CLAMP, CLAMP) if torch.is_autocast_enabled(x.device.type) else x
+    return x.clamp(-CLAMP, CLAMP)
 
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,8 @@ Adam settings (train/models.py: ModelFamily.optimizer)."""
 import copy
 import json
 import math
-import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .configs import MODALITIES
 from .data import ShardLoader, to_device
 from .models import ModelFamily
@@ -91,24 +91,12 @@ def _mean_terms(terms: list[dict]) -> dict:
     return {k: sum(t[k] for t in terms) / len(terms) for k in terms[0]}
 
 
-def _distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device): DDP over env:// when torchrun set WORLD_SIZE > 1, else one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://")
-    rank = dist.get_rank() if world > 1 else 0
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
-
-
-def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progress: bool = True) -> list[dict]:
-    """Train (or resume from the newest training state in `spec.run_dir`) up to `spec.steps`; returns the log
-    records of the steps run here."""
-    rank, world, device = _distributed()
+def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progress: bool = True,
+          processes: distributed.Processes | None = None) -> list[dict]:
+    """Train (or resume from the newest training state in `spec.run_dir`, as rank 0 finds it) up to `spec.steps`;
+    returns the log records of the steps run here. `processes`: the started process group (default: start it)."""
+    processes = processes or distributed.start()
+    rank, world, device = processes.rank, processes.world, processes.device
     torch.set_flush_denormal(True)  # CPU: denormal floats in late training slow every op by orders of magnitude
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: time the conv algorithms once, keep the best
     batch_size = spec.batch_size or cfg.batch_size
@@ -134,18 +122,17 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
 
     step = 0
     run_dir = spec.run_dir
-    resume = checkpoint.latest_state(run_dir)
+    resume = distributed.on_rank0(lambda: checkpoint.latest_state(run_dir), processes)
     if resume is not None:
         weights = checkpoint.load(checkpoint.snapshot_path(run_dir, resume))
         state = checkpoint.load(checkpoint.state_path(run_dir, resume))
         G.load_state_dict(weights["G"]), D.load_state_dict(weights["D"]), G_ema.load_state_dict(weights["G_ema"])
         opt_G.load_state_dict(state["opt_G"]), opt_D.load_state_dict(state["opt_D"])
         for name, scaler in scalers.items():
-            scaler.load_state_dict(state["scaler"][name])
+            load_scaler_state(scaler, state["scaler"][name])
         loss.load_state_dict(state["loss"])
-        loader.load_state_dict(state["loader"][rank])
-        checkpoint.set_rng_state(state["rng"][rank])
         step = int(state["step"])
+        resume_streams(state, rank, world, loader, spec.seed)
     fixed = _fixed_conditions(spec, cfg, device) if rank == 0 else None
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +182,27 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
             _save(run_dir, step, rank, world, G, D, G_ema, opt_G, opt_D, scalers, loss, loader)
     bar.close()
     return records
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """Restore a loss scaler; the empty state of a disabled one (a CPU run resumed on a GPU) leaves it fresh."""
+    if state:
+        scaler.load_state_dict(state)
+
+
+def resume_streams(state: dict, rank: int, world: int, loader: ShardLoader, seed: int) -> None:
+    """This rank's loader position and RNG state from a training state. Saved by another number of processes
+    (other hardware), they cannot be matched to ranks: each rank starts fresh streams one epoch past the saved
+    ones, with a warning (the run continues, no longer exactly as one uninterrupted run)."""
+    saved = len(state["loader"])
+    if saved == world:
+        loader.load_state_dict(state["loader"][rank])
+        checkpoint.set_rng_state(state["rng"][rank])
+        return
+    warnings.warn(f"resuming a run of {saved} process(es) with {world}: data order and noise restart from new "
+                  "streams, so the run will not repeat an uninterrupted one exactly")
+    loader.load_state_dict({"epoch": max(int(s["epoch"]) for s in state["loader"]) + 1, "batch": 0})
+    torch.manual_seed(seed * 1_000_003 + world * (int(state["step"]) + 1) + rank)
 
 
 def _fixed_conditions(spec: RunSpec, cfg, device) -> dict:

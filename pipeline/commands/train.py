@@ -39,6 +39,7 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     from annotators.weights import WeightsError, resolve
     from train.data import DataError, fit_to_shards, shard_urls
+    from train import distributed
     from train.loop import RunSpec, train
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
@@ -64,10 +65,15 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
         batch_size=section.batch_size, batch_gpu=section.batch_gpu, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
         epoch_batches=section.epoch_batches, ema_decay=section.ema_decay, snapshot_every=section.snapshot_every,
         sample_every=section.sample_every, log_every=section.log_every, mixed_precision=section.mixed_precision)
+    processes = distributed.start()  # before the claim: rank 0 alone touches the run folder, the others wait
     try:
-        if claim(spec.run_dir, identity(model, cfg, section, urls), restart_if_changed):
+        ident = identity(model, cfg, section, urls)
+        replaced = distributed.on_rank0(lambda: claim(spec.run_dir, ident, restart_if_changed), processes)
+        if replaced and processes.rank == 0:
             click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)
+        records = train(fam, cfg, vgg, spec, processes=processes)
     except RunMismatch as e:
         raise click.ClickException(str(e)) from None
-    records = train(fam, cfg, vgg, spec)
+    finally:
+        distributed.stop()
     click.echo(f"trained to step {spec.steps} ({len(records)} steps in this run); outputs in {spec.run_dir}")
