@@ -1,13 +1,17 @@
-"""Rank coordination on two CPU processes (gloo): rank 0 alone decides, every rank gets its answer or its error,
-and each process leaves the group at the end."""
+"""Several processes: rank coordination on two CPU processes (gloo) -- rank 0 alone decides, every rank gets its
+answer or its error, each process leaves the group at the end -- and SPADE's batch norm synchronised across GPUs."""
 import json
 import os
 import socket
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 from train import distributed
+from train.loop import synchronised_batch_norm
+from train.models import family
 
 
 class Refused(RuntimeError):
@@ -49,3 +53,14 @@ def test_rank_zero_decides_and_every_rank_gets_its_answer_or_its_error(tmp_path)
     assert {r["value"] for r in results} == {"decided by rank 0"}  # ... and both ranks have its result
     assert {r["error"] for r in results} == {"run folder holds another run"}  # rank 0's error stops rank 1 too
     assert all(r["left"] for r in results)
+
+
+def test_spade_batch_norm_is_synchronised_across_gpus_only():
+    G, _ = family("spade-seg").networks(family("spade-seg").config("tiny"), 5)
+    norms = [type(m) for m in synchronised_batch_norm(G, 2, torch.device("cuda")).modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and set(norms) == {nn.SyncBatchNorm}
+    G, _ = family("spade-seg").networks(family("spade-seg").config("tiny"), 5)
+    for world, device in ((1, "cuda"), (2, "cpu")):
+        converted = synchronised_batch_norm(G, world, torch.device(device))
+        assert not any(isinstance(m, nn.SyncBatchNorm) for m in converted.modules())

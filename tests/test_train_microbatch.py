@@ -85,3 +85,4 @@ def test_micro_batched_steps_train_the_same_weights_as_whole_batches(tmp_path):
                 assert torch.allclose(weights[batch_gpu][net][key], value, atol=1e-6), (batch_gpu, net, key)
         for key in ("G_loss", "G_grad_norm", "D_grad_norm"):  # the mean over rounds, not their sum
             assert [r[key] for r in logs[batch_gpu]] == pytest.approx([r[key] for r in logs[4]], rel=1e-5), key
+

@@ -63,6 +63,14 @@ def modality_masks(batch_size: int, device) -> dict:
     return {m: (torch.rand(batch_size) >= MODALITY_DROPOUT).to(device) for m in MODALITIES}
 
 
+def synchronised_batch_norm(module: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
+    """With several GPUs, batch norm layers (SPADE's) as SyncBatchNorm: statistics over the global batch, as one
+    GPU would see it (NCCL only; gloo on CPU keeps per-process statistics)."""
+    if world > 1 and device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return module
+
+
 def accumulation_rounds(batch_size: int, world: int, batch_gpu: int | None) -> int:
     """Gradient accumulation rounds per step: each of `world` devices takes `batch_size / world` samples per step in
     rounds of `batch_gpu` (stylegan3's batch_gpu); a batch that does not split so is a ValueError naming the params."""
@@ -103,7 +111,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     rounds = accumulation_rounds(batch_size, world, spec.batch_gpu)
     torch.manual_seed(spec.seed)  # the same initial networks on every rank
     G, D = family.networks(cfg, spec.num_classes)
-    G, D = G.to(device), D.to(device)
+    G, D = (synchronised_batch_norm(net, world, device).to(device) for net in (G, D))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     vgg = vgg.to(device)
     settings = family.optimizer(cfg)
