@@ -32,8 +32,21 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
         G, D = fam.networks(cfg, labels.num_classes)
         click.echo(f"generator parameters: {count_parameters(G)}")
         click.echo(f"discriminator parameters: {count_parameters(D)}")
+        _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
         return
     _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
+
+
+def _print_memory(fam, cfg, num_classes: int, batch_gpu: int | None, batch_size: int) -> None:
+    from train.memory import GB, estimate
+
+    memory = estimate(fam, cfg, num_classes)
+    per_gpu = batch_gpu or batch_size
+    where = f"batch_gpu {batch_gpu}" if batch_gpu else f"the whole batch of {batch_size} on one GPU"
+    click.echo(f"estimated peak GPU memory: {memory.peak(per_gpu) / GB:.1f} GB at {where} (weights and optimizer "
+               f"{memory.static / GB:.1f} GB; fp32 activations, mixed precision needs less)")
+    click.echo(f"largest per-GPU batch (train.<model>.batch_gpu): {memory.largest_batch(40 * GB)} on 40 GB, "
+               f"{memory.largest_batch(80 * GB)} on 80 GB")
 
 
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
