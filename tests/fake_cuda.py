@@ -1,7 +1,7 @@
 """A CUDA stand-in for device-placement tests on a machine without a GPU: under PyTorch's FakeTensorMode,
 modules built inside `on_cuda()` get fake CUDA parameters, forward passes run on shapes alone, and an op mixing
-a CUDA and a CPU tensor raises as it would on a GPU. (Backward needs a CUDA context: use the meta device.) Import the code under test before entering the mode:
-a module imported inside it makes its module-level tensors fake for good."""
+a CUDA and a CPU tensor raises as it would on a GPU (backward needs a CUDA context). Import the code under test
+before entering the mode: a module imported inside it makes its module-level tensors fake for good."""
 from contextlib import contextmanager
 
 import numpy as np
@@ -39,8 +39,9 @@ def _module_to(module: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
-    """Every tensor made inside the test is fake; real constants (module globals) count as CPU tensors; a fake CPU tensor's `.numpy()` is zeros of its shape and dtype, so code runs past its numpy
-    boundary (values are meaningless: only placement is under test); `Module.to` converts in fake mode."""
+    """Every tensor made inside the test is fake; real constants (module globals) count as CPU tensors; a fake
+    CPU tensor's `.numpy()` is zeros of its shape and dtype, so code runs past its numpy boundary (values are
+    meaningless: only placement is under test); `Module.to` converts in fake mode."""
     monkeypatch.setattr(FakeTensor, "numpy", _numpy, raising=False)
     monkeypatch.setattr(torch.nn.Module, "to", _module_to)
     with FakeTensorMode(allow_non_fake_inputs=True):

@@ -6,7 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from fake_cuda import CUDA, HostToDeviceCopies, ValueReads, condition_batch, fake_cuda, on_cuda, on_device  # noqa: F401 (fixture)
+from fake_cuda import (CUDA, HostToDeviceCopies, ValueReads, condition_batch, fake_cuda,  # noqa: F401 (fixture)
+                       on_cuda, on_device)
 
 import annotators.clip  # noqa: F401 - imported outside fake mode (see fake_cuda.py)
 import annotators.seg.deeplabv2  # noqa: F401
@@ -30,8 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 NUM_CLASSES = 5
 POEGAN = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=32, latent_base=2, latent_max=8)
 # family() imports the model modules here, outside fake mode: their module-level constants stay real tensors
-FAMILIES = {"poegan": (family("poegan"), POEGAN), "spade-seg": (family("spade-seg"), family("spade-seg").config("tiny")),
-            "spade-sketch": (family("spade-sketch"), family("spade-sketch").config("tiny"))}
+FAMILIES = {"poegan": (family("poegan"), POEGAN),
+            **{name: (family(name), family(name).config("tiny")) for name in ("spade-seg", "spade-sketch")}}
 
 
 def _networks(name):

@@ -35,7 +35,8 @@ def test_estimate_grows_with_resolution_and_batch():
 def test_dry_run_prints_the_memory_estimate_and_the_batch_that_fits():
     result = _run(["--config", "tiny", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert re.search(r"^estimated peak GPU memory: \d+\.\d GB at the whole batch of \d+ on one GPU", result.output, re.M)
+    assert re.search(r"^estimated peak GPU memory: \d+\.\d GB at the whole batch of \d+ on one GPU",
+                     result.output, re.M)
     fits = re.search(r"largest per-GPU batch \(train.<model>.batch_gpu\): (\d+) on 40 GB, (\d+) on 80 GB",
                      result.output)
     assert fits and 0 < int(fits[1]) <= int(fits[2])

@@ -75,9 +75,9 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     spec = RunSpec(
         run_dir=stage.layout.training(model), train_urls=urls, sample_urls=sample_urls, num_classes=labels.num_classes,
         label_colours=labels.colours, steps=steps or section.steps, seed=section.seed,
-        batch_size=section.batch_size, batch_gpu=section.batch_gpu, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
-        epoch_batches=section.epoch_batches, ema_decay=section.ema_decay, snapshot_every=section.snapshot_every,
-        sample_every=section.sample_every, log_every=section.log_every, mixed_precision=section.mixed_precision)
+        batch_size=section.batch_size, batch_gpu=section.batch_gpu, workers=section.workers,
+        shuffle_buffer=section.shuffle_buffer, epoch_batches=section.epoch_batches, ema_decay=section.ema_decay,
+        snapshot_every=section.snapshot_every, sample_every=section.sample_every, log_every=section.log_every, mixed_precision=section.mixed_precision)
     processes = distributed.start()  # before the claim: rank 0 alone touches the run folder, the others wait
     try:
         ident = identity(model, cfg, section, urls)

@@ -81,8 +81,9 @@ class SPADELoss:
         return False
 
     def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
-        """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms (detached device tensors). The generator always
-        encodes the real image's style (SPADE trains its VAE path on every sample), so `masks` are unused."""
+        """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms (detached device tensors).
+        The generator always encodes the real image's style (SPADE trains its VAE path on every sample), so
+        `masks` are unused."""
         if phase == "G":
             return self._generator(batch)
         if phase == "D":
