@@ -89,7 +89,9 @@ def estimate(family, cfg, num_classes: int) -> MemoryEstimate:
     with FakeTensorMode(allow_non_fake_inputs=True):
         with torch.device("cuda"):
             G, D = family.networks(cfg, num_classes)
-        one, two = (forward_peak(G, D, cfg, num_classes, b, "cuda") for b in (1, 2))
+        # batches of 2 and 4: batch norm (SPADE) needs more than one value per channel
+        two, four = (forward_peak(G, D, cfg, num_classes, b, "cuda") for b in (2, 4))
     params = {name: sum(p.numel() * p.element_size() for p in net.parameters()) for name, net in (("G", G), ("D", D))}
     static = 5 * params["G"] + 4 * params["D"]  # weights, gradients, two Adam moments; and G_ema
-    return MemoryEstimate(static, max(0, 2 * one - two), two - one)
+    per_sample = (four - two) // 2
+    return MemoryEstimate(static, max(0, two - 2 * per_sample), per_sample)
