@@ -37,13 +37,27 @@ def _module_to(module: torch.nn.Module, *args, **kwargs) -> torch.nn.Module:
     return module
 
 
+class _Autocast(torch.autocast):
+    """torch.autocast, which turns itself off for "cuda" when CUDA is unavailable, told that it is available
+    while it starts (it sets dispatcher flags only: fake CUDA tensors then run fp16 ops as on a GPU)."""
+
+    def __init__(self, *args, **kwargs):
+        real = torch.cuda.is_available, torch.cuda.is_bf16_supported
+        torch.cuda.is_available = torch.cuda.is_bf16_supported = lambda *a, **k: True
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            torch.cuda.is_available, torch.cuda.is_bf16_supported = real
+
+
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """Every tensor made inside the test is fake; real constants (module globals) count as CPU tensors; a fake
     CPU tensor's `.numpy()` is zeros of its shape and dtype, so code runs past its numpy boundary (values are
-    meaningless: only placement is under test); `Module.to` converts in fake mode."""
+    meaningless: only placement is under test); `Module.to` converts in fake mode; autocast works on CUDA."""
     monkeypatch.setattr(FakeTensor, "numpy", _numpy, raising=False)
     monkeypatch.setattr(torch.nn.Module, "to", _module_to)
+    monkeypatch.setattr(torch, "autocast", _Autocast)
     with FakeTensorMode(allow_non_fake_inputs=True):
         yield
 

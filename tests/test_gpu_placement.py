@@ -11,8 +11,9 @@ from fake_cuda import (CUDA, HostToDeviceCopies, ValueReads, condition_batch, fa
 
 import annotators.clip  # noqa: F401 - imported outside fake mode (see fake_cuda.py)
 import annotators.seg.deeplabv2  # noqa: F401
-import annotators.sketch.simplify  # noqa: F401
 from annotators.base import Item, build
+from annotators.sketch.hed import HED
+from annotators.sketch.simplify import SketchSimplifier
 from pipeline.params.annotate import ClipParams, SegParams, SketchParams
 from pipeline.params.stages import EvaluateParams
 from train import evaluate
@@ -161,6 +162,15 @@ def test_annotators_run_on_the_gpu_under_their_autocast(fake_cuda, monkeypatch, 
     items = [Item(np.zeros((40, 30, 3), np.uint8), ["a caption"]), Item(np.zeros((24, 40, 3), np.uint8))]
     outputs = annotator(items)
     assert len(outputs) == 2 and outputs[0] and outputs[1]
+
+
+def test_sketch_probabilities_are_fp32_under_fp16_autocast(fake_cuda):
+    # both are thresholded at 0.5: an fp16 sigmoid moves pixels across it
+    with on_cuda():
+        hed, simplifier = HED(), SketchSimplifier()
+    with torch.autocast("cuda", dtype=torch.float16):
+        assert hed(torch.rand(1, 3, 32, 32, device=CUDA)).dtype == torch.float32
+        assert simplifier(torch.rand(1, 1, 32, 32, device=CUDA)).dtype == torch.float32
 
 
 def test_sample_grid_leaves_every_training_rng_alone(monkeypatch):
