@@ -21,7 +21,7 @@ from image_shards import jpeg, write_image_shards
 from pipeline.cli import main
 from pipeline.annotate import ShardJob, annotate_shard
 from pipeline.layout import Layout
-from pipeline.ray_runtime import pool_shape
+from pipeline.ray_runtime import ActorPool, pool_shape
 from pipeline.shards import read_shard, read_stats, shard_writer
 
 ANNOTATORS = ["seg", "sketch", "clip"]
@@ -89,6 +89,39 @@ def test_pool_never_claims_the_reserved_cpus():
     assert pool_shape({"CPU": 16.0}, 0, 1, 1).workers == 15
     gpu = pool_shape({"CPU": 8.0, "GPU": 4.0}, 0, 0.5, 1)
     assert gpu.workers == 8 and gpu.num_gpus == 0.5 and gpu.workers * gpu.num_cpus <= 7
+
+
+def test_a_gpu_worker_gets_its_share_of_the_cpus_and_one_gpu_at_most():
+    shape = pool_shape({"CPU": 33.0, "GPU": 4.0}, 0, 1, 1)  # decoding, NMS and encoding run on its threads
+    assert (shape.workers, shape.num_gpus, shape.num_cpus, shape.torch_threads) == (4, 1, 8.0, 8)
+    with pytest.raises(ValueError, match="gpus_per_worker is 2: an annotator runs on one GPU"):
+        pool_shape({"CPU": 32.0, "GPU": 8.0}, 0, 2, 1)
+
+
+@ray.remote(num_cpus=0)
+class Echo:
+    def run(self, job):
+        return job
+
+
+def test_work_goes_only_to_workers_that_started(cluster):
+    placeable = iter([False, True])
+    pool = ActorPool(lambda: (Echo if next(placeable) else Echo.options(resources={"absent": 1})).remote(), 2)
+    done = []
+    worker = threading.Thread(target=lambda: done.extend(pool.map([1, 2, 3], lambda a, j: a.run.remote(j), 1)),
+                              daemon=True)
+    worker.start()
+    worker.join(60)  # a job handed to the unplaceable worker would wait forever
+    pool.shutdown()
+    assert sorted(job for job, _, _ in done) == [1, 2, 3] and all(error is None for _, _, error in done)
+
+
+def test_workers_that_never_start_are_an_error(cluster, monkeypatch):
+    monkeypatch.setattr("pipeline.ray_runtime.START_TIMEOUT", 1.0)
+    pool = ActorPool(lambda: Echo.options(resources={"absent": 1}).remote(), 2)
+    with pytest.raises(RuntimeError, match="none of the 2 workers started within 1 s"):
+        list(pool.map([1], lambda a, j: a.run.remote(j), 1))
+    pool.shutdown()
 
 
 def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(cluster, tmp_path):
