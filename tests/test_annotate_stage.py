@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+import torch
 import webdataset as wds
 import yaml
 from click.testing import CliRunner
@@ -293,6 +294,23 @@ def test_an_image_failing_inside_the_annotator_fails_alone(tmp_path):
     assert stats["failures"] == [{"key": keys[1], "error": "ValueError: cannot annotate 64-px-wide images"}]
     assert [k for k, _ in read_shard(job.out)] == [keys[0], keys[2]]
     assert read_stats(job.out)["fingerprint"] == "fp"
+
+
+class _BrokenGPU(_Brightness):
+    """Fails as an annotator does once its CUDA context is broken: every call, whatever the image."""
+
+    def __call__(self, items):
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_cuda_error_fails_the_shard_not_its_images(tmp_path):
+    layout = Layout(tmp_path, "sample")
+    write_image_shards(layout, [3], provided_every=99)
+    shard = layout.images / "train-000000.tar"
+    job = ShardJob(shard, layout.annotations("sketch") / shard.name, "fp", 3)
+    with pytest.raises(torch.AcceleratorError, match="illegal memory access"):
+        annotate_shard(_BrokenGPU(), job, batch_size=3, prefetch=1, max_pixels=10**6)
+    assert read_stats(job.out) is None  # not marked done: the next run (or another worker) redoes it
 
 
 def test_missing_weights_stop_the_job_before_any_shard_with_what_to_fetch(cluster, tmp_path):
