@@ -195,6 +195,17 @@ def test_sketch_probabilities_are_fp32_under_fp16_autocast(fake_cuda):
         assert simplifier(torch.rand(1, 1, 32, 32, device=CUDA)).dtype == torch.float32
 
 
+def test_evaluation_leaves_every_rng_alone(monkeypatch):
+    fam, cfg = FAMILIES["poegan"]
+    G, _ = fam.networks(cfg, NUM_CLASSES)
+    cond = condition_batch(NUM_CLASSES, cfg.clip_dim, cfg.resolution, device="cpu")
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)  # what torch.manual_seed does to CUDA
+    before = torch.get_rng_state()
+    images = [evaluate.generate(G.eval(), cond, "seg", seed=3, batch_size=1, device="cpu") for _ in range(2)]
+    assert seeded == [] and torch.equal(torch.get_rng_state(), before) and (images[0] == images[1]).all()
+
+
 def test_sample_grid_leaves_every_training_rng_alone(monkeypatch):
     fam, cfg = FAMILIES["poegan"]
     G, _ = fam.networks(cfg, NUM_CLASSES)

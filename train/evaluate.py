@@ -20,6 +20,7 @@ from .data import DataError, fit_to_shards, make_example, seg_one_hot, shard_url
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
 from .models import family
+from .noise import private_noise
 from .report import write_report
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,10 @@ def condition_masks(condition: str, batch: int, device) -> dict:
 
 @torch.no_grad()
 def generate(G, cond: dict, condition: str, seed: int, batch_size: int, device) -> np.ndarray:
-    """uint8 [N, H, W, 3] images of G under `condition`, the noise drawn from `seed`."""
+    """uint8 [N, H, W, 3] images of G under `condition`, the noise drawn from `seed` (the same on every device;
+    no global RNG, CPU or CUDA, is touched)."""
     out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with private_noise(seed):
         for start in range(0, len(cond["image"]), batch_size):
             batch = {k: v[start:start + batch_size].to(device) for k, v in cond.items()}
             batch["style"] = batch["image"]  # masked out under every condition: the test image never leaks
