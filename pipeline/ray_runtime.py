@@ -3,9 +3,9 @@ replacing an actor that dies and retrying its shard.
 
 Sizing keeps `reserve_cpus` out of every actor's claim: Ray Data hangs when actors hold every CPU
 (ray-project/ray#44687), and more generally anything else the job or the cluster needs must still be schedulable.
-On GPUs each actor claims `gpus_per_worker` GPUs (at most one: an annotator runs on one device) and its share of
-the unreserved CPUs (its decode, NMS, CLIP preprocessing and PNG encoding threads); on CPUs the unreserved CPUs are
-split evenly. Actors get work only once they have started: one the cluster cannot place never holds a shard.
+On GPUs each actor claims `gpus_per_worker` GPUs (at most one: an annotator runs on one device) and a share of the
+unreserved CPUs that fits on every node (its decode, NMS, CLIP preprocessing and PNG encoding threads); on CPUs the
+unreserved CPUs are split evenly. Actors get work only once they have started: one the cluster cannot place never holds a shard.
 """
 import logging
 import math
@@ -20,16 +20,16 @@ from ray.exceptions import RayActorError, RayTaskError
 START_TIMEOUT = 600.0  # seconds to wait for a first actor to be placed and set up before giving up
 
 
-def connect(address: str | None = None) -> dict:
+def connect(address: str | None = None) -> list[dict]:
     """Join the cluster at `address` (else RAY_ADDRESS), or start a local one sized to this machine; reuse an
-    already initialised Ray. Returns the cluster's total resources."""
+    already initialised Ray. Returns the resources of each live node."""
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:  # Ray detects the machine's CPUs (cgroup limits included) and GPUs itself
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    return ray.cluster_resources()
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,28 @@ class PoolShape:
     torch_threads: int
 
 
-def pool_shape(resources: dict, workers: int, gpus_per_worker: float, reserve_cpus: float) -> PoolShape:
-    """The actor pool for a cluster's resources: `workers` actors (0 = as many as the GPUs or unreserved CPUs
-    allow), each with its share of the unreserved CPUs, and `gpus_per_worker` GPUs when there are GPUs."""
+def _usable_cpus(cpus: float, reserve_cpus: float) -> float:
+    return max(cpus - reserve_cpus, cpus / 2)
+
+
+def pool_shape(nodes: list[dict] | dict, workers: int, gpus_per_worker: float, reserve_cpus: float) -> PoolShape:
+    """The actor pool for the resources of each node (one dict: one node): `workers` actors (0 = as many as the
+    GPUs or unreserved CPUs allow), each with `gpus_per_worker` GPUs when there are GPUs and a CPU share that fits
+    on every node (on GPUs: the unreserved CPUs of the node with the fewest per GPU worker)."""
     if gpus_per_worker > 1:
         raise ValueError(f"annotate.runtime.gpus_per_worker is {gpus_per_worker}: an annotator runs on one GPU, so "
                          "use 1 (one worker per GPU) or a fraction (workers sharing a GPU)")
-    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    usable = max(cpus - reserve_cpus, cpus / 2)
-    count = workers or max(1, math.floor(gpus / gpus_per_worker) if gpus > 0 else math.floor(usable))
-    share = usable / count
-    if gpus > 0:
+    nodes = [nodes] if isinstance(nodes, dict) else nodes
+    per_node = [(math.floor(float(n.get("GPU", 0)) / gpus_per_worker), _usable_cpus(float(n.get("CPU", 1)),
+                                                                                    reserve_cpus)) for n in nodes]
+    per_node = [(count, cpus) for count, cpus in per_node if count > 0]
+    if per_node:
+        count = workers or sum(c for c, _ in per_node)
+        share = min(cpus / c for c, cpus in per_node)
         return PoolShape(count, round(share, 4), gpus_per_worker, max(1, math.floor(share)))
+    usable = _usable_cpus(sum(float(n.get("CPU", 1)) for n in nodes), reserve_cpus)
+    count = workers or max(1, math.floor(usable))
+    share = usable / count
     return PoolShape(count, round(share, 4), 0.0, max(1, math.floor(share)))
 
 

@@ -99,6 +99,14 @@ def test_a_gpu_worker_gets_its_share_of_the_cpus_and_one_gpu_at_most():
         pool_shape({"CPU": 32.0, "GPU": 8.0}, 0, 2, 1)
 
 
+def test_gpu_workers_are_sized_node_by_node():
+    # from the totals (6 GPUs, 47 free CPUs) each worker would claim 7.8 CPUs: only 2 fit on the first node
+    nodes = [{"CPU": 16.0, "GPU": 4.0}, {"CPU": 32.0, "GPU": 2.0}, {"CPU": 64.0}]
+    shape = pool_shape(nodes, 0, 1, 1)
+    assert shape.workers == 6 and shape.num_cpus == 3.75  # the first node's 15 free CPUs over its 4 workers
+    assert pool_shape([{"CPU": 8.0}, {"CPU": 8.0}], 0, 1, 1).workers == 15  # CPU pools: the cluster's CPUs
+
+
 @ray.remote(num_cpus=0)
 class Echo:
     def run(self, job):
