@@ -51,6 +51,12 @@ class Annotator(ABC):
         """Model id, weights name and sha256 (or 'random'), and whatever else identifies the outputs."""
 
 
+def is_device_failure(err: BaseException) -> bool:
+    """A CUDA error (illegal memory access, device-side assert, ...): the device stays unusable for every later
+    call in this process, so it is no image's own failure."""
+    return type(err).__name__ == "AcceleratorError" or "CUDA error" in str(err)
+
+
 def build(name: str, params, weights_dir: Path) -> Annotator:
     """The annotator `name` built from its params section; unknown names list the known ones."""
     if name not in REGISTRY:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from annotators.base import Annotator, Item, encode
+from annotators.base import Annotator, Item, encode, is_device_failure
 
 from .layout import SHARD_RE, Layout
 from .shards import fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
@@ -134,6 +134,8 @@ def _annotate_batch(annotator: Annotator, batch: list[tuple[str, Item | str]]) -
             try:
                 by_key[key] = annotator([item])[0]
             except Exception as e:
+                if is_device_failure(e):  # not this image's failure: the shard must not be marked done
+                    raise
                 by_key[key] = _error(e)
     return [(key, by_key[key] if isinstance(item, Item) else item) for key, item in batch]
 

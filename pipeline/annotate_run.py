@@ -8,7 +8,7 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
-from annotators.base import build
+from annotators.base import build, is_device_failure
 
 from .annotate import ShardJob, annotate_shard, plan
 from .layout import Layout
@@ -33,7 +33,12 @@ class AnnotatorWorker:
 
     def run(self, job: ShardJob, batch_size: int, prefetch: int, max_pixels: int) -> dict:
         worker = {"node": ray.get_runtime_context().get_node_id(), "actor": ray.get_runtime_context().get_actor_id()}
-        return annotate_shard(self.annotator, job, batch_size, prefetch, max_pixels, worker)
+        try:
+            return annotate_shard(self.annotator, job, batch_size, prefetch, max_pixels, worker)
+        except Exception as err:
+            if is_device_failure(err):  # this process's GPU is unusable: the pool replaces it, retries the shard
+                ray.actor.exit_actor()
+            raise
 
 
 @dataclass

@@ -3,7 +3,9 @@ replacing an actor that dies and retrying its shard.
 
 Sizing keeps `reserve_cpus` out of every actor's claim: Ray Data hangs when actors hold every CPU
 (ray-project/ray#44687), and more generally anything else the job or the cluster needs must still be schedulable.
-On GPUs each actor claims `gpus_per_worker` GPUs and a CPU share; on CPUs the unreserved CPUs are split evenly.
+On GPUs each actor claims `gpus_per_worker` GPUs (at most one: an annotator runs on one device) and a share of the
+unreserved CPUs that fits on every node (its decode, NMS, CLIP preprocessing and PNG encoding threads); on CPUs the
+unreserved CPUs are split evenly. Actors get work only once they have started: one the cluster cannot place never holds a shard.
 """
 import logging
 import math
@@ -15,17 +17,19 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+START_TIMEOUT = 600.0  # seconds to wait for a first actor to be placed and set up before giving up
 
-def connect(address: str | None = None) -> dict:
+
+def connect(address: str | None = None) -> list[dict]:
     """Join the cluster at `address` (else RAY_ADDRESS), or start a local one sized to this machine; reuse an
-    already initialised Ray. Returns the cluster's total resources."""
+    already initialised Ray. Returns the resources of each live node."""
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:  # Ray detects the machine's CPUs (cgroup limits included) and GPUs itself
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    return ray.cluster_resources()
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,26 @@ class PoolShape:
     torch_threads: int
 
 
-def pool_shape(resources: dict, workers: int, gpus_per_worker: float, reserve_cpus: float) -> PoolShape:
-    """The actor pool for a cluster's resources: `workers` actors (0 = as many as the GPUs or unreserved CPUs
-    allow), each with its share of the unreserved CPUs, and `gpus_per_worker` GPUs when there are GPUs."""
-    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    usable = max(cpus - reserve_cpus, cpus / 2)
-    if gpus > 0:
-        count = workers or max(1, math.floor(gpus / gpus_per_worker))
-        return PoolShape(count, min(1.0, usable / count), gpus_per_worker, 1)
+def _usable_cpus(cpus: float, reserve_cpus: float) -> float:
+    return max(cpus - reserve_cpus, cpus / 2)
+
+
+def pool_shape(nodes: list[dict] | dict, workers: int, gpus_per_worker: float, reserve_cpus: float) -> PoolShape:
+    """The actor pool for the resources of each node (one dict: one node): `workers` actors (0 = as many as the
+    GPUs or unreserved CPUs allow), each with `gpus_per_worker` GPUs when there are GPUs and a CPU share that fits
+    on every node (on GPUs: the unreserved CPUs of the node with the fewest per GPU worker)."""
+    if gpus_per_worker > 1:
+        raise ValueError(f"annotate.runtime.gpus_per_worker is {gpus_per_worker}: an annotator runs on one GPU, so "
+                         "use 1 (one worker per GPU) or a fraction (workers sharing a GPU)")
+    nodes = [nodes] if isinstance(nodes, dict) else nodes
+    per_node = [(math.floor(float(n.get("GPU", 0)) / gpus_per_worker), _usable_cpus(float(n.get("CPU", 1)),
+                                                                                    reserve_cpus)) for n in nodes]
+    per_node = [(count, cpus) for count, cpus in per_node if count > 0]
+    if per_node:
+        count = workers or sum(c for c, _ in per_node)
+        share = min(cpus / c for c, cpus in per_node)
+        return PoolShape(count, round(share, 4), gpus_per_worker, max(1, math.floor(share)))
+    usable = _usable_cpus(sum(float(n.get("CPU", 1)) for n in nodes), reserve_cpus)
     count = workers or max(1, math.floor(usable))
     share = usable / count
     return PoolShape(count, round(share, 4), 0.0, max(1, math.floor(share)))
@@ -78,18 +94,26 @@ class ActorPool:
 
     def map(self, jobs: list, submit: Callable, attempts: int) -> Iterator[tuple[object, object, str | None]]:
         """Run `submit(actor, job)` for every job, one job per actor at a time; yield (job, result, error) as
-        they finish. A job whose actor died goes back to the queue for the next free actor, up to `attempts`
-        tries in all; the dead actor's replacement takes work only once it has started (after losing a node it
-        may never fit, and the other actors must then finish the queue)."""
-        pending, tries, idle = deque(jobs), Counter(), deque(range(len(self.actors)))
-        running, starting = {}, {}
+        they finish. An actor takes work only once it has started: one the cluster cannot place (too few free
+        GPUs, a lost node) never holds a job while the others finish the queue; none started within
+        `START_TIMEOUT` seconds is an error. A job whose actor died goes back to the queue for the next free
+        actor, up to `attempts` tries in all."""
+        pending, tries, idle = deque(jobs), Counter(), deque()
+        running = {}
+        starting = {actor.__ray_ready__.remote(): index for index, actor in enumerate(self.actors)}
         while pending or running:
             while idle and pending:
                 index, job = idle.popleft(), pending.popleft()
                 running[submit(self.actors[index], job)] = (index, job)
             if not running and not starting:
                 raise RuntimeError("no worker left to run the remaining shards")
-            [ref], _ = ray.wait(list(running) + list(starting), num_returns=1)
+            ready, _ = ray.wait(list(running) + list(starting), num_returns=1,
+                                timeout=None if running or idle else START_TIMEOUT)
+            if not ready:
+                raise RuntimeError(f"none of the {len(self.actors)} workers started within {START_TIMEOUT:.0f} s: "
+                                   "the cluster cannot place them; lower --workers or --gpus-per-worker, or free "
+                                   "GPUs and CPUs")
+            [ref] = ready
             if ref in starting:
                 self._started(starting, ref, idle)
                 continue

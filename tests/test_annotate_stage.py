@@ -24,7 +24,7 @@ from public_layouts import filled, hed_bsds500_port_layout
 from pipeline.cli import main
 from pipeline.annotate import ShardJob, annotate_shard
 from pipeline.layout import Layout
-from pipeline.ray_runtime import pool_shape
+from pipeline.ray_runtime import ActorPool, pool_shape
 from pipeline.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
 
 ANNOTATORS = ["seg", "sketch", "clip"]
@@ -92,6 +92,47 @@ def test_pool_never_claims_the_reserved_cpus():
     assert pool_shape({"CPU": 16.0}, 0, 1, 1).workers == 15
     gpu = pool_shape({"CPU": 8.0, "GPU": 4.0}, 0, 0.5, 1)
     assert gpu.workers == 8 and gpu.num_gpus == 0.5 and gpu.workers * gpu.num_cpus <= 7
+
+
+def test_a_gpu_worker_gets_its_share_of_the_cpus_and_one_gpu_at_most():
+    shape = pool_shape({"CPU": 33.0, "GPU": 4.0}, 0, 1, 1)  # decoding, NMS and encoding run on its threads
+    assert (shape.workers, shape.num_gpus, shape.num_cpus, shape.torch_threads) == (4, 1, 8.0, 8)
+    with pytest.raises(ValueError, match="gpus_per_worker is 2: an annotator runs on one GPU"):
+        pool_shape({"CPU": 32.0, "GPU": 8.0}, 0, 2, 1)
+
+
+def test_gpu_workers_are_sized_node_by_node():
+    # from the totals (6 GPUs, 47 free CPUs) each worker would claim 7.8 CPUs: only 2 fit on the first node
+    nodes = [{"CPU": 16.0, "GPU": 4.0}, {"CPU": 32.0, "GPU": 2.0}, {"CPU": 64.0}]
+    shape = pool_shape(nodes, 0, 1, 1)
+    assert shape.workers == 6 and shape.num_cpus == 3.75  # the first node's 15 free CPUs over its 4 workers
+    assert pool_shape([{"CPU": 8.0}, {"CPU": 8.0}], 0, 1, 1).workers == 15  # CPU pools: the cluster's CPUs
+
+
+@ray.remote(num_cpus=0)
+class Echo:
+    def run(self, job):
+        return job
+
+
+def test_work_goes_only_to_workers_that_started(cluster):
+    placeable = iter([False, True])
+    pool = ActorPool(lambda: (Echo if next(placeable) else Echo.options(resources={"absent": 1})).remote(), 2)
+    done = []
+    worker = threading.Thread(target=lambda: done.extend(pool.map([1, 2, 3], lambda a, j: a.run.remote(j), 1)),
+                              daemon=True)
+    worker.start()
+    worker.join(60)  # a job handed to the unplaceable worker would wait forever
+    pool.shutdown()
+    assert sorted(job for job, _, _ in done) == [1, 2, 3] and all(error is None for _, _, error in done)
+
+
+def test_workers_that_never_start_are_an_error(cluster, monkeypatch):
+    monkeypatch.setattr("pipeline.ray_runtime.START_TIMEOUT", 1.0)
+    pool = ActorPool(lambda: Echo.options(resources={"absent": 1}).remote(), 2)
+    with pytest.raises(RuntimeError, match="none of the 2 workers started within 1 s"):
+        list(pool.map([1], lambda a, j: a.run.remote(j), 1))
+    pool.shutdown()
 
 
 def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(cluster, tmp_path):
@@ -312,6 +353,23 @@ def test_an_image_failing_inside_the_annotator_fails_alone(tmp_path):
     assert stats["failures"] == [{"key": keys[1], "error": "ValueError: cannot annotate 64-px-wide images"}]
     assert [k for k, _ in read_shard(job.out)] == [keys[0], keys[2]]
     assert read_stats(job.out)["fingerprint"] == "fp" and read_stats(job.out)["image_fingerprint"] == "image-fp"
+
+
+class _BrokenGPU(_Brightness):
+    """Fails as an annotator does once its CUDA context is broken: every call, whatever the image."""
+
+    def __call__(self, items):
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_cuda_error_fails_the_shard_not_its_images(tmp_path):
+    layout = Layout(tmp_path, "sample")
+    write_image_shards(layout, [3], provided_every=99)
+    shard = layout.images / "train-000000.tar"
+    job = ShardJob(shard, "image-fp", layout.annotations("sketch") / shard.name, "fp", 3)
+    with pytest.raises(torch.AcceleratorError, match="illegal memory access"):
+        annotate_shard(_BrokenGPU(), job, batch_size=3, prefetch=1, max_pixels=10**6)
+    assert read_stats(job.out) is None  # not marked done: the next run (or another worker) redoes it
 
 
 def test_missing_weights_stop_the_job_before_any_shard_with_what_to_fetch(cluster, tmp_path):

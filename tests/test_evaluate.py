@@ -74,6 +74,13 @@ def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
     assert "3 test images at 32 px" in report and (out / "fid_per_condition.png").is_file()
 
 
+def test_refuses_to_run_under_torchrun_before_writing_anything(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = run("evaluate", "--params", str(write_params(tmp_path / "params.yaml")), "--data-dir", str(tmp_path / "d"))
+    assert result.exit_code == 1 and "WORLD_SIZE is 2" in result.output and "without torchrun" in result.output
+    assert not (tmp_path / "d").exists()
+
+
 def test_refuses_without_snapshot_or_test_shards(tmp_path, trained):
     _, data = trained
     params = write_params(tmp_path / "params.yaml", inception_weights="random", lpips_weights="random")

@@ -10,7 +10,7 @@ from PIL import Image
 from train_shards import drawn_sample, write_training_shards
 
 from pipeline.shards import shard_writer
-from train.data import DataError, Preprocess, ShardLoader, make_example, shard_urls
+from train.data import DataError, Preprocess, ShardLoader, make_example, shard_urls, to_device
 
 
 def _sample(rgb, labels, sketch, texts=None):
@@ -41,7 +41,7 @@ def test_crop_and_flip_are_identical_for_image_seg_and_sketch():
     for seed in range(12):
         ex = make_example(_sample(rgb, labels, sketch), 16, 10, random.Random(seed), Preprocess(flip=True))
         red_col = (ex["image"][0] > 0).all(0).nonzero().flatten().tolist()
-        seg_col = (ex["seg"][7] == 1).all(0).nonzero().flatten().tolist()
+        seg_col = (ex["seg"] == 7).all(0).nonzero().flatten().tolist()
         sketch_col = (ex["sketch"][0] == 1).all(0).nonzero().flatten().tolist()
         assert red_col == seg_col == sketch_col and len(red_col) <= 1
         flips.add(tuple(red_col))
@@ -77,13 +77,17 @@ def test_images_are_flipped_only_when_the_profile_asks():
     assert {red_on_the_left(seed, flip=True) for seed in range(12)} == {True, False}
 
 
-def test_segmentation_is_one_hot_over_the_label_map_with_ignore_all_zero():
+def test_segmentation_travels_as_uint8_ids_and_becomes_one_hot_with_ignore_all_zero():
     labels = np.array([[0, 3], [255, 3]], np.uint8).repeat(4, 0).repeat(4, 1)
     ex = make_example(_sample(np.zeros((8, 8, 3), np.uint8), labels, np.zeros((8, 8), np.uint8)), 8, 5,
                       random.Random(0))
-    assert ex["seg"].shape == (5, 8, 8)
-    assert set(ex["seg"].sum(0).unique().tolist()) == {0.0, 1.0}
-    assert (ex["seg"].sum(0) == 0).sum() == 16  # the ignored quarter
+    assert ex["seg"].dtype == torch.uint8 and ex["seg"].shape == (8, 8)  # 1 byte a pixel, not 4 per class
+    batch = to_device({k: v[None] for k, v in ex.items()}, "cpu", 5)
+    onehot = batch["seg"][0]
+    assert onehot.shape == (5, 8, 8) and onehot.dtype == torch.float32 and batch["style"] is batch["image"]
+    assert set(onehot.sum(0).unique().tolist()) == {0.0, 1.0}
+    assert (onehot.sum(0) == 0).sum() == 16  # the ignored quarter
+    assert (onehot.argmax(0) == ex["seg"])[ex["seg"] != 255].all()
     with pytest.raises(DataError, match="class id >= 3"):
         make_example(_sample(np.zeros((8, 8, 3), np.uint8), labels, np.zeros((8, 8), np.uint8)), 8, 3,
                       random.Random(0))

@@ -183,7 +183,7 @@ def test_a_short_run_on_a_few_images_lowers_its_losses(shards, tmp_path):
 def test_tiny_overfits_four_images_and_follows_their_segmentation(tmp_path):
     """~1,500 steps (8-25 min on 2 cores): conditioned on a training segmentation the samples reproduce its
     layout (nearest class colour agreement), far better than unconditioned or against another image's layout."""
-    from train.data import ShardLoader
+    from train.data import ShardLoader, to_device
     from train.layout import class_colours, layout_agreement
     from train.samples import pattern_masks
 
@@ -195,7 +195,8 @@ def test_tiny_overfits_four_images_and_follows_their_segmentation(tmp_path):
     assert sum(r["G_kl"] for r in records[-50:]) < sum(r["G_kl"] for r in records[:50])
     G, _ = family("poegan").networks(cfg, LABELS.num_classes)
     G.load_state_dict(load(tmp_path / "run" / "network-snapshot-001500.pt")["G_ema"])
-    batch = next(iter(ShardLoader(urls, cfg.resolution, LABELS.num_classes, 4, seed=1, shuffle_buffer=1)))
+    batch = to_device(next(iter(ShardLoader(urls, cfg.resolution, LABELS.num_classes, 4, seed=1, shuffle_buffer=1))),
+                      "cpu", LABELS.num_classes)
     cond = {**batch, "style": batch["image"]}
     colours = class_colours(batch["image"], batch["seg"])
     with torch.no_grad():

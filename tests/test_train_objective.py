@@ -155,3 +155,19 @@ def test_r1_under_mixed_precision_is_the_fp32_penalty():
     fp32, mixed = recorded
     assert mixed.dtype == torch.float32
     assert mixed.item() == pytest.approx(fp32.item(), rel=1e-6)
+
+
+def test_text_contrastive_over_present_samples_equals_infonce_on_that_subset_and_has_the_same_gradient():
+    torch.manual_seed(0)
+    query, keys = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8)
+    present = torch.tensor([True, False, True, True, False, True])
+    masked = contrastive(query, keys, torch.tensor(0.3).log(), present=present)
+    (masked_grad,) = torch.autograd.grad(masked, query)
+    subset = contrastive(query[present], keys[present], torch.tensor(0.3).log())
+    (subset_grad,) = torch.autograd.grad(subset, query)
+    assert masked.item() == pytest.approx(subset.item(), rel=1e-6)
+    assert torch.allclose(masked_grad, subset_grad, atol=1e-7) and not masked_grad[~present].any()
+    for few in ([False] * 6, [True] + [False] * 5):  # no negative to contrast with: no loss, no gradient
+        none = contrastive(query, keys, torch.tensor(0.3).log(), present=torch.tensor(few))
+        (grad,) = torch.autograd.grad(none, query)
+        assert none.item() == 0 and not grad.any()

@@ -81,7 +81,7 @@ def test_generator_objective_weights_feature_matching_10_vgg_10_kl_0_05(model):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         logged = loss.accumulate_gradients("G", batch, {}, 0)
-    assert logged == pytest.approx(terms)
+    assert {k: v.item() for k, v in logged.items()} == pytest.approx(terms)
     assert (cfg.feat_weight, cfg.vgg_weight, cfg.kl_weight) == (10.0, 10.0, 0.05)
     expected = terms["G_hinge"] + 10 * terms["G_feat"] + 10 * terms["G_vgg"] + 0.05 * terms["G_kl"]
     assert totals[0].item() == pytest.approx(expected, rel=1e-5)
@@ -213,7 +213,7 @@ def test_tiny_spade_seg_overfits_four_images_and_follows_their_segmentation(tmp_
     """~600 steps (5 min on 2 cores): samples generated from a training segmentation reproduce its
     layout (nearest class colour agreement) far better than another image's layout."""
     from annotators.labelmaps import load_label_map
-    from train.data import ShardLoader
+    from train.data import ShardLoader, to_device
     from train.layout import class_colours, layout_agreement
     from train.loop import RunSpec, train
     from train.samples import pattern_masks
@@ -228,7 +228,8 @@ def test_tiny_spade_seg_overfits_four_images_and_follows_their_segmentation(tmp_
     assert sum(r["G_feat"] for r in records[-50:]) < sum(r["G_feat"] for r in records[:50])
     G, _ = fam.networks(cfg, labels.num_classes)
     G.load_state_dict(torch.load(tmp_path / "run" / "network-snapshot-000600.pt", weights_only=True)["G_ema"])
-    batch = next(iter(ShardLoader(urls, cfg.resolution, labels.num_classes, 4, seed=1, shuffle_buffer=1)))
+    batch = to_device(next(iter(ShardLoader(urls, cfg.resolution, labels.num_classes, 4, seed=1, shuffle_buffer=1))),
+                      "cpu", labels.num_classes)
     colours = class_colours(batch["image"], batch["seg"])
     with torch.no_grad():
         torch.manual_seed(0)

@@ -26,19 +26,21 @@ def latest_state(run_dir: Path) -> int | None:
 
 
 def rng_state() -> dict:
-    """Torch (CPU and CUDA) and Python RNG states, in types `torch.load(weights_only=True)` accepts."""
+    """Torch (CPU and this process's CUDA device) and Python RNG states, in types `torch.load(weights_only=True)`
+    accepts. Only the current device: a host with fewer GPUs can still load it."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore `rng_state()`; a CUDA state is restored on this process's device when there is one."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save(path: Path, payload: dict) -> None:

@@ -78,9 +78,10 @@ class Preprocess:
 def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Random,
                  preprocess: Preprocess = Preprocess()) -> dict:
     """One training example: brought to `resolution` as `preprocess` says, the same crop and flip applied to
-    image, segmentation and sketch; segmentation one-hot (255 = ignore -> all zero); text = one caption's CLIP
-    text embedding chosen at random, else the CLIP image embedding, which is always the pseudo-text of a dataset
-    whose profile says `text: image` (its `json` records it)."""
+    image, segmentation and sketch; segmentation as uint8 class ids (255 = ignore; made one-hot on the training
+    device by `to_device`); text = one caption's CLIP text embedding chosen at random, else the CLIP image
+    embedding, which is always the pseudo-text of a dataset whose profile says `text: image` (its `json` records
+    it)."""
     fit = _resize_square if preprocess.fit == "resize" else _resize_short
     image = fit(_image(sample["jpg"], "RGB"), resolution, Image.BILINEAR)
     seg = fit(_image(sample["seg.png"], "L"), resolution, Image.NEAREST)
@@ -97,18 +98,33 @@ def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Ra
     image_a, seg_a, sketch_a = arrays
     if seg_a[seg_a != IGNORE].max(initial=0) >= num_classes:
         raise DataError(f"sample {sample.get('__key__')}: class id >= {num_classes} in seg.png")
-    labels = torch.from_numpy(seg_a.astype(np.int64))
-    onehot = torch.zeros(num_classes + 1, resolution, resolution)
-    onehot.scatter_(0, torch.where(labels == IGNORE, num_classes, labels)[None], 1.0)
     captions = "clip_text.npy" in sample and json.loads(sample.get("json", b"{}")).get("text") != "image"
     texts = _npy(sample["clip_text.npy"]) if captions else np.zeros((0,))
     text = texts[rng.randrange(len(texts))] if texts.ndim == 2 and len(texts) else _npy(sample["clip.npy"])
     return {
         "image": torch.from_numpy(image_a.copy()).permute(2, 0, 1).float() / 127.5 - 1,
-        "seg": onehot[:num_classes],
+        "seg": torch.from_numpy(seg_a.copy()),
         "sketch": torch.from_numpy(sketch_a.copy()).float()[None] / 255,
         "text": torch.from_numpy(text.astype(np.float32)),
     }
+
+
+def seg_one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """float one-hot maps [B, C, H, W] of uint8 class ids [B, H, W], on their device; 255 (ignore) is all zero."""
+    ids = labels.long()
+    onehot = torch.zeros(len(ids), num_classes + 1, *ids.shape[1:], device=ids.device)
+    onehot.scatter_(1, torch.where(ids == IGNORE, num_classes, ids)[:, None], 1.0)
+    return onehot[:, :num_classes]
+
+
+def to_device(batch: dict, device, num_classes: int) -> dict:
+    """A loader batch as the networks take it, on `device`: copied without waiting (from pinned memory, the copy
+    overlaps compute), the segmentation made one-hot there, and the style reference = the image itself (main
+    paper Sec. 3)."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    batch["seg"] = seg_one_hot(batch["seg"], num_classes)
+    batch["style"] = batch["image"]
+    return batch
 
 
 class ShardLoader:
@@ -117,8 +133,9 @@ class ShardLoader:
 
     def __init__(self, urls: list[str], resolution: int, num_classes: int, batch_size: int, *, seed: int = 0,
                  workers: int = 0, shuffle_buffer: int = 1000, epoch_batches: int = 1000,
-                 preprocess: Preprocess = Preprocess()):
+                 preprocess: Preprocess = Preprocess(), pin_memory: bool = False):
         self.urls, self.resolution, self.num_classes, self.preprocess = urls, resolution, num_classes, preprocess
+        self.pin_memory = pin_memory  # page-locked batches: the copy to a GPU can then run asynchronously
         self.batch_size, self.seed, self.workers = batch_size, seed, workers
         self.shuffle_buffer, self.epoch_batches = shuffle_buffer, epoch_batches
         self.position = (0, 0)
@@ -142,7 +159,7 @@ class ShardLoader:
             wds.batched(self.batch_size, collation_fn=torch.utils.data.default_collate, partial=False),
         )
         # its own generator: a DataLoader otherwise draws its worker seed from the global torch RNG
-        loader = wds.WebLoader(pipeline, batch_size=None, num_workers=self.workers,
+        loader = wds.WebLoader(pipeline, batch_size=None, num_workers=self.workers, pin_memory=self.pin_memory,
                                generator=torch.Generator().manual_seed(seed))
         return loader.with_epoch(self.epoch_batches)
 

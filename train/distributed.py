@@ -1,7 +1,63 @@
-"""Collectives the objective needs under data parallelism (a no-op in a single process): the global batch for
-the contrastive losses and the global mean of the KL terms that drive the rebalancing."""
+"""The processes of one training run: one, or one per GPU under `torchrun` (env://). The process group comes
+first, then rank 0 alone decides what all share (the run folder, the step to resume from) and tells the others.
+Below, the collectives the objective needs (no-ops in a single process): the global batch for the contrastive
+losses and the global mean of the KL terms that drive the rebalancing."""
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
+
+# rank 0 writes 1024-px snapshots and sample grids while the other ranks wait in a collective
+TIMEOUT = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's rank, the world size and this process's device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+
+def start() -> Processes:
+    """Join the process group when torchrun set WORLD_SIZE > 1 (each rank on the GPU of its LOCAL_RANK, chosen
+    before the group starts, as NCCL needs), else run as the only process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://", timeout=TIMEOUT,
+                                device_id=device if cuda else None)
+    return Processes(dist.get_rank() if world > 1 else 0, world, device)
+
+
+def on_rank0(fn, processes: Processes):
+    """`fn()` run by rank 0 alone, its result (or its exception) returned (raised) on every rank; the others wait
+    for it, so this is also a barrier."""
+    if processes.world == 1:
+        return fn()
+    box = [None]
+    if processes.rank == 0:
+        try:
+            box = [(True, fn())]
+        except Exception as err:  # noqa: BLE001 - every rank must stop with rank 0's error, not hang
+            box = [(False, err)]
+    dist.broadcast_object_list(box, src=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+def stop() -> None:
+    """Leave the process group (if this process joined one)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:

@@ -16,10 +16,11 @@ from annotators.weights import RANDOM, resolve
 
 from . import checkpoint
 from .configs import MODALITIES
-from .data import DataError, Preprocess, fit_to_shards, make_example, shard_urls
+from .data import DataError, Preprocess, fit_to_shards, make_example, seg_one_hot, shard_urls
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
 from .models import family
+from .noise import private_noise
 from .report import write_report
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,8 @@ def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: in
     if not examples:
         raise EvaluationError(f"no usable test samples in {shards_dir}")
     cond = torch.utils.data.default_collate(examples)
-    seg = cond["seg"].argmax(1).to(torch.uint8)
-    seg[cond["seg"].sum(1) == 0] = 255
+    seg = cond["seg"]
+    cond["seg"] = seg_one_hot(seg, num_classes)
     return TestSet(cond, to_uint8(cond["image"]), seg.numpy(), (cond["sketch"][:, 0] * 255).round().byte().numpy(),
                    cond["text"].numpy(), keys)
 
@@ -120,10 +121,10 @@ def condition_masks(condition: str, batch: int, device) -> dict:
 
 @torch.no_grad()
 def generate(G, cond: dict, condition: str, seed: int, batch_size: int, device) -> np.ndarray:
-    """uint8 [N, H, W, 3] images of G under `condition`, the noise drawn from `seed`."""
+    """uint8 [N, H, W, 3] images of G under `condition`, the noise drawn from `seed` (the same on every device;
+    no global RNG, CPU or CUDA, is touched)."""
     out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with private_noise(seed):
         for start in range(0, len(cond["image"]), batch_size):
             batch = {k: v[start:start + batch_size].to(device) for k, v in cond.items()}
             batch["style"] = batch["image"]  # masked out under every condition: the test image never leaks

@@ -10,9 +10,7 @@ def rebalance_weights(kl_per_resolution: torch.Tensor, areas: torch.Tensor) -> t
     """omega^k proportional to KL^k / (w^k h^k), scaled so that their mean is 1 (Eq. 1)."""
     raw = kl_per_resolution.detach().float().clamp_min(0) / areas
     total = raw.sum()
-    if total <= 0:
-        return torch.ones_like(raw)
-    return raw * (len(raw) / total)
+    return torch.where(total > 0, raw * (len(raw) / total), torch.ones_like(raw))  # no branch: no GPU sync
 
 
 class KLBalancer:
@@ -24,14 +22,16 @@ class KLBalancer:
         self.decay = decay
 
     def update(self, kl_per_resolution: torch.Tensor) -> torch.Tensor:
-        """Fold this batch's Eq. 1 weights into the running average and return the average. The KL is first
-        averaged over ranks, so every rank keeps the same weights (and a resume restores them exactly)."""
-        new = rebalance_weights(mean_over_ranks(kl_per_resolution).cpu(), self.areas)
-        self.weights = self.decay * self.weights + (1 - self.decay) * new
+        """Fold this batch's Eq. 1 weights into the running average and return the average (on the KL's device).
+        The KL is first averaged over ranks, so every rank keeps the same weights (and a resume restores them
+        exactly)."""
+        device = kl_per_resolution.device
+        new = rebalance_weights(mean_over_ranks(kl_per_resolution), self.areas.to(device))
+        self.weights = self.decay * self.weights.to(device) + (1 - self.decay) * new
         return self.weights
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights.clone()}
+        return {"weights": self.weights.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.weights = state["weights"].clone()

@@ -1,18 +1,20 @@
 """Building blocks used throughout PoE-GAN (supplement B): equalized learning rate, anti-aliased resampling,
-leaky ReLU 0.2, and outputs of every conv/linear clamped to ±256 under mixed precision."""
+leaky ReLU 0.2, and outputs of every conv/linear clamped to ±256."""
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLAMP = 256.0  # B: "clamp the output of every convolutional/fully-connected layer to ±256" under mixed precision
+# B: "clamp the output of every convolutional/fully-connected layer to ±256" (for mixed precision). A property of
+# the model, not of the autocast context: fp32 inference (grids, evaluation) computes what fp16 training trained.
+CLAMP = 256.0
 SLOPE = 0.2  # B: leaky ReLU with slope 0.2
-_BLUR = torch.tensor([1.0, 3.0, 3.0, 1.0])  # binomial low-pass of anti-aliased resampling (Zhang 2019, B ref. 28)
+_BLUR = (1.0, 3.0, 3.0, 1.0)  # binomial low-pass of anti-aliased resampling (Zhang 2019, B ref. 28)
 
 
 def _clamp(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(-CLAMP, CLAMP) if torch.is_autocast_enabled(x.device.type) else x
+    return x.clamp(-CLAMP, CLAMP)
 
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -42,29 +44,48 @@ class EqualConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.scale = 1 / math.sqrt(in_ch * kernel * kernel)
         self.down = down
+        if down:
+            self.register_buffer("blur", blur_kernel(), persistent=False)  # not in checkpoints: a constant
 
     def forward(self, x):
         if self.down:
-            x = downsample(x)
+            x = downsample(x, self.blur)
         w = self.weight * self.scale
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return _clamp(F.conv2d(x, w.to(x.dtype), bias, padding=self.weight.shape[-1] // 2))
 
 
-def _blur_kernel(channels: int, gain: float, like: torch.Tensor) -> torch.Tensor:
-    k = torch.outer(_BLUR, _BLUR)
-    k = k / k.sum() * gain
-    return k.to(like.device, like.dtype).expand(channels, 1, 4, 4).contiguous()
+def blur_kernel() -> torch.Tensor:
+    """The 4x4 binomial low-pass (sum 1) of anti-aliased resampling; modules hold it as a buffer, so it lives on
+    their device and no resample copies it from the host."""
+    taps = torch.tensor(_BLUR)
+    k = torch.outer(taps, taps)
+    return k / k.sum()
 
 
-def downsample(x: torch.Tensor) -> torch.Tensor:
-    """Halve the resolution: 4-tap binomial low-pass, then keep every second pixel."""
-    return F.conv2d(x, _blur_kernel(x.shape[1], 1.0, x), stride=2, padding=1, groups=x.shape[1])
+def _depthwise(kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return kernel.to(x.dtype).expand(x.shape[1], 1, 4, 4)
 
 
-def upsample(x: torch.Tensor) -> torch.Tensor:
+def downsample(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Halve the resolution: the low-pass `kernel` (`blur_kernel()`), then keep every second pixel."""
+    return F.conv2d(x, _depthwise(kernel, x), stride=2, padding=1, groups=x.shape[1])
+
+
+def upsample(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Double the resolution: zero insertion and the same low-pass (gain 4 keeps the mean)."""
-    return F.conv_transpose2d(x, _blur_kernel(x.shape[1], 4.0, x), stride=2, padding=1, groups=x.shape[1])
+    return F.conv_transpose2d(x, _depthwise(kernel * 4, x), stride=2, padding=1, groups=x.shape[1])
+
+
+class Upsample(nn.Module):
+    """`upsample` as a module holding its kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("kernel", blur_kernel(), persistent=False)  # not in checkpoints: a constant
+
+    def forward(self, x):
+        return upsample(x, self.kernel)
 
 
 class MLP(nn.Sequential):

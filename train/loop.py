@@ -5,8 +5,8 @@ Adam settings (train/models.py: ModelFamily.optimizer)."""
 import copy
 import json
 import math
-import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +14,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .configs import MODALITIES
-from .data import Preprocess, ShardLoader
+from .data import Preprocess, ShardLoader, to_device
 from .ema import ema_beta
 from .models import ModelFamily
 from .samples import render_grid, save_grid
@@ -40,6 +40,7 @@ class RunSpec:
     steps: int
     seed: int = 0
     batch_size: int | None = None
+    batch_gpu: int | None = None  # samples per accumulation round on one device; default: its whole share
     workers: int = 0
     shuffle_buffer: int = 1000
     epoch_batches: int = 1000
@@ -47,6 +48,7 @@ class RunSpec:
     ema_rampup: float | None = 0.05
     snapshot_every: int = 100
     sample_every: int = 100
+    log_every: int = 10  # steps between reads of the logged losses (each read waits for the GPU)
     mixed_precision: bool = True
     grid_size: int = 4
     preprocess: Preprocess = Preprocess()  # resize or random crop, flips (supplement A; the dataset profile's)
@@ -66,37 +68,55 @@ def modality_masks(batch_size: int, device) -> dict:
     return {m: (torch.rand(batch_size) >= MODALITY_DROPOUT).to(device) for m in MODALITIES}
 
 
-def _distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device): DDP over env:// when torchrun set WORLD_SIZE > 1, else one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://")
-    rank = dist.get_rank() if world > 1 else 0
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
+def synchronised_batch_norm(module: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
+    """With several GPUs, batch norm layers (SPADE's) as SyncBatchNorm: statistics over the global batch, as one
+    GPU would see it (NCCL only; gloo on CPU keeps per-process statistics)."""
+    if world > 1 and device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return module
 
 
-def _to(batch: dict, device) -> dict:
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    batch["style"] = batch["image"]  # the style reference is the image itself (main paper Sec. 3)
-    return batch
-
-
-def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progress: bool = True) -> list[dict]:
-    """Train (or resume from the newest training state in `spec.run_dir`) up to `spec.steps`; returns the log
-    records of the steps run here."""
-    rank, world, device = _distributed()
-    torch.set_flush_denormal(True)  # CPU: denormal floats in late training slow every op by orders of magnitude
-    batch_size = spec.batch_size or cfg.batch_size
+def accumulation_rounds(batch_size: int, world: int, batch_gpu: int | None) -> int:
+    """Gradient accumulation rounds per step: each of `world` devices takes `batch_size / world` samples per step in
+    rounds of `batch_gpu` (stylegan3's batch_gpu); a batch that does not split so is a ValueError naming the params."""
     if batch_size % world:
-        raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes")
+        raise ValueError(f"train batch_size {batch_size} is not divisible by the {world} processes")
+    share = batch_size // world
+    batch_gpu = batch_gpu or share
+    if share % batch_gpu:
+        raise ValueError(f"train batch_gpu {batch_gpu} does not divide the per-device batch {share} "
+                         f"(batch_size {batch_size} / {world} processes)")
+    return share // batch_gpu
+
+
+def _split(tensors: dict, rounds: int) -> list[dict]:
+    """`rounds` equal consecutive slices of every tensor along the batch axis."""
+    if rounds == 1:
+        return [tensors]
+    chunks = {k: v.chunk(rounds) for k, v in tensors.items()}
+    return [{k: c[i] for k, c in chunks.items()} for i in range(rounds)]
+
+
+def _mean_terms(terms: list[dict]) -> dict:
+    """The loss terms of one phase averaged over its accumulation rounds."""
+    if len(terms) == 1:
+        return terms[0]
+    return {k: sum(t[k] for t in terms) / len(terms) for k in terms[0]}
+
+
+def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progress: bool = True,
+          processes: distributed.Processes | None = None) -> list[dict]:
+    """Train (or resume from the newest training state in `spec.run_dir`, as rank 0 finds it) up to `spec.steps`;
+    returns the log records of the steps run here. `processes`: the started process group (default: start it)."""
+    processes = processes or distributed.start()
+    rank, world, device = processes.rank, processes.world, processes.device
+    torch.set_flush_denormal(True)  # CPU: denormal floats in late training slow every op by orders of magnitude
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: time the conv algorithms once, keep the best
+    batch_size = spec.batch_size or cfg.batch_size
+    rounds = accumulation_rounds(batch_size, world, spec.batch_gpu)
     torch.manual_seed(spec.seed)  # the same initial networks on every rank
     G, D = family.networks(cfg, spec.num_classes)
-    G, D = G.to(device), D.to(device)
+    G, D = (synchronised_batch_norm(net, world, device).to(device) for net in (G, D))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     vgg = vgg.to(device)
     settings = family.optimizer(cfg)
@@ -107,7 +127,8 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in ("G", "D")}
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
                          seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
-                         epoch_batches=spec.epoch_batches, preprocess=spec.preprocess)
+                         epoch_batches=spec.epoch_batches, preprocess=spec.preprocess,
+                         pin_memory=device.type == "cuda")
     for module in (G, D):
         _broadcast(module, world)
     loss = family.loss(G, D, vgg, cfg)
@@ -115,30 +136,30 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
 
     step = 0
     run_dir = spec.run_dir
-    resume = checkpoint.latest_state(run_dir)
+    resume = distributed.on_rank0(lambda: checkpoint.latest_state(run_dir), processes)
     if resume is not None:
         weights = checkpoint.load(checkpoint.snapshot_path(run_dir, resume))
         state = checkpoint.load(checkpoint.state_path(run_dir, resume))
         G.load_state_dict(weights["G"]), D.load_state_dict(weights["D"]), G_ema.load_state_dict(weights["G_ema"])
         opt_G.load_state_dict(state["opt_G"]), opt_D.load_state_dict(state["opt_D"])
         for name, scaler in scalers.items():
-            scaler.load_state_dict(state["scaler"][name])
+            load_scaler_state(scaler, state["scaler"][name])
         loss.load_state_dict(state["loss"])
-        loader.load_state_dict(state["loader"][rank])
-        checkpoint.set_rng_state(state["rng"][rank])
         step = int(state["step"])
+        resume_streams(state, rank, world, loader, spec.seed)
     fixed = _fixed_conditions(spec, cfg, device) if rank == 0 else None
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         _truncate_log(run_dir / "log.jsonl", step)
 
-    records = []
+    records, pending = [], []  # pending: this log interval's records, their losses still tensors on the device
     bar = tqdm(total=spec.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
     batches = iter(loader)
     t0 = time.perf_counter()
     while step < spec.steps:
-        batch = _to(next(batches), device)
+        batch = to_device(next(batches), device, spec.num_classes)
         masks = modality_masks(len(batch["image"]), device)
+        micro = list(zip(_split(batch, rounds), _split(masks, rounds)))
         losses = {}
         for phase, net, opt in (("G", G, opt_G), ("D", D, opt_D), ("Dreg", D, opt_D)):
             if phase == "Dreg" and not loss.r1_due(step):
@@ -146,24 +167,30 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
             scaler = scalers[phase[0]]
             G.requires_grad_(net is G), D.requires_grad_(net is D)
             opt.zero_grad(set_to_none=True)
-            loss.backward = lambda t, s=scaler: s.scale(t).backward()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                losses.update(loss.accumulate_gradients(phase, batch, masks, step))
+            loss.backward = lambda t, s=scaler: s.scale(t / rounds).backward()  # gradients: the mean over rounds
+            terms = []
+            for micro_batch, micro_masks in micro:
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    terms.append(loss.accumulate_gradients(phase, micro_batch, micro_masks, step))
+            losses.update(_mean_terms(terms))
             _average_gradients(net, world)
             scaler.unscale_(opt)
             limit = math.inf if phase in UNCLIPPED_PHASES else clip
-            losses[f"{phase}_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(net.parameters(), limit))
+            losses[f"{phase}_grad_norm"] = torch.nn.utils.clip_grad_norm_(net.parameters(), limit)
             scaler.step(opt)
             scaler.update()
         update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup))
         step += 1
-        record = {"step": step, **losses, **loss.log_state(),
-                  "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)}
-        records.append(record)
+        pending.append({"step": step, **losses, **loss.log_state(),
+                        "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)})
         bar.update(1)
+        if step % spec.log_every == 0 or step % spec.snapshot_every == 0 or step == spec.steps:
+            read, pending = _read_values(pending), []
+            records += read
+            if rank == 0:
+                with open(run_dir / "log.jsonl", "a") as f:
+                    f.writelines(json.dumps(record) + "\n" for record in read)
         if rank == 0:
-            with open(run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
             if step % spec.sample_every == 0 or step == spec.steps:
                 save_grid(run_dir / f"samples-{step:06d}.png", render_grid(G_ema, fixed, spec.label_colours))
         if step % spec.snapshot_every == 0 or step == spec.steps:
@@ -172,11 +199,46 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     return records
 
 
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """Restore a loss scaler; the empty state of a disabled one (a CPU run resumed on a GPU) leaves it fresh."""
+    if state:
+        scaler.load_state_dict(state)
+
+
+def resume_streams(state: dict, rank: int, world: int, loader: ShardLoader, seed: int) -> None:
+    """This rank's loader position and RNG state from a training state. Saved by another number of processes
+    (other hardware), they cannot be matched to ranks: each rank starts fresh streams one epoch past the saved
+    ones, with a warning (the run continues, no longer exactly as one uninterrupted run)."""
+    saved = len(state["loader"])
+    if saved == world:
+        loader.load_state_dict(state["loader"][rank])
+        checkpoint.set_rng_state(state["rng"][rank])
+        return
+    warnings.warn(f"resuming a run of {saved} process(es) with {world}: data order and noise restart from new "
+                  "streams, so the run will not repeat an uninterrupted one exactly")
+    loader.load_state_dict({"epoch": max(int(s["epoch"]) for s in state["loader"]) + 1, "batch": 0})
+    torch.manual_seed(seed * 1_000_003 + world * (int(state["step"]) + 1) + rank)
+
+
 def _fixed_conditions(spec: RunSpec, cfg, device) -> dict:
     """The same condition batch at every grid: the first batch of the sample shards for a fixed seed."""
     loader = ShardLoader(spec.sample_urls, cfg.resolution, spec.num_classes, spec.grid_size, seed=12345,
                          workers=0, shuffle_buffer=1, epoch_batches=1, preprocess=spec.preprocess)
-    return _to(next(iter(loader)), device)
+    return to_device(next(iter(loader)), device, spec.num_classes)
+
+
+def _read_values(records: list[dict]) -> list[dict]:
+    """The records with every tensor value read as a float (0-d) or a list, all in one transfer (one GPU sync)."""
+    keys = [(i, k) for i, r in enumerate(records) for k, v in r.items() if isinstance(v, torch.Tensor)]
+    if not keys:
+        return records
+    tensors = [records[i][k].float().flatten() for i, k in keys]
+    values = iter(torch.cat(tensors).tolist())
+    out = [dict(r) for r in records]
+    for (i, k), t in zip(keys, tensors):
+        read = [next(values) for _ in range(t.numel())]
+        out[i][k] = read[0] if records[i][k].dim() == 0 else read
+    return out
 
 
 def _truncate_log(path: Path, step: int) -> None:

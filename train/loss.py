@@ -1,6 +1,7 @@
 """The PoE-GAN objective as one object with one entry point, `accumulate_gradients(phase, ...)`
 (main paper Eq. 9 and Sec. 3.3; supplement B and Table 3)."""
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -15,13 +16,22 @@ R1_INTERVAL = 16  # ... and lazy regularization every 16 iterations
 PHASES = ("G", "D", "Dreg")
 
 
-def contrastive(query: torch.Tensor, keys: torch.Tensor, log_temperature: torch.Tensor) -> torch.Tensor:
-    """InfoNCE: query i should be nearest (cosine) to key i among all keys of the batch. A learnable
-    temperature below 0.01 is first clamped there in place (CLIP clamps its logit scale after each step)."""
+def contrastive(query: torch.Tensor, keys: torch.Tensor, log_temperature: torch.Tensor,
+                present: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE: query i should be nearest (cosine) to key i among all keys of the batch; with `present` (bool [B]),
+    among the present samples only, averaged over them (0 with fewer than two: no negative). Masked, not indexed,
+    so no value is read back from the device. A learnable temperature below 0.01 is first clamped there in place
+    (CLIP clamps its logit scale after each step)."""
     with torch.no_grad():
         log_temperature.clamp_(min=math.log(MIN_TEMPERATURE))
     logits = F.normalize(query.float(), dim=1) @ F.normalize(keys.float(), dim=1).t() / log_temperature.exp()
-    return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
+    targets = torch.arange(len(query), device=query.device)
+    if present is None:
+        return F.cross_entropy(logits, targets)
+    logits = logits.masked_fill(~present[None, :], -math.inf)  # absent samples are no negatives ...
+    logits = torch.where(present[:, None], logits, 0.0)  # ... and no queries (a finite row, weighted 0 below)
+    per_query = F.cross_entropy(logits, targets, reduction="none") * present
+    return per_query.sum() / present.sum().clamp(min=1)  # one present query: its only logit is its own, loss 0
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -46,14 +56,15 @@ class PoEGANLoss:
 
     def log_state(self) -> dict:
         """Extra per-step log fields: the current KL rebalancing weights."""
-        return {"kl_balance": self.kl_balance.weights.tolist()}
+        return {"kl_balance": self.kl_balance.weights.clone()}  # read at the loop's log interval
 
     def r1_due(self, step: int) -> bool:
         """Lazy regularisation: R1 runs only on every 16th step."""
         return step % R1_INTERVAL == 0
 
-    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, float]:
-        """Compute phase `phase` ("G", "D" or "Dreg") on a batch, backpropagate, return the loss terms."""
+    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
+        """Compute phase `phase` ("G", "D" or "Dreg") on a batch, backpropagate, return the loss terms (detached
+        tensors on the device: reading one is a GPU sync, left to the loop's log interval)."""
         if phase == "G":
             return self._generator(batch, masks)
         if phase == "D":
@@ -72,8 +83,8 @@ class PoEGANLoss:
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
         total = adv + kl + self.cfg.image_contrastive * img_c + self.cfg.text_contrastive * txt_c
         self.backward(total)
-        return {"G_adv": adv.item(), "G_kl": kl.item(), "G_img_contrastive": img_c.item(),
-                "G_text_contrastive": txt_c.item(), **kl_terms}
+        return {"G_adv": adv.detach(), "G_kl": kl.detach(), "G_img_contrastive": img_c.detach(),
+                "G_text_contrastive": txt_c.detach(), **kl_terms}
 
     def _discriminator(self, batch, masks):
         with torch.no_grad():
@@ -83,24 +94,22 @@ class PoEGANLoss:
         adv = sum(F.softplus(f).mean() + F.softplus(-r).mean() for f, r in zip(fake_logits, real_logits))
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
         self.backward(adv + self.cfg.text_contrastive * txt_c)
-        return {"D_adv": adv.item(), "D_text_contrastive": txt_c.item()}
+        return {"D_adv": adv.detach(), "D_text_contrastive": txt_c.detach()}
 
     def _r1(self, batch, masks):
         real = batch["image"].detach().float().requires_grad_(True)
-        with torch.autocast(real.device.type, enabled=False):  # fp32: the inner gradient is not loss-scaled
+        device = real.device.type  # fp32: the inner gradient is not loss-scaled (meta, a stand-in, has no autocast)
+        with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
             logits, _, _ = self.D(real, batch, masks)
             (grad,) = torch.autograd.grad(sum(l.sum() for l in logits), real, create_graph=True)
         penalty = grad.square().sum((1, 2, 3)).mean()
         self.backward(penalty * (R1_GAMMA / 2 * R1_INTERVAL))  # lazy: scaled by the interval (StyleGAN2)
-        return {"D_r1": penalty.item()}
+        return {"D_r1": penalty.detach()}
 
     def _text_contrastive(self, image_emb, text_emb, text_mask):
         """Over the global batch: every rank's samples whose text is present."""
         image_emb, text_emb, text_mask = gather_batch(image_emb), gather_batch(text_emb), gather_batch(text_mask)
-        keep = text_mask.nonzero().flatten()
-        if len(keep) < 2:  # a contrast needs at least one negative
-            return image_emb.sum() * 0
-        return contrastive(image_emb[keep], text_emb[keep], self.D.log_temperature)
+        return contrastive(image_emb, text_emb, self.D.log_temperature, present=text_mask.bool())
 
     def kl_loss(self, kls: list[dict], masks: dict) -> tuple[torch.Tensor, dict]:
         """sum_i lambda_i sum_k omega^k KL_i^k (Eq. 9): lambda from Table 3, omega from Eq. 1 for the spatial
@@ -109,6 +118,6 @@ class PoEGANLoss:
         per_level = [sum(weights[n] * _masked_mean(v, masks[n]) for n, v in level.items()) for level in kls]
         omega = self.kl_balance.update(torch.stack([t.detach() for t in per_level[1:]])).to(per_level[0].device)
         total = per_level[0] + sum(w * t for w, t in zip(omega, per_level[1:]))
-        raw = {f"kl_{n}": sum(_masked_mean(level[n], masks[n]).item() for level in kls if n in level)
+        raw = {f"kl_{n}": sum(_masked_mean(level[n], masks[n]).detach() for level in kls if n in level)
                for n in weights}
         return total, raw

@@ -10,7 +10,7 @@ from pipeline.shards import atomic_path, fingerprint, read_stats
 
 IDENTITY_FILE = "run.json"
 # Params that only say how far or how fast to train: changing them continues the same run.
-CONTINUABLE = {"steps", "workers", "snapshot_every", "sample_every"}
+CONTINUABLE = {"steps", "workers", "snapshot_every", "sample_every", "log_every", "batch_gpu"}
 
 
 class RunMismatch(RuntimeError):

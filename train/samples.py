@@ -7,14 +7,15 @@ import torch
 from PIL import Image
 
 from .configs import MODALITIES
+from .noise import private_noise
 
 PATTERNS: list[tuple[str, ...]] = (
     [()] + [(m,) for m in MODALITIES] + list(combinations(MODALITIES, 2)) + [MODALITIES])
 
 
-def pattern_masks(pattern: tuple[str, ...], batch: int) -> dict:
-    """Modality masks with exactly the modalities of `pattern` present for every sample."""
-    return {m: torch.full((batch,), m in pattern, dtype=torch.bool) for m in MODALITIES}
+def pattern_masks(pattern: tuple[str, ...], batch: int, device="cpu") -> dict:
+    """Modality masks on `device` with exactly the modalities of `pattern` present for every sample."""
+    return {m: torch.full((batch,), m in pattern, dtype=torch.bool, device=device) for m in MODALITIES}
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -22,19 +23,26 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def generated_rows(G, cond: dict, seed: int = 0) -> list[torch.Tensor]:
+    """G's images of the fixed conditions under each modality pattern, on their device; every pattern draws the
+    same noise from `seed` (a private generator: the training streams are left as they were)."""
+    n, device = cond["image"].shape[0], cond["image"].device
+    rows = []
+    for pattern in PATTERNS:
+        with private_noise(seed):
+            image, _ = G(cond, pattern_masks(pattern, n, device))
+        rows.append(image.float())
+    return rows
+
+
 def render_grid(G, cond: dict, seg_colours: np.ndarray, seed: int = 0) -> np.ndarray:
     """Rows: the conditions (real image = style, seg, sketch), then one row per modality pattern; columns: the
     fixed condition samples. Noise is drawn from `seed`, so grids of different steps are comparable."""
-    n = cond["image"].shape[0]
     seg_ids = cond["seg"].argmax(1).cpu().numpy()
     seg_ids[cond["seg"].sum(1).cpu().numpy() == 0] = len(seg_colours)
     palette = np.concatenate([seg_colours, np.zeros((1, 3), np.uint8)])
     rows = [_to_uint8(cond["image"]), palette[seg_ids], np.repeat(_to_uint8(cond["sketch"] * 2 - 1), 3, -1)]
-    with torch.random.fork_rng(devices=[]):
-        for pattern in PATTERNS:
-            torch.manual_seed(seed)
-            image, _ = G(cond, pattern_masks(pattern, n))
-            rows.append(_to_uint8(image.float()))
+    rows += [_to_uint8(image) for image in generated_rows(G, cond, seed)]
     return np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)
 
 

@@ -49,7 +49,7 @@ class HED(nn.Module):
             x = getattr(self, f"netVgg{name}")(x)
             side = getattr(self, f"netScore{name}")(x)
             sides.append(F.interpolate(side, size=size, mode="bilinear", align_corners=False))
-        return torch.sigmoid(self.netCombine(torch.cat(sides, 1)))
+        return torch.sigmoid(self.netCombine(torch.cat(sides, 1)).float())  # fp32 under autocast: thresholded
 
 
 def adapt_port_checkpoint(state: dict) -> dict:

@@ -47,7 +47,8 @@ class SketchSimplifier(nn.Module):
         """[B, 1, H, W] in [0, 1] -> same shape; sides are replicate-padded to a multiple of 8, then cropped."""
         h, w = sketch.shape[-2:]
         padded = F.pad(sketch, (0, -w % MULTIPLE, 0, -h % MULTIPLE), mode="replicate")
-        return self.layers((padded - GAN_MEAN) / GAN_STD)[..., :h, :w]
+        logits = self.layers[:-1]((padded - GAN_MEAN) / GAN_STD)
+        return self.layers[-1](logits.float())[..., :h, :w]  # the sigmoid in fp32 under autocast: thresholded
 
 
 def _natural(name: str) -> list:

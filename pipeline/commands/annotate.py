@@ -26,8 +26,9 @@ def _names(only: str | None, profile_annotate: list[str]) -> tuple[list[str], li
               "annotator's `batch_size` param]. Never changes the output.")
 @click.option("--workers", type=click.IntRange(min=1), help="Actors per annotator [default: "
               "`annotate.runtime.workers`; 0 there = one per GPU, else CPUs minus reserved].")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0, min_open=True), help="GPUs each actor claims "
-              "when the cluster has GPUs [default: `annotate.runtime.gpus_per_worker`].")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0, max=1, min_open=True), help="GPUs each actor "
+              "claims when the cluster has GPUs: 1, or a fraction to share one (an annotator runs on one GPU) "
+              "[default: `annotate.runtime.gpus_per_worker`].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, progress):
     """Pseudo-label the image shards with the annotators on a Ray cluster (local by default).

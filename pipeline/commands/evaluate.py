@@ -17,11 +17,16 @@ def command(stage, model, num_images):
     come from the weight registry (`pipeline weights`); params `evaluate.inception_weights: random` /
     `lpips_weights: random` allow untrained networks, with a warning."""
     import logging
+    import os
 
     from annotators.weights import WeightsError
     from train.evaluate import EvaluationError, evaluate_run
     from train.metrics.base import MetricError
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise click.ClickException(f"evaluation runs as one process on one device, but WORLD_SIZE is {world} "
+                                   "(torchrun): run `pipeline evaluate` without torchrun")
     logging.basicConfig(format="%(levelname)s: %(message)s")
     try:
         written = evaluate_run(stage, model, num_images)

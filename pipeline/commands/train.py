@@ -32,12 +32,26 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
         G, D = fam.networks(cfg, labels.num_classes)
         click.echo(f"generator parameters: {count_parameters(G)}")
         click.echo(f"discriminator parameters: {count_parameters(D)}")
+        _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
         return
     _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
 
 
+def _print_memory(fam, cfg, num_classes: int, batch_gpu: int | None, batch_size: int) -> None:
+    from train.memory import GB, estimate
+
+    memory = estimate(fam, cfg, num_classes)
+    per_gpu = batch_gpu or batch_size
+    where = f"batch_gpu {batch_gpu}" if batch_gpu else f"the whole batch of {batch_size} on one GPU"
+    click.echo(f"estimated peak GPU memory: {memory.peak(per_gpu) / GB:.1f} GB at {where} (weights and optimizer "
+               f"{memory.static / GB:.1f} GB; fp32 activations, mixed precision needs less)")
+    click.echo(f"largest per-GPU batch (train.<model>.batch_gpu): {memory.largest_batch(40 * GB)} on 40 GB, "
+               f"{memory.largest_batch(80 * GB)} on 80 GB")
+
+
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     from annotators.weights import WeightsError, resolve
+    from train import distributed
     from train.data import DataError, Preprocess, fit_to_shards, shard_urls
     from train.loop import RunSpec, train
     from train.run_identity import RunMismatch, claim, identity
@@ -61,15 +75,20 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     spec = RunSpec(
         run_dir=stage.layout.training(model), train_urls=urls, sample_urls=sample_urls, num_classes=labels.num_classes,
         label_colours=labels.colours, steps=steps or section.steps, seed=section.seed,
-        batch_size=section.batch_size, workers=section.workers, shuffle_buffer=section.shuffle_buffer,
-        epoch_batches=section.epoch_batches, ema_kimg=section.ema_kimg,
-        ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every,
-        sample_every=section.sample_every, mixed_precision=section.mixed_precision,
+        batch_size=section.batch_size, batch_gpu=section.batch_gpu, workers=section.workers,
+        shuffle_buffer=section.shuffle_buffer, epoch_batches=section.epoch_batches, ema_kimg=section.ema_kimg,
+        ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every, sample_every=section.sample_every,
+        log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip))
+    processes = distributed.start()  # before the claim: rank 0 alone touches the run folder, the others wait
     try:
-        if claim(spec.run_dir, identity(model, cfg, section, urls), restart_if_changed):
+        ident = identity(model, cfg, section, urls)
+        replaced = distributed.on_rank0(lambda: claim(spec.run_dir, ident, restart_if_changed), processes)
+        if replaced and processes.rank == 0:
             click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)
+        records = train(fam, cfg, vgg, spec, processes=processes)
     except RunMismatch as e:
         raise click.ClickException(str(e)) from None
-    records = train(fam, cfg, vgg, spec)
+    finally:
+        distributed.stop()
     click.echo(f"trained to step {spec.steps} ({len(records)} steps in this run); outputs in {spec.run_dir}")

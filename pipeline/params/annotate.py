@@ -73,7 +73,8 @@ class AnnotateRuntimeParams(Section):
     """How `pipeline annotate` runs on Ray (`annotate.runtime`); none of it changes the output bytes."""
 
     workers: int = Field(0, ge=0, description="actors per annotator; 0 = one per GPU, else CPUs minus reserve_cpus")
-    gpus_per_worker: float = Field(1.0, gt=0, le=8, description="GPUs each actor claims when the cluster has GPUs")
+    gpus_per_worker: float = Field(1.0, gt=0, le=1, description="GPUs each actor claims when the cluster has GPUs "
+                                   "(an annotator runs on one GPU: 1, or a fraction to share one)")
     reserve_cpus: float = Field(1.0, ge=0, description="CPUs never claimed by actors (ray-project/ray#44687)")
     prefetch_batches: int = Field(2, ge=1, le=64, description="batches decoded ahead and encoded behind the model")
     shard_attempts: int = Field(3, ge=1, description="tries per shard when the worker running it dies")

@@ -13,6 +13,8 @@ class ModelTrainParams(Section):
     steps: int = Field(200, ge=1, description="training iterations (each: G step, D step, R1 every 16th)")
     seed: int = Field(0, ge=0)
     batch_size: int | None = Field(None, ge=2, description="global batch; default: the configuration's")
+    batch_gpu: int | None = Field(None, ge=1, description="samples per device in one gradient accumulation "
+                                  "round (must divide batch_size / GPUs); default: the device's whole share")
     workers: int = Field(2, ge=0, description="data loader worker processes per rank")
     shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
     epoch_batches: int = Field(1000, ge=1, description="batches per loader epoch (webdataset with_epoch)")
@@ -22,6 +24,8 @@ class ModelTrainParams(Section):
                                      "the images seen (StyleGAN2's ramp-up); null: none")
     snapshot_every: int = Field(100, ge=1, description="steps between weight snapshots + training state")
     sample_every: int = Field(100, ge=1, description="steps between sample grids")
+    log_every: int = Field(10, ge=1, description="steps between reads of the logged losses (a GPU sync each); "
+                           "every step is still logged")
     mixed_precision: bool = Field(True, description="fp16 autocast with ±256 clamping; used on CUDA only")
     fit: Literal["random-crop", "resize"] = Field(
         "random-crop", description="to the training resolution: short side scaled then a random square crop "

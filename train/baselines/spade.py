@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..noise import randn_like
 from .spade_config import SPADEConfig
 
 UPSAMPLINGS = 5  # num_upsampling_layers 'normal': the generator starts at resolution / 32
@@ -109,9 +110,9 @@ class SPADEGenerator(nn.Module):
     def style_code(self, batch: dict, masks: dict | None) -> tuple[torch.Tensor, tuple]:
         """Reparameterised z from the encoder where the style is given, N(0, I) elsewhere; and (mu, logvar)."""
         mu, logvar = self.encoder(batch["style"])
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = mu + randn_like(mu) * torch.exp(0.5 * logvar)
         if masks is not None:
-            z = torch.where(masks["style"].to(z.device)[:, None], z, torch.randn_like(z))
+            z = torch.where(masks["style"].to(z.device)[:, None], z, randn_like(z))
         return z, (mu, logvar)
 
     def forward(self, batch: dict, masks: dict | None = None):

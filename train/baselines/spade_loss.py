@@ -80,9 +80,10 @@ class SPADELoss:
         """SPADE uses no gradient penalty: the loop's regularisation phase never runs."""
         return False
 
-    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, float]:
-        """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms. The generator always
-        encodes the real image's style (SPADE trains its VAE path on every sample), so `masks` are unused."""
+    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
+        """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms (detached device tensors).
+        The generator always encodes the real image's style (SPADE trains its VAE path on every sample), so
+        `masks` are unused."""
         if phase == "G":
             return self._generator(batch)
         if phase == "D":
@@ -106,7 +107,7 @@ class SPADELoss:
         total = (terms["G_hinge"] + c.feat_weight * terms["G_feat"] + c.vgg_weight * terms["G_vgg"]
                  + c.kl_weight * terms["G_kl"])
         self.backward(total)
-        return {name: t.item() for name, t in terms.items()}
+        return {name: t.detach() for name, t in terms.items()}
 
     def _discriminator(self, batch):
         with torch.no_grad():
@@ -115,4 +116,4 @@ class SPADELoss:
         real_logits = [o[-1] for o in self.D(batch["image"], batch)]
         loss = hinge_d(real_logits, fake_logits)
         self.backward(loss)
-        return {"D_hinge": loss.item()}
+        return {"D_hinge": loss.detach()}

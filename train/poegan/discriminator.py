@@ -59,9 +59,9 @@ class Discriminator(nn.Module):
             for name, proj in self.project.items():
                 if name in SPATIAL:
                     emb = proj[str(r)](codes[name][r])
-                    term = (emb * feat).sum(1).mean((1, 2))
+                    term = (emb.float() * feat.float()).sum(1).mean((1, 2))  # fp32: the sum can overflow fp16
                 else:  # a global code replicated over the map: the spatial mean of the inner product
-                    term = (proj[str(r)](codes[name]) * feat.mean((2, 3))).sum(1)
+                    term = (proj[str(r)](codes[name]).float() * feat.float().mean((2, 3))).sum(1)
                 logit = logit + term * masks[name].to(term.dtype) / math.sqrt(feat.shape[1])
             logits.append(logit)
         return logits, self.image_embed(feat.mean((2, 3))), self.text_embed(codes["text"])

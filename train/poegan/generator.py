@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import GLOBAL_DIM, SPATIAL, PoEGANConfig
-from ..layers import EqualConv2d, EqualLinear, lrelu, upsample
+from ..layers import EqualConv2d, EqualLinear, Upsample, lrelu
 from .encoders import ModalityEncoders
 from .poe_nets import GlobalPoENet, LocalPoENet
 
@@ -36,15 +36,15 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, in_ch, out_ch, enc_ch: dict, latent_ch, up: bool):
         super().__init__()
-        self.up = up
+        self.up = Upsample() if up else None
         self.poe = LocalPoENet(in_ch, enc_ch, latent_ch)
         self.norm1, self.conv1 = LGAdaIN(in_ch, latent_ch), EqualConv2d(in_ch, out_ch, 3)
         self.norm2, self.conv2 = LGAdaIN(out_ch, latent_ch), EqualConv2d(out_ch, out_ch, 3)
         self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False)
 
     def forward(self, h, w, enc_feats, masks):
-        if self.up:
-            h = upsample(h)
+        if self.up is not None:
+            h = self.up(h)
         z, kls = self.poe(h, enc_feats, masks)
         y = self.conv1(lrelu(self.norm1(h, z, w)))
         y = self.conv2(lrelu(self.norm2(y, z, w)))

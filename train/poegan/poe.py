@@ -1,6 +1,8 @@
 """Product of Gaussian experts with a prior expert that is always present (main paper Sec. 3.1, supplement B)."""
 import torch
 
+from ..noise import randn_like
+
 PRIOR_THETA = 1.0  # B: log-variance of the prior expert limited to (-1, 1)
 EXPERT_THETA = 10.0  # B: log-variance of experts predicted from modalities limited to (-10, 10)
 
@@ -38,7 +40,7 @@ def kl_gaussians(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
 
 def sample(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """A reparameterised draw mu + sigma * eps."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    return mu + torch.exp(0.5 * logvar) * randn_like(mu)
 
 
 def single_modality_kls(prior, experts: dict) -> dict:

@@ -1,0 +1,214 @@
+"""Device placement on (fake) CUDA: every forward path that training, grids, evaluation and annotation run on a
+GPU keeps its tensors on the GPU (see tests/fake_cuda.py; docs/gpu.md lists what only real hardware shows)."""
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from fake_cuda import (CUDA, HostToDeviceCopies, ValueReads, condition_batch, fake_cuda,  # noqa: F401 (fixture)
+                       on_cuda, on_device)
+
+import annotators.clip  # noqa: F401 - imported outside fake mode (see fake_cuda.py)
+import annotators.seg.deeplabv2  # noqa: F401
+from annotators.base import Item, build
+from annotators.sketch.hed import HED
+from annotators.sketch.simplify import SketchSimplifier
+from pipeline.params.annotate import ClipParams, SegParams, SketchParams
+from pipeline.params.stages import EvaluateParams
+from train import evaluate
+from train.configs import get_config
+from train.data import to_device
+from train.loop import modality_masks
+from train.metrics.base import EvalContext
+from train.metrics.fid import FEATURE, generated_features
+from train.metrics.lpips_diversity import load_lpips, lpips_distances
+from train.models import family
+from train.samples import PATTERNS, generated_rows, render_grid
+from train.vgg import VGGRelu51
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+NUM_CLASSES = 5
+POEGAN = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=32, latent_base=2, latent_max=8)
+# family() imports the model modules here, outside fake mode: their module-level constants stay real tensors
+FAMILIES = {"poegan": (family("poegan"), POEGAN),
+            **{name: (family(name), family(name).config("tiny")) for name in ("spade-seg", "spade-sketch")}}
+
+
+def _networks(name):
+    fam, cfg = FAMILIES[name]
+    with on_cuda():
+        G, D = fam.networks(cfg, NUM_CLASSES)
+    return cfg, G, D
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sample_grid_generation_stays_on_the_gpu(fake_cuda, name):
+    cfg, G, _ = _networks(name)
+    rows = generated_rows(G.eval(), condition_batch(NUM_CLASSES, getattr(cfg, "clip_dim", 8), cfg.resolution))
+    assert len(rows) == len(PATTERNS) and on_device(rows)
+
+
+def _clip_dim(cfg) -> int:
+    return getattr(cfg, "clip_dim", 8)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_generator_and_discriminator_forward_stay_on_the_gpu(fake_cuda, name, amp):
+    cfg, G, D = _networks(name)
+    batch = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution)
+    masks = modality_masks(2, CUDA)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        image, extras = G(batch, masks)
+        out = D(image, batch, masks) if name == "poegan" else D(image, batch)
+    assert image.shape == (2, 3, cfg.resolution, cfg.resolution) and on_device([image, extras, out])
+
+
+def _loss(name, cfg, G, D):
+    loss = FAMILIES[name][0].loss(G, D, VGGRelu51(None), cfg)
+    loss.backward = lambda total: None  # backward needs a real CUDA context; checked on the meta device
+    return loss
+
+
+@pytest.mark.parametrize("name", ["spade-seg", "spade-sketch"])  # PoE-GAN's text contrastive indexes by mask
+def test_loss_phases_run_on_the_gpu(fake_cuda, name):
+    cfg, G, D = _networks(name)
+    with on_cuda():
+        loss = _loss(name, cfg, G, D)
+    batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution), modality_masks(2, CUDA)
+    logged = {**loss.accumulate_gradients("G", batch, masks, 1), **loss.accumulate_gradients("D", batch, masks, 1)}
+    assert on_device(logged)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_loss_phases_read_no_value_back_from_the_device(name):
+    cfg, G, D = FAMILIES[name][1], *FAMILIES[name][0].networks(FAMILIES[name][1], NUM_CLASSES)
+    loss = _loss(name, cfg, G, D)
+    batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution, device="cpu"), modality_masks(2, "cpu")
+    with ValueReads() as reads:
+        logged = {**loss.accumulate_gradients("G", batch, masks, 1),
+                  **loss.accumulate_gradients("D", batch, masks, 1), **loss.log_state()}
+    assert reads.count == 0 and all(isinstance(v, torch.Tensor) for v in logged.values())
+
+
+META = torch.device("meta")
+PHASES = [(name, phase) for name in FAMILIES for phase in ("G", "D", "Dreg")]
+
+
+@pytest.mark.parametrize("name, phase", PHASES)
+def test_training_phases_backpropagate_on_a_stand_in_device(name, phase):
+    # the meta device stands in for CUDA where fake tensors cannot run backward: no values, no host tensors
+    fam, cfg = FAMILIES[name]
+    with META:
+        G, D = fam.networks(cfg, NUM_CLASSES)
+        loss = fam.loss(G, D, VGGRelu51(None), cfg)
+    net = G if phase == "G" else D
+    G.requires_grad_(net is G), D.requires_grad_(net is D)
+    logged = loss.accumulate_gradients(phase, condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution,
+                                                              device=META), modality_masks(2, META), 0)
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert on_device([logged, grads], META) and (grads or (phase == "Dreg" and not loss.r1_due(0)))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_training_forward_copies_nothing_from_the_host(fake_cuda, name):
+    cfg, G, D = _networks(name)
+    batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution), modality_masks(2, CUDA)
+    with HostToDeviceCopies() as copies:
+        image, _ = G(batch, masks)
+        D(image, batch, masks) if name == "poegan" else D(image, batch)
+    assert copies.ops == []
+
+
+def test_a_loader_batch_goes_to_the_gpu_in_one_copy_per_tensor_and_one_hot_there(fake_cuda):
+    batch = {"image": torch.zeros(2, 3, 8, 8), "seg": torch.zeros(2, 8, 8, dtype=torch.uint8),
+             "sketch": torch.zeros(2, 1, 8, 8), "text": torch.zeros(2, 4)}
+    with HostToDeviceCopies() as copies:
+        on_gpu = to_device(batch, CUDA, 182)
+    assert len(copies.ops) == len(batch) and on_device(on_gpu)
+    assert on_gpu["seg"].shape == (2, 182, 8, 8) and on_gpu["style"] is on_gpu["image"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_evaluation_generates_on_the_gpu(fake_cuda, name):
+    cfg, G, _ = _networks(name)
+    cond = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution, n=3, device="cpu")  # the test set: CPU
+    for condition in ("unconditional", "seg", "all"):
+        images = evaluate.generate(G.eval(), cond, condition, seed=0, batch_size=2, device=CUDA)
+        assert images.shape == (3, cfg.resolution, cfg.resolution, 3)
+
+
+@pytest.fixture(scope="module")
+def extractors(tmp_path_factory):
+    """FID's Inception and LPIPS with random weights, built for real on the CPU (outside fake mode)."""
+    import io
+
+    import torchvision
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    buf = io.BytesIO()
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
+                                               init_weights=False).state_dict(), buf)
+    buf.seek(0)
+    inception = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE], feature_extractor_weights_path=buf)
+    alexnet = evaluate.random_weights_file("alexnet", tmp_path_factory.mktemp("w"))
+    return inception, load_lpips(str(alexnet), alexnet.parent)
+
+
+def test_metric_feature_extractors_run_on_the_gpu(extractors, fake_cuda, tmp_path):
+    inception, lpips = extractors
+    ctx = EvalContext(params=EvaluateParams(), weights_dir=tmp_path, cache_dir=tmp_path, device="cuda")
+    ctx.models["inception"] = (inception.to(CUDA), "0" * 64)
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    assert generated_features(images, ctx).shape == (3, 2048)
+    assert lpips_distances(images, images, lpips.to(CUDA), batch_size=2, device="cuda").shape == (3,)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("seg", SegParams(weights="random", long_side=32)),
+    ("seg", SegParams(weights="random", long_side=32, precision="bf16", scales=[1.0, 0.5])),
+    ("sketch", SketchParams(weights="random", simplify_weights="random", resolution=32, simplify=True)),
+    ("clip", ClipParams(model="ViT-B-32", weights="random"))])
+def test_annotators_run_on_the_gpu_under_their_autocast(fake_cuda, monkeypatch, tmp_path, name, params):
+    annotator = build(name, params, tmp_path)
+    module = sys.modules[type(annotator).__module__]
+    monkeypatch.setattr(module, "pick_device", torch.device)  # this machine has no CUDA to pick
+    annotator.setup("cuda")
+    if name == "clip":  # PIL preprocessing is CPU work fake mode cannot run (it reads pixel values)
+        annotator.preprocess = lambda image: torch.zeros(3, 224, 224)
+    assert on_device(list(annotator.net.parameters()))
+    items = [Item(np.zeros((40, 30, 3), np.uint8), ["a caption"]), Item(np.zeros((24, 40, 3), np.uint8))]
+    outputs = annotator(items)
+    assert len(outputs) == 2 and outputs[0] and outputs[1]
+
+
+def test_sketch_probabilities_are_fp32_under_fp16_autocast(fake_cuda):
+    # both are thresholded at 0.5: an fp16 sigmoid moves pixels across it
+    with on_cuda():
+        hed, simplifier = HED(), SketchSimplifier()
+    with torch.autocast("cuda", dtype=torch.float16):
+        assert hed(torch.rand(1, 3, 32, 32, device=CUDA)).dtype == torch.float32
+        assert simplifier(torch.rand(1, 1, 32, 32, device=CUDA)).dtype == torch.float32
+
+
+def test_evaluation_leaves_every_rng_alone(monkeypatch):
+    fam, cfg = FAMILIES["poegan"]
+    G, _ = fam.networks(cfg, NUM_CLASSES)
+    cond = condition_batch(NUM_CLASSES, cfg.clip_dim, cfg.resolution, device="cpu")
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)  # what torch.manual_seed does to CUDA
+    before = torch.get_rng_state()
+    images = [evaluate.generate(G.eval(), cond, "seg", seed=3, batch_size=1, device="cpu") for _ in range(2)]
+    assert seeded == [] and torch.equal(torch.get_rng_state(), before) and (images[0] == images[1]).all()
+
+
+def test_sample_grid_leaves_every_training_rng_alone(monkeypatch):
+    fam, cfg = FAMILIES["poegan"]
+    G, _ = fam.networks(cfg, NUM_CLASSES)
+    cond = condition_batch(NUM_CLASSES, cfg.clip_dim, cfg.resolution, device="cpu")
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)  # what torch.manual_seed does to CUDA
+    before = torch.get_rng_state()
+    render_grid(G.eval(), cond, np.zeros((NUM_CLASSES, 3), np.uint8))
+    assert seeded == [] and torch.equal(torch.get_rng_state(), before)

@@ -1,0 +1,88 @@
+"""Micro-batching (`batch_gpu`): a step's gradients are the mean over its accumulation rounds, so for a loss that
+is a per-sample mean the trained weights do not depend on how the device's share is split."""
+import pytest
+import torch
+from torch import nn
+from train_shards import write_training_shards
+
+from annotators.labelmaps import load_label_map
+from train.checkpoint import load
+from train.loop import RunSpec, accumulation_rounds, train
+from train.models import ModelFamily, OptimizerSettings
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+LABELS = load_label_map("coco-stuff-182")
+
+
+class PixelG(nn.Module):
+    """An image from the sketch by a learned per-channel affine map (no noise, no batch coupling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale, self.shift = nn.Parameter(torch.ones(3, 1, 1)), nn.Parameter(torch.zeros(3, 1, 1))
+
+    def forward(self, cond, masks):
+        return torch.tanh(cond["sketch"] * self.scale + self.shift), None
+
+
+class PerSampleLoss:
+    """G: squared distance of the generated to the real image; D: a linear score of real vs generated."""
+
+    def __init__(self, G, D, vgg, cfg):
+        self.G, self.D = G, D
+        self.backward = torch.Tensor.backward
+
+    def accumulate_gradients(self, phase, batch, masks, step):
+        fake, _ = self.G(batch, masks)
+        if phase == "G":
+            total = (fake - batch["image"]).square().mean()
+        else:
+            total = (self.D(fake.detach().flatten(1)) - self.D(batch["image"].flatten(1))).mean()
+        self.backward(total)
+        return {f"{phase}_loss": total.detach()}
+
+    def r1_due(self, step):
+        return False
+
+    def log_state(self):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class Config:
+    resolution, batch_size = 8, 4
+
+
+FAMILY = ModelFamily(config=lambda name: Config(), networks=lambda cfg, n: (PixelG(), nn.Linear(3 * 64, 1)),
+                     loss=PerSampleLoss, optimizer=lambda cfg: OptimizerSettings(0.01, 0.01, (0.0, 0.99), None))
+
+
+def test_accumulation_rounds_split_each_devices_share():
+    assert accumulation_rounds(768, 8, 24) == 4 and accumulation_rounds(8, 1, None) == 1
+    with pytest.raises(ValueError, match="batch_gpu 5 does not divide the per-device batch 96"):
+        accumulation_rounds(768, 8, 5)
+    with pytest.raises(ValueError, match="batch_size 10 is not divisible by the 4 processes"):
+        accumulation_rounds(10, 4, None)
+
+
+def test_micro_batched_steps_train_the_same_weights_as_whole_batches(tmp_path):
+    urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=8, per_shard=4, short_side=10)]
+    weights, logs = {}, {}
+    for batch_gpu in (4, 2, 1):
+        spec = RunSpec(tmp_path / f"run{batch_gpu}", urls, urls, LABELS.num_classes, LABELS.colours, steps=3,
+                       batch_gpu=batch_gpu, shuffle_buffer=4, epoch_batches=4, snapshot_every=3, sample_every=3,
+                       grid_size=2)
+        logs[batch_gpu] = train(FAMILY, Config(), nn.Identity(), spec, progress=False)
+        weights[batch_gpu] = load(spec.run_dir / "network-snapshot-000003.pt")
+    for batch_gpu in (2, 1):
+        for net in ("G", "D"):
+            for key, value in weights[4][net].items():
+                assert torch.allclose(weights[batch_gpu][net][key], value, atol=1e-6), (batch_gpu, net, key)
+        for key in ("G_loss", "G_grad_norm", "D_grad_norm"):  # the mean over rounds, not their sum
+            assert [r[key] for r in logs[batch_gpu]] == pytest.approx([r[key] for r in logs[4]], rel=1e-5), key
+
