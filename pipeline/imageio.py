@@ -201,9 +201,9 @@ def decode_sketch(data: bytes, max_pixels: int) -> np.ndarray:
 
 def fit_sketch(strokes: np.ndarray, stored: Stored) -> np.ndarray:
     """A stroke map of the source pixel grid turned like the image and resized to the stored size, still binary.
-    Enlarging uses nearest (strokes widen with the image); shrinking takes the area each target pixel covers and
-    keeps it as stroke if any stroke falls in it, so a line thinner than the scale factor is kept, not dropped
-    as nearest or a 50% coverage threshold would drop it."""
+    Enlarging uses nearest (strokes widen with the image); shrinking averages the source pixels under each target
+    pixel (box filter) and keeps it as stroke if any of them is one, so a line thinner than the scale factor is
+    kept, where nearest or a 50% coverage threshold would drop it."""
     image = _upright_on(strokes, stored, "bad_sketch", "sketch")
     target = (stored.width, stored.height)
     if image.size == target:

@@ -122,11 +122,11 @@ def test_label_maps_must_hold_class_ids():
 
 
 def test_a_sketch_shrinks_without_losing_a_line_thinner_than_the_scale():
-    strokes = np.zeros((200, 200), np.uint8)
-    strokes[100, :] = 255  # covers 48% of target row 48: nearest (rows 98, 101) and a 50% threshold both drop it
+    strokes = np.zeros((300, 300), np.uint8)
+    strokes[102, :] = 255  # a third of target row 32: nearest (rows 101, 104) and a 50% threshold both drop it
     fitted = fit_sketch(strokes, Stored(b"", 96, 96, 1, reused=False))
     assert fitted.shape == (96, 96) and set(np.unique(fitted)) == {0, 255}
-    assert [row for row in range(96) if fitted[row].any()] == [48] and fitted[48].all()
+    assert [row for row in range(96) if fitted[row].any()] == [32] and fitted[32].all()
 
 
 def test_sketches_are_dark_lines_on_light_and_keep_the_image_aspect():
