@@ -33,7 +33,7 @@ PARTS = ("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear",
          "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
 TRAIN_IMAGES = 24_000
 FOLDER_SIZE = 2_000
-SKETCH_NAMES = ("{}.png", "{}_edges.jpg")  # the release's name (first: the one expected when none is there)
+SKETCH_NAMES = ("{}.png", "{}_edges.jpg")  # release (inferred), create_sketch.py; the first is expected if none is
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,6 @@ def items(root: Path) -> Iterator[FaceItem]:
 
 
 def sketch_file(folder: Path, index: int) -> Path:
-    """Face `index`'s sketch in `folder`: the first name of SKETCH_NAMES that exists, else the release's name."""
+    """Face `index`'s sketch in `folder`: the first name of SKETCH_NAMES that exists, else the first."""
     paths = [folder / name.format(index) for name in SKETCH_NAMES]
     return next((path for path in paths if path.is_file()), paths[0])
