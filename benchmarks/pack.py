@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from annotators.base import encode
-from pipeline.annotate import decode_image
+from pipeline.annotate import decode_image, image_fingerprint
 from pipeline.pack import run
 from pipeline.params import load_params
 from pipeline.params.stages import SampleParams
@@ -45,8 +45,10 @@ def write_annotation_shards(layout) -> None:
                 vector = rng.normal(size=512)
                 unit = (vector / np.linalg.norm(vector)).astype(np.float16)
                 out["clip"].write({"__key__": key, "clip.npy": encode("clip.npy", unit)})
+        image = image_fingerprint(image_shard)  # what pack checks: the annotations were made from this shard
         for name in out:
-            write_stats(layout.annotations(name) / image_shard.name, {"fingerprint": name, "metadata": {"model": name}})
+            write_stats(layout.annotations(name) / image_shard.name,
+                        {"fingerprint": name, "image_fingerprint": image, "metadata": {"model": name}})
 
 
 def main() -> None:
