@@ -126,7 +126,7 @@ class PoEGANLoss:
         weights = self.cfg.kl_weights
         per_level = [sum(weights[n] * _masked_mean(v, masks[n]) for n, v in level.items()) for level in kls]
         self._step_kls.append(torch.stack([t.detach() for t in per_level[1:]]))
-        omega = self.kl_balance.weights.to(per_level[0].device)
+        omega = self.kl_balance.on(per_level[0].device)
         total = per_level[0] + sum(w * t for w, t in zip(omega, per_level[1:]))
         raw = {f"kl_{n}": sum(_masked_mean(level[n], masks[n]).detach() for level in kls if n in level)
                for n in weights}
