@@ -179,16 +179,51 @@ def decode_labels(data: bytes, max_pixels: int) -> np.ndarray:
 
 def fit_labels(labels: np.ndarray, stored: Stored) -> np.ndarray:
     """Labels of the source pixel grid turned like the image and resized (nearest) to the stored size."""
-    image = Image.fromarray(labels)
+    image = _upright_on(labels, stored, "bad_seg", "label map")
+    if image.size != (stored.width, stored.height):
+        image = image.resize((stored.width, stored.height), Image.Resampling.NEAREST)
+    return np.asarray(image)
+
+
+def decode_sketch(data: bytes, max_pixels: int) -> np.ndarray:
+    """A uint8 stroke map (255 = stroke) from a PNG or JPEG drawing of dark lines on a light ground (the
+    sketch-simplification output MM-CelebA-HQ ships): a pixel darker than mid-grey is a stroke. Binarising here,
+    at the drawing's own resolution, also removes JPEG ringing and anti-aliasing before any resize."""
+    limits = IngestParams(min_size=1, max_pixels=max_pixels, max_aspect=1e9)
+    image = open_checked(data, limits, formats=("PNG", "JPEG"))
+    try:
+        image.load()
+    except DECODE_ERRORS as e:
+        raise Rejected("bad_sketch", f"undecodable sketch: {e}") from None
+    gray = np.asarray(to_rgb(image).convert("L"))
+    return np.where(gray < 128, 255, 0).astype(np.uint8)
+
+
+def fit_sketch(strokes: np.ndarray, stored: Stored) -> np.ndarray:
+    """A stroke map of the source pixel grid turned like the image and resized to the stored size, still binary.
+    Enlarging uses nearest (strokes widen with the image); shrinking averages the source pixels under each target
+    pixel (box filter) and keeps it as stroke if any of them is one, so a line thinner than the scale factor is
+    kept, where nearest or a 50% coverage threshold would drop it."""
+    image = _upright_on(strokes, stored, "bad_sketch", "sketch")
+    target = (stored.width, stored.height)
+    if image.size == target:
+        return np.asarray(image)
+    if image.width * image.height < stored.width * stored.height:
+        return np.asarray(image.resize(target, Image.Resampling.NEAREST))
+    coverage = np.asarray(image.convert("F").resize(target, Image.Resampling.BOX))
+    return np.where(coverage > 0, 255, 0).astype(np.uint8)
+
+
+def _upright_on(array: np.ndarray, stored: Stored, reason: str, what: str) -> Image.Image:
+    """`array` as an image turned like the stored image; Rejected (`reason`) when its aspect differs."""
+    image = Image.fromarray(array)
     if stored.orientation in UPRIGHT:
         image = image.transpose(UPRIGHT[stored.orientation])
     width, height = image.size
     if abs(width * stored.height - height * stored.width) > 0.01 * width * stored.height:
-        raise Rejected("bad_seg", f"label map {width}x{height} does not match the image's aspect "
-                                  f"({stored.width}x{stored.height})")
-    if image.size != (stored.width, stored.height):
-        image = image.resize((stored.width, stored.height), Image.Resampling.NEAREST)
-    return np.asarray(image)
+        raise Rejected(reason, f"{what} {width}x{height} does not match the image's aspect "
+                               f"({stored.width}x{stored.height})")
+    return image
 
 
 def encode_png(labels: np.ndarray) -> bytes:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .imageio import Rejected, encode_png, fit_labels, open_checked, pil_limits, set_pil_limits, store_jpeg
+from .imageio import Rejected, encode_png, fit_labels, fit_sketch, open_checked, pil_limits, set_pil_limits, store_jpeg
 from .layout import Layout, shard_name
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
@@ -52,7 +52,7 @@ class Entry:
 
     key: str
     sha256: str
-    provided: str  # digest of the provided segmentation and captions: a change to them redoes the shard
+    provided: str  # digest of the provided segmentation, sketch and captions: a change to them redoes the shard
     split: str
     item: SourceItem
 
@@ -204,7 +204,7 @@ def write_shard(task: ShardTask, limits: IngestParams) -> dict:
 
 
 def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], tuple[int, int]]:
-    """The shard members of one sample (jpg, json, and the provided seg.png / txt)."""
+    """The shard members of one sample (jpg, json, and the provided seg.png / sketch.png / txt)."""
     item = entry.item
     data = read_image(item, limits)
     if hashlib.sha256(data).hexdigest() != entry.sha256:
@@ -215,6 +215,10 @@ def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], t
     if labels is not None:
         sample["seg.png"] = encode_png(fit_labels(labels, stored))
         provided.append("seg")
+    strokes = item.read_sketch(limits.max_pixels)
+    if strokes is not None:
+        sample["sketch.png"] = encode_png(fit_sketch(strokes, stored))
+        provided.append("sketch")
     captions = item.read_captions()
     if captions:
         sample["txt"] = "\n".join(captions).encode()

@@ -1,7 +1,7 @@
 """`pipeline pack`: join each image shard with its aligned annotation shards into one training shard.
 
 The bytes of every member are copied as they are (the JPEG from ingest, the PNG/NPY from annotate); only the
-`json` member is new. Provided modalities (segmentation, captions) come from the image shard; the rest from the
+`json` member is new. Provided modalities (segmentation, sketch, captions) come from the image shard; the rest from the
 annotation shards, which hold the image shard's keys in the same order (a key may be absent: provided by the
 dataset, or failed in the annotator). A sample missing a modality is kept without it and counted.
 """
@@ -24,7 +24,7 @@ from .shards import ShardError, fingerprint, is_done, keep_only, read_shard, rea
 # Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
 ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}
 # What the image shard may carry itself when the dataset provides it.
-PROVIDED_MEMBERS = ("seg.png", "txt")
+PROVIDED_MEMBERS = ("seg.png", "sketch.png", "txt")
 # Modalities counted for coverage: one member each that says the modality is there.
 COVERAGE = {"seg": "seg.png", "sketch": "sketch.png", "clip": "clip.npy", "txt": "txt", "clip_text": "clip_text.npy"}
 CODE_VERSION = 2  # bump when the training-shard layout changes: every training shard is then redone

@@ -131,8 +131,9 @@ def coco_tree(root: Path) -> None:
               json.dumps({"images": images, "annotations": annotations}).encode())
 
 
-def celeba_tree(root: Path, indices=(0, 1, 24000)) -> None:
-    """Faces in the CelebAMask-HQ layout (1024-px images scaled down to 128, masks at half size) plus text/."""
+def celeba_tree(root: Path, indices=(0, 1, 24000), sketches: bool = False) -> None:
+    """Faces in the CelebAMask-HQ layout (1024-px images scaled down to 128, masks at half size) plus text/ and,
+    with `sketches`, MM-CelebA-HQ's sketch/ (half size, like its 512-px sketches of 1024-px faces)."""
     for i in indices:
         write(root / "CelebA-HQ-img" / f"{i}.jpg", jpeg(128, 128, seed=i))
         folder = root / "CelebAMask-HQ-mask-anno" / str(i // 2000)
@@ -143,6 +144,17 @@ def celeba_tree(root: Path, indices=(0, 1, 24000)) -> None:
         write(folder / f"{i:05d}_skin.png", encode(skin, "PNG"))
         write(folder / f"{i:05d}_hair.png", encode(hair, "PNG"))
         write(root / "text" / f"{i}.txt", f"face {i} smiles.\nface {i} has hair.\n".encode())
+        if sketches:
+            write(root / "sketch" / f"{i}.png", encode(face_sketch(), "PNG"))
+
+
+def face_sketch() -> np.ndarray:
+    """A 64 x 64 drawing as MM-CelebA-HQ ships them: dark lines on white, with light-grey anti-aliasing."""
+    drawing = np.full((64, 64), 255, np.uint8)
+    drawing[10, 8:56] = 0        # a one-pixel line
+    drawing[11, 8:56] = 200      # its anti-aliased fringe: lighter than mid-grey, not a stroke
+    drawing[20:60, 40] = 30      # a dark-grey line
+    return drawing
 
 
 def params_file(directory: Path, ingest: dict | None = None, datasets: dict | None = None,

@@ -229,7 +229,9 @@ def test_a_changed_image_shard_or_weights_file_redoes_every_shard(cluster, tmp_p
     weights = tmp_path / "hed.pth"
     torch.save(filled(hed_bsds500_port_layout(), seed=0), weights)
     layout, _, _ = make_dataset(tmp_path, [2, 2])
-    params = write_params(tmp_path / "w", **{"annotate.sketch.weights": str(weights)})
+    # a file of unknown origin: its pooling must be said
+    params = write_params(tmp_path / "w", **{"annotate.sketch.weights": str(weights),
+                                             "annotate.sketch.pooling": "floor"})
     assert annotate(layout, params, "--workers", "1", only=SLOW)[0] == 0
     for index, shard in enumerate(sorted(layout.images.glob("*.tar"))):  # ingested again: new JPEG bytes
         samples = list(read_shard(shard))

@@ -209,23 +209,20 @@ def test_sketch_probabilities_are_fp32_under_fp16_autocast(fake_cuda):
         assert simplifier(torch.rand(1, 1, 32, 32, device=CUDA)).dtype == torch.float32
 
 
-def test_evaluation_leaves_every_rng_alone(monkeypatch):
+def _evaluate_twice(G, cond):
+    images = [evaluate.generate(G, cond, "seg", seed=3, batch_size=1, device="cpu") for _ in range(2)]
+    assert (images[0] == images[1]).all()  # its own noise, the same each time
+
+
+@pytest.mark.parametrize("draw", [_evaluate_twice, lambda G, cond: render_grid(G, cond, np.zeros((NUM_CLASSES, 3),
+                                                                                                np.uint8))],
+                         ids=["evaluation", "sample-grid"])
+def test_evaluation_and_sample_grids_leave_every_training_rng_alone(monkeypatch, draw):
     fam, cfg = FAMILIES["poegan"]
     G, _ = fam.networks(cfg, NUM_CLASSES)
     cond = condition_batch(NUM_CLASSES, cfg.clip_dim, cfg.resolution, device="cpu")
     seeded = []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)  # what torch.manual_seed does to CUDA
     before = torch.get_rng_state()
-    images = [evaluate.generate(G.eval(), cond, "seg", seed=3, batch_size=1, device="cpu") for _ in range(2)]
-    assert seeded == [] and torch.equal(torch.get_rng_state(), before) and (images[0] == images[1]).all()
-
-
-def test_sample_grid_leaves_every_training_rng_alone(monkeypatch):
-    fam, cfg = FAMILIES["poegan"]
-    G, _ = fam.networks(cfg, NUM_CLASSES)
-    cond = condition_batch(NUM_CLASSES, cfg.clip_dim, cfg.resolution, device="cpu")
-    seeded = []
-    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)  # what torch.manual_seed does to CUDA
-    before = torch.get_rng_state()
-    render_grid(G.eval(), cond, np.zeros((NUM_CLASSES, 3), np.uint8))
+    draw(G.eval(), cond)
     assert seeded == [] and torch.equal(torch.get_rng_state(), before)

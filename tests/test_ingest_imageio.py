@@ -7,7 +7,8 @@ from ingest_fixtures import (LIMITS, bomb_png, cmyk_jpeg, encode, exif_rotated_j
                              palette_png_with_transparency, picture, png16, ramp16)
 from PIL import Image
 
-from pipeline.imageio import Rejected, decode_labels, fit_labels, pil_limits, store_jpeg, stored_size
+from pipeline.imageio import (Rejected, Stored, decode_labels, decode_sketch, fit_labels, fit_sketch, pil_limits,
+                             store_jpeg, stored_size)
 
 
 def decoded(stored) -> np.ndarray:
@@ -118,3 +119,19 @@ def test_label_maps_must_hold_class_ids():
     assert decode_labels(encode(np.full((4, 4, 3), 9, np.uint8), "PNG"), 100).tolist() == [[9] * 4] * 4
     with pytest.raises(Rejected, match="bad_seg"):
         decode_labels(encode(picture(8, 8), "PNG"), 100)
+
+
+def test_a_sketch_shrinks_without_losing_a_line_thinner_than_the_scale():
+    strokes = np.zeros((300, 300), np.uint8)
+    strokes[102, :] = 255  # a third of target row 32: nearest (rows 101, 104) and a 50% threshold both drop it
+    fitted = fit_sketch(strokes, Stored(b"", 96, 96, 1, reused=False))
+    assert fitted.shape == (96, 96) and set(np.unique(fitted)) == {0, 255}
+    assert [row for row in range(96) if fitted[row].any()] == [32] and fitted[32].all()
+
+
+def test_sketches_are_dark_lines_on_light_and_keep_the_image_aspect():
+    drawing = np.full((8, 8, 3), 255, np.uint8)
+    drawing[2] = 90
+    assert decode_sketch(encode(drawing, "JPEG", quality=95), 100)[:, 0].tolist() == [0, 0, 255, 0, 0, 0, 0, 0]
+    with pytest.raises(Rejected, match="bad_sketch"):
+        fit_sketch(np.zeros((60, 60), np.uint8), store_jpeg(jpeg(80, 60), LIMITS))

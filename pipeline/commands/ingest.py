@@ -22,7 +22,7 @@ def command(stage, source_path, kind, workers, progress):
 
     \b
     Writes under --data-dir/<dataset>/:
-      images/{split}-{index:06d}.tar   jpg + json (+ provided seg.png, txt) per image, keyed by content hash
+      images/{split}-{index:06d}.tar   jpg + json (+ provided seg.png, sketch.png, txt) per image, by content hash
       images/*.stats.json              per-shard marker, written last (a rerun redoes only unmarked shards)
       manifest.parquet                 key, source, sha256, width, height, split, shard, provided
       rejects.parquet                  source, reason, detail (duplicates: reason `duplicate`, detail = kept source)

@@ -1,5 +1,5 @@
 """Raw collections ingest can read. Each source kind is one module with `items(root) -> Iterator[SourceItem |
-Skipped]`, listing images (and where their provided segmentation and captions are) without decoding anything.
+Skipped]`, listing images (and where their provided segmentation, sketch and captions are) without decoding anything.
 
 Items are small picklable records; worker processes read the bytes through them."""
 import hashlib
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imageio import Rejected, decode_labels
+from ..imageio import Rejected, decode_labels, decode_sketch
 
 # Source kind (params: datasets.<name>.source.kind) -> module in this package.
 KINDS = {
@@ -60,6 +60,7 @@ class SourceItem:
     image: Blob
     split: str | None = None
     seg: Blob | None = None
+    sketch: Blob | None = None
     captions: tuple[str, ...] = ()
     captions_file: Blob | None = None
 
@@ -69,9 +70,15 @@ class SourceItem:
             return None
         return decode_labels(read_blob(self.seg, "bad_seg"), max_pixels)
 
+    def read_sketch(self, max_pixels: int) -> np.ndarray | None:
+        """The provided stroke map (uint8, 255 = stroke) on its own pixel grid, or None; unusable -> Rejected."""
+        if self.sketch is None:
+            return None
+        return decode_sketch(read_blob(self.sketch, "bad_sketch"), max_pixels)
+
     def provided_files(self) -> tuple[Blob, ...]:
         """The files the provided modalities are read from (their bytes decide whether a shard is current)."""
-        return tuple(blob for blob in (self.seg, self.captions_file) if blob is not None)
+        return tuple(blob for blob in (self.seg, self.sketch, self.captions_file) if blob is not None)
 
     def read_captions(self) -> list[str]:
         """Provided captions, one per entry, blank lines dropped."""
