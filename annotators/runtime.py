@@ -71,11 +71,25 @@ def pick_device(device: str) -> torch.device:
     return dev
 
 
+def effective_precision(device: torch.device, precision: str) -> str:
+    """What `autocast(device, precision)` computes in: the params' precision on GPU, fp32 on CPU."""
+    return precision if device.type == "cuda" else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
     """Mixed precision on GPU (fp16/bf16 as params say); a no-op on CPU, so both run the same code."""
-    if device.type != "cuda" or precision == "fp32":
+    precision = effective_precision(device, precision)
+    if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
+
+
+def computed_on(device: torch.device, precision: str) -> dict:
+    """Where an annotator on `device` with params `precision` computes: device type, GPU model, precision."""
+    record = {"device": device.type, "precision": effective_precision(device, precision)}
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    return record
 
 
 def in_fixed_batches(forward, x: torch.Tensor, size: int) -> torch.Tensor:

@@ -23,16 +23,22 @@ class AnnotatorWorker:
         import cv2
         import torch
 
+        from annotators.runtime import computed_on
+
         torch.set_num_threads(torch_threads)
         cv2.setNumThreads(1)
+        device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
         self.annotator = build(name, section, Path(weights_dir))
-        self.annotator.setup("cuda" if ray.get_gpu_ids() else "cpu")
+        self.annotator.setup(str(device))
+        # recorded with each shard, outside its fingerprint: a shard made on a CPU stays done on a GPU
+        self.computed_on = computed_on(device, section.precision)
 
     def metadata(self) -> dict:
         return self.annotator.metadata()
 
     def run(self, job: ShardJob, batch_size: int, prefetch: int, max_pixels: int) -> dict:
-        worker = {"node": ray.get_runtime_context().get_node_id(), "actor": ray.get_runtime_context().get_actor_id()}
+        worker = {"node": ray.get_runtime_context().get_node_id(), "actor": ray.get_runtime_context().get_actor_id(),
+                  **self.computed_on}
         try:
             return annotate_shard(self.annotator, job, batch_size, prefetch, max_pixels, worker)
         except Exception as err:

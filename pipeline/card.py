@@ -35,7 +35,7 @@ def build_card(layout: Layout, label_map: str) -> dict:
     stats = [read_stats(layout.shards / image_shard.name) for image_shard in image_shards(layout)]
     if not stats or None in stats:
         raise FileNotFoundError(f"{layout.shards}: training shards missing or unfinished; run `pipeline pack`")
-    splits, present, annotators = Counter(), Counter(), {}
+    splits, present, annotators, computed_on = Counter(), Counter(), {}, {}
     pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
     for s in stats:
         splits.update(s["splits"])
@@ -43,6 +43,10 @@ def build_card(layout: Layout, label_map: str) -> dict:
         pixels += np.asarray(s["class_pixels"], np.int64)
         images += np.asarray(s["class_images"], np.int64)
         annotators.update({name: meta for name, meta in s["annotators"].items() if meta})
+        for name, record in s.get("computed_on", {}).items():
+            if record:
+                where = " ".join(record[key] for key in ("device", "gpu", "precision") if key in record)
+                computed_on.setdefault(name, Counter())[where] += 1
     total = sum(splits.values())
     labels = load_label_map(label_map)
     labelled = max(1, int(pixels.sum() - pixels[IGNORE]))
@@ -62,6 +66,8 @@ def build_card(layout: Layout, label_map: str) -> dict:
         "classes": sorted(classes, key=lambda c: (-c["pixels"], c["id"])),
         "rejects": reject_reasons(layout.rejects),
         "annotators": dict(sorted(annotators.items())),
+        # annotation shards per device and precision (shards annotated before these were recorded: not counted)
+        "computed_on": {name: dict(sorted(c.items())) for name, c in sorted(computed_on.items())},
     }
 
 
@@ -81,8 +87,10 @@ def card_markdown(card: dict) -> str:
               for c in card["classes"][:MAX_CARD_CLASSES]]
     lines += ["", "## Rejected at ingest", ""]
     lines += [f"- {reason}: {n}" for reason, n in card["rejects"].items()] or ["- none"]
-    lines += ["", "## Annotators", "", "| annotator | metadata |", "| --- | --- |"]
-    lines += [f"| {name} | `{json.dumps(meta, sort_keys=True)}` |" for name, meta in card["annotators"].items()]
+    lines += ["", "## Annotators", "", "| annotator | metadata | computed on: shards |", "| --- | --- | --- |"]
+    lines += [f"| {name} | `{json.dumps(meta, sort_keys=True)}` | "
+              f"{', '.join(f'{where}: {n}' for where, n in card['computed_on'].get(name, {}).items()) or '-'} |"
+              for name, meta in card["annotators"].items()]
     return "\n".join(lines) + "\n"
 
 

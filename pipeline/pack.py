@@ -79,6 +79,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
     `text` is the dataset profile's pseudo-text (`captions` or `image`), recorded in every sample."""
     readers = {name: _AlignedReader(path) for name, (path, _) in annotations.items()}
     metadata = {name: stats.get("metadata", {}) for name, (_, stats) in annotations.items()}
+    computed = {name: _computed_on(stats) for name, (_, stats) in annotations.items()}
     counts = {name: 0 for name in COVERAGE}
     pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
     samples, splits = 0, {}
@@ -92,7 +93,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                 members = {ext: data for ext, data in reader.take(key).items() if ext in ANNOTATION_MEMBERS[name]}
                 fresh = {ext: data for ext, data in members.items() if ext not in sample}
                 if fresh:
-                    used[name] = metadata[name]
+                    used[name] = {**metadata[name], "computed_on": computed[name]} if computed[name] else metadata[name]
                 sample.update(fresh)
             sample["json"] = _sample_json(key, info, label_map, text, used)
             writer.write(sample)
@@ -106,8 +107,14 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                 images += hist > 0
     for reader in readers.values():
         reader.check_consumed()
-    return {"samples": samples, "splits": splits, "present": counts, "annotators": metadata,
+    return {"samples": samples, "splits": splits, "present": counts, "annotators": metadata, "computed_on": computed,
             "class_pixels": pixels.tolist(), "class_images": images.tolist()}
+
+
+def _computed_on(stats: dict) -> dict:
+    """The device, GPU model and precision annotate recorded for a shard ({} for one made before it did)."""
+    worker = stats.get("worker", {})
+    return {key: worker[key] for key in ("device", "gpu", "precision") if key in worker}
 
 
 def _sample_json(key: str, info: dict, label_map: str, text: str, annotators: dict[str, dict]) -> bytes:

@@ -43,7 +43,7 @@ class FixedBatches:
             n, r = self.local * world, self.resolution
             labels = torch.randint(self.num_classes, (n, r, r), generator=g)
             full = {"image": torch.rand(n, 3, r, r, generator=g) * 2 - 1,
-                    "seg": torch.nn.functional.one_hot(labels, self.num_classes).permute(0, 3, 1, 2).float(),
+                    "seg": labels.to(torch.uint8),  # class ids, as the loader's (made one-hot on the device)
                     "sketch": torch.rand(n, 1, r, r, generator=g), "text": torch.randn(n, CFG.clip_dim, generator=g)}
             yield {k: v[_rows(self.local)] for k, v in full.items()}
             step += 1

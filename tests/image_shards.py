@@ -73,9 +73,10 @@ def _annotation(name: str, n: int, captions: int) -> dict[str, bytes]:
     return out
 
 
-def write_annotations(layout: Layout, name: str, skip: set[str] = frozenset(), fp: str = "fp1") -> None:
+def write_annotations(layout: Layout, name: str, skip: set[str] = frozenset(), fp: str = "fp1",
+                      worker: dict | None = None) -> None:
     """Annotation shards of `name` aligned with the image shards as they are now (provided seg skipped, `skip`
-    keys failed)."""
+    keys failed); `worker`: the stats' record of where they were made (none: as before annotate recorded it)."""
     for image_shard in sorted(layout.images.glob("*.tar")):
         out = layout.annotations(name) / image_shard.name
         with shard_writer(out) as writer:
@@ -85,5 +86,5 @@ def write_annotations(layout: Layout, name: str, skip: set[str] = frozenset(), f
                     continue
                 captions = len(sample["txt"].decode().splitlines()) if "txt" in sample else 0
                 writer.write({"__key__": key, **_annotation(name, int(key, 16), captions)})
-        write_stats(out, {"fingerprint": fp, "metadata": META[name],
-                          "image_fingerprint": read_stats(image_shard)["fingerprint"]})
+        stats = {"fingerprint": fp, "metadata": META[name], "image_fingerprint": read_stats(image_shard)["fingerprint"]}
+        write_stats(out, {**stats, "worker": worker} if worker else stats)

@@ -159,6 +159,7 @@ def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(clus
             assert all(set(s) - {"clip_text.npy"} == members for _, s in samples)
             stats = read_stats(layout.annotations(name) / image_shard.name)
             assert stats["annotated"] == len(image_keys) and stats["metadata"]["weights"] == "random"
+            assert stats["worker"]["device"] == "cpu" and stats["worker"]["precision"] == "fp32"  # not fingerprinted
 
     other, _, _ = make_dataset(tmp_path / "b", [3, 3, 2, 2])  # CLIP's batch invariance is the annotator's own test
     code, output = annotate(other, params, "--workers", "1", "--batch-size", "3", only=["seg", "sketch"])
@@ -180,7 +181,8 @@ def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(clus
         assert {"jpg", "seg.png", "sketch.png", "clip.npy", "json"} <= set(sample)
         assert set(sample["json"]["annotators"]) >= {"sketch", "clip"}
         assert sample["json"]["annotators"]["clip"] == {"model": "ViT-S-32", "pretrained": "random",
-                                                         "weights": "random", "sha256": "random"}
+                                                         "weights": "random", "sha256": "random",
+                                                         "computed_on": {"device": "cpu", "precision": "fp32"}}
         assert sample["clip.npy"].dtype == np.float16 and sample["clip.npy"].shape == (384,)
         if "txt" in sample:  # provided captions get their CLIP text embeddings
             assert sample["clip_text.npy"].shape == (len(sample["txt"].splitlines()), 384)

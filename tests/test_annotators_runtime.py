@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from annotators.resize import resize_long_side, upsampled_argmax
-from annotators.runtime import autocast, load_strict, pick_device, read_state_dict
+from annotators.runtime import autocast, computed_on, load_strict, pick_device, read_state_dict
 from annotators.weights import WeightsError
 
 
@@ -57,6 +57,12 @@ def test_autocast_only_on_gpu_devices():
         warnings.simplefilter("ignore")  # torch warns when building a CUDA autocast on a machine without CUDA
         assert autocast(torch.device("cuda"), "bf16").fast_dtype == torch.bfloat16
         assert autocast(torch.device("cuda:1"), "fp16").fast_dtype == torch.float16
+
+
+def test_a_shard_records_the_precision_its_device_computes_in(monkeypatch):
+    assert computed_on(torch.device("cpu"), "fp16") == {"device": "cpu", "precision": "fp32"}  # no CPU autocast
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"GPU {device}")
+    assert computed_on(torch.device("cuda", 1), "bf16") == {"device": "cuda", "gpu": "GPU cuda:1", "precision": "bf16"}
 
 
 def test_asking_for_cuda_without_it_is_a_clear_error():

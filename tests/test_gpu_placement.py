@@ -72,14 +72,31 @@ def _loss(name, cfg, G, D):
     return loss
 
 
-@pytest.mark.parametrize("name", ["spade-seg", "spade-sketch"])  # PoE-GAN's text contrastive indexes by mask
+@pytest.mark.parametrize("name", FAMILIES)
 def test_loss_phases_run_on_the_gpu(fake_cuda, name):
     cfg, G, D = _networks(name)
     with on_cuda():
         loss = _loss(name, cfg, G, D)
     batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution), modality_masks(2, CUDA)
     logged = {**loss.accumulate_gradients("G", batch, masks, 1), **loss.accumulate_gradients("D", batch, masks, 1)}
-    assert on_device(logged)
+    loss.end_step()
+    assert on_device([logged, loss.log_state()])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_steps_loss_after_the_first_copies_nothing_from_the_host(fake_cuda, name):
+    # the loop builds the loss on the CPU: its first step may move loss state to the device (PoE-GAN's KL
+    # rebalancing weights), later steps must not copy it again
+    cfg, G, D = _networks(name)
+    loss = _loss(name, cfg, G, D)
+    loss.vgg.to(CUDA)
+    batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution), modality_masks(2, CUDA)
+    for step in (1, 2):
+        with HostToDeviceCopies() as copies:
+            for phase in ("G", "D"):
+                loss.accumulate_gradients(phase, batch, masks, step)
+            loss.end_step()
+    assert copies.ops == []
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -118,6 +118,24 @@ def test_card_counts_and_rerun_skips_packed_shards(dataset):
         k: v for k, v in before.items() if k.endswith(".tar")}
 
 
+def test_the_device_and_precision_of_each_annotation_shard_reach_its_samples_and_the_card(dataset):
+    layout, keys, params_file = dataset
+    gpu = {"device": "cuda", "gpu": "NVIDIA A100-SXM4-80GB", "precision": "fp16"}
+    write_annotations(layout, "seg", worker={"node": "n1", "actor": "a1", **gpu})
+    write_annotations(layout, "clip", worker={"node": "n2", "actor": "a2", "device": "cpu", "precision": "fp32"})
+    _pack(layout, params_file)  # sketch: shards annotated before the device was recorded
+    for key, sample in (item for p in sorted(layout.shards.glob("*.tar")) for item in read_shard(p)):
+        annotators = json.loads(sample["json"])["annotators"]
+        assert annotators["clip"] == {**META["clip"], "computed_on": {"device": "cpu", "precision": "fp32"}}
+        assert "seg" not in annotators or annotators["seg"] == {**META["seg"], "computed_on": gpu}
+        assert "sketch" not in annotators or annotators["sketch"] == META["sketch"]
+    card = json.loads(layout.card_json.read_text())
+    assert card["annotators"] == META  # what made the outputs, as before; where they were made, per shard:
+    assert card["computed_on"] == {"clip": {"cpu fp32": 3}, "seg": {"cuda NVIDIA A100-SXM4-80GB fp16": 3}}
+    assert "| seg | `" in layout.card_md.read_text() and "| cuda NVIDIA A100-SXM4-80GB fp16: 3 |" in (
+        layout.card_md.read_text())
+
+
 def test_a_profile_with_text_image_trains_on_the_image_embedding_even_where_captions_exist(dataset):
     layout, keys, params_file = dataset
     _pack(layout, params_file)

@@ -1,14 +1,18 @@
 """Micro-batching (`batch_gpu`): a step's gradients are the mean over its accumulation rounds, so for a loss that
 is a per-sample mean the trained weights do not depend on how the device's share is split."""
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
-from train.checkpoint import load
+from train.checkpoint import load, snapshot_path, state_path
+from train.configs import get_config
 from train.loop import RunSpec, accumulation_rounds, train
-from train.models import ModelFamily, OptimizerSettings
+from train.models import ModelFamily, OptimizerSettings, family
+from train.vgg import VGGRelu51
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LABELS = load_label_map("coco-stuff-182")
@@ -44,6 +48,9 @@ class PerSampleLoss:
     def r1_due(self, step):
         return False
 
+    def end_step(self):
+        pass
+
     def log_state(self):
         return {}
 
@@ -70,15 +77,22 @@ def test_accumulation_rounds_split_each_devices_share():
         accumulation_rounds(10, 4, None)
 
 
-def test_micro_batched_steps_train_the_same_weights_as_whole_batches(tmp_path):
+def _runs(tmp_path, fam, cfg, vgg, batch_gpus) -> tuple[dict, dict]:
+    """Run folders and logs of 3-step runs, one per `batch_gpu`, on the same shards."""
     urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=8, per_shard=4, short_side=10)]
-    weights, logs = {}, {}
-    for batch_gpu in (4, 2, 1):
+    runs, logs = {}, {}
+    for batch_gpu in batch_gpus:
         spec = RunSpec(tmp_path / f"run{batch_gpu}", urls, urls, LABELS.num_classes, LABELS.colours, steps=3,
                        batch_gpu=batch_gpu, shuffle_buffer=4, epoch_batches=4, snapshot_every=3, sample_every=3,
                        grid_size=2)
-        logs[batch_gpu] = train(FAMILY, Config(), nn.Identity(), spec, progress=False)
-        weights[batch_gpu] = load(spec.run_dir / "network-snapshot-000003.pt")
+        logs[batch_gpu] = train(fam, cfg, vgg, spec, progress=False)
+        runs[batch_gpu] = spec.run_dir
+    return runs, logs
+
+
+def test_micro_batched_steps_train_the_same_weights_as_whole_batches(tmp_path):
+    runs, logs = _runs(tmp_path, FAMILY, Config(), nn.Identity(), (4, 2, 1))
+    weights = {batch_gpu: load(snapshot_path(run, 3)) for batch_gpu, run in runs.items()}
     for batch_gpu in (2, 1):
         for net in ("G", "D"):
             for key, value in weights[4][net].items():
@@ -86,3 +100,21 @@ def test_micro_batched_steps_train_the_same_weights_as_whole_batches(tmp_path):
         for key in ("G_loss", "G_grad_norm", "D_grad_norm"):  # the mean over rounds, not their sum
             assert [r[key] for r in logs[batch_gpu]] == pytest.approx([r[key] for r in logs[4]], rel=1e-5), key
 
+
+def test_poegan_kl_rebalancing_is_updated_once_per_step_whatever_the_rounds(tmp_path, monkeypatch):
+    # Without latent noise and contrastive terms (their negatives are one round's samples), every PoE-GAN term is a
+    # per-sample mean, so two rounds of 2 must train what one round of 4 trains, KL rebalancing weights included.
+    monkeypatch.setattr("train.poegan.poe.randn_like", torch.zeros_like)
+    cfg = replace(get_config("tiny"), resolution=16, batch_size=4, channel_base=8, channel_max=32, latent_base=2,
+                  latent_max=8, kl_weights=get_config("coco-64").kl_weights, image_contrastive=0.0,
+                  text_contrastive=0.0)
+    runs, logs = _runs(tmp_path, family("poegan"), cfg, VGGRelu51(None), (4, 2))
+    kl_weights = {b: load(state_path(run, 3))["loss"]["kl_balance"]["weights"] for b, run in runs.items()}
+    assert torch.allclose(kl_weights[2], kl_weights[4], rtol=0, atol=1e-6)
+    # Every logged loss term and gradient norm, step by step: the networks compute the same. (Their weights differ
+    # where the gradient is zero up to round-off, e.g. a bias before a normalisation: Adam turns that noise into
+    # steps of the learning rate that change no output.)
+    for whole, rounds in zip(logs[4], logs[2], strict=True):
+        for key, value in whole.items():
+            if key not in ("sec", "images") and "contrastive" not in key:  # their weights are 0
+                assert rounds[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (whole["step"], key)

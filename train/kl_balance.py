@@ -25,9 +25,14 @@ class KLBalancer:
         """Fold this batch's Eq. 1 weights into the running average and return the average (on the KL's device).
         The KL is first averaged over ranks, so every rank keeps the same weights (and a resume restores them
         exactly)."""
-        device = kl_per_resolution.device
-        new = rebalance_weights(mean_over_ranks(kl_per_resolution), self.areas.to(device))
-        self.weights = self.decay * self.weights.to(device) + (1 - self.decay) * new
+        weights = self.on(kl_per_resolution.device)
+        new = rebalance_weights(mean_over_ranks(kl_per_resolution), self.areas)
+        self.weights = self.decay * weights + (1 - self.decay) * new
+        return self.weights
+
+    def on(self, device) -> torch.Tensor:
+        """The running weights, kept on `device` from now on: one host copy per run, not one (a GPU sync) a step."""
+        self.weights, self.areas = self.weights.to(device), self.areas.to(device)
         return self.weights
 
     def state_dict(self) -> dict:

@@ -179,6 +179,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
             losses[f"{phase}_grad_norm"] = torch.nn.utils.clip_grad_norm_(net.parameters(), limit)
             scaler.step(opt)
             scaler.update()
+        loss.end_step()
         update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup))
         step += 1
         pending.append({"step": step, **losses, **loss.log_state(),

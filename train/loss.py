@@ -45,6 +45,7 @@ class PoEGANLoss:
     def __init__(self, G, D, vgg, cfg: PoEGANConfig, backward=torch.Tensor.backward):
         self.G, self.D, self.vgg, self.cfg = G, D, vgg, cfg
         self.kl_balance = KLBalancer(cfg.resolutions)
+        self._step_kls = []  # this step's spatial KL per accumulation round, folded in by `end_step`
         self.backward = backward  # the loop passes a GradScaler-aware backward under mixed precision
 
     def state_dict(self) -> dict:
@@ -61,6 +62,13 @@ class PoEGANLoss:
     def r1_due(self, step: int) -> bool:
         """Lazy regularisation: R1 runs only on every 16th step."""
         return step % R1_INTERVAL == 0
+
+    def end_step(self) -> None:
+        """Fold the step's KL (the mean over its accumulation rounds, so the whole step's) into the rebalancing
+        weights: once per step, however the step was split into rounds."""
+        if self._step_kls:
+            self.kl_balance.update(torch.stack(self._step_kls).mean(0))
+            self._step_kls = []
 
     def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
         """Compute phase `phase` ("G", "D" or "Dreg") on a batch, backpropagate, return the loss terms (detached
@@ -113,10 +121,12 @@ class PoEGANLoss:
 
     def kl_loss(self, kls: list[dict], masks: dict) -> tuple[torch.Tensor, dict]:
         """sum_i lambda_i sum_k omega^k KL_i^k (Eq. 9): lambda from Table 3, omega from Eq. 1 for the spatial
-        latents z^1..z^N (running average); z^0 (1x1, global) enters with weight 1."""
+        latents z^1..z^N (the running average as of the step's start; `end_step` folds this KL in); z^0 (1x1,
+        global) enters with weight 1."""
         weights = self.cfg.kl_weights
         per_level = [sum(weights[n] * _masked_mean(v, masks[n]) for n, v in level.items()) for level in kls]
-        omega = self.kl_balance.update(torch.stack([t.detach() for t in per_level[1:]])).to(per_level[0].device)
+        self._step_kls.append(torch.stack([t.detach() for t in per_level[1:]]))
+        omega = self.kl_balance.on(per_level[0].device)
         total = per_level[0] + sum(w * t for w, t in zip(omega, per_level[1:]))
         raw = {f"kl_{n}": sum(_masked_mean(level[n], masks[n]).detach() for level in kls if n in level)
                for n in weights}

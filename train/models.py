@@ -30,7 +30,7 @@ class ModelFamily:
 
     config: Callable[[str], object]  # profile name -> configuration
     networks: Callable[[object, int], tuple[nn.Module, nn.Module]]  # (config, num_classes) -> (G, D)
-    loss: Callable  # (G, D, vgg, config) -> loss object with accumulate_gradients / state_dict
+    loss: Callable  # (G, D, vgg, config) -> loss object: accumulate_gradients per round, end_step, state_dict
     optimizer: Callable[[object], OptimizerSettings]  # configuration -> Adam settings
 
 

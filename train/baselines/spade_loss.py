@@ -80,6 +80,9 @@ class SPADELoss:
         """SPADE uses no gradient penalty: the loop's regularisation phase never runs."""
         return False
 
+    def end_step(self) -> None:
+        """Nothing carries from step to step."""
+
     def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
         """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms (detached device tensors).
         The generator always encodes the real image's style (SPADE trains its VAE path on every sample), so
