@@ -23,8 +23,9 @@ def _self_pairs(n: int, device) -> torch.Tensor:
 def sinkhorn_plan(q: torch.Tensor, k: torch.Tensor, eps: float = OT_EPS, iters: int = OT_ITERS) -> torch.Tensor:
     """Entropic optimal-transport plan [B, P, P] between each image's P query features `q` and P key features
     `k` (both [B, P, C], L2-normalised): kernel exp(cos / eps), a location paired with itself at DIAGONAL,
-    rows and columns scaled by `iters` Sinkhorn iterations towards sums of 1 (columns exactly, rows nearly)."""
-    similarity = (q @ k.transpose(1, 2)).masked_fill(_self_pairs(q.shape[1], q.device), DIAGONAL)
+    rows and columns scaled by `iters` Sinkhorn iterations towards sums of 1 (columns exactly, rows nearly).
+    Differentiable in `q` only."""
+    similarity = (q @ k.detach().transpose(1, 2)).masked_fill(_self_pairs(q.shape[1], q.device), DIAGONAL)
     kernel = torch.exp(similarity / eps)
     v = torch.ones_like(kernel[:, 0])
     for _ in range(iters):
