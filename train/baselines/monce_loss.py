@@ -2,6 +2,8 @@
 SPADE's objective with the perceptual L1 replaced by a modulated patch contrast on the frozen VGG-19's relu1_1 ..
 relu5_1. Facts from fnzhan/MoNCE SPADE_MoNCE (models/networks/loss.py VGGLoss, conce.py, sinkhorn.py); where the
 supplement differs, docs/monce.md says which was taken."""
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
@@ -72,7 +74,8 @@ def monce(vgg, fake: torch.Tensor, real: torch.Tensor, ot_weight: float = OT_WEI
         real_features = vgg_features(vgg, real)
     fake_features = vgg_features(vgg, fake)
     total = fake.new_zeros((), dtype=torch.float32)
-    with torch.autocast(fake.device.type, enabled=False):  # 50 Sinkhorn divisions: fp32 under mixed precision
+    device = fake.device.type  # 50 Sinkhorn divisions: fp32 under mixed precision (meta, a stand-in, has none)
+    with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
         for i, (w, f, r, at) in enumerate(zip(VGG_WEIGHTS, fake_features, real_features,
                                               sample_locations(real_features))):
             q, k = _at(f, at), _at(r, at)
