@@ -58,7 +58,7 @@ def perceptual(vgg, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 class SPADELoss:
-    """G phase: hinge + 10 feature matching + 10 VGG + 0.05 KL; D phase: hinge on real and (detached) fake.
+    """G phase: hinge + 10 feature matching + 10 VGG + 0.05 KL (with the VAE); D phase: hinge on real and (detached) fake.
     No regularisation phase (SPADE has no R1); nothing to carry across a resume."""
 
     def __init__(self, G, D, vgg, cfg: SPADEConfig, backward=torch.Tensor.backward):
@@ -82,8 +82,8 @@ class SPADELoss:
 
     def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
         """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms (detached device tensors).
-        The generator always encodes the real image's style (SPADE trains its VAE path on every sample), so
-        `masks` are unused."""
+        With the VAE the generator always encodes the real image's style (SPADE trains that path on every
+        sample), so `masks` are unused."""
         if phase == "G":
             return self._generator(batch)
         if phase == "D":
