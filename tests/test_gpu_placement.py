@@ -33,7 +33,8 @@ NUM_CLASSES = 5
 POEGAN = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=32, latent_base=2, latent_max=8)
 # family() imports the model modules here, outside fake mode: their module-level constants stay real tensors
 FAMILIES = {"poegan": (family("poegan"), POEGAN),
-            **{name: (family(name), family(name).config("tiny")) for name in ("spade-seg", "spade-sketch", "spade-seg-monce")}}
+            **{name: (family(name), family(name).config("tiny"))
+               for name in ("spade-seg", "spade-sketch", "spade-seg-monce")}}
 
 
 def _networks(name):
@@ -72,7 +73,8 @@ def _loss(name, cfg, G, D):
     return loss
 
 
-@pytest.mark.parametrize("name", ["spade-seg", "spade-sketch", "spade-seg-monce"])  # PoE-GAN's text contrastive indexes by mask
+# PoE-GAN's text contrastive indexes by mask
+@pytest.mark.parametrize("name", ["spade-seg", "spade-sketch", "spade-seg-monce"])
 def test_loss_phases_run_on_the_gpu(fake_cuda, name):
     cfg, G, D = _networks(name)
     with on_cuda():
