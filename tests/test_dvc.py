@@ -118,7 +118,8 @@ def test_repro_runs_every_stage_then_does_nothing(project):
 
 ANNOTATE = {"annotate@seg", "annotate@sketch", "annotate@clip"}
 TRAIN = {"train@poegan", "train@spade-seg", "train@spade-sketch", "train@spade-seg-monce"}
-EVALUATE = {"evaluate@poegan", "evaluate@spade-seg", "evaluate@spade-sketch", "evaluate@spade-seg-monce"}  # they run the annotators too
+# they run the annotators too
+EVALUATE = {"evaluate@poegan", "evaluate@spade-seg", "evaluate@spade-sketch", "evaluate@spade-seg-monce"}
 EVERY = {"sample", "ingest", "weights", *ANNOTATE, "pack", "preview", *TRAIN, *EVALUATE}
 # The rerun boundary, written out by hand (never read from dvc.yaml): a changed param -> the stages it must mark
 # changed, and no others. Stages downstream of those rerun through their inputs once these have run.

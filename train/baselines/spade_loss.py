@@ -58,8 +58,8 @@ def perceptual(vgg, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 class SPADELoss:
-    """G phase: hinge + 10 feature matching + 10 VGG + 0.05 KL (with the VAE); D phase: hinge on real and (detached) fake.
-    No regularisation phase (SPADE has no R1); nothing to carry across a resume."""
+    """G phase: hinge + 10 feature matching + 10 VGG + 0.05 KL (with the VAE); D phase: hinge on real and
+    (detached) fake. No regularisation phase (SPADE has no R1); nothing to carry across a resume."""
 
     def __init__(self, G, D, vgg, cfg: SPADEConfig, backward=torch.Tensor.backward):
         self.G, self.D, self.vgg, self.cfg = G, D, vgg, cfg
