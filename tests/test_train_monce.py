@@ -6,9 +6,10 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train_cli import _run
+from test_train_cli import REPO_PARAMS, _run
 from test_train_spade import NUM_CLASSES, _batch, _losses, _train, shards  # noqa: F401 (shards: a fixture)
 
+from pipeline.params import load_params
 from train.baselines.monce_loss import (NCE_T, OT_LAYER, MoNCELoss, monce, patch_nce, sample_locations,
                                         sinkhorn_plan)
 from train.baselines.spade_loss import VGG_WEIGHTS, vgg_features
@@ -133,6 +134,15 @@ def test_configurations_follow_the_official_scripts():
     without, _ = fam.networks(coco, 182)
     assert count_parameters(with_vae) - count_parameters(without) == (
         count_parameters(with_vae.encoder) + count_parameters(with_vae.fc) - count_parameters(without.fc))
+
+
+def test_real_profiles_train_for_the_official_scripts_epochs():
+    params, fam = load_params(REPO_PARAMS), family("spade-seg-monce")
+    # (profile, its configuration, training images, epochs: ADE20K's 200 for COCO-like scenes, CelebA-HQ's 60)
+    for profile, config, images, epochs in (("coco", "coco-256", 118_287, 200), ("mm-celeba-hq", "celeba-256",
+                                                                                   24_000, 60)):
+        section = params.for_dataset(profile).train.model("spade-seg-monce")
+        assert section.steps == images * epochs // fam.config(config).batch_size and section.fit == "resize"
 
 
 def test_tiny_spade_seg_monce_from_the_cli_trains_and_resumes_exactly(shards, tmp_path):  # noqa: F811
