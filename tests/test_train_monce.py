@@ -139,8 +139,8 @@ def test_configurations_follow_the_official_scripts():
 def test_real_profiles_train_for_the_official_scripts_epochs():
     params, fam = load_params(REPO_PARAMS), family("spade-seg-monce")
     # (profile, its configuration, training images, epochs: ADE20K's 200 for COCO-like scenes, CelebA-HQ's 60)
-    for profile, config, images, epochs in (("coco", "coco-256", 118_287, 200), ("mm-celeba-hq", "celeba-256",
-                                                                                   24_000, 60)):
+    runs = [("coco", "coco-256", 118_287, 200), ("mm-celeba-hq", "celeba-256", 24_000, 60)]
+    for profile, config, images, epochs in runs:
         section = params.for_dataset(profile).train.model("spade-seg-monce")
         assert section.steps == images * epochs // fam.config(config).batch_size and section.fit == "resize"
 
