@@ -20,8 +20,9 @@ ROOTS = {
     "pack": ["pipeline.commands.pack"],
     "preview": ["pipeline.commands.preview"],
     "train@poegan": ["pipeline.commands.train"],
-    **{f"train@{m}": ["pipeline.commands.train"] for m in ("spade-seg", "spade-sketch")},
-    **{f"evaluate@{m}": ["pipeline.commands.evaluate"] for m in ("poegan", "spade-seg", "spade-sketch")},
+    **{f"train@{m}": ["pipeline.commands.train"] for m in ("spade-seg", "spade-sketch", "spade-seg-monce")},
+    **{f"evaluate@{m}": ["pipeline.commands.evaluate"]
+       for m in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce")},
 }
 # Stages that build annotators and metrics by registry name ("package.module:Name" strings) follow them.
 FOLLOW_REGISTRIES = {"evaluate"}

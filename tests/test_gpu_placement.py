@@ -33,7 +33,8 @@ NUM_CLASSES = 5
 POEGAN = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=32, latent_base=2, latent_max=8)
 # family() imports the model modules here, outside fake mode: their module-level constants stay real tensors
 FAMILIES = {"poegan": (family("poegan"), POEGAN),
-            **{name: (family(name), family(name).config("tiny")) for name in ("spade-seg", "spade-sketch")}}
+            **{name: (family(name), family(name).config("tiny"))
+               for name in ("spade-seg", "spade-sketch", "spade-seg-monce")}}
 
 
 def _networks(name):

@@ -173,19 +173,23 @@ def test_tiny_spade_sketch_trains_from_the_cli(shards, tmp_path):
     assert (run / "samples-000002.png").is_file()
 
 
-def test_evaluate_scores_spade_seg_under_the_seg_condition_only(shards, tmp_path):
-    run = _train(tmp_path, shards, "spade-seg", 2)
+@pytest.mark.parametrize("model", ["spade-seg", "spade-seg-monce"])
+def test_evaluate_scores_a_segmentation_model_under_the_seg_condition_only(shards, tmp_path, model):
+    run = _train(tmp_path, shards, model, 2)
     evaluate = {"metrics": ["fid", "seg_consistency", "lpips_diversity"], "num_images": 4, "batch_size": 4,
                 "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2, "lpips_weights": "random",
                 "inception_weights": str(write_random_inception(tmp_path / "inception.pth"))}
-    params = _params(tmp_path, "spade-seg", evaluate)
-    result = CliRunner().invoke(main, ["evaluate", "--model", "spade-seg", "--params", str(params),
+    params = _params(tmp_path, model, evaluate)
+    result = CliRunner().invoke(main, ["evaluate", "--model", model, "--params", str(params),
                                        "--data-dir", str(shards)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run.parent / "eval" / "metrics.json").read_text())
     assert {k.split("/")[0] for k in metrics} == {"seg"}  # SPADE-Seg takes no text or sketch
     assert 0 <= metrics["seg/seg_miou"] <= 1 and metrics["seg/fid"] > 0
-    assert metrics["seg/lpips_diversity"] > 0  # without a style image the style code is drawn anew
+    if model == "spade-seg":
+        assert metrics["seg/lpips_diversity"] > 0  # without a style image the style code is drawn anew
+    else:
+        assert metrics["seg/lpips_diversity"] == 0  # deterministic SPADE: one image per segmentation
 
 
 @pytest.mark.parametrize("model", ["spade-seg", "spade-sketch"])
@@ -209,9 +213,10 @@ def test_unknown_spade_config_lists_the_known_ones():
 
 
 @pytest.mark.slow
-def test_tiny_spade_seg_overfits_four_images_and_follows_their_segmentation(tmp_path):
-    """~600 steps (5 min on 2 cores): samples generated from a training segmentation reproduce its
-    layout (nearest class colour agreement) far better than another image's layout."""
+@pytest.mark.parametrize("model,image_term", [("spade-seg", "G_vgg"), ("spade-seg-monce", "G_monce")])
+def test_tiny_segmentation_model_overfits_four_images_and_follows_their_segmentation(tmp_path, model, image_term):
+    """~600 steps (5 min on 2 cores): the losses fall and samples generated from a training segmentation
+    reproduce its layout (nearest class colour agreement) far better than another image's layout."""
     from annotators.labelmaps import load_label_map
     from train.data import ShardLoader, to_device
     from train.layout import class_colours, layout_agreement
@@ -220,12 +225,13 @@ def test_tiny_spade_seg_overfits_four_images_and_follows_their_segmentation(tmp_
 
     labels = load_label_map("coco-stuff-182")
     urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=4, per_shard=4)]
-    fam = family("spade-seg")
+    fam = family(model)
     cfg = fam.config("tiny")
     spec = RunSpec(tmp_path / "run", urls, urls, labels.num_classes, labels.colours, steps=600, batch_size=4,
                    snapshot_every=600, sample_every=600, shuffle_buffer=8, epoch_batches=10, ema_kimg=0.026)
     records = train(fam, cfg, VGGRelu51(None), spec, progress=False)
-    assert sum(r["G_feat"] for r in records[-50:]) < sum(r["G_feat"] for r in records[:50])
+    for term in ("G_feat", image_term):
+        assert sum(r[term] for r in records[-50:]) < sum(r[term] for r in records[:50]), term
     G, _ = fam.networks(cfg, labels.num_classes)
     G.load_state_dict(torch.load(tmp_path / "run" / "network-snapshot-000600.pt", weights_only=True)["G_ema"])
     batch = to_device(next(iter(ShardLoader(urls, cfg.resolution, labels.num_classes, 4, seed=1, shuffle_buffer=1))),

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # EvalInputs modality -> generator modality
 GENERATOR_MODALITY = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}
 # baselines conditioned on one modality are only evaluated under it; others under every condition
-MODEL_CONDITIONS = {"spade-seg": ("seg",), "spade-sketch": ("sketch",)}
+MODEL_CONDITIONS = {"spade-seg": ("seg",), "spade-sketch": ("sketch",), "spade-seg-monce": ("seg",)}
 # metric -> (annotator, its output member, the EvalContext field it fills)
 ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
                 "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}

@@ -48,12 +48,15 @@ def _poegan() -> ModelFamily:
     return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss, optimizer)
 
 
-def _spade(condition: str) -> ModelFamily:
+def _spade(condition: str, monce: bool = False) -> ModelFamily:
+    """SPADE on `condition`; `monce`: MoNCE's paired setting (deterministic SPADE, modulated patch contrast)."""
+    from .baselines.monce_loss import MoNCELoss
     from .baselines.spade import networks
-    from .baselines.spade_config import config_for
+    from .baselines.spade_config import CONFIGS, MONCE_CONFIGS, config_for
     from .baselines.spade_loss import SPADELoss
 
-    return ModelFamily(config_for(condition), networks, SPADELoss,
+    return ModelFamily(config_for(condition, MONCE_CONFIGS if monce else CONFIGS), networks,
+                       MoNCELoss if monce else SPADELoss,
                        lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip))
 
 
@@ -61,6 +64,7 @@ REGISTRY: dict[str, Callable[[], ModelFamily]] = {
     "poegan": _poegan,
     "spade-seg": lambda: _spade("seg"),
     "spade-sketch": lambda: _spade("sketch"),
+    "spade-seg-monce": lambda: _spade("seg", monce=True),
 }
 
 

@@ -55,6 +55,7 @@ class TrainParams(Section):
     poegan: PoEGANParams = PoEGANParams()
     spade_seg: SPADEParams = Field(SPADEParams(), alias="spade-seg")
     spade_sketch: SPADEParams = Field(SPADEParams(), alias="spade-sketch")
+    spade_seg_monce: SPADEParams = Field(SPADEParams(), alias="spade-seg-monce")
 
     def model(self, name: str) -> ModelTrainParams:
         """The section of model family `name`; unknown names raise KeyError."""

@@ -90,19 +90,24 @@ class ImageEncoder(nn.Module):
 
 class SPADEGenerator(nn.Module):
     """z (from the image encoder, else N(0, I)) -> linear to 16 ngf x (resolution/32)^2 -> SPADE residual blocks
-    with nearest 2x upsampling (16, 16, 16, 8, 4, 2, 1 x ngf) -> lrelu -> 3x3 conv -> tanh.
+    with nearest 2x upsampling (16, 16, 16, 8, 4, 2, 1 x ngf) -> lrelu -> 3x3 conv -> tanh. Without the VAE
+    (`cfg.vae` False) the first feature map is a 3x3 conv of the condition downsampled (nearest) to
+    (resolution/32)^2 instead: one image per condition.
 
-    Called like PoE-GAN's generator, `G(batch, masks)` -> (image, (mu, logvar)): the condition is always
-    `batch[cfg.condition]`; samples whose `masks["style"]` is set take their style code from `batch["style"]`
-    through the encoder, the others draw z ~ N(0, I). `masks=None` encodes every sample (training)."""
+    Called like PoE-GAN's generator, `G(batch, masks)` -> (image, (mu, logvar) or None without the VAE): the
+    condition is always `batch[cfg.condition]`; samples whose `masks["style"]` is set take their style code from
+    `batch["style"]` through the encoder, the others draw z ~ N(0, I). `masks=None` encodes every sample."""
 
     def __init__(self, cfg: SPADEConfig, num_classes: int):
         super().__init__()
         self.cfg, nf, c, h = cfg, cfg.ngf, condition_channels(cfg, num_classes), cfg.spade_hidden
-        self.modalities = (cfg.condition, "style")  # what the generator can be conditioned on
+        self.modalities = (cfg.condition, "style") if cfg.vae else (cfg.condition,)  # what G can be conditioned on
         self.start = cfg.resolution // 2 ** UPSAMPLINGS
-        self.encoder = ImageEncoder(cfg)
-        self.fc = nn.Linear(cfg.z_dim, 16 * nf * self.start ** 2)
+        if cfg.vae:
+            self.encoder = ImageEncoder(cfg)
+            self.fc = nn.Linear(cfg.z_dim, 16 * nf * self.start ** 2)
+        else:
+            self.fc = nn.Conv2d(c, 16 * nf, 3, padding=1)
         widths = [16, 16, 16, 16, 8, 4, 2, 1]  # head_0, G_middle_0, G_middle_1, up_0 .. up_3
         self.blocks = nn.ModuleList(SPADEResBlock(a * nf, b * nf, c, h) for a, b in zip(widths[:-1], widths[1:]))
         self.conv_img = nn.Conv2d(nf, 3, 3, padding=1)
@@ -117,8 +122,12 @@ class SPADEGenerator(nn.Module):
 
     def forward(self, batch: dict, masks: dict | None = None):
         cond = batch[self.cfg.condition]
-        z, posterior = self.style_code(batch, masks)
-        x = self.fc(z).view(len(z), -1, self.start, self.start)
+        if self.cfg.vae:
+            z, posterior = self.style_code(batch, masks)
+            x = self.fc(z).view(len(z), -1, self.start, self.start)
+        else:
+            posterior = None
+            x = self.fc(F.interpolate(cond, size=(self.start, self.start), mode="nearest"))
         for i, block in enumerate(self.blocks):
             if i not in (0, 2):  # upsample before every block but head_0 and G_middle_1 ('normal')
                 x = F.interpolate(x, scale_factor=2, mode="nearest")

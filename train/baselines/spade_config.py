@@ -21,6 +21,9 @@ class SPADEConfig:
     vgg_weight: float = 10.0  # lambda_vgg
     kl_weight: float = 0.05  # lambda_kld
     condition: str = "seg"
+    # --use_vae: an image encoder gives the style code z (KL to N(0, I)); without it SPADE is deterministic and
+    # its first feature map is a 3x3 conv of the condition downsampled to resolution / 32 (generator.py)
+    vae: bool = True
 
     def __post_init__(self):
         r = self.resolution
@@ -53,12 +56,22 @@ CONFIGS: dict[str, SPADEConfig] = {
 }
 
 
-def config_for(condition: str):
-    """The configuration lookup of family `spade-<condition>`: profile name -> SPADEConfig."""
+# MoNCE's paired setting (fnzhan/MoNCE SPADE_MoNCE train_*.sh): deterministic SPADE (no --use_vae), the
+# perceptual L1 replaced by the modulated contrast at weight --lambda_vgg 50 (ADE20K, for COCO-like scenes) or
+# 100 (CelebA-HQ), per-GPU batch 12 (ADE20K) or 20 (CelebA-HQ). docs/monce.md.
+MONCE_CONFIGS: dict[str, SPADEConfig] = {
+    "coco-256": replace(CONFIGS["coco-256"], batch_size=12, vgg_weight=50.0, vae=False),
+    "celeba-256": replace(CONFIGS["celeba-256"], batch_size=20, vgg_weight=100.0, vae=False),
+    "tiny": replace(CONFIGS["tiny"], vgg_weight=50.0, vae=False),
+}
+
+
+def config_for(condition: str, configs: dict[str, SPADEConfig] = CONFIGS):
+    """The configuration lookup of a SPADE family on `condition`: profile name -> SPADEConfig."""
 
     def get(name: str) -> SPADEConfig:
-        if name not in CONFIGS:
-            raise KeyError(f"unknown SPADE config {name!r}; known: {', '.join(CONFIGS)}")
-        return replace(CONFIGS[name], condition=condition)
+        if name not in configs:
+            raise KeyError(f"unknown SPADE config {name!r}; known: {', '.join(configs)}")
+        return replace(configs[name], condition=condition)
 
     return get

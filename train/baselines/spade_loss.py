@@ -58,8 +58,8 @@ def perceptual(vgg, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 class SPADELoss:
-    """G phase: hinge + 10 feature matching + 10 VGG + 0.05 KL; D phase: hinge on real and (detached) fake.
-    No regularisation phase (SPADE has no R1); nothing to carry across a resume."""
+    """G phase: hinge + 10 feature matching + 10 VGG + 0.05 KL (with the VAE); D phase: hinge on real and
+    (detached) fake. No regularisation phase (SPADE has no R1); nothing to carry across a resume."""
 
     def __init__(self, G, D, vgg, cfg: SPADEConfig, backward=torch.Tensor.backward):
         self.G, self.D, self.vgg, self.cfg = G, D, vgg, cfg
@@ -85,8 +85,8 @@ class SPADELoss:
 
     def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
         """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms (detached device tensors).
-        The generator always encodes the real image's style (SPADE trains its VAE path on every sample), so
-        `masks` are unused."""
+        With the VAE the generator always encodes the real image's style (SPADE trains that path on every
+        sample), so `masks` are unused."""
         if phase == "G":
             return self._generator(batch)
         if phase == "D":
@@ -95,21 +95,29 @@ class SPADELoss:
             return {}
         raise ValueError(f"unknown loss phase {phase!r}; expected one of {PHASES}")
 
+    image_term = "G_vgg"  # the name of the term comparing fake and real images through the VGG-19
+
+    def image_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The VGG-19 term between generated and real images: SPADE's perceptual L1."""
+        return perceptual(self.vgg, fake, real)
+
     def generator_terms(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The unweighted generator loss terms on a batch (with graph)."""
-        fake, (mu, logvar) = self.G(batch)
+        """The unweighted generator loss terms on a batch (with graph); the KL only with the VAE."""
+        fake, posterior = self.G(batch)
         fake_out = self.D(fake, batch)
         with torch.no_grad():
             real_out = self.D(batch["image"], batch)
-        return {"G_hinge": hinge_g([o[-1] for o in fake_out]), "G_feat": feature_matching(fake_out, real_out),
-                "G_vgg": perceptual(self.vgg, fake, batch["image"]), "G_kl": kl_divergence(mu, logvar)}
+        terms = {"G_hinge": hinge_g([o[-1] for o in fake_out]), "G_feat": feature_matching(fake_out, real_out),
+                 self.image_term: self.image_loss(fake, batch["image"])}
+        if posterior is not None:
+            terms["G_kl"] = kl_divergence(*posterior)
+        return terms
 
     def _generator(self, batch):
         terms = self.generator_terms(batch)
         c = self.cfg
-        total = (terms["G_hinge"] + c.feat_weight * terms["G_feat"] + c.vgg_weight * terms["G_vgg"]
-                 + c.kl_weight * terms["G_kl"])
-        self.backward(total)
+        weights = {"G_hinge": 1.0, "G_feat": c.feat_weight, self.image_term: c.vgg_weight, "G_kl": c.kl_weight}
+        self.backward(sum(weights[name] * t for name, t in terms.items()))
         return {name: t.detach() for name, t in terms.items()}
 
     def _discriminator(self, batch):
