@@ -100,6 +100,12 @@ def test_a_steps_loss_after_the_first_copies_nothing_from_the_host(fake_cuda, na
     assert copies.ops == []
 
 
+def test_modality_dropout_is_drawn_on_the_gpu(fake_cuda):
+    with HostToDeviceCopies() as copies:
+        masks = modality_masks(2, CUDA)
+    assert copies.ops == [] and on_device(masks)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_loss_phases_read_no_value_back_from_the_device(name):
     cfg, G, D = FAMILIES[name][1], *FAMILIES[name][0].networks(FAMILIES[name][1], NUM_CLASSES)
