@@ -56,9 +56,10 @@ def patch_nce(q: torch.Tensor, k: torch.Tensor, plan: torch.Tensor | None = None
 
 
 def sample_locations(features: list[torch.Tensor], num: int = NUM_PATCHES) -> list[torch.Tensor]:
-    """Per layer, `num` distinct random locations (all if fewer), drawn from the global CPU stream so runs
-    repeat on any device; the same locations serve fake and real and every image of the batch."""
-    return [torch.randperm(f.shape[2] * f.shape[3])[:num].to(f.device) for f in features]
+    """Per layer, `num` distinct random locations (all if fewer), drawn on the features' device (no host copy per
+    step; that device's RNG is in the training state, so a resumed run repeats them); the same locations serve
+    fake and real and every image of the batch."""
+    return [torch.randperm(f.shape[2] * f.shape[3], device=f.device)[:num] for f in features]
 
 
 def _at(feature: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
