@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test]' > $(VENV)/pip.log 2>&1 \
 		|| { tail -40 $(VENV)/pip.log; exit 1; }
-	$(BIN)/python -c 'import pipeline, annotators, train'
+	$(BIN)/python -c 'import pipeline, annotators, train, shardio'
 	touch $@
 
 ## demo: the whole `dvc repro` chain on the built-in sample, offline

@@ -23,12 +23,12 @@ from pipeline.annotate import decode_image
 from pipeline.annotate_run import run
 from pipeline.commands.common import StageContext
 from pipeline.ingest import ingest
-from pipeline.layout import Layout, shard_name
+from shardio.layout import Layout, shard_name
 from pipeline.params import Params, load_params
 from pipeline.params.datasets import SourceParams
 from pipeline.params.stages import IngestParams, SampleParams
 from pipeline.sample import write_sample
-from pipeline.shards import fingerprint, read_shard, shard_writer, write_stats
+from shardio.shards import fingerprint, read_shard, shard_writer, write_stats
 
 
 REPO = Path(__file__).resolve().parents[1]

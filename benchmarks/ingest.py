@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipeline.imageio import stored_size
 from pipeline.ingest import available_cores, ingest
-from pipeline.layout import Layout
+from shardio.layout import Layout
 from pipeline.params.datasets import SourceParams
 from pipeline.params.stages import IngestParams, SampleParams
 from pipeline.sample import write_sample

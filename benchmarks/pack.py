@@ -24,7 +24,7 @@ from pipeline.annotate import decode_image, image_fingerprint
 from pipeline.pack import run
 from pipeline.params import load_params
 from pipeline.params.stages import SampleParams
-from pipeline.shards import read_shard, shard_writer, write_stats
+from shardio.shards import read_shard, shard_writer, write_stats
 
 # The annotate benchmark's scaled-up sample (loaded by path: benchmarks/ is a folder of scripts, not a package).
 scaled_image_shards = runpy.run_path(str(Path(__file__).with_name("annotate.py")))["scaled_image_shards"]

@@ -28,8 +28,8 @@ from PIL import Image
 
 from annotators.base import Annotator, Item, encode, is_device_failure
 
-from .layout import SHARD_RE, Layout
-from .shards import fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
+from shardio.layout import SHARD_RE, Layout
+from shardio.shards import fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
 
 CODE_VERSION = 2  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
 # Params that change how fast an annotator runs, not what it writes; left out of the fingerprint.

@@ -11,9 +11,9 @@ from tqdm import tqdm
 from annotators.base import build, is_device_failure
 
 from .annotate import ShardJob, annotate_shard, plan
-from .layout import Layout
+from shardio.layout import Layout
 from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
-from .shards import keep_only, remove_temporaries
+from shardio.shards import keep_only, remove_temporaries
 
 
 class AnnotatorWorker:

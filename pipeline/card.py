@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 from annotators.labelmaps import IGNORE, load_label_map
 
 from .annotate import image_shards
-from .layout import Layout
-from .shards import atomic_path, read_stats
+from shardio.layout import Layout
+from shardio.shards import atomic_path, read_stats
 
 MAX_CARD_CLASSES = 30  # classes listed in card.md; card.json lists them all
 

@@ -27,10 +27,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .imageio import Rejected, encode_png, fit_labels, fit_sketch, open_checked, pil_limits, set_pil_limits, store_jpeg
-from .layout import Layout, shard_name
+from shardio.layout import Layout, shard_name
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
-from .shards import (atomic_path, fingerprint, is_done, keep_only, read_stats, remove_temporaries, shard_writer,
+from shardio.shards import (atomic_path, fingerprint, is_done, keep_only, read_stats, remove_temporaries, shard_writer,
                      write_stats)
 from .sources import Skipped, SourceItem, list_items, provided_digest
 

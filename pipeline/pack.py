@@ -18,8 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .annotate import image_fingerprint, image_shards
-from .layout import Layout
-from .shards import ShardError, fingerprint, is_done, keep_only, read_shard, read_stats, shard_writer, write_stats
+from shardio.layout import Layout
+from shardio.shards import ShardError, fingerprint, is_done, keep_only, read_shard, read_stats, shard_writer, write_stats
 
 # Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
 ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}

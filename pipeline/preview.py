@@ -15,8 +15,8 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from annotators.labelmaps import IGNORE, load_label_map  # noqa: E402
 
-from .layout import SHARD_RE, Layout  # noqa: E402
-from .shards import atomic_path, read_shard, read_stats  # noqa: E402
+from shardio.layout import SHARD_RE, Layout  # noqa: E402
+from shardio.shards import atomic_path, read_shard, read_stats  # noqa: E402
 
 # Captions gathered for "nearest caption", and samples read to find them: bounded so preview stays cheap on
 # datasets of millions of images (and on those without captions at all).

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 
 from annotators.base import encode
-from pipeline.layout import Layout, shard_name
-from pipeline.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
+from shardio.layout import Layout, shard_name
+from shardio.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
 
 
 def jpeg(seed: int, width: int = 40, height: int = 32) -> bytes:

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.layout import Layout
+from shardio.layout import Layout
 from pipeline.params.datasets import SourceParams
 from pipeline.params.stages import IngestParams
 

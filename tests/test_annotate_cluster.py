@@ -7,7 +7,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from test_annotate_stage import annotate, in_background, make_dataset, shard_bytes
-from pipeline.shards import read_stats
+from shardio.shards import read_stats
 
 ONLY = ["sketch"]
 PER_SHARD, SIZE = [2] * 8, (320, 240)

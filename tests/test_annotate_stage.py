@@ -23,9 +23,9 @@ from ingest_fixtures import encode, picture, write
 from public_layouts import filled, hed_bsds500_port_layout
 from pipeline.cli import main
 from pipeline.annotate import ShardJob, annotate_shard
-from pipeline.layout import Layout
+from shardio.layout import Layout
 from pipeline.ray_runtime import ActorPool, pool_shape
-from pipeline.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
 
 ANNOTATORS = ["seg", "sketch", "clip"]
 SLOW = ["sketch"]  # tests of the machinery run this one alone (on bigger images where a shard must take a while)

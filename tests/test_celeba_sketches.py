@@ -12,10 +12,10 @@ from PIL import Image
 from annotators.base import Annotator
 from pipeline.annotate import ShardJob, annotate_shard, image_fingerprint
 from pipeline.ingest import ingest
-from pipeline.layout import Layout
+from shardio.layout import Layout
 from pipeline.pack import pack_shard
 from pipeline.params.datasets import SourceParams
-from pipeline.shards import read_shard
+from shardio.shards import read_shard
 
 RAW = "raw/mm-celeba-hq"
 

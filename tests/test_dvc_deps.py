@@ -7,7 +7,7 @@ from dvc.repo import Repo
 
 from import_closure import REPO, closure, has_code
 
-CODE_DIRS = ("pipeline", "annotators", "train")
+CODE_DIRS = ("pipeline", "annotators", "train", "shardio")
 # Stage (or foreach prefix) -> modules it runs; registries that load modules by name add theirs here.
 ROOTS = {
     "sample": ["pipeline.commands.sample"],

@@ -13,7 +13,7 @@ from train_shards import write_training_shards
 
 from pipeline.cli import main
 from pipeline.params.stages import EvaluateParams
-from train.evaluate import MODEL_CONDITIONS, generate, read_test_set, reference_set
+from train.evaluate import generate, read_test_set, reference_set
 from train.metrics.base import EvalContext
 from train.metrics.conditions import CONDITIONS as MODALITIES_OF
 from train.metrics.fid import reference_features
@@ -140,7 +140,7 @@ def test_each_condition_generates_from_exactly_its_modalities_and_never_from_the
     G.eval().requires_grad_(False)
     cond, other = random_conditions(0), random_conditions(1)
     field = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}  # EvalInputs modality -> condition tensor
-    for condition in MODEL_CONDITIONS.get(model, MODALITIES_OF):
+    for condition in family(model).conditions or MODALITIES_OF:
         given = {field[m] for m in MODALITIES_OF[condition]}
         images = generate(G, cond, condition, seed=0, batch_size=1, device="cpu")
         # every input the condition excludes, the real image (the style input) included, is ignored to the bit

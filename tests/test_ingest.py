@@ -14,8 +14,8 @@ from ingest_fixtures import (LIMITS, bomb_png, cmyk_jpeg, encode, exif_rotated_j
 
 from pipeline.cli import main
 from pipeline.ingest import ingest
-from pipeline.layout import Layout
-from pipeline.shards import read_shard
+from shardio.layout import Layout
+from shardio.shards import read_shard
 
 GOOD = {
     "a.jpg": jpeg(80, 60, seed=1),

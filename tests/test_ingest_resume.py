@@ -11,7 +11,7 @@ from pathlib import Path
 from ingest_fixtures import encode, outputs, params_file, picture, write
 
 from pipeline.ingest import ingest
-from pipeline.layout import Layout
+from shardio.layout import Layout
 from pipeline.params import load_params
 
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))

@@ -14,9 +14,9 @@ from PIL import Image
 
 from annotators.labelmaps import load_label_map
 from pipeline.ingest import ingest
-from pipeline.layout import Layout
+from shardio.layout import Layout
 from pipeline.params.datasets import SourceParams
-from pipeline.shards import read_shard
+from shardio.shards import read_shard
 from pipeline.sources import SourceError
 
 

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from image_shards import DIM, META, write_annotations, write_image_shards
 from ingest_fixtures import encode, picture, write
 from pipeline.cli import main
-from pipeline.layout import Layout, shard_name
-from pipeline.shards import ShardError, read_shard, read_stats, shard_writer
+from shardio.layout import Layout, shard_name
+from shardio.shards import ShardError, read_shard, read_stats, shard_writer
 from train.data import make_example
 
 

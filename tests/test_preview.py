@@ -8,9 +8,9 @@ from PIL import Image
 
 from image_shards import write_annotations, write_image_shards
 from pipeline.cli import main
-from pipeline.layout import Layout
+from shardio.layout import Layout
 from pipeline.preview import caption_bank, caption_for, pick_samples
-from pipeline.shards import read_shard
+from shardio.shards import read_shard
 
 
 def _packed(tmp_path) -> tuple[Layout, list[str], list[str]]:

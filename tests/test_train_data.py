@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from train_shards import drawn_sample, write_training_shards
 
-from pipeline.shards import shard_writer
+from shardio.shards import shard_writer
 from train.data import DataError, Preprocess, ShardLoader, make_example, shard_urls, to_device
 
 

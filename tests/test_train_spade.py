@@ -13,7 +13,7 @@ from test_train_cli import REPO_PARAMS, _run
 from train_shards import write_training_shards
 
 from pipeline.cli import main
-from pipeline.layout import Layout
+from shardio.layout import Layout
 from train.baselines.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
                                         kl_divergence, perceptual)
 from train.models import family

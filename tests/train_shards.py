@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.landscapes import draw_landscape
-from pipeline.layout import shard_name
-from pipeline.shards import shard_writer
+from shardio.layout import shard_name
+from shardio.shards import shard_writer
 
 CLIP_DIM = 512
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.shards import atomic_path
+from shardio.shards import atomic_path
 
 STATE_RE = re.compile(r"^training-state-(\d{6})\.pt$")
 

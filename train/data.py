@@ -36,7 +36,7 @@ def fit_to_shards(cfg, urls: list[str]):
 
 def embedding_dim(urls: list[str]) -> int:
     """The width of the CLIP embeddings in the shards (512 for ViT-B-32, 768 for ViT-L-14, ...)."""
-    from pipeline.shards import read_shard
+    from shardio.shards import read_shard
 
     for url in urls:
         for _, sample in read_shard(Path(url)):

@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 # EvalInputs modality -> generator modality
 GENERATOR_MODALITY = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}
-# baselines conditioned on one modality are only evaluated under it; others under every condition
-MODEL_CONDITIONS = {"spade-seg": ("seg",), "spade-sketch": ("sketch",), "spade-seg-monce": ("seg",)}
 # metric -> (annotator, its output member, the EvalContext field it fills)
 ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
                 "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}
@@ -138,7 +136,7 @@ def random_weights_file(kind: str, cache_dir: Path) -> Path:
     torchvision's AlexNet for LPIPS), for `evaluate.*_weights: random`; the scores it gives are not meaningful."""
     import torchvision
 
-    from pipeline.shards import atomic_path
+    from shardio.shards import atomic_path
 
     path = Path(cache_dir) / f"random-{kind}.pth"
     if not path.is_file():
@@ -219,10 +217,11 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
         raise EvaluationError(str(err)) from None
     labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)
-    conditions = [c for c in p.conditions if c in MODEL_CONDITIONS.get(model, CONDITIONS)]
+    supported = family(model).conditions or tuple(CONDITIONS)
+    conditions = [c for c in p.conditions if c in supported]
     if not conditions:
         raise EvaluationError(f"evaluate.conditions {p.conditions} has none of the conditions model {model!r} "
-                              f"takes: {', '.join(MODEL_CONDITIONS[model])}")
+                              f"takes: {', '.join(supported)}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cache_dir = layout.data_dir / "cache" / "fid"
     metric_params = metric_weights(p, layout.weights, cache_dir)

@@ -32,6 +32,7 @@ class ModelFamily:
     networks: Callable[[object, int], tuple[nn.Module, nn.Module]]  # (config, num_classes) -> (G, D)
     loss: Callable  # (G, D, vgg, config) -> loss object: accumulate_gradients per round, end_step, state_dict
     optimizer: Callable[[object], OptimizerSettings]  # configuration -> Adam settings
+    conditions: tuple[str, ...] | None = None  # evaluation conditions it can be scored under; None: every one
 
 
 def _poegan() -> ModelFamily:
@@ -57,7 +58,8 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
 
     return ModelFamily(config_for(condition, MONCE_CONFIGS if monce else CONFIGS), networks,
                        MoNCELoss if monce else SPADELoss,
-                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip))
+                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip),
+                       conditions=(condition,))  # conditioned on one modality: only evaluated under it
 
 
 REGISTRY: dict[str, Callable[[], ModelFamily]] = {

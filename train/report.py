@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline.shards import atomic_path  # noqa: E402
+from shardio.shards import atomic_path  # noqa: E402
 
 from .metrics.conditions import CONDITIONS  # noqa: E402
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.shards import atomic_path, fingerprint, read_stats
+from shardio.shards import atomic_path, fingerprint, read_stats
 
 IDENTITY_FILE = "run.json"
 # Params that only say how far or how fast to train: changing them continues the same run.

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..layout import Layout
+from shardio.layout import Layout
 from ..params import DatasetProfile, Params, ParamsError, load_params
 
 

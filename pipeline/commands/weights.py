@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from ..shards import atomic_path
+from shardio.shards import atomic_path
 from .common import stage_options
 
 

@@ -1,6 +1,6 @@
 """Existing WebDataset tar shards, given as a brace pattern (`raw/wds/shard-{000000..000009}.tar`).
 
-Members must be plain files named `<key>.<ext>` (the checked names of pipeline.shards), optionally under plain
+Members must be plain files named `<key>.<ext>` (the checked names of shardio.shards), optionally under plain
 folders (`./`, `part1/000.jpg`: the folders belong to the key, as WebDataset reads them); links, devices, absolute
 names, `..` and any other character are skipped as `bad_member` and never followed. A sample's image is its first member with an image
 extension; `seg.png` is its provided segmentation and `txt` its captions. Uncompressed tars only (members are
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from braceexpand import braceexpand
 
-from ..shards import MEMBER_RE
+from shardio.shards import MEMBER_RE
 from . import IMAGE_SUFFIXES, Blob, Skipped, SourceError, SourceItem
 
 IMAGE_EXTS = tuple(suffix[1:] for suffix in IMAGE_SUFFIXES)

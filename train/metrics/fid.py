@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.shards import atomic_path
+from shardio.shards import atomic_path
 
 from .base import EvalContext, EvalInputs, MetricError, Reference, batches, check_images
 

@@ -1,0 +1,3 @@
+"""The lowest floor: shard files and where they live (atomic writes, checked reading, stats markers,
+fingerprints, the data-directory layout). `pipeline`, `train` and `annotators` may import it; it imports none
+of them."""
