@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed
 from .configs import MODALITIES
+from .dashboard import Dashboard, postfix
 from .data import Preprocess, ShardLoader, to_device
 from .ema import ema_beta
 from .models import ModelFamily
@@ -51,6 +52,9 @@ class RunSpec:
     log_every: int = 10  # steps between reads of the logged losses (each read waits for the GPU)
     mixed_precision: bool = True
     grid_size: int = 4
+    tensorboard: bool = True  # event files in the run folder (train/dashboard.py)
+    wandb_project: str | None = None  # Weights & Biases project; None: off
+    identity: dict | None = None  # the run's identity (train/run_identity.py): W&B run id and config
     preprocess: Preprocess = Preprocess()  # resize or random crop, flips (supplement A; the dataset profile's)
 
 
@@ -153,6 +157,11 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
         run_dir.mkdir(parents=True, exist_ok=True)
         _truncate_log(run_dir / "log.jsonl", step)
 
+    ident = spec.identity or {}
+    dashboard = Dashboard(run_dir, step, {"G": settings.lr_G, "D": settings.lr_D},
+                          tensorboard=spec.tensorboard and rank == 0,
+                          wandb_project=spec.wandb_project if rank == 0 else None,
+                          wandb_id=ident.get("fingerprint"), config=ident.get("params"))
     records, pending = [], []  # pending: this log interval's records, their losses still tensors on the device
     bar = tqdm(total=spec.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
     batches = iter(loader)
@@ -192,12 +201,16 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
             if rank == 0:
                 with open(run_dir / "log.jsonl", "a") as f:
                     f.writelines(json.dumps(record) + "\n" for record in read)
+                bar.set_postfix(postfix(read[-1], dashboard.log(read)), refresh=False)
         if rank == 0:
             if step % spec.sample_every == 0 or step == spec.steps:
-                save_grid(run_dir / f"samples-{step:06d}.png", render_grid(G_ema, fixed, spec.label_colours))
+                grid = render_grid(G_ema, fixed, spec.label_colours)
+                save_grid(run_dir / f"samples-{step:06d}.png", grid)
+                dashboard.grid(step, grid)
         if step % spec.snapshot_every == 0 or step == spec.steps:
             _save(run_dir, step, rank, world, G, D, G_ema, opt_G, opt_D, scalers, loss, loader)
     bar.close()
+    dashboard.close()
     return records
 
 

@@ -50,6 +50,9 @@ def _print_memory(fam, cfg, num_classes: int, batch_gpu: int | None, batch_size:
 
 
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
+    import dataclasses
+    import importlib.util
+
     from annotators.weights import WeightsError, resolve
     from train import distributed
     from train.data import DataError, Preprocess, fit_to_shards, shard_urls
@@ -57,6 +60,9 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
 
+    if section.wandb_project and importlib.util.find_spec("wandb") is None:
+        raise click.ClickException(f"train.{model}.wandb_project is {section.wandb_project!r} but the wandb package "
+                                   "is not installed: `pip install wandb`, or set it to null")
     try:
         urls = shard_urls(stage.layout.shards, "train")
         cfg = fit_to_shards(cfg, urls)
@@ -79,14 +85,15 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
         shuffle_buffer=section.shuffle_buffer, epoch_batches=section.epoch_batches, ema_kimg=section.ema_kimg,
         ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every, sample_every=section.sample_every,
         log_every=section.log_every, mixed_precision=section.mixed_precision,
-        preprocess=Preprocess(section.fit, section.flip))
+        preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
+        wandb_project=section.wandb_project)
     processes = distributed.start()  # before the claim: rank 0 alone touches the run folder, the others wait
     try:
         ident = identity(model, cfg, section, urls)
         replaced = distributed.on_rank0(lambda: claim(spec.run_dir, ident, restart_if_changed), processes)
         if replaced and processes.rank == 0:
             click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)
-        records = train(fam, cfg, vgg, spec, processes=processes)
+        records = train(fam, cfg, vgg, dataclasses.replace(spec, identity=ident), processes=processes)
     except RunMismatch as e:
         raise click.ClickException(str(e)) from None
     finally:

@@ -31,6 +31,10 @@ class ModelTrainParams(Section):
         "random-crop", description="to the training resolution: short side scaled then a random square crop "
         "(Landscape), or the whole image scaled to a square (MS-COCO, MM-CelebA-HQ; supplement A)")
     flip: bool = Field(False, description="random horizontal flips (the supplement names none)")
+    tensorboard: bool = Field(True, description="TensorBoard event files in the run folder (every logged number, "
+                              "images/s, sample grids): `tensorboard --logdir data/runs`")
+    wandb_project: str | None = Field(None, description="Weights & Biases project to log to as well (needs `pip "
+                                      "install wandb` and a login); null: off, nothing leaves the machine")
 
 
 class PoEGANParams(ModelTrainParams):
