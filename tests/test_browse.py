@@ -14,7 +14,7 @@ from annotators.labelmaps import load_label_map
 from annotators.weights import made_with_random_weights
 from browse_fixtures import NO_CAPTION, NO_SKETCH, packed_landscapes
 from pipeline.browse import Dataset, Filters
-from pipeline.browse_web import make_server, write_site
+from pipeline.browse_web import make_server
 from pipeline.cli import main
 from shardio.index import index_path, load_index, read_member
 from shardio.layout import shard_name
@@ -142,7 +142,7 @@ def test_records_carry_the_json_captions_pictures_and_random_weight_marks(packed
         assert record["captions"] == (sample["txt"].decode().splitlines() if "txt" in sample else [])
         # the annotator's random segmentation (odd samples) is marked; the provided one (even) is not
         assert record["random_weights"] == (["clip", "seg"] if i % 2 else ["clip"])
-        stem, name = record["media"]["jpg"].split("/")[1:]
+        stem = record["media"]["jpg"].split("/")[1]
         assert dataset.media(stem, key, "jpg") == sample["jpg"]
         assert ("sketch.png" in record["media"]) == (i != NO_SKETCH)
         overlay = cv2.imdecode(np.frombuffer(dataset.media(stem, key, "seg-overlay.png"), np.uint8),
