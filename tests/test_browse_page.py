@@ -69,7 +69,7 @@ def _pick_class(driver, cls: int) -> None:
     WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "count").text != before)
 
 
-def test_the_page_shows_the_samples_filters_by_class_and_toggles_the_overlay(site, browser):
+def test_the_page_shows_the_samples_filters_by_class_and_the_overlay_toggles_and_fades(site, browser):
     dataset, url, tmp = site
     _ready(browser, url)
     keys = [s["key"] for s in dataset.page(Filters(), 0, 50)["samples"]]
@@ -91,6 +91,10 @@ def test_the_page_shows_the_samples_filters_by_class_and_toggles_the_overlay(sit
     assert not overlay.is_displayed()
     browser.find_element(By.ID, "overlay-toggle").click()
     assert overlay.is_displayed()
+    assert overlay.value_of_css_property("opacity") == "0.5"
+    browser.execute_script("const s = document.getElementById('overlay-opacity'); s.value = 80;"
+                           "s.dispatchEvent(new Event('input'));")
+    assert overlay.value_of_css_property("opacity") == "0.8"
 
     _pick_class(browser, SKY)
     with_sky = [s["key"] for s in dataset.page(Filters(cls=SKY), 0, 50)["samples"]]
