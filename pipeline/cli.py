@@ -11,6 +11,7 @@ COMMANDS = {
     "annotate-one": "annotate_one",
     "pack": "pack",
     "preview": "preview",
+    "browse": "browse",
     "train": "train",
     "evaluate": "evaluate",
     "weights": "weights",

@@ -1,6 +1,7 @@
 """`pipeline preview`: one PNG to look at before spending GPU-days: random training samples as rows of
 image | colourised segmentation | its legend | sketch | caption (or, without one, the caption whose CLIP text
-embedding is nearest to the image's CLIP embedding), and under them the class-frequency bar chart."""
+embedding is nearest to the image's CLIP embedding), and under them the class-frequency bar chart. A panel an
+annotator with random weights made says so in red: such output only looks like an annotation."""
 import io
 import json
 import textwrap
@@ -14,6 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from annotators.labelmaps import IGNORE, load_label_map  # noqa: E402
+from annotators.weights import random_weight_annotators  # noqa: E402
 
 from shardio.layout import SHARD_RE, Layout  # noqa: E402
 from shardio.shards import atomic_path, read_shard, read_stats  # noqa: E402
@@ -80,9 +82,22 @@ def _decode(data: bytes | None, flags: int) -> np.ndarray | None:
     return None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), flags)
 
 
-def _show(ax, picture, title: str, **kwargs) -> None:
+RANDOM_MARK = "RANDOM weights"
+# The annotator behind each panel of a row (the caption panel's nearest caption comes through CLIP).
+PANEL_ANNOTATORS = {"segmentation": "seg", "sketch": "sketch", "caption": "clip"}
+
+
+def panel_titles(sample: dict[str, bytes]) -> dict[str, tuple[str, str]]:
+    """(title, colour) of the annotated panels of a sample's row: red and saying so where random weights made it."""
+    info = json.loads(sample["json"]) if "json" in sample else {}
+    random = set(random_weight_annotators(info.get("annotators", {})))
+    return {panel: (f"{panel} ({RANDOM_MARK}: {name})", "red") if name in random else (panel, "black")
+            for panel, name in PANEL_ANNOTATORS.items()}
+
+
+def _show(ax, picture, title: str, colour: str = "black", **kwargs) -> None:
     ax.axis("off")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=8, color=colour)
     if picture is None:
         ax.text(0.5, 0.5, "absent", ha="center", va="center", fontsize=8, color="grey")
     else:
@@ -90,18 +105,23 @@ def _show(ax, picture, title: str, **kwargs) -> None:
 
 
 def _draw_row(axes, key: str, sample: dict[str, bytes], labels, caption: str) -> None:
+    titles = panel_titles(sample)
     image = _decode(sample["jpg"], cv2.IMREAD_COLOR)
     _show(axes[0], None if image is None else image[..., ::-1], f"image {key[:10]}")
     seg = _decode(sample.get("seg.png"), cv2.IMREAD_UNCHANGED)
-    _show(axes[1], None if seg is None else labels.colourise(seg), "segmentation", interpolation="nearest")
+    _show(axes[1], None if seg is None else labels.colourise(seg), *titles["segmentation"],
+          interpolation="nearest")
     axes[2].axis("off")
     if seg is not None:
         ids, area = np.unique(seg[seg != IGNORE], return_counts=True)
         top = ids[np.argsort(-area)][:LEGEND_CLASSES]
         handles = [Patch(color=labels.colours[i] / 255, label=labels.names[i]) for i in top if i < labels.num_classes]
         axes[2].legend(handles=handles, loc="center left", fontsize=6, frameon=False)
-    _show(axes[3], _decode(sample.get("sketch.png"), cv2.IMREAD_UNCHANGED), "sketch", cmap="gray_r", vmin=0, vmax=255)
+    _show(axes[3], _decode(sample.get("sketch.png"), cv2.IMREAD_UNCHANGED), *titles["sketch"], cmap="gray_r",
+          vmin=0, vmax=255)
     axes[4].axis("off")
+    if caption.startswith("nearest caption") and titles["caption"][1] == "red":  # chosen by a random CLIP
+        axes[4].set_title(titles["caption"][0], fontsize=8, color="red")
     axes[4].text(0, 0.5, textwrap.fill(caption, 40), fontsize=7, va="center", wrap=True)
 
 

@@ -6,10 +6,11 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
+from browse_fixtures import packed_landscapes
 from image_shards import write_annotations, write_image_shards
 from pipeline.cli import main
 from shardio.layout import Layout
-from pipeline.preview import caption_bank, caption_for, pick_samples
+from pipeline.preview import caption_bank, caption_for, panel_titles, pick_samples
 from shardio.shards import read_shard
 
 
@@ -80,3 +81,15 @@ def test_preview_without_pack_says_what_to_run(tmp_path):
     result = CliRunner().invoke(main, ["preview", "--dataset", "sample", "--params", str(params),
                                        "--data-dir", str(tmp_path / "data")])
     assert result.exit_code != 0 and "pipeline pack" in result.output
+
+
+def test_panels_made_with_random_weights_say_so(tmp_path):
+    layout, keys, args = packed_landscapes(tmp_path, short_side=48)
+    for key, sample in pick_samples(layout, 8, seed=0):
+        titles = panel_titles(sample)
+        random_seg = keys.index(key) % 2 == 1  # the others carry the dataset's own segmentation
+        assert titles["segmentation"] == (("segmentation (RANDOM weights: seg)", "red") if random_seg
+                                          else ("segmentation", "black"))
+        assert titles["sketch"] == ("sketch", "black")  # real HED weights
+        assert titles["caption"] == ("caption (RANDOM weights: clip)", "red")
+    assert CliRunner().invoke(main, ["preview", *args, "--samples", "4"]).exit_code == 0
