@@ -24,31 +24,40 @@ from pipeline.annotate import decode_image, image_fingerprint
 from pipeline.pack import run
 from pipeline.params import load_params
 from pipeline.params.stages import SampleParams
-from shardio.shards import read_shard, shard_writer, write_stats
+from shardio.shards import class_counts, read_shard, read_stats, shard_writer, write_stats
 
 # The annotate benchmark's scaled-up sample (loaded by path: benchmarks/ is a folder of scripts, not a package).
 scaled_image_shards = runpy.run_path(str(Path(__file__).with_name("annotate.py")))["scaled_image_shards"]
 
 
 def write_annotation_shards(layout) -> None:
-    """seg/sketch/clip annotation shards aligned with the image shards (provided seg skipped, as annotate does)."""
+    """seg/sketch/clip annotation shards aligned with the image shards (provided seg skipped, as annotate does),
+    with the class counts of every label map in the stats, as ingest and annotate record them."""
     rng = np.random.default_rng(0)
     for image_shard in sorted(layout.images.glob("*.tar")):
+        provided, annotated = {}, {}
         with ExitStack() as stack:
             out = {name: stack.enter_context(shard_writer(layout.annotations(name) / image_shard.name))
                    for name in ("seg", "sketch", "clip")}
             for key, sample in read_shard(image_shard):
                 gray = cv2.cvtColor(decode_image(sample["jpg"], 1 << 30), cv2.COLOR_RGB2GRAY)
-                if "seg" not in json.loads(sample["json"])["provided"]:
-                    out["seg"].write({"__key__": key, "seg.png": encode("seg.png", (gray // 32).astype(np.uint8))})
+                if "seg" in json.loads(sample["json"])["provided"]:
+                    provided[key] = class_counts(cv2.imdecode(np.frombuffer(sample["seg.png"], np.uint8),
+                                                              cv2.IMREAD_UNCHANGED))
+                else:
+                    labels = (gray // 32).astype(np.uint8)
+                    out["seg"].write({"__key__": key, "seg.png": encode("seg.png", labels)})
+                    annotated[key] = class_counts(labels)
                 out["sketch"].write({"__key__": key, "sketch.png": encode("sketch.png", cv2.Canny(gray, 100, 200))})
                 vector = rng.normal(size=512)
                 unit = (vector / np.linalg.norm(vector)).astype(np.float16)
                 out["clip"].write({"__key__": key, "clip.npy": encode("clip.npy", unit)})
+        write_stats(image_shard, {**read_stats(image_shard), "seg_classes": provided})
         image = image_fingerprint(image_shard)  # what pack checks: the annotations were made from this shard
         for name in out:
             write_stats(layout.annotations(name) / image_shard.name,
-                        {"fingerprint": name, "image_fingerprint": image, "metadata": {"model": name}})
+                        {"fingerprint": name, "image_fingerprint": image, "metadata": {"model": name},
+                         "seg_classes": annotated if name == "seg" else {}})
 
 
 def main() -> None:

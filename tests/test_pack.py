@@ -9,10 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 import webdataset as wds
 import yaml
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 from click.testing import CliRunner
+from ray.cluster_utils import Cluster
 
 from image_shards import DIM, META, write_annotations, write_image_shards
 from ingest_fixtures import encode, picture, write
@@ -39,9 +41,9 @@ def dataset(tmp_path):
     return layout, keys, params_file
 
 
-def _pack(layout, params_file):
+def _pack(layout, params_file, *args):
     result = CliRunner().invoke(main, ["pack", "--dataset", "sample", "--params", str(params_file),
-                                       "--data-dir", str(layout.data_dir), "--no-progress"])
+                                       "--data-dir", str(layout.data_dir), "--no-progress", *args])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -291,3 +293,22 @@ def test_annotate_redoes_seg_shards_without_class_counts_and_keeps_the_others(da
             write_stats(out, {**stats, "fingerprint": fp, "annotated": 1, "failed": 0})
         todo, done = annotate_plan(layout, name, section, META[name])
         assert (len(todo), len(done)) == ((3, 0) if name == "seg" else (0, 3))
+
+
+@pytest.mark.slow  # starts a two-node Ray cluster (~20 s on the loaded 2-core machine)
+def test_pack_on_a_ray_cluster_writes_what_the_local_path_writes(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    local = {p.name: p.read_bytes() for p in layout.shards.iterdir()}
+    for path in layout.shards.iterdir():
+        path.unlink()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        output = _pack(layout, params_file, "--ray-address", cluster.address)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert "3 shard(s) packed" in output
+    assert {p.name: p.read_bytes() for p in layout.shards.iterdir()} == local  # shards and their markers
