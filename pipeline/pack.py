@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .annotate import image_fingerprint, image_shards
 from shardio.layout import Layout
 from shardio.shards import ShardError, atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
-from shardio.tarcopy import Member, TarCopier, list_members, samples as member_samples
+from shardio.tarcopy import Member, TarCopier, list_members, mapped, samples as member_samples
 
 # Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
 ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}
@@ -56,9 +56,9 @@ class _AlignedMembers:
     """Walks an annotation shard's samples alongside its image shard: its keys must be a subsequence of the
     image keys."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, data: memoryview):
         self.path = path
-        self._samples = member_samples(list_members(path))
+        self._samples = member_samples(list_members(path, data))
         self._next = next(self._samples, None)
 
     def take(self, key: str) -> dict[str, Member]:
@@ -78,7 +78,6 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                text: str) -> dict:
     """Write the training shard `out` from an image shard and {annotator: (annotation shard, its stats)};
     `text` is the dataset profile's pseudo-text (`captions` or `image`), recorded in every sample."""
-    readers = {name: _AlignedMembers(path) for name, (path, _) in annotations.items()}
     metadata = {name: stats.get("metadata", {}) for name, (_, stats) in annotations.items()}
     computed = {name: _computed_on(stats) for name, (_, stats) in annotations.items()}
     used_as = {name: {**metadata[name], "computed_on": computed[name]} if computed[name] else metadata[name]
@@ -89,15 +88,15 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
     pixels, images = [0] * 256, [0] * 256
     n, splits = 0, {}
     with ExitStack() as stack:
-        fds = {path: stack.enter_context(open(path, "rb")).fileno()
-               for path in (image_shard, *(path for path, _ in annotations.values()))}
+        data = {path: stack.enter_context(mapped(path)) for path in (image_shard, *(p for p, _ in annotations.values()))}
+        readers = {name: _AlignedMembers(path, data[path]) for name, (path, _) in annotations.items()}
         tmp = stack.enter_context(atomic_path(out))
         writer = TarCopier(tmp)
         try:
-            for key, image in member_samples(list_members(image_shard)):
+            for key, image in member_samples(list_members(image_shard, data[image_shard])):
                 if "json" not in image or "jpg" not in image:
                     raise ShardError(f"{image_shard}: sample {key!r} has no jpg or json member")
-                info = json.loads(os.pread(fds[image_shard], image["json"].size, image["json"].offset))
+                info = json.loads(bytes(_bytes_of(data[image_shard], image["json"])))
                 sample = {"jpg": (image_shard, image["jpg"])}
                 sample.update({ext: (image_shard, image[ext]) for ext in PROVIDED_MEMBERS if ext in image})
                 used = {}
@@ -110,10 +109,10 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                 record = _sample_json(key, info, label_map, text, used)
                 for ext in sorted([*sample, "json"]):  # webdataset's TarWriter order: extensions sorted
                     if ext == "json":
-                        writer.add_bytes(f"{key}.json", record)
+                        writer.add(f"{key}.json", record)
                     else:
                         source, member = sample[ext]
-                        writer.add_range(f"{key}.{ext}", fds[source], member.offset, member.size)
+                        writer.add(f"{key}.{ext}", _bytes_of(data[source], member))
                 n += 1
                 splits[info["split"]] = splits.get(info["split"], 0) + 1
                 for name, ext in COVERAGE.items():
@@ -130,6 +129,10 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
             reader.check_consumed()
     return {"samples": n, "splits": splits, "present": counts, "annotators": metadata, "computed_on": computed,
             "class_pixels": pixels, "class_images": images}
+
+
+def _bytes_of(data: memoryview, member: Member) -> memoryview:
+    return data[member.offset:member.offset + member.size]
 
 
 def _seg_classes(classes: dict[Path, dict | None], source: Path, key: str, annotations: dict) -> list:

@@ -41,7 +41,7 @@ def shard_writer(path: Path) -> Iterator["webdataset.TarWriter"]:
     import webdataset as wds  # imports torch: only where a shard is written, not at every CLI start
 
     with atomic_path(path) as tmp:
-        writer = wds.TarWriter(str(tmp), mtime=0.0, encoder=False)
+        writer = wds.TarWriter(str(tmp), mtime=0, encoder=False)  # an int: a float mtime costs a pax header per member
         try:
             yield writer
         finally:

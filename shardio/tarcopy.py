@@ -1,15 +1,17 @@
-"""Tar shards as byte ranges: list a shard's members from their headers alone, and write a shard whose members
-are copied from other shards' byte ranges, with deterministic headers. No member is decoded or buffered whole
-through tarfile, so joining shards costs little more than copying their bytes.
+"""Tar shards as byte ranges: list a shard's members from their headers alone (in the memory-mapped file), and
+write a shard whose members are other shards' byte ranges under deterministic headers. No member is decoded or
+passed through tarfile, so joining shards costs little more than copying their bytes.
 
 Headers are POSIX ustar (the format tarfile writes; a name over 100 bytes gets a pax `path` record, as tarfile
 does), with mode 0444, owner `bigdata` (webdataset's TarWriter default) and mtime 0; the archive ends with two
 zero blocks padded to a 10 KiB record. The reader follows the contract of `shards.read_shard`: plain
 `<key>.<ext>` files only.
 """
+import mmap
 import os
 import tarfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from .shards import MEMBER_RE, ShardError
 
 BLOCK = 512
 RECORD = 20 * BLOCK
-COPY_CHUNK = 1 << 20  # members at least this large are copied in the kernel; smaller ones through the buffer
+DIRECT = 1 << 20  # members at least this large are written straight from the source; smaller ones via the buffer
 FLUSH = 4 << 20  # bytes buffered before one write
 
 
@@ -51,38 +53,54 @@ def _pax_records(data: bytes, path: Path) -> dict[str, str]:
     return records
 
 
-def list_members(path: Path) -> list[Member]:
-    """The members of a shard in file order, from their headers; a link, directory, odd name, bad checksum or
-    truncated shard is a ShardError naming the file."""
-    members, offset, pax = [], 0, {}
-    size_on_disk = path.stat().st_size
+@contextmanager
+def mapped(path: Path) -> Iterator[memoryview]:
+    """The bytes of a shard, memory-mapped read-only (the page cache's copy, read as the walk reaches it)."""
     with open(path, "rb") as f:
-        while True:
-            header = os.pread(f.fileno(), BLOCK, offset)
-            if len(header) < BLOCK or header == bytes(BLOCK):  # end of archive (with or without its zero blocks)
-                if header.strip(b"\0"):
-                    raise ShardError(f"{path}: truncated tar header at byte {offset}")
-                return members
-            stored = _octal(header[148:156], path, offset)
-            if stored != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum field counts as 8 spaces
-                raise ShardError(f"{path}: bad tar header checksum at byte {offset}")
-            kind, size = header[156:157], _octal(header[124:136], path, offset)
-            start = offset + BLOCK
-            size = int(pax.get("size", size))
-            if start + size > size_on_disk:
-                raise ShardError(f"{path}: truncated: member at byte {offset} runs past the end of the file")
-            offset = start + -(-size // BLOCK) * BLOCK
-            if kind == b"x":  # pax extended header: applies to the next member
-                pax = _pax_records(os.pread(f.fileno(), size, start), path)
-                continue
-            name = pax.get("path") or header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            if header[257:263] == b"ustar\0" and header[345:500].strip(b"\0") and "path" not in pax:
-                name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") + "/" + name
-            pax = {}
-            match = MEMBER_RE.match(name)
-            if kind not in (b"0", b"\0") or match is None:
-                raise ShardError(f"{path}: member {name!r} is not a plain `<key>.<ext>` file")
-            members.append(Member(match["key"], match["ext"], start, size))
+        if os.fstat(f.fileno()).st_size == 0:
+            yield memoryview(b"")
+            return
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mm)
+        try:
+            yield view
+        finally:
+            view.release()
+            try:
+                mm.close()
+            except BufferError:  # a slice outlives the walk (an error's traceback holds one): unmapped when freed
+                pass
+
+
+def list_members(path: Path, data: memoryview | bytes) -> list[Member]:
+    """The members of the shard at `path` (whose bytes are `data`) in file order, from their headers; a link,
+    directory, odd name, bad checksum or truncated shard is a ShardError naming the file."""
+    members, offset, pax = [], 0, {}
+    while True:
+        header = bytes(data[offset:offset + BLOCK])
+        if len(header) < BLOCK or header == bytes(BLOCK):  # end of archive (with or without its zero blocks)
+            if header.strip(b"\0"):
+                raise ShardError(f"{path}: truncated tar header at byte {offset}")
+            return members
+        stored = _octal(header[148:156], path, offset)
+        if stored != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum field counts as 8 spaces
+            raise ShardError(f"{path}: bad tar header checksum at byte {offset}")
+        kind, start = header[156:157], offset + BLOCK
+        size = int(pax.get("size", _octal(header[124:136], path, offset)))
+        if start + size > len(data):
+            raise ShardError(f"{path}: truncated: member at byte {offset} runs past the end of the file")
+        offset = start + -(-size // BLOCK) * BLOCK
+        if kind == b"x":  # pax extended header: applies to the next member
+            pax = _pax_records(bytes(data[start:start + size]), path)
+            continue
+        name = pax.get("path") or header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        if header[257:263] == b"ustar\0" and header[345:500].strip(b"\0") and "path" not in pax:
+            name = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") + "/" + name
+        pax = {}
+        match = MEMBER_RE.match(name)
+        if kind not in (b"0", b"\0") or match is None:
+            raise ShardError(f"{path}: member {name!r} is not a plain `<key>.<ext>` file")
+        members.append(Member(match["key"], match["ext"], start, size))
 
 
 def samples(members: list[Member]) -> Iterator[tuple[str, dict[str, Member]]]:
@@ -119,43 +137,33 @@ def header(name: str, size: int) -> bytes:
 
 
 class TarCopier:
-    """Writes a tar file of members given as bytes or as byte ranges of open source files."""
+    """Writes a tar file of members given as bytes or as byte ranges of other shards' (mapped) bytes."""
 
     def __init__(self, path: Path):
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._buffer = bytearray()
         self._written = 0
 
-    def add_bytes(self, name: str, data: bytes) -> None:
-        """A member holding `data`."""
+    def add(self, name: str, data: memoryview | bytes) -> None:
+        """A member holding `data` (a slice of a mapped shard is copied once, into the buffer or the file)."""
         self._buffer += header(name, len(data))
-        self._buffer += data
-        self._pad(len(data))
-
-    def add_range(self, name: str, source_fd: int, offset: int, size: int) -> None:
-        """A member holding `size` bytes of `source_fd` from `offset`."""
-        self._buffer += header(name, size)
-        if size < COPY_CHUNK:
-            data = os.pread(source_fd, size, offset)
-            if len(data) != size:
-                raise ShardError(f"short read: {len(data)} of {size} bytes at {offset}")
-            self._buffer += data
-        else:
+        if len(data) >= DIRECT:
             self._flush()
-            _copy_range(source_fd, self._fd, offset, size)
-            self._written += size
-        self._pad(size)
-
-    def _pad(self, size: int) -> None:
-        self._buffer += bytes(-size % BLOCK)
+            self._write(data)
+        else:
+            self._buffer += data
+        self._buffer += bytes(-len(data) % BLOCK)
         if len(self._buffer) >= FLUSH:
             self._flush()
 
-    def _flush(self) -> None:
-        view = memoryview(self._buffer)
+    def _write(self, data: memoryview | bytes) -> None:
+        view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]
-        self._written += len(self._buffer)
+        self._written += len(data)
+
+    def _flush(self) -> None:
+        self._write(self._buffer)
         self._buffer = bytearray()
 
     def close(self) -> None:
@@ -168,16 +176,3 @@ class TarCopier:
     def abort(self) -> None:
         """Close the file without ending the archive (its caller discards it)."""
         os.close(self._fd)
-
-
-def _copy_range(source_fd: int, target_fd: int, offset: int, size: int) -> None:
-    """Copy `size` bytes of `source_fd` from `offset` to the current end of `target_fd`, in the kernel where the
-    platform can (sendfile between files: Linux), else through memory."""
-    while size:
-        try:
-            sent = os.sendfile(target_fd, source_fd, offset, min(size, 1 << 30))
-        except OSError:
-            sent = os.write(target_fd, os.pread(source_fd, min(size, COPY_CHUNK), offset))
-        if sent == 0:
-            raise ShardError(f"short read at {offset}: the source ends early")
-        offset, size = offset + sent, size - sent

@@ -6,7 +6,7 @@ import tarfile
 import pytest
 
 from shardio.shards import ShardError, read_shard, shard_writer
-from shardio.tarcopy import TarCopier, header, list_members, samples
+from shardio.tarcopy import TarCopier, header, list_members, mapped, samples
 
 KEY = "0123456789abcdef01234567"
 
@@ -31,7 +31,7 @@ def test_members_are_found_in_shards_the_shard_writer_made(tmp_path):
             writer.write({"__key__": key, **sample})
     data = path.read_bytes()
     found = [(key, {ext: data[m.offset:m.offset + m.size] for ext, m in sample.items()})
-             for key, sample in samples(list_members(path))]
+             for key, sample in samples(list_members(path, data))]
     assert found == written == list(read_shard(path))
 
 
@@ -39,14 +39,13 @@ def test_a_copied_shard_reads_back_and_is_the_same_bytes_every_time(tmp_path):
     source = tmp_path / "source.tar"
     with shard_writer(source) as writer:
         writer.write({"__key__": KEY, "jpg": bytes(range(256)) * 5000, "txt": b"a caption"})  # one large member
-    members = list_members(source)
 
     def copy(out):
         writer = TarCopier(out)
-        with open(source, "rb") as f:
-            for member in members:
-                writer.add_range(f"{member.key}.{member.ext}", f.fileno(), member.offset, member.size)
-        writer.add_bytes(f"{KEY}.json", b'{"key": 1}')
+        with mapped(source) as data:
+            for member in list_members(source, data):
+                writer.add(f"{member.key}.{member.ext}", data[member.offset:member.offset + member.size])
+        writer.add(f"{KEY}.json", b'{"key": 1}')
         writer.close()
         return out.read_bytes()
 
@@ -73,14 +72,15 @@ def test_links_directories_odd_names_and_damage_are_refused(tmp_path):
     for index, (info, data) in enumerate([(link, None), (folder, None), (tarfile.TarInfo("../x.jpg"), b"")]):
         _tar(tmp_path / f"{index}.tar", (info, data))
         with pytest.raises(ShardError, match=f"{index}.tar: member .* is not a plain"):
-            list_members(tmp_path / f"{index}.tar")
+            list_members(tmp_path / f"{index}.tar", (tmp_path / f"{index}.tar").read_bytes())
     good = tarfile.TarInfo(f"{KEY}.jpg")
     good.size = 2000
     _tar(tmp_path / "good.tar", (good, b"x" * 2000))
     data = (tmp_path / "good.tar").read_bytes()
     (tmp_path / "flipped.tar").write_bytes(data[:10] + b"Z" + data[11:])
     with pytest.raises(ShardError, match="flipped.tar: bad tar header checksum"):
-        list_members(tmp_path / "flipped.tar")
+        list_members(tmp_path / "flipped.tar", (tmp_path / "flipped.tar").read_bytes())
     (tmp_path / "cut.tar").write_bytes(data[:1500])
     with pytest.raises(ShardError, match="cut.tar: truncated"):
-        list_members(tmp_path / "cut.tar")
+        with mapped(tmp_path / "cut.tar") as data:
+            list_members(tmp_path / "cut.tar", data)
