@@ -14,9 +14,8 @@ One job per image shard, run by local processes, or as Ray tasks spread over a c
 import json
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
@@ -199,13 +198,14 @@ def run(layout: Layout, params, profile, progress: bool = True, address: str | N
 
 @contextmanager
 def _local_map(workers: int, jobs: int) -> Iterator:
-    """A map of `_pack_job` over jobs on `workers` local processes (0: one per core; one: in this process)."""
+    """A map of `_pack_job` over jobs on `workers` threads of this process (0: one per core). Threads, not
+    processes: a job mostly waits on the disk (writes, fsync) with the GIL released, and forking a process
+    that has imported torch costs more than a shard."""
     workers = min(workers or os.cpu_count() or 1, max(1, jobs))
     if workers == 1:
         yield lambda todo: (_pack_job(*job) for job in todo)
         return
-    # fork: workers only read and write files, and a spawned interpreter's imports cost more than a small shard
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="pack") as pool:
         yield lambda todo: pool.map(_pack_job, *zip(*todo)) if todo else iter(())
 
 

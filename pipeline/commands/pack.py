@@ -7,7 +7,7 @@ from .common import stage_options
 @click.command("pack")
 @stage_options
 @click.option("--ray-address", metavar="ADDR", help="Ray cluster to pack on, one task per shard spread over its "
-              "nodes [default: $RAY_ADDRESS, else `pack.workers` local processes]. Never changes the output.")
+              "nodes [default: $RAY_ADDRESS, else `pack.workers` local threads]. Never changes the output.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def command(stage, ray_address, progress):
     """Join image and annotation shards into training shards and write the dataset card.
