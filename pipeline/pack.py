@@ -8,7 +8,7 @@ sketch, captions) come from the image shard; the rest from the annotation shards
 keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator). A sample
 missing a modality is kept without it and counted.
 
-One job per image shard, run by local processes, or as Ray tasks spread over a cluster when an address is given
+One job per image shard, run on local threads, or as Ray tasks spread over a cluster when an address is given
 (`--ray-address` / RAY_ADDRESS); both write the same bytes and the same per-shard markers.
 """
 import json
