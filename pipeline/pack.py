@@ -87,7 +87,8 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
     pixels, images = [0] * 256, [0] * 256
     n, splits = 0, {}
     with ExitStack() as stack:
-        data = {path: stack.enter_context(mapped(path)) for path in (image_shard, *(p for p, _ in annotations.values()))}
+        sources = (image_shard, *(path for path, _ in annotations.values()))
+        data = {path: stack.enter_context(mapped(path)) for path in sources}
         readers = {name: _AlignedMembers(path, data[path]) for name, (path, _) in annotations.items()}
         tmp = stack.enter_context(atomic_path(out))
         writer = TarCopier(tmp)
