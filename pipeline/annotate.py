@@ -29,7 +29,7 @@ from PIL import Image
 from annotators.base import Annotator, Item, encode, is_device_failure
 
 from shardio.layout import SHARD_RE, Layout
-from shardio.shards import fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import class_counts, fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
 
 CODE_VERSION = 2  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
 # Params that change how fast an annotator runs, not what it writes; left out of the fingerprint.
@@ -87,8 +87,10 @@ def plan(layout: Layout, name: str, section, metadata: dict) -> tuple[list[Shard
         out = layout.annotations(name) / image_shard.name
         image = image_fingerprint(image_shard)
         fp = shard_fingerprint(name, section, metadata, image)
-        if is_done(out, fp):
-            done[out.name] = read_stats(out)
+        stats = read_stats(out) if is_done(out, fp) else None
+        # a segmentation shard from before annotate recorded its class counts is redone: pack needs them
+        if stats is not None and (name != "seg" or "seg_classes" in stats):
+            done[out.name] = stats
         else:
             todo.append(ShardJob(image_shard, image, out, fp, sample_count(image_shard)))
     return todo, done
@@ -140,14 +142,16 @@ def _annotate_batch(annotator: Annotator, batch: list[tuple[str, Item | str]]) -
     return [(key, by_key[key] if isinstance(item, Item) else item) for key, item in batch]
 
 
-def _encode_batch(batch: list[tuple[str, dict | str]]) -> list[tuple[str, dict | str]]:
+def _encode_batch(batch: list[tuple[str, dict | str]]) -> list[tuple[str, dict | str, list | None]]:
+    """(key, members or error, class counts of its seg.png output if it has one) per item."""
     encoded = []
     for key, outputs in batch:
         try:
             members = outputs if isinstance(outputs, str) else {ext: encode(ext, a) for ext, a in outputs.items()}
-            encoded.append((key, members))
+            classes = class_counts(outputs["seg.png"]) if isinstance(outputs, dict) and "seg.png" in outputs else None
+            encoded.append((key, members, classes))
         except Exception as e:
-            encoded.append((key, _error(e)))
+            encoded.append((key, _error(e), None))
     return encoded
 
 
@@ -180,21 +184,24 @@ def annotate_shard(annotator: Annotator, job: ShardJob, batch_size: int, prefetc
                    worker: dict | None = None) -> dict:
     """Write the annotation shard of `job`, then its stats marker (with `worker`: where it ran); returns the stats."""
     start = time.perf_counter()
-    provided, failures, annotated = [], [], 0
+    provided, failures, annotated, seg_classes = [], [], 0, {}
     with ThreadPoolExecutor(2, thread_name_prefix="annotate-io") as pool, shard_writer(job.out) as writer:
         batches = _batches(read_shard(job.image_shard), batch_size, annotator.name, provided)
         decoded = _ahead(pool, lambda b: _decode_batch(b, max_pixels), batches, prefetch)
         annotated_batches = (_annotate_batch(annotator, batch) for batch in decoded)
         for batch in _ahead(pool, _encode_batch, annotated_batches, prefetch):
-            for key, members in batch:
+            for key, members, classes in batch:
                 if isinstance(members, str):
                     failures.append({"key": key, "error": members})
                 else:
                     writer.write({"__key__": key, **members})
                     annotated += 1
+                    if classes is not None:
+                        seg_classes[key] = classes
     stats = {"fingerprint": job.fingerprint, "annotator": annotator.name, "metadata": annotator.metadata(),
              "image_shard": job.image_shard.name, "image_fingerprint": job.image_fingerprint,
              "annotated": annotated, "provided": len(provided), "failed": len(failures), "failures": failures,
-             "seconds": round(time.perf_counter() - start, 3), "worker": worker or {}}
+             "seconds": round(time.perf_counter() - start, 3), "worker": worker or {},
+             "seg_classes": seg_classes}  # pixels per class of each seg.png, for pack's card (it decodes none)
     write_stats(job.out, stats)
     return stats

@@ -30,8 +30,8 @@ from .imageio import Rejected, encode_png, fit_labels, fit_sketch, open_checked,
 from shardio.layout import Layout, shard_name
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
-from shardio.shards import (atomic_path, fingerprint, is_done, keep_only, read_stats, remove_temporaries, shard_writer,
-                     write_stats)
+from shardio.shards import (atomic_path, class_counts, fingerprint, is_done, keep_only, read_stats, remove_temporaries,
+                            shard_writer, write_stats)
 from .sources import Skipped, SourceItem, list_items, provided_digest
 
 # Bump when the stored bytes for the same inputs and params change, so old shards are redone.
@@ -111,7 +111,7 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
         plan = make_plan(items, scanned, test_size, limits.shard_size, layout.images, base)
         plan.rejects += skipped
         remove_stale(layout, {task.path.name for task in plan.shards})
-        todo = [task for task in plan.shards if not is_done(task.path, task.fingerprint)]
+        todo = [task for task in plan.shards if not is_done(task.path, task.fingerprint) or lacks_classes(task.path)]
         with tqdm(total=sum(len(t.entries) for t in todo), desc="ingest: write", unit="img",
                   disable=not progress) as bar:
             for task, _ in zip(todo, run(partial(write_shard, limits=limits), todo, chunksize=1)):
@@ -185,11 +185,11 @@ def choose_test_keys(keys: list[str], test_size: float) -> set[str]:
 
 def write_shard(task: ShardTask, limits: IngestParams) -> dict:
     """Decode and store every planned sample of one shard, then write its marker; return the marker's stats."""
-    samples, rejects = [], []
+    samples, rejects, seg_classes = [], [], {}
     with shard_writer(task.path) as writer:
         for entry in task.entries:
             try:
-                sample, provided, size = build_sample(entry, limits)
+                sample, provided, size, classes = build_sample(entry, limits)
             except Rejected as r:
                 rejects.append([entry.item.source, r.reason, r.detail])
                 continue
@@ -198,22 +198,27 @@ def write_shard(task: ShardTask, limits: IngestParams) -> dict:
                 continue
             writer.write(sample)
             samples.append([entry.key, *size, provided])
-    stats = {"fingerprint": task.fingerprint, "count": len(samples), "samples": samples, "rejects": rejects}
+            if classes is not None:
+                seg_classes[entry.key] = classes
+    stats = {"fingerprint": task.fingerprint, "count": len(samples), "samples": samples, "rejects": rejects,
+             "seg_classes": seg_classes}  # pixels per class of each provided seg.png, for pack's card
     write_stats(task.path, stats)
     return stats
 
 
-def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], tuple[int, int]]:
-    """The shard members of one sample (jpg, json, and the provided seg.png / sketch.png / txt)."""
+def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], tuple[int, int], list | None]:
+    """The shard members of one sample (jpg, json, and the provided seg.png / sketch.png / txt), what it
+    provides, its stored size, and the class counts of its provided segmentation (None without one)."""
     item = entry.item
     data = read_image(item, limits)
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise Rejected("changed", "the file changed while ingest was running")
     stored = store_jpeg(data, limits)
-    sample, provided = {"__key__": entry.key, "jpg": stored.jpg}, []
+    sample, provided, classes = {"__key__": entry.key, "jpg": stored.jpg}, [], None
     labels = item.read_seg(limits.max_pixels)
     if labels is not None:
-        sample["seg.png"] = encode_png(fit_labels(labels, stored))
+        fitted = fit_labels(labels, stored)
+        sample["seg.png"], classes = encode_png(fitted), class_counts(fitted)
         provided.append("seg")
     strokes = item.read_sketch(limits.max_pixels)
     if strokes is not None:
@@ -226,7 +231,13 @@ def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], t
     meta = {"key": entry.key, "source": item.source, "width": stored.width, "height": stored.height,
             "split": entry.split, "provided": provided}
     sample["json"] = json.dumps(meta, sort_keys=True).encode()
-    return sample, provided, (stored.width, stored.height)
+    return sample, provided, (stored.width, stored.height), classes
+
+
+def lacks_classes(shard: Path) -> bool:
+    """True for a finished shard written before ingest recorded the class counts of provided segmentations."""
+    stats = read_stats(shard) or {}
+    return "seg_classes" not in stats and any("seg" in provided for *_, provided in stats.get("samples", []))
 
 
 def gather(plan: Plan) -> tuple[list[tuple], list[tuple]]:

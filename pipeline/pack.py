@@ -1,25 +1,29 @@
 """`pipeline pack`: join each image shard with its aligned annotation shards into one training shard.
 
-The bytes of every member are copied as they are (the JPEG from ingest, the PNG/NPY from annotate); only the
-`json` member is new. Provided modalities (segmentation, sketch, captions) come from the image shard; the rest from the
-annotation shards, which hold the image shard's keys in the same order (a key may be absent: provided by the
-dataset, or failed in the annotator). A sample missing a modality is kept without it and counted.
+Pack is a byte copier: it lists every input shard's members from their tar headers and copies their byte ranges
+into the training shard under deterministic headers (`shardio.tarcopy`); no image, label map or array is
+decoded. Only the `json` member is new. The card's class counts come from the `seg_classes` that ingest (provided
+segmentations) and annotate (pseudo labels) recorded in their shard stats. Provided modalities (segmentation,
+sketch, captions) come from the image shard; the rest from the annotation shards, which hold the image shard's
+keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator). A sample
+missing a modality is kept without it and counted.
+
+One job per image shard, run on local threads, or as Ray tasks spread over a cluster when an address is given
+(`--ray-address` / RAY_ADDRESS); both write the same bytes and the same per-shard markers.
 """
 import json
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
-from multiprocessing import get_context
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from .annotate import image_fingerprint, image_shards
 from shardio.layout import Layout
-from shardio.shards import ShardError, fingerprint, is_done, keep_only, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import ShardError, atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
+from shardio.tarcopy import Member, TarCopier, list_members, mapped, samples as member_samples
 
 # Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
 ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}
@@ -27,12 +31,12 @@ ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("
 PROVIDED_MEMBERS = ("seg.png", "sketch.png", "txt")
 # Modalities counted for coverage: one member each that says the modality is there.
 COVERAGE = {"seg": "seg.png", "sketch": "sketch.png", "clip": "clip.npy", "txt": "txt", "clip_text": "clip_text.npy"}
-CODE_VERSION = 2  # bump when the training-shard layout changes: every training shard is then redone
+CODE_VERSION = 3  # bump when the training-shard layout changes: every training shard is then redone
 
 
 def annotation_stats(layout: Layout, annotator: str, image_shard: Path, image: str) -> dict:
     """The stats of the finished annotation shard made from `image_shard` as it is now (`image`: its fingerprint);
-    a missing, unfinished or stale one is an error saying what to run."""
+    a missing, unfinished, stale or (for seg) class-count-less one is an error saying what to run."""
     path = layout.annotations(annotator) / image_shard.name
     stats = read_stats(path)
     rerun = f"run `pipeline annotate --only {annotator} --dataset {layout.dataset}`"
@@ -41,18 +45,22 @@ def annotation_stats(layout: Layout, annotator: str, image_shard: Path, image: s
     if stats.get("image_fingerprint") != image:
         raise ValueError(f"{path}: annotation shard made from another version of image shard {image_shard} "
                          f"(it was ingested again since); {rerun}")
+    if "seg.png" in ANNOTATION_MEMBERS[annotator] and "seg_classes" not in stats:
+        raise ValueError(f"{path}: annotation shard made before annotate recorded the class counts of its label "
+                         f"maps (no `seg_classes` in its stats), which pack needs for the card; {rerun}")
     return stats
 
 
-class _AlignedReader:
-    """Walks an annotation shard alongside its image shard: its keys must be a subsequence of the image keys."""
+class _AlignedMembers:
+    """Walks an annotation shard's samples alongside its image shard: its keys must be a subsequence of the
+    image keys."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, data: memoryview):
         self.path = path
-        self._samples = read_shard(path)
+        self._samples = member_samples(list_members(path, data))
         self._next = next(self._samples, None)
 
-    def take(self, key: str) -> dict[str, bytes]:
+    def take(self, key: str) -> dict[str, Member]:
         """The annotation members of `key`, or {} when this shard has none for it."""
         if self._next is None or self._next[0] != key:
             return {}
@@ -65,50 +73,79 @@ class _AlignedReader:
             raise ShardError(f"{self.path}: key {self._next[0]!r} is not in the image shard, or out of its order")
 
 
-def class_histogram(seg_png: bytes) -> np.ndarray:
-    """Pixel count of each class id 0..255 in a label-map PNG (decoded only to count, never re-encoded)."""
-    labels = cv2.imdecode(np.frombuffer(seg_png, np.uint8), cv2.IMREAD_UNCHANGED)
-    if labels is None or labels.dtype != np.uint8 or labels.ndim != 2:
-        raise ValueError("seg.png is not a single-channel uint8 PNG")
-    return cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel().astype(np.int64)  # ~10x np.bincount
-
-
 def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out: Path, label_map: str,
                text: str) -> dict:
     """Write the training shard `out` from an image shard and {annotator: (annotation shard, its stats)};
     `text` is the dataset profile's pseudo-text (`captions` or `image`), recorded in every sample."""
-    readers = {name: _AlignedReader(path) for name, (path, _) in annotations.items()}
     metadata = {name: stats.get("metadata", {}) for name, (_, stats) in annotations.items()}
     computed = {name: _computed_on(stats) for name, (_, stats) in annotations.items()}
+    used_as = {name: {**metadata[name], "computed_on": computed[name]} if computed[name] else metadata[name]
+               for name in annotations}
+    classes = {image_shard: (read_stats(image_shard) or {}).get("seg_classes")}
+    classes.update({path: stats.get("seg_classes") for path, stats in annotations.values()})
     counts = {name: 0 for name in COVERAGE}
-    pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
-    samples, splits = 0, {}
-    with shard_writer(out) as writer:
-        for key, image in read_shard(image_shard):
-            info = json.loads(image["json"])
-            sample = {"__key__": key, "jpg": image["jpg"]}
-            sample.update({ext: image[ext] for ext in PROVIDED_MEMBERS if ext in image})
-            used = {}
-            for name, reader in readers.items():
-                members = {ext: data for ext, data in reader.take(key).items() if ext in ANNOTATION_MEMBERS[name]}
-                fresh = {ext: data for ext, data in members.items() if ext not in sample}
-                if fresh:
-                    used[name] = {**metadata[name], "computed_on": computed[name]} if computed[name] else metadata[name]
-                sample.update(fresh)
-            sample["json"] = _sample_json(key, info, label_map, text, used)
-            writer.write(sample)
-            samples += 1
-            splits[info["split"]] = splits.get(info["split"], 0) + 1
-            for name, ext in COVERAGE.items():
-                counts[name] += ext in sample
-            if "seg.png" in sample:
-                hist = class_histogram(sample["seg.png"])
-                pixels += hist
-                images += hist > 0
-    for reader in readers.values():
-        reader.check_consumed()
-    return {"samples": samples, "splits": splits, "present": counts, "annotators": metadata, "computed_on": computed,
-            "class_pixels": pixels.tolist(), "class_images": images.tolist()}
+    pixels, images = [0] * 256, [0] * 256
+    n, splits = 0, {}
+    with ExitStack() as stack:
+        sources = (image_shard, *(path for path, _ in annotations.values()))
+        data = {path: stack.enter_context(mapped(path)) for path in sources}
+        readers = {name: _AlignedMembers(path, data[path]) for name, (path, _) in annotations.items()}
+        tmp = stack.enter_context(atomic_path(out))
+        writer = TarCopier(tmp)
+        try:
+            for key, image in member_samples(list_members(image_shard, data[image_shard])):
+                if "json" not in image or "jpg" not in image:
+                    raise ShardError(f"{image_shard}: sample {key!r} has no jpg or json member")
+                info = json.loads(bytes(_bytes_of(data[image_shard], image["json"])))
+                sample = {"jpg": (image_shard, image["jpg"])}
+                sample.update({ext: (image_shard, image[ext]) for ext in PROVIDED_MEMBERS if ext in image})
+                used = {}
+                for name, reader in readers.items():
+                    fresh = {ext: (reader.path, member) for ext, member in reader.take(key).items()
+                             if ext in ANNOTATION_MEMBERS[name] and ext not in sample}
+                    if fresh:
+                        used[name] = used_as[name]
+                    sample.update(fresh)
+                record = _sample_json(key, info, label_map, text, used)
+                for ext in sorted([*sample, "json"]):  # webdataset's TarWriter order: extensions sorted
+                    if ext == "json":
+                        writer.add(f"{key}.json", record)
+                    else:
+                        source, member = sample[ext]
+                        writer.add(f"{key}.{ext}", _bytes_of(data[source], member))
+                n += 1
+                splits[info["split"]] = splits.get(info["split"], 0) + 1
+                for name, ext in COVERAGE.items():
+                    counts[name] += ext in sample
+                if "seg.png" in sample:
+                    for class_id, count in _seg_classes(classes, sample["seg.png"][0], key, annotations):
+                        pixels[class_id] += count
+                        images[class_id] += 1
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        for reader in readers.values():
+            reader.check_consumed()
+    return {"samples": n, "splits": splits, "present": counts, "annotators": metadata, "computed_on": computed,
+            "class_pixels": pixels, "class_images": images}
+
+
+def _bytes_of(data: memoryview, member: Member) -> memoryview:
+    return data[member.offset:member.offset + member.size]
+
+
+def _seg_classes(classes: dict[Path, dict | None], source: Path, key: str, annotations: dict) -> list:
+    """The class counts the stats of `source` recorded for `key`'s seg.png; none is an error saying what to
+    rerun (a shard written before its stage recorded them)."""
+    counts = (classes[source] or {}).get(key)
+    if counts is None:
+        rerun = next((f"pipeline annotate --only {name}" for name, (path, _) in annotations.items() if path == source),
+                     "pipeline ingest")
+        raise ValueError(f"{source}: its stats hold no class counts (`seg_classes`) for the seg.png of {key}: it was "
+                         f"written before they were recorded, and pack decodes no label map; run `{rerun}` again "
+                         "for this dataset")
+    return counts
 
 
 def _computed_on(stats: dict) -> dict:
@@ -142,19 +179,59 @@ def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_ma
     return stats["samples"]
 
 
-def run(layout: Layout, params, profile, progress: bool = True) -> dict:
-    """Pack every image shard not already packed under the same fingerprint, `pack.workers` processes at a
-    time, and delete training shards no image shard makes any more; returns a summary."""
+def run(layout: Layout, params, profile, progress: bool = True, address: str | None = None) -> dict:
+    """Pack every image shard not already packed under the same fingerprint and delete training shards no image
+    shard makes any more; returns a summary. The shards are packed as Ray tasks on the cluster at `address` (else
+    RAY_ADDRESS) when one is given, else by `pack.workers` local processes."""
     for name in params.pack.modalities:
         if name not in ANNOTATION_MEMBERS:
             raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    layout = Layout(layout.data_dir.resolve(), layout.dataset)  # Ray workers have their own working directory
     jobs = list(plan(layout, params, profile))
     keep_only(layout.shards, {out.name for _, _, out, _ in jobs})
     todo = [(image, annotations, out, fp, profile.label_map, profile.text) for image, annotations, out, fp in jobs
             if not is_done(out, fp)]
-    workers = min(params.pack.workers or os.cpu_count() or 1, max(1, len(todo)))
-    # fork: workers only read and write files, and a spawned interpreter's imports cost more than a small shard
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 else nullcontext() as pool:
-        results = pool.map(_pack_job, *zip(*todo)) if pool and todo else (_pack_job(*job) for job in todo)
-        samples = sum(tqdm(results, total=len(todo), desc="pack", unit="shard", disable=not progress))
+    with _ray_map(address) if address else _local_map(params.pack.workers, len(todo)) as run_all:
+        samples = sum(tqdm(run_all(todo), total=len(todo), desc="pack", unit="shard", disable=not progress))
     return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}
+
+
+@contextmanager
+def _local_map(workers: int, jobs: int) -> Iterator:
+    """A map of `_pack_job` over jobs on `workers` threads of this process (0: one per core). Threads, not
+    processes: a job mostly waits on the disk (writes, fsync) with the GIL released, and forking a process
+    that has imported torch costs more than a shard."""
+    workers = min(workers or os.cpu_count() or 1, max(1, jobs))
+    if workers == 1:
+        yield lambda todo: (_pack_job(*job) for job in todo)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="pack") as pool:
+        yield lambda todo: pool.map(_pack_job, *zip(*todo)) if todo else iter(())
+
+
+@contextmanager
+def _ray_map(address: str) -> Iterator:
+    """A map of `_pack_job` over jobs as Ray tasks (one CPU, one shard each) spread over the cluster's nodes,
+    yielding as they finish; a task whose node is lost is retried by Ray. Every node must see the data dir at the
+    same path (as for annotate)."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    from .ray_runtime import connect
+
+    connect(address)
+    task = ray.remote(_pack_job).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=3)
+
+    def run_all(todo):
+        pending = [task.remote(*job) for job in todo]
+        while pending:
+            [ready], pending = ray.wait(pending, num_returns=1)
+            try:
+                yield ray.get(ready)
+            except RayTaskError as e:  # the job's own error, without Ray's wrapping
+                for ref in pending:
+                    ray.cancel(ref)
+                raise (e.cause if e.cause is not None else e) from None
+
+    yield run_all

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from .layout import SHARD_RE, stats_path
 
 # A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
@@ -41,7 +43,7 @@ def shard_writer(path: Path) -> Iterator["webdataset.TarWriter"]:
     import webdataset as wds  # imports torch: only where a shard is written, not at every CLI start
 
     with atomic_path(path) as tmp:
-        writer = wds.TarWriter(str(tmp), mtime=0.0, encoder=False)
+        writer = wds.TarWriter(str(tmp), mtime=0, encoder=False)  # an int: a float mtime costs a pax header per member
         try:
             yield writer
         finally:
@@ -71,6 +73,15 @@ def fingerprint(*parts) -> str:
     """A short stable hash of JSON-serialisable parts (params section, weights hash, code version)."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def class_counts(labels: np.ndarray) -> list[list[int]]:
+    """[[class id, pixels], ...] of the ids present in a uint8 label map: what a shard's stats record of each
+    segmentation it holds (under `seg_classes`, by key), so that pack and the card never decode one."""
+    if labels.dtype != np.uint8:
+        raise TypeError(f"label maps are uint8 class ids, got {labels.dtype}")
+    counts = np.bincount(labels.ravel(), minlength=256)
+    return [[int(i), int(counts[i])] for i in np.flatnonzero(counts)]
 
 
 def write_stats(shard: Path, stats: dict) -> None:

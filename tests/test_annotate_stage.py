@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import ray
@@ -25,7 +26,7 @@ from pipeline.cli import main
 from pipeline.annotate import ShardJob, annotate_shard
 from shardio.layout import Layout
 from pipeline.ray_runtime import ActorPool, pool_shape
-from shardio.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import class_counts, fingerprint, read_shard, read_stats, shard_writer, write_stats
 
 ANNOTATORS = ["seg", "sketch", "clip"]
 SLOW = ["sketch"]  # tests of the machinery run this one alone (on bigger images where a shard must take a while)
@@ -160,6 +161,10 @@ def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(clus
             stats = read_stats(layout.annotations(name) / image_shard.name)
             assert stats["annotated"] == len(image_keys) and stats["metadata"]["weights"] == "random"
             assert stats["worker"]["device"] == "cpu" and stats["worker"]["precision"] == "fp32"  # not fingerprinted
+            # the class counts of each label map, recorded for pack's card (pack decodes none)
+            assert stats["seg_classes"] == ({k: class_counts(cv2.imdecode(np.frombuffer(s["seg.png"], np.uint8),
+                                                                           cv2.IMREAD_UNCHANGED)) for k, s in samples}
+                                            if name == "seg" else {})
 
     other, _, _ = make_dataset(tmp_path / "b", [3, 3, 2, 2])  # CLIP's batch invariance is the annotator's own test
     code, output = annotate(other, params, "--workers", "1", "--batch-size", "3", only=["seg", "sketch"])

@@ -16,7 +16,7 @@ from annotators.labelmaps import load_label_map
 from pipeline.ingest import ingest
 from shardio.layout import Layout
 from pipeline.params.datasets import SourceParams
-from shardio.shards import read_shard
+from shardio.shards import class_counts, read_shard, read_stats, write_stats
 from pipeline.sources import SourceError
 
 
@@ -48,6 +48,18 @@ def test_coco_keeps_its_split_captions_and_stuff_maps(tmp_path):
     labels = labels_of(sample)
     assert labels.shape == (80, 120) and set(np.unique(labels)) == {0, 156}
     assert load_label_map("coco-stuff-182").names[156] == "sky-other"
+
+
+def test_provided_label_maps_have_their_class_counts_in_the_shard_stats(tmp_path):
+    coco_tree(tmp_path / "data/raw/coco")
+    layout, _, rows, samples = run(tmp_path, "coco", "raw/coco", test_size=0.9)
+    shards = sorted(layout.images.glob("*.tar"))
+    recorded = {key: counts for shard in shards for key, counts in read_stats(shard)["seg_classes"].items()}
+    assert recorded == {key: class_counts(labels_of(sample)) for key, sample in samples.items()} != {}
+    stats = read_stats(shards[0])  # a shard finished before ingest recorded them is written again on a rerun
+    write_stats(shards[0], {k: v for k, v in stats.items() if k != "seg_classes"})
+    run(tmp_path, "coco", "raw/coco", test_size=0.9)
+    assert read_stats(shards[0]) == stats
 
 
 def test_coco_without_its_captions_file_is_a_clear_error(tmp_path):

@@ -4,20 +4,25 @@ import json
 import random
 import tarfile
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 import webdataset as wds
 import yaml
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 from click.testing import CliRunner
+from ray.cluster_utils import Cluster
 
 from image_shards import DIM, META, write_annotations, write_image_shards
 from ingest_fixtures import encode, picture, write
+from pipeline.annotate import plan as annotate_plan, shard_fingerprint
 from pipeline.cli import main
+from pipeline.params import load_params
 from shardio.layout import Layout, shard_name
-from shardio.shards import ShardError, read_shard, read_stats, shard_writer
+from shardio.shards import ShardError, read_shard, read_stats, shard_writer, write_stats
 from train.data import make_example
 
 
@@ -36,9 +41,9 @@ def dataset(tmp_path):
     return layout, keys, params_file
 
 
-def _pack(layout, params_file):
+def _pack(layout, params_file, *args):
     result = CliRunner().invoke(main, ["pack", "--dataset", "sample", "--params", str(params_file),
-                                       "--data-dir", str(layout.data_dir), "--no-progress"])
+                                       "--data-dir", str(layout.data_dir), "--no-progress", *args])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -171,7 +176,6 @@ def test_misaligned_or_missing_annotations_fail_clearly(dataset):
         writer.write({"__key__": "ffffffffffffffffffffffff", "sketch.png": b"x"})
     with pytest.raises(ShardError, match="not in the image shard"):
         from pipeline.pack import run
-        from pipeline.params import load_params
         params = load_params(params_file).for_dataset("sample")
         run(layout, params, params.profile("sample"), progress=False)
     (layout.annotations("clip") / shard_name("train", 2)).with_suffix(".stats.json").unlink()
@@ -222,3 +226,89 @@ def test_pack_refuses_annotations_made_from_images_ingested_since(tmp_path):
     assert code != 0
     assert "sketch/train-000000.tar" in output and "pipeline annotate --only sketch --dataset mine" in output
     assert {p.name: p.read_bytes() for p in layout.shards.iterdir()} == packed  # nothing lost
+
+
+def _decoded_class_counts(shards) -> tuple[np.ndarray, np.ndarray]:
+    """Class pixel and image counts the way pack made them before ingest and annotate recorded them: by decoding
+    every seg.png of the training shards."""
+    pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
+    for path in shards:
+        for _, sample in read_shard(path):
+            if "seg.png" in sample:
+                labels = cv2.imdecode(np.frombuffer(sample["seg.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+                hist = np.bincount(labels.ravel(), minlength=256)
+                pixels += hist
+                images += hist > 0
+    return pixels, images
+
+
+def test_pack_decodes_no_image_and_its_card_counts_what_decoding_would(dataset, monkeypatch):
+    layout, keys, params_file = dataset
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pack decoded an image")
+
+    with monkeypatch.context() as patch:  # every decoder pack could reach: PIL's PNG and JPEG plugins, OpenCV
+        patch.setattr(PngImagePlugin.PngImageFile, "_open", refuse)
+        patch.setattr(JpegImagePlugin.JpegImageFile, "_open", refuse)
+        patch.setattr(cv2, "imdecode", refuse)
+        _pack(layout, params_file)
+    shards = sorted(layout.shards.glob("*.tar"))
+    pixels, images = _decoded_class_counts(shards)
+    assert pixels.sum() == 7 * 32 * 40  # every sample has a label map: 4 annotated, 3 provided
+    recorded = [read_stats(path) for path in shards]
+    assert sum(np.asarray(s["class_pixels"]) for s in recorded).tolist() == pixels.tolist()
+    assert sum(np.asarray(s["class_images"]) for s in recorded).tolist() == images.tolist()
+    card = json.loads(layout.card_json.read_text())
+    assert {c["id"]: (c["pixels"], c["images"]) for c in card["classes"]} == {
+        i: (pixels[i], images[i]) for i in np.flatnonzero(pixels) if i != 255}
+
+
+def test_shards_from_before_class_counts_were_recorded_are_refused_with_what_to_rerun(dataset):
+    layout, keys, params_file = dataset
+    seg = layout.annotations("seg") / shard_name("train", 1)
+    stats = read_stats(seg)
+    write_stats(seg, {k: v for k, v in stats.items() if k != "seg_classes"})  # annotated before this change
+    code, output = _cli("pack", "--dataset", "sample", "--params", str(params_file), "--data-dir",
+                        str(layout.data_dir))
+    assert code != 0 and "seg/train-000001.tar" in output and "seg_classes" in output
+    assert "pipeline annotate --only seg --dataset sample" in output and not layout.shards.exists()
+    write_stats(seg, stats)
+    image = layout.images / shard_name("train", 2)  # provides the seg of its only sample
+    write_stats(image, {k: v for k, v in read_stats(image).items() if k != "seg_classes"})
+    code, output = _cli("pack", "--dataset", "sample", "--params", str(params_file), "--data-dir",
+                        str(layout.data_dir))
+    assert code != 0 and "images/train-000002.tar" in output and "pipeline ingest" in output
+
+
+def test_annotate_redoes_seg_shards_without_class_counts_and_keeps_the_others(dataset):
+    layout, keys, params_file = dataset
+    params = load_params(params_file).for_dataset("sample")
+    for name in ("seg", "sketch"):
+        section = getattr(params.annotate, name)
+        for image_shard in sorted(layout.images.glob("*.tar")):  # finished under the current fingerprint
+            out = layout.annotations(name) / image_shard.name
+            fp = shard_fingerprint(name, section, META[name], read_stats(image_shard)["fingerprint"])
+            stats = {k: v for k, v in read_stats(out).items() if k != "seg_classes"}
+            write_stats(out, {**stats, "fingerprint": fp, "annotated": 1, "failed": 0})
+        todo, done = annotate_plan(layout, name, section, META[name])
+        assert (len(todo), len(done)) == ((3, 0) if name == "seg" else (0, 3))
+
+
+@pytest.mark.slow  # starts a two-node Ray cluster (~20 s on the loaded 2-core machine)
+def test_pack_on_a_ray_cluster_writes_what_the_local_path_writes(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    local = {p.name: p.read_bytes() for p in layout.shards.iterdir()}
+    for path in layout.shards.iterdir():
+        path.unlink()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        output = _pack(layout, params_file, "--ray-address", cluster.address)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert "3 shard(s) packed" in output
+    assert {p.name: p.read_bytes() for p in layout.shards.iterdir()} == local  # shards and their markers

@@ -6,23 +6,27 @@ from .common import stage_options
 
 @click.command("pack")
 @stage_options
+@click.option("--ray-address", metavar="ADDR", help="Ray cluster to pack on, one task per shard spread over its "
+              "nodes [default: $RAY_ADDRESS, else `pack.workers` local threads]. Never changes the output.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def command(stage, progress):
+def command(stage, ray_address, progress):
     """Join image and annotation shards into training shards and write the dataset card.
 
     \b
     Reads   <data-dir>/<dataset>/images/*.tar and the aligned <annotator>/*.tar of every annotator
             in the dataset profile's `annotate` list (run `pipeline annotate` first).
-    Writes  <data-dir>/<dataset>/shards/{split}-{index:06d}.tar (one per image shard; member bytes
-            copied, never re-encoded), card.json and card.md. Shards already packed under the same
-            inputs and params are skipped; training shards no image shard makes any more are deleted.
+    Writes  <data-dir>/<dataset>/shards/{split}-{index:06d}.tar (one per image shard; members'
+            byte ranges copied, no image decoded), card.json and card.md (class counts from the
+            `seg_classes` ingest and annotate recorded in their stats). Shards already packed under the
+            same inputs and params are skipped; training shards no image shard makes any more are deleted.
     Refuses an annotation shard made from an earlier version of its image shard (ingested again
-            since): run `pipeline annotate` first.
+            since), or a shard written before its stage recorded class counts: rerun the stage named.
+    Cluster with --ray-address every node must see --data-dir at the same path (a shared filesystem).
     """
     from .. import card, pack
 
     try:
-        summary = pack.run(stage.layout, stage.params, stage.profile, progress=progress)
+        summary = pack.run(stage.layout, stage.params, stage.profile, progress=progress, address=ray_address)
         result = card.write_card(stage.layout, stage.profile.label_map)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -29,7 +29,7 @@ class PackParams(Section):
     """How `pipeline pack` joins image and annotation shards."""
 
     modalities: list[str] = Field(default_factory=lambda: ["seg", "sketch", "clip"])
-    workers: int = Field(0, ge=0, description="processes packing shards in parallel; 0 = one per core")
+    workers: int = Field(0, ge=0, description="threads packing shards in parallel (without Ray); 0 = one per core")
 
 
 class PreviewParams(Section):
