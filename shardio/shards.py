@@ -1,6 +1,7 @@
 """Shard files as the contract wants them: deterministic tars written atomically, a stats file written
 last as the commit marker (carrying the fingerprint of what made the shard), and a checked reader."""
 import hashlib
+import io
 import json
 import os
 import re
@@ -33,13 +34,33 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-@contextmanager
-def shard_writer(path: Path) -> Iterator["webdataset.TarWriter"]:
-    """A webdataset TarWriter on a temporary file with fixed metadata (byte-identical reruns)."""
-    import webdataset as wds  # imports torch: only where a shard is written, not at every CLI start
+class TarWriter:
+    """Writes samples (`{"__key__": key, ext: bytes}`) as `<key>.<ext>` members, extensions sorted, with fixed
+    metadata (mode 0444, owner `bigdata`, mtime 0.0, which tarfile records in a pax header), so the same samples
+    always give the same bytes: exactly those of webdataset's TarWriter with `encoder=False, mtime=0.0`, which
+    wrote the earlier shards. Not that class itself: importing webdataset imports torch, seconds of CPU in every
+    ingest worker."""
 
-    with atomic_path(path) as tmp:
-        writer = wds.TarWriter(str(tmp), mtime=0.0, encoder=False)
+    def __init__(self, stream):
+        self._tar = tarfile.open(fileobj=stream, mode="w|")
+
+    def write(self, sample: dict[str, bytes]) -> None:
+        key = sample["__key__"]
+        for ext in sorted(k for k in sample if not k.startswith("_")):
+            data = sample[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0.0, 0o444, "bigdata", "bigdata"
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+@contextmanager
+def shard_writer(path: Path) -> Iterator[TarWriter]:
+    """A `TarWriter` on a temporary file, renamed to `path` when the block succeeds (byte-identical reruns)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        writer = TarWriter(stream)
         try:
             yield writer
         finally:
