@@ -97,6 +97,7 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
     """Run the stage for `layout.dataset` reading `source` (relative paths resolved by `layout.source`), on
     `workers` local processes, or on Ray when `use_ray` (see `ingest_runner.runner`); the bytes are the same."""
     start = time.perf_counter()
+    layout = Layout(layout.data_dir.resolve(), layout.dataset)  # tasks on other nodes have another working dir
     base = fingerprint(INGEST_VERSION, limits.model_dump(), source.model_dump(), test_size)
     header_limits = (INGEST_VERSION, limits.min_size, limits.max_pixels, limits.max_aspect)
     for name in (layout.manifest.name, layout.rejects.name, LISTING, SCAN):

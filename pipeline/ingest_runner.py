@@ -56,5 +56,5 @@ def _ray_run(workers: int, max_pixels: int, address: str | None, reserve_cpus: f
         cpus = sum(float(node.get("CPU", 0)) for node in nodes)
         workers = max(1, int(cpus - reserve_cpus))
     task = ray.remote(num_cpus=1, max_retries=2)(_in_limits)
-    # no queue beyond `workers`: tasks waiting for a CPU would take the reserved ones as soon as they free up
+    # no task queued beyond `workers`: Ray would start a queued one on a reserved CPU
     return lambda fn, jobs: bounded_map(lambda job: task.remote(fn, job, max_pixels), ray.get, jobs, workers)
