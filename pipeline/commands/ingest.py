@@ -15,7 +15,7 @@ from .common import stage_options
 @click.option("--kind", type=click.Choice(SOURCE_KINDS),
               help="Source kind for --source [default: the profile's `source.kind` if the path fits it, else "
                    "inferred: a `.tar` pattern, a .txt/.csv/.parquet list, or a folder of images].")
-@click.option("--workers", type=click.IntRange(min=0), default=None, show_default="all cores; on Ray, the "
+@click.option("--workers", type=click.IntRange(min=0), default=None, show_default="0: all cores; on Ray, the "
               "cluster's CPUs less `annotate.runtime.reserve_cpus`", help="Processes (or Ray tasks at a time) that "
               "scan and write shards.")
 @click.option("--ray-address", metavar="ADDR", help="Run on this Ray cluster, one task per shard [default: "
@@ -44,7 +44,7 @@ def command(stage, source_path, kind, workers, ray_address, progress):
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     try:
         summary = ingest(stage.layout, stage.params.ingest, source, stage.profile.test_size,
-                         workers=_cores() if workers is None and not address else workers or 0, progress=progress,
+                         workers=workers or (0 if address else _cores()), progress=progress,
                          use_ray=address is not None, ray_address=address,
                          reserve_cpus=stage.params.annotate.runtime.reserve_cpus)
     except SourceError as e:
