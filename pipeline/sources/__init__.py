@@ -179,14 +179,15 @@ def infer_kind(root: Path) -> str | None:
     return next((kind for kind in INFERRED_KINDS if fits(kind, root)), None)
 
 
-def image_files(directory: Path) -> list[Path]:
-    """Image files under `directory`, recursively, any letter case; hidden files and folders skipped."""
-    found = []
-    for path in directory.rglob("*"):
-        parts = path.relative_to(directory).parts
-        if path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in parts) and path.is_file():
-            found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(directory).as_posix())
+def image_files(directory: Path) -> Iterator[Path]:
+    """Image files under `directory`, recursively, any letter case, folder by folder in name order (one folder's
+    names in memory at a time); hidden files and folders skipped, symbolic links to folders not followed."""
+    for folder, subfolders, names in os.walk(directory):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in sorted(names):
+            path = Path(folder, name)
+            if path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and path.is_file():
+                yield path
 
 
 def require_dir(path: Path, what: str) -> Path:
