@@ -1,49 +1,51 @@
 """The ingest stage: a raw collection becomes validated, deduplicated, split image shards plus manifest.parquet
-and rejects.parquet.
+and rejects.parquet. Nothing per image is held in Python objects beyond one batch or one shard at a time.
 
-1. scan (parallel): read and hash every listed image (key = first 24 hex of its sha256) and its provided files,
-   and check its header;
-2. plan (a pure function of the scan): the first source name (sorted) keeps a key and its duplicates are listed
-   in rejects.parquet as `duplicate` (detail: the kept source); sources without their own split are split by key
-   (`choose_test_keys`); each split's keys, in key order, are cut into shards of `shard_size`;
-3. write (parallel, one task per shard): full decode and storage. A shard whose stats marker carries the same
-   fingerprint (ingest params, source params, test_size, and the keys, names and provided-file hashes of its
-   samples) is kept untouched. Manifest and rejects are gathered from the markers and written last.
+1. list and scan (parallel; `ingest_scan`): the source's listing goes to a memory-mapped Arrow file, then every
+   image is read and hashed (key = first 24 hex of its sha256) with its provided files, and its header checked,
+   unless the previous run recorded it with the same stamp (files' sizes and modification times);
+2. plan (a pure function of the scan, on Arrow columns; `ingest_plan`): dedupe, split, cut into shards;
+3. write (parallel, one job per shard: a local process or a Ray task): full decode and storage. A shard whose
+   stats marker carries the same fingerprint (ingest params, source params, test_size, and the keys, names and
+   provided-file hashes of its samples) is kept untouched. Manifest and rejects are gathered from the markers and
+   written last.
 """
 import hashlib
 import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .imageio import Rejected, encode_png, fit_labels, fit_sketch, open_checked, pil_limits, set_pil_limits, store_jpeg
-from shardio.layout import Layout, shard_name
+from .imageio import Rejected, encode_png, fit_labels, fit_sketch, store_jpeg
+from .ingest_plan import KEY_HEX, REJECTS_SCHEMA, Plan, PlannedShard, make_plan, test_count
+from .ingest_runner import runner
+from .ingest_scan import open_table, previous_hashes, read_image, scan, write_listing
+from shardio.layout import Layout
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
 from shardio.shards import (atomic_path, class_counts, fingerprint, is_done, keep_only, read_stats, remove_temporaries,
                             shard_writer, write_stats)
-from .sources import Skipped, SourceItem, list_items, provided_digest
+from .sources import SourceItem, item_from_json, list_items
 
 # Bump when the stored bytes for the same inputs and params change, so old shards are redone.
 INGEST_VERSION = 1
-KEY_HEX = 24
-MAX_BYTES_PER_PIXEL = 8  # 16-bit RGBA stored uncompressed: the most any supported format spends on a pixel
+# Scratch files of a run, beside the manifest; deleted when it ends.
+LISTING, SCAN = ".ingest-listing.arrow", ".ingest-scan.arrow"
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("source", pa.string()), ("sha256", pa.string()), ("width", pa.int32()),
     ("height", pa.int32()), ("split", pa.string()), ("shard", pa.string()), ("provided", pa.list_(pa.string())),
+    # what lets a rerun skip reading the file: see sources.item_stamp
+    ("stamp", pa.string()), ("provided_sha", pa.string()),
 ])
-REJECTS_SCHEMA = pa.schema([("source", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,6 @@ class ShardTask:
     path: Path
     entries: tuple[Entry, ...]
     fingerprint: str
-
-
-@dataclass
-class Plan:
-    """Shards to have on disk, and the inputs already turned away before decoding."""
-
-    shards: list[ShardTask]
-    rejects: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,90 +91,70 @@ class Summary:
                 f"{self.seconds:.1f} s, {self.listed / max(self.seconds, 1e-9):.1f} images/s")
 
 
-def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size: float,
-           workers: int = 1, progress: bool = True) -> Summary:
-    """Run the stage for `layout.dataset` reading `source` (relative paths resolved by `layout.source`)."""
+def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size: float, workers: int = 1,
+           progress: bool = True, use_ray: bool = False, ray_address: str | None = None,
+           reserve_cpus: float = 1.0) -> Summary:
+    """Run the stage for `layout.dataset` reading `source` (relative paths resolved by `layout.source`), on
+    `workers` local processes, or on Ray when `use_ray` (see `ingest_runner.runner`); the bytes are the same."""
     start = time.perf_counter()
-    listed = list(list_items(source.kind, layout.source(source.path)))
-    items = [x for x in listed if isinstance(x, SourceItem)]
-    skipped = [(x.source, x.reason, x.detail) for x in listed if isinstance(x, Skipped)]
+    layout = Layout(layout.data_dir.resolve(), layout.dataset)  # tasks on other nodes have another working dir
     base = fingerprint(INGEST_VERSION, limits.model_dump(), source.model_dump(), test_size)
-    with _workers(workers, limits.max_pixels) as run:
-        scanned = list(tqdm(run(partial(probe, limits=limits), items, chunksize=_chunk(len(items), workers)),
-                            total=len(items), desc="ingest: scan", unit="img", disable=not progress))
-        plan = make_plan(items, scanned, test_size, limits.shard_size, layout.images, base)
-        plan.rejects += skipped
-        remove_stale(layout, {task.path.name for task in plan.shards})
-        todo = [task for task in plan.shards if not is_done(task.path, task.fingerprint) or lacks_classes(task.path)]
-        with tqdm(total=sum(len(t.entries) for t in todo), desc="ingest: write", unit="img",
-                  disable=not progress) as bar:
-            for task, _ in zip(todo, run(partial(write_shard, limits=limits), todo, chunksize=1)):
-                bar.update(len(task.entries))
-    manifest, rejects = gather(plan)
-    write_table(manifest, MANIFEST_SCHEMA, layout.manifest)
-    write_table(rejects, REJECTS_SCHEMA, layout.rejects)
-    reasons = Counter(reason for _, reason, _ in rejects)
+    header_limits = (INGEST_VERSION, limits.min_size, limits.max_pixels, limits.max_aspect)
+    for name in (layout.manifest.name, layout.rejects.name, LISTING, SCAN):
+        remove_temporaries(layout.root, name)
+    listing, scanned = layout.root / LISTING, layout.root / SCAN
+    try:
+        listed = write_listing(list_items(source.kind, layout.source(source.path)), listing, header_limits)
+        # duplicates only make it fewer: a test_size taking them all is refused before any image is read
+        test_count(pc.sum(pc.equal(open_table(listing)["split"], "")).as_py() or 0, test_size)
+        with runner(workers, limits.max_pixels, ray_address, use_ray, reserve_cpus) as run:
+            table = scan(listing, scanned, previous_hashes(layout.manifest, layout.rejects), run, limits, progress)
+            plan = make_plan(table, test_size, limits.shard_size)
+            keep_only(layout.images, {shard.name for shard in plan.shards})
+            written: list[str] = []
+            with tqdm(total=len(plan.order), desc="ingest: write", unit="img", disable=not progress) as bar:
+                for stats in run(partial(write_shard, limits=limits), _unfinished(table, plan, layout.images, base,
+                                                                                  written)):
+                    bar.update(stats["count"] + len(stats["rejects"]))
+        manifest, rejects = gather(table, plan, layout.images)
+        write_table(manifest, layout.manifest)
+        write_table(rejects, layout.rejects)
+    finally:
+        listing.unlink(missing_ok=True)
+        scanned.unlink(missing_ok=True)
+    reasons = Counter(dict(zip(*_counts(rejects["reason"]))))
     duplicates = reasons.pop("duplicate", 0)
-    return Summary(dataset=layout.dataset, accepted=Counter(row[5] for row in manifest), rejected=reasons,
-                   duplicates=duplicates, shards=len(plan.shards), written=len(todo), listed=len(listed),
-                   seconds=time.perf_counter() - start)
+    return Summary(dataset=layout.dataset, accepted=Counter(dict(zip(*_counts(manifest["split"])))),
+                   rejected=reasons, duplicates=duplicates, shards=len(plan.shards), written=len(written),
+                   listed=listed, seconds=time.perf_counter() - start)
 
 
-def probe(item: SourceItem, limits: IngestParams) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
-    """((sha256 of the image bytes, digest of its provided files), None) when the header passes the limits,
-    else (None, (reason, detail))."""
-    try:
-        data = read_image(item, limits)
-        open_checked(data, limits)
-    except Rejected as r:
-        return None, (r.reason, r.detail)
-    except Exception as e:  # a decoder failing in an unforeseen way must not stop the run
-        return None, ("error", f"{type(e).__name__}: {e}")
-    return (hashlib.sha256(data).hexdigest(), provided_digest(item)), None
+def _counts(column) -> tuple[list, list]:
+    counts = pc.value_counts(column)
+    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
 
 
-def read_image(item: SourceItem, limits: IngestParams) -> bytes:
-    """The image's bytes; a file larger than any image within `max_pixels` could be is not even read."""
-    try:
-        size = item.image.nbytes()
-        if size > MAX_BYTES_PER_PIXEL * limits.max_pixels + 2**20:
-            raise Rejected("too_large", f"{size} bytes: more than an image of max_pixels={limits.max_pixels} holds")
-        return item.image.read()
-    except OSError as e:
-        raise Rejected("unreadable", str(e)) from None
+def _unfinished(table: pa.Table, plan: Plan, images: Path, base: str, names: list[str]):
+    """The tasks of the planned shards not done yet, one at a time; their names are appended to `names`."""
+    for shard in plan.shards:
+        task = shard_task(table, plan, shard, images, base)
+        if not is_done(task.path, task.fingerprint) or lacks_classes(task.path):
+            names.append(shard.name)
+            yield task
 
 
-def make_plan(items: list[SourceItem], scanned: list, test_size: float, shard_size: int, images: Path,
-              base: str) -> Plan:
-    """Deduplicate, split and shard the scan; the same scan always gives the same plan."""
-    plan, entries = Plan(shards=[]), {}
-    for item, (hashes, problem) in sorted(zip(items, scanned), key=lambda pair: pair[0].source):
-        if problem is not None:
-            plan.rejects.append((item.source, *problem))
-        elif (key := hashes[0][:KEY_HEX]) in entries:
-            plan.rejects.append((item.source, "duplicate", entries[key].item.source))
-        else:
-            entries[key] = Entry(key, *hashes, item.split or "", item)
-    unsplit = sorted(key for key, entry in entries.items() if not entry.split)
-    tests = choose_test_keys(unsplit, test_size)
-    for key in unsplit:
-        entries[key] = replace(entries[key], split="test" if key in tests else "train")
-    for split in sorted({entry.split for entry in entries.values()}):
-        keys = sorted(key for key, entry in entries.items() if entry.split == split)
-        for index, first in enumerate(range(0, len(keys), shard_size)):
-            chunk = tuple(entries[key] for key in keys[first:first + shard_size])
-            content = [[entry.key, entry.item.source, entry.provided] for entry in chunk]
-            path = images / shard_name(split, index)
-            plan.shards.append(ShardTask(path, chunk, fingerprint(base, path.name, content)))
-    return plan
+def shard_task(table: pa.Table, plan: Plan, shard: PlannedShard, images: Path, base: str) -> ShardTask:
+    """The samples of one planned shard, read from the scan, and the fingerprint its marker must carry."""
+    rows = _rows(table, plan, shard, ["item", "sha256", "provided_sha"])
+    entries = tuple(Entry(row["sha256"][:KEY_HEX], row["sha256"], row["provided_sha"], shard.split,
+                          item_from_json(row["item"])) for row in rows)
+    content = [[entry.key, entry.item.source, entry.provided] for entry in entries]
+    path = images / shard.name
+    return ShardTask(path, entries, fingerprint(base, path.name, content))
 
 
-def choose_test_keys(keys: list[str], test_size: float) -> set[str]:
-    """The keys that go to test: the smallest `test_size` of them (a count >= 1, or a fraction < 1 of the keys,
-    rounded). Keys are content hashes, so this is a uniform random subset that renaming or reordering the
-    files, or the number of workers, never changes."""
-    count = round(test_size * len(keys)) if test_size < 1 else int(test_size)
-    return set(sorted(keys)[:count])
+def _rows(table: pa.Table, plan: Plan, shard: PlannedShard, columns: list[str]) -> list[dict]:
+    return table.select(columns).take(plan.order.slice(shard.start, shard.stop - shard.start)).to_pylist()
 
 
 def write_shard(task: ShardTask, limits: IngestParams) -> dict:
@@ -240,51 +214,35 @@ def lacks_classes(shard: Path) -> bool:
     return "seg_classes" not in stats and any("seg" in provided for *_, provided in stats.get("samples", []))
 
 
-def gather(plan: Plan) -> tuple[list[tuple], list[tuple]]:
-    """Manifest rows (sorted by key) and reject rows (sorted by source) from the plan and the shard markers."""
-    manifest, rejects = [], list(plan.rejects)
-    for task in plan.shards:
-        stats = read_stats(task.path)
-        entries = {entry.key: entry for entry in task.entries}
-        for key, width, height, provided in stats["samples"]:
-            entry = entries[key]
-            manifest.append((key, entry.item.source, entry.sha256, width, height, entry.split, task.path.name,
-                             provided))
-        rejects += [tuple(row) for row in stats["rejects"]]
-    return sorted(manifest), sorted(rejects)
+def gather(table: pa.Table, plan: Plan, images: Path) -> tuple[pa.Table, pa.Table]:
+    """The manifest (sorted by key) and the rejects (sorted by source) from the plan and the shard markers, one
+    shard's rows in Python at a time."""
+    manifest, rejects = [], [plan.rejects]
+    for shard in plan.shards:
+        stats = read_stats(images / shard.name)
+        rows = {row["sha256"][:KEY_HEX]: row for row in _rows(table, plan, shard,
+                                                             ["source", "sha256", "stamp", "provided_sha"])}
+        samples = [(key, rows[key]["source"], rows[key]["sha256"], width, height, shard.split, shard.name, provided,
+                    rows[key]["stamp"], rows[key]["provided_sha"]) for key, width, height, provided in stats["samples"]]
+        manifest.append(_table(samples, MANIFEST_SCHEMA))
+        by_source = {row["source"]: row for row in rows.values()}
+        rejects.append(_table([(source, reason, detail, *(by_source[source][name] for name in REJECTS_SCHEMA.names[3:]))
+                               for source, reason, detail in stats["rejects"]], REJECTS_SCHEMA))
+    return (pa.concat_tables([MANIFEST_SCHEMA.empty_table(), *manifest]).sort_by("key"),
+            pa.concat_tables(rejects).sort_by([(name, "ascending") for name in ("source", "reason", "detail")]))
 
 
-def write_table(rows: list[tuple], schema: pa.Schema, path: Path) -> None:
-    """Write rows as a parquet file atomically; the same rows always give the same bytes."""
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
-    table = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
+    return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write a table as a parquet file atomically; the same rows always give the same bytes."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def remove_stale(layout: Layout, keep: set[str]) -> None:
-    """Delete what killed runs left (temporaries) and shards, with markers, the current plan no longer has."""
-    for table in (layout.manifest, layout.rejects):
-        remove_temporaries(table.parent, table.name)
-    keep_only(layout.images, keep)
+        pq.write_table(table.combine_chunks(), tmp)
 
 
 def available_cores() -> int:
     """CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@contextmanager
-def _workers(workers: int, max_pixels: int) -> Iterator:
-    """A `map(fn, items, chunksize)` over `workers` processes (in this process when workers <= 1)."""
-    if workers <= 1:
-        with pil_limits(max_pixels):
-            yield lambda fn, items, chunksize: map(fn, items)
-        return
-    with ProcessPoolExecutor(workers, initializer=set_pil_limits, initargs=(max_pixels,)) as pool:
-        yield pool.map
-
-
-def _chunk(n: int, workers: int) -> int:
-    return max(1, min(64, n // (4 * max(workers, 1))))
-

@@ -1,6 +1,7 @@
 """Shard files as the contract wants them: deterministic tars written atomically, a stats file written
 last as the commit marker (carrying the fingerprint of what made the shard), and a checked reader."""
 import hashlib
+import io
 import json
 import os
 import re
@@ -15,8 +16,6 @@ from .layout import SHARD_RE, stats_path
 
 # A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
 MEMBER_RE = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,128})\.(?P<ext>[A-Za-z0-9_.-]{1,64})$")
-# Files kept beside a shard and named after it: its stats marker and its byte-offset index (shardio/index.py).
-SIDECARS = (".stats.json", ".index.json")
 
 
 class ShardError(ValueError):
@@ -37,13 +36,32 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-@contextmanager
-def shard_writer(path: Path) -> Iterator["webdataset.TarWriter"]:
-    """A webdataset TarWriter on a temporary file with fixed metadata (byte-identical reruns)."""
-    import webdataset as wds  # imports torch: only where a shard is written, not at every CLI start
+class TarWriter:
+    """Writes samples (`{"__key__": key, ext: bytes}`) as `<key>.<ext>` members, extensions sorted, with fixed
+    metadata (mode 0444, owner `bigdata`, mtime 0: an int, as a float costs a pax header per member), so the same
+    samples always give the same bytes: exactly those of webdataset's TarWriter with `encoder=False, mtime=0`.
+    Not that class itself: importing webdataset imports torch, seconds of CPU in every ingest worker."""
 
-    with atomic_path(path) as tmp:
-        writer = wds.TarWriter(str(tmp), mtime=0, encoder=False)  # an int: a float mtime costs a pax header per member
+    def __init__(self, stream):
+        self._tar = tarfile.open(fileobj=stream, mode="w|")
+
+    def write(self, sample: dict[str, bytes]) -> None:
+        key = sample["__key__"]
+        for ext in sorted(k for k in sample if not k.startswith("_")):
+            data = sample[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "bigdata", "bigdata"
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+@contextmanager
+def shard_writer(path: Path) -> Iterator[TarWriter]:
+    """A `TarWriter` on a temporary file, renamed to `path` when the block succeeds (byte-identical reruns)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        writer = TarWriter(stream)
         try:
             yield writer
         finally:
@@ -58,13 +76,13 @@ def remove_temporaries(folder: Path, name: str = "*") -> None:
 
 
 def keep_only(folder: Path, shards: set[str]) -> None:
-    """Make `folder` hold only the shards named in `shards`: every other contract-named shard and its sidecars
-    (stats marker, index; left by an earlier plan, e.g. before a re-sharding) are deleted, and so are temporaries."""
+    """Make `folder` hold only the shards named in `shards`: every other contract-named shard and its marker
+    (left by an earlier plan, e.g. before a re-sharding) is deleted, and so are temporaries."""
     if not folder.is_dir():
         return
     remove_temporaries(folder)
     for path in folder.iterdir():
-        shard = next((path.name.removesuffix(s) + ".tar" for s in SIDECARS if path.name.endswith(s)), path.name)
+        shard = path.name.removesuffix(".stats.json") + ".tar" if path.name.endswith(".stats.json") else path.name
         if SHARD_RE.match(shard) and shard not in shards:
             path.unlink()
 

@@ -26,7 +26,7 @@ def test_headers_are_what_tarfile_writes(name, size):
 def test_members_are_found_in_shards_the_shard_writer_made(tmp_path):
     path = tmp_path / "train-000000.tar"
     written = [(KEY, {"jpg": b"\xff" * 1000, "json": b"{}"}), ("k" * 120, {"seg.png": b"png" * 300})]
-    with shard_writer(path) as writer:  # webdataset's TarWriter; the long name gets a pax header
+    with shard_writer(path) as writer:  # the long name gets a pax header
         for key, sample in written:
             writer.write({"__key__": key, **sample})
     data = path.read_bytes()

@@ -1,15 +1,19 @@
 """Raw collections ingest can read. Each source kind is one module with `items(root) -> Iterator[SourceItem |
 Skipped]`, listing images (and where their provided segmentation, sketch and captions are) without decoding anything.
 
-Items are small picklable records; worker processes read the bytes through them."""
+Items are small picklable records; worker processes read the bytes through them. `item_to_json` /
+`item_from_json` keep them on disk (ingest's scan table) instead of in memory."""
 import hashlib
 import importlib
+import json
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from shardio.shards import fingerprint
 from ..imageio import Rejected, decode_labels, decode_sketch
 
 # Source kind (params: datasets.<name>.source.kind) -> module in this package.
@@ -22,6 +26,8 @@ KINDS = {
     "mm-celeba-hq": "celeba",
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Kinds tried, in order, for a path whose kind is not given and does not fit the profile's kind.
+INFERRED_KINDS = ("webdataset", "list", "folder")
 
 
 class SourceError(ValueError):
@@ -87,6 +93,16 @@ class SourceItem:
             lines += read_blob(self.captions_file, "bad_txt").decode("utf-8", errors="replace").splitlines()
         return [line.strip() for line in lines if line.strip()]
 
+    @classmethod
+    def from_record(cls, record: dict) -> "SourceItem":
+        """The item from its JSON record (see `item_to_json`)."""
+        fields = dict(record)
+        for name in ("image", "seg", "sketch", "captions_file"):
+            if fields.get(name) is not None:
+                fields[name] = Blob(**fields[name])
+        fields["captions"] = tuple(fields.get("captions", ()))
+        return cls(**fields)
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -109,6 +125,34 @@ def provided_digest(item: SourceItem) -> str:
     return digest.hexdigest()[:16]
 
 
+def item_to_json(item: SourceItem) -> str:
+    """The item as one JSON line, naming its class (a source's own subclass of SourceItem)."""
+    kind = f"{type(item).__module__}:{type(item).__name__}"
+    return json.dumps({"type": kind, **asdict(item)}, sort_keys=True, separators=(",", ":"))
+
+
+def item_from_json(text: str) -> SourceItem:
+    """The item `item_to_json` wrote; only classes of this package are ever looked up."""
+    record = json.loads(text)
+    module, _, name = record.pop("type").partition(":")
+    if module != __name__ and not module.startswith(f"{__name__}."):
+        raise ValueError(f"not a source item class: {module}:{name}")
+    return getattr(importlib.import_module(module), name).from_record(record)
+
+
+def item_stamp(item: SourceItem, *extra) -> str:
+    """A hash of what the item is (its JSON: paths, offsets, inline captions), the size and modification time of
+    each of its files, and `extra`: equal stamps mean a file need not be read again to know its hashes."""
+    files = []
+    for blob in (item.image, *item.provided_files()):
+        try:
+            stat = os.stat(blob.path)
+            files.append([stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            files.append(None)
+    return fingerprint(item_to_json(item), files, *extra)
+
+
 def read_blob(blob: Blob, reason: str) -> bytes:
     """The blob's bytes; an unreadable file is Rejected with `reason`."""
     try:
@@ -125,14 +169,25 @@ def list_items(kind: str, root: Path) -> Iterator[SourceItem | Skipped]:
     return module.items(root)
 
 
-def image_files(directory: Path) -> list[Path]:
-    """Image files under `directory`, recursively, any letter case; hidden files and folders skipped."""
-    found = []
-    for path in directory.rglob("*"):
-        parts = path.relative_to(directory).parts
-        if path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in parts) and path.is_file():
-            found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(directory).as_posix())
+def fits(kind: str, root: Path) -> bool:
+    """True if the path looks like a source of `kind` (checked before anything is listed)."""
+    return importlib.import_module(f"{__name__}.{KINDS[kind]}").fits(root)
+
+
+def infer_kind(root: Path) -> str | None:
+    """The first kind of INFERRED_KINDS that fits the path (a tar pattern, an image list, a folder), or None."""
+    return next((kind for kind in INFERRED_KINDS if fits(kind, root)), None)
+
+
+def image_files(directory: Path) -> Iterator[Path]:
+    """Image files under `directory`, recursively, any letter case, folder by folder in name order (one folder's
+    names in memory at a time); hidden files and folders skipped, symbolic links to folders not followed."""
+    for folder, subfolders, names in os.walk(directory):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in sorted(names):
+            path = Path(folder, name)
+            if path.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and path.is_file():
+                yield path
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -60,6 +60,17 @@ class FaceItem(SourceItem):
             merged[mask != 0] = class_id
         return merged
 
+    @classmethod
+    def from_record(cls, record: dict) -> "FaceItem":
+        """The face from its JSON record: the part masks' blobs too."""
+        parts = tuple((class_id, Blob(**blob)) for class_id, blob in record.get("parts", ()))
+        return super().from_record({**record, "parts": parts})
+
+
+def fits(root: Path) -> bool:
+    """A folder with CelebA-HQ-img/."""
+    return (root / "CelebA-HQ-img").is_dir()
+
 
 def items(root: Path) -> Iterator[FaceItem]:
     """Every face image with its merged part masks, its sketch, its captions and the standard split."""

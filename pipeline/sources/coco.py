@@ -17,6 +17,11 @@ SPLITS = {"train2017": "train", "val2017": "test"}
 MAX_CAPTIONS = 5
 
 
+def fits(root: Path) -> bool:
+    """A folder with train2017/ or val2017/."""
+    return any((root / folder).is_dir() for folder in SPLITS)
+
+
 def items(root: Path) -> Iterator[SourceItem]:
     """Every image of the COCO splits present, with its captions and its stuff-thing map."""
     present = [folder for folder in SPLITS if (root / folder).is_dir()]

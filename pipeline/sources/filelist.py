@@ -8,6 +8,13 @@ import pyarrow.parquet
 
 from . import Blob, Skipped, SourceError, SourceItem
 
+SUFFIXES = (".txt", ".csv", ".parquet")
+
+
+def fits(root: Path) -> bool:
+    """A .txt, .csv or .parquet file."""
+    return root.is_file() and root.suffix.lower() in SUFFIXES
+
 
 def items(root: Path) -> Iterator[SourceItem | Skipped]:
     """One item per listed path, in list order; listed files that do not exist are skipped as `missing`."""

@@ -6,6 +6,11 @@ from pathlib import Path
 from . import Blob, SourceItem, image_files, require_dir
 
 
+def fits(root: Path) -> bool:
+    """A folder with an images/ folder."""
+    return (root / "images").is_dir()
+
+
 def items(root: Path) -> Iterator[SourceItem]:
     """Every picture of the sample with the labels and captions drawn with it."""
     images = require_dir(root / "images", "the sample's images/ folder (run `pipeline sample` first)")

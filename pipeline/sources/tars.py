@@ -19,6 +19,11 @@ IMAGE_EXTS = tuple(suffix[1:] for suffix in IMAGE_SUFFIXES)
 FOLDER_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")  # not empty, not `.` or `..`
 
 
+def fits(root: Path) -> bool:
+    """A path or brace pattern naming .tar files."""
+    return str(root).endswith(".tar")
+
+
 def items(root: Path) -> Iterator[SourceItem | Skipped]:
     """The samples of every tar the pattern names, named `<tar>:<key>` with `<tar>` relative to the pattern's folder."""
     pattern = str(root)
