@@ -66,7 +66,7 @@ def fit(base_snapshot: Path, run_dir: Path, cfg, num_classes: int, section, devi
     rng = torch.Generator().manual_seed(section.seed)  # on the CPU: the same fit on every device
     for r, buffer in model.local_noise.items():
         buffer.copy_(torch.randn(buffer.shape, generator=rng))
-    model.pool.fill_(section.pool)
+    model.set_pool(section.pool)
     codes = torch.randn(section.codes, GLOBAL_DIM, generator=rng).to(device)
     settings = IMLESettings(section.rounds, section.candidates, section.steps_per_round, section.batch_size,
                             section.lr)

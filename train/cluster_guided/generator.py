@@ -17,6 +17,7 @@ class Cluster(nn.Module):
 
     def __init__(self, resolution: int, centroid: torch.Tensor, share: float, net: nn.Module):
         super().__init__()
+        self.at = resolution  # the buffer's value, read without a device sync
         self.register_buffer("resolution", torch.tensor(resolution))
         self.register_buffer("centroid", centroid.float().clone())
         self.register_buffer("share", torch.tensor(float(share)))
@@ -34,6 +35,7 @@ class ClusterGuidedGenerator(nn.Module):
         for r in cfg.resolutions:  # the fixed draws of z^1..z^N (set by the fit)
             self.register_buffer(f"local_noise_{r}", torch.zeros(1, cfg.latent_channels(r), r, r))
         self.register_buffer("pool", torch.tensor(1))  # features are average-pooled to pool x pool
+        self.pool_size = 1  # the buffer's value, read without a device sync
         self.clusters = nn.ModuleList()
 
     @property
@@ -44,6 +46,11 @@ class ClusterGuidedGenerator(nn.Module):
     def noise_dim(self) -> int:
         return self.clusters[0].mapper[0].weight.shape[1]
 
+    def set_pool(self, size: int) -> None:
+        """Features are average-pooled to size x size."""
+        self.pool.fill_(size)
+        self.pool_size = size
+
     def add_cluster(self, resolution: int, centroid: torch.Tensor, share: float, net: nn.Module) -> Cluster:
         cluster = Cluster(resolution, centroid, share, net).to(self.pool.device)
         self.clusters.append(cluster)
@@ -52,14 +59,14 @@ class ClusterGuidedGenerator(nn.Module):
     def features(self, z0: torch.Tensor, resolution: int) -> torch.Tensor:
         """The clustered features [B, D] of z0: the decoder's features at `resolution`, average-pooled."""
         h = self.base.features(z0, resolution, self.local_noise)
-        return F.adaptive_avg_pool2d(h, int(self.pool)).flatten(1)
+        return F.adaptive_avg_pool2d(h, self.pool_size).flatten(1)
 
     def assign(self, z0: torch.Tensor, resolution: int) -> torch.Tensor:
         """Index into `self.clusters` of the nearest centroid among the clusters of `resolution`, per code."""
-        members = [i for i, c in enumerate(self.clusters) if int(c.resolution) == resolution]
+        members = [i for i, c in enumerate(self.clusters) if c.at == resolution]
         centroids = torch.stack([self.clusters[i].centroid for i in members])
-        nearest = torch.cdist(self.features(z0, resolution), centroids).argmin(1)
-        return torch.tensor(members, device=nearest.device)[nearest]
+        # the fit adds a resolution's clusters one after another: an offset, no index tensor to copy to the device
+        return torch.cdist(self.features(z0, resolution), centroids).argmin(1) + members[0]
 
     def mixture(self, normal: torch.Tensor) -> torch.Tensor:
         """A cluster index per standard normal draw [B], each cluster with probability its share (Phi of the draw
@@ -93,14 +100,16 @@ class ClusterGuidedGenerator(nn.Module):
             weights = sorted((int(k.split(".")[3]), v) for k, v in state_dict.items()
                              if k.startswith(f"clusters.{i}.mapper.") and k.endswith(".weight"))
             dims = [weights[0][1].shape[1]] + [w.shape[0] for _, w in weights]
-            self.add_cluster(0, state_dict[f"clusters.{i}.centroid"], 0.0, MLP(dims))
+            self.add_cluster(int(state_dict[f"clusters.{i}.resolution"]), state_dict[f"clusters.{i}.centroid"], 0.0,
+                             MLP(dims))
+        self.pool_size = int(state_dict["pool"])
         return super().load_state_dict(state_dict, strict, assign)
 
     def rows(self) -> list[tuple[str, object]]:
         """(name, generator call) of each cluster, named by resolution and index within it."""
         out, seen = [], {}
         for i, c in enumerate(self.clusters):
-            r = int(c.resolution)
+            r = c.at
             seen[r] = seen.get(r, -1) + 1
             out.append((f"cluster-r{r}-{seen[r]}", partial(self, cluster=i)))
         return out
