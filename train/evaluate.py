@@ -1,6 +1,7 @@
 """The evaluation of one trained model (`pipeline evaluate`): G_ema of the run's newest snapshot generates the test
 split under each condition of `evaluate.conditions` (only that condition's modalities given, several noise draws
-for LPIPS diversity); the metrics score each condition and `write_report` writes metrics.json, report.md, plots."""
+for LPIPS diversity), one row per condition or per row the family names (`ModelFamily.rows`); the metrics score
+each row and `write_report` writes metrics.json, report.md, plots."""
 import hashlib
 import logging
 import random
