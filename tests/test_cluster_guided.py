@@ -94,8 +94,9 @@ def _params(root: Path) -> Path:
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     raw["train"]["poegan"].update(batch_size=2, workers=0, snapshot_every=2, sample_every=2, steps=2)
     raw["datasets"]["sample"]["overrides"].pop("train.poegan.steps")
-    raw["train"]["cluster-guided"].update(codes=200, kmeans_inits=2, rounds=10, consistency_samples=200,
-                                          batch_size=100, grid_size=3)
+    fit = dict(codes=200, kmeans_inits=2, rounds=10, steps_per_round=100, consistency_samples=200, batch_size=100,
+               grid_size=3)  # as the sample's overrides, so that they win
+    raw["datasets"]["sample"]["overrides"].update({f"train.cluster-guided.{k}": v for k, v in fit.items()})
     raw["evaluate"].update(metrics=["fid", "kid", "lpips_diversity"], num_images=4, batch_size=4, kid_subsets=2,
                            diversity_groups=2, diversity_pairs=1, diversity_images=2)
     path = root / "params.yaml"
