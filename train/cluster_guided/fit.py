@@ -11,7 +11,6 @@ from sklearn.cluster import KMeans
 
 from .. import checkpoint
 from ..configs import GLOBAL_DIM
-from ..poegan.generator import Generator
 from ..samples import image_grid, save_grid
 from .generator import ClusterGuidedGenerator
 from .imle import IMLESettings, fit_imle, mapper
