@@ -80,6 +80,31 @@ def test_poegan_generator_takes_an_external_z0_with_fixed_local_latents_and_expo
         G.features(z0, 12, noise)
 
 
+def test_a_snapshot_alone_rebuilds_the_clusters_and_their_images():
+    from dataclasses import replace
+
+    from train.cluster_guided.generator import ClusterGuidedGenerator
+    from train.noise import private_noise
+
+    cfg = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=32, latent_base=2, latent_max=8)
+    torch.manual_seed(0)
+    fitted = ClusterGuidedGenerator(cfg, 5)
+    fitted.set_pool(2)
+    for r, share in ((8, 0.25), (8, 0.75), (16, 1.0)):
+        fitted.add_cluster(r, torch.randn(cfg.channels(r) * 4), share, mapper(6, 16, 3, GLOBAL_DIM))
+    loaded = ClusterGuidedGenerator(cfg, 5)  # as evaluation builds it: from the configuration alone
+    loaded.load_state_dict(fitted.state_dict())
+    masks = {"text": torch.zeros(4, dtype=torch.bool)}
+    assert [name for name, _ in loaded.rows()] == ["cluster-r8-0", "cluster-r8-1", "cluster-r16-0"]
+    for cluster in (None, 0, 2):
+        with private_noise(1):
+            image = fitted.eval()(None, masks, cluster=cluster)[0]
+        with private_noise(1):
+            assert torch.equal(loaded.eval()(None, masks, cluster=cluster)[0], image)
+    z0 = torch.randn(4, GLOBAL_DIM)
+    assert torch.equal(loaded.assign(z0, 16), torch.full((4,), 2)) and set(loaded.assign(z0, 8).tolist()) <= {0, 1}
+
+
 def test_params_that_do_not_fit_the_configuration_fail_before_any_work():
     from pipeline.params.train import ClusterGuidedParams
 
