@@ -38,11 +38,11 @@ def _covered(data: torch.Tensor, generated: torch.Tensor, radius: float = 0.5) -
 
 
 def test_imle_covers_every_mode_of_a_gaussian_mixture_where_a_collapsed_mapper_does_not():
-    data = _mixture(400)
+    data = _mixture(300)
     torch.manual_seed(0)
     net = mapper(8, 64, 3, 2)
     g = torch.Generator().manual_seed(0)
-    fit_imle(net, 8, data, IMLESettings(rounds=20, candidates=10, steps=25, batch_size=128, lr=0.01), g)
+    fit_imle(net, 8, data, IMLESettings(rounds=15, candidates=10, steps=20, batch_size=128, lr=0.01), g)
     with torch.no_grad():
         generated = net(torch.randn(4000, 8, generator=g))
     assert _covered(data, generated) >= 0.95
