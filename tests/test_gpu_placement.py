@@ -233,3 +233,28 @@ def test_evaluation_and_sample_grids_leave_every_training_rng_alone(monkeypatch,
     before = torch.get_rng_state()
     draw(G.eval(), cond)
     assert seeded == [] and torch.equal(torch.get_rng_state(), before)
+
+
+def _cluster_guided():
+    """A cluster-guided generator on the GPU with two clusters at 8 px (as a fit leaves it)."""
+    from train.cluster_guided.generator import ClusterGuidedGenerator
+    from train.cluster_guided.imle import mapper
+
+    with on_cuda():
+        G = ClusterGuidedGenerator(POEGAN, NUM_CLASSES)
+        for share in (0.3, 0.7):  # features pooled to 1 x 1 (the default pool): one value per channel
+            G.add_cluster(8, torch.zeros(POEGAN.channels(8)), share, mapper(4, 8, 2, 512))
+    return G.eval().requires_grad_(False)
+
+
+def test_cluster_guided_generation_and_cluster_assignment_stay_on_the_gpu(fake_cuda):
+    G = _cluster_guided()
+    batch, masks = condition_batch(NUM_CLASSES, POEGAN.clip_dim, POEGAN.resolution), modality_masks(2, CUDA)
+    with HostToDeviceCopies() as copies:
+        mixture, _ = G(batch, masks)
+        one, _ = G(batch, masks, cluster=1)
+    assert copies.ops == [] and on_device([mixture, one]) and mixture.shape == (2, 3, 16, 16)
+    assert on_device(G.assign(G.codes(torch.zeros(2, 4, device=CUDA), 0), 8))
+    cond = condition_batch(NUM_CLASSES, POEGAN.clip_dim, POEGAN.resolution, n=3, device="cpu")
+    for _, call in G.rows():
+        assert evaluate.generate(call, cond, "unconditional", seed=0, batch_size=2, device=CUDA).shape == (3, 16, 16, 3)

@@ -18,6 +18,12 @@ def state_path(run_dir: Path, step: int) -> Path:
     return run_dir / f"training-state-{step:06d}.pt"
 
 
+def newest_snapshot(run_dir: Path) -> Path | None:
+    """The run's weight snapshot of the highest step, or None."""
+    snapshots = sorted(Path(run_dir).glob("network-snapshot-[0-9]*.pt"))
+    return snapshots[-1] if snapshots else None
+
+
 def latest_state(run_dir: Path) -> int | None:
     """The step of the newest training-state file whose weight snapshot also exists, or None."""
     steps = sorted(int(m[1]) for p in run_dir.glob("training-state-*.pt") if (m := STATE_RE.match(p.name)))

@@ -1,6 +1,7 @@
 """The evaluation of one trained model (`pipeline evaluate`): G_ema of the run's newest snapshot generates the test
 split under each condition of `evaluate.conditions` (only that condition's modalities given, several noise draws
-for LPIPS diversity); the metrics score each condition and `write_report` writes metrics.json, report.md, plots."""
+for LPIPS diversity), one row per condition or per row the family names (`ModelFamily.rows`); the metrics score
+each row and `write_report` writes metrics.json, report.md, plots."""
 import hashlib
 import logging
 import random
@@ -19,7 +20,7 @@ from .configs import MODALITIES
 from .data import DataError, Preprocess, fit_to_shards, make_example, seg_one_hot, shard_urls
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
-from .models import family
+from .models import EvalRow, family
 from .noise import private_noise
 from .report import write_report
 
@@ -52,11 +53,11 @@ class TestSet:
 def latest_snapshot(layout, model: str) -> Path:
     """The newest weight snapshot of the model's run, or EvaluationError saying to train first."""
     folder = layout.training(model)
-    snapshots = sorted(folder.glob("network-snapshot-[0-9]*.pt"))
-    if not snapshots:
+    snapshot = checkpoint.newest_snapshot(folder)
+    if snapshot is None:
         raise EvaluationError(f"no network-snapshot-*.pt in {folder}: run "
                               f"`pipeline train --dataset {layout.dataset} --model {model}` first")
-    return snapshots[-1]
+    return snapshot
 
 
 def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) -> torch.nn.Module:
@@ -217,7 +218,8 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
         raise EvaluationError(str(err)) from None
     labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)
-    supported = family(model).conditions or tuple(CONDITIONS)
+    fam = family(model)
+    supported = fam.conditions or tuple(CONDITIONS)
     conditions = [c for c in p.conditions if c in supported]
     if not conditions:
         raise EvaluationError(f"evaluate.conditions {p.conditions} has none of the conditions model {model!r} "
@@ -232,19 +234,21 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
     reference = reference_set(stage.dataset, test, cfg.resolution)
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
+    rows = [row for row in (fam.rows(G) if fam.rows else [EvalRow(c, c, G) for c in supported])
+            if row.condition in conditions]
     groups_n = min(p.diversity_images, len(test.images))
     draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1
     inputs, samples = {}, {}
-    for condition in tqdm(conditions, desc="conditions", unit="condition"):
-        generated = generate(G, test.cond, condition, p.seed, p.batch_size, device)
+    for row in tqdm(rows, desc="conditions", unit="condition"):
+        generated = generate(row.generate, test.cond, row.condition, p.seed, p.batch_size, device)
         groups = None
         if draws > 1:
             subset = {k: v[:groups_n] for k, v in test.cond.items()}
-            groups = np.stack([generated[:groups_n]] + [generate(G, subset, condition, p.seed + g, p.batch_size,
-                                                                 device) for g in range(1, draws)])
-        inputs[condition] = inputs_for(condition, generated, reference, groups=groups, seg=test.seg,
-                                       sketch=test.sketch, embeddings=test.embeddings)
-        samples[condition] = generated[:SAMPLES_SHOWN]
+            groups = np.stack([generated[:groups_n]] + [generate(row.generate, subset, row.condition, p.seed + g,
+                                                                 p.batch_size, device) for g in range(1, draws)])
+        inputs[row.name] = inputs_for(row.condition, generated, reference, groups=groups, seg=test.seg,
+                                      sketch=test.sketch, embeddings=test.embeddings)
+        samples[row.name] = generated[:SAMPLES_SHOWN]
     table = evaluate_conditions(p.metrics, inputs, ctx)
     notes = [f"snapshot {snapshot.name}, {len(test.images)} test images at {cfg.resolution} px, seed {p.seed}"]
     return write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",

@@ -25,6 +25,24 @@ def lazy_regularisation(lr: float, betas: tuple[float, float], interval: int) ->
 
 
 @dataclass(frozen=True)
+class EvalRow:
+    """One row of a family's evaluation: its name in the report, the condition (train/metrics/conditions.py) whose
+    modalities the generator is given and whose metrics score it, and the call generate(cond, masks) -> (image, _)."""
+
+    name: str
+    condition: str
+    generate: Callable
+
+
+@dataclass(frozen=True)
+class FitFrom:
+    """A family fitted from another family's trained run instead of trained by the loop."""
+
+    base: str  # the family whose newest snapshot it fits from
+    fit: Callable  # (base snapshot, run dir, config, num_classes, params section, device) -> summary dict
+
+
+@dataclass(frozen=True)
 class ModelFamily:
     """How to build a family's configuration, networks, loss object and optimizer settings."""
 
@@ -33,6 +51,8 @@ class ModelFamily:
     loss: Callable  # (G, D, vgg, config) -> loss object: accumulate_gradients per round, end_step, state_dict
     optimizer: Callable[[object], OptimizerSettings]  # configuration -> Adam settings
     conditions: tuple[str, ...] | None = None  # evaluation conditions it can be scored under; None: every one
+    rows: Callable[[nn.Module], list[EvalRow]] | None = None  # rows of the loaded G; None: one per condition
+    fitted: FitFrom | None = None  # set: `pipeline train` fits it from the base's run (no loss, D, optimizer)
 
 
 def _poegan() -> ModelFamily:
@@ -62,11 +82,29 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
                        conditions=(condition,))  # conditioned on one modality: only evaluated under it
 
 
+def _cluster_guided() -> ModelFamily:
+    """Cluster-guided synthesis over PoE-GAN's unconditional generator (../shared/papers/004_…txt)."""
+    from .cluster_guided.fit import fit
+    from .cluster_guided.generator import ClusterGuidedGenerator
+    from .configs import get_config
+
+    def unavailable(*_):
+        raise TypeError("cluster-guided is fitted from a PoE-GAN run, not trained with a loss and optimizer")
+
+    def rows(G):  # the mixture of all clusters, then each cluster alone
+        return [EvalRow("unconditional", "unconditional", G)] + [
+            EvalRow(name, "unconditional", call) for name, call in G.rows()]
+
+    return ModelFamily(get_config, lambda cfg, n: (ClusterGuidedGenerator(cfg, n), None), unavailable, unavailable,
+                       conditions=("unconditional",), rows=rows, fitted=FitFrom("poegan", fit))
+
+
 REGISTRY: dict[str, Callable[[], ModelFamily]] = {
     "poegan": _poegan,
     "spade-seg": lambda: _spade("seg"),
     "spade-sketch": lambda: _spade("sketch"),
     "spade-seg-monce": lambda: _spade("seg", monce=True),
+    "cluster-guided": _cluster_guided,
 }
 
 

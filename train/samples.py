@@ -46,6 +46,13 @@ def render_grid(G, cond: dict, seg_colours: np.ndarray, seed: int = 0) -> np.nda
     return np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)
 
 
+def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
+    """Images [N,3,H,W] in [-1, 1] tiled row by row, `columns` to a row, as one uint8 [rows*H, columns*W, 3]."""
+    tiles = _to_uint8(images.float())
+    rows = [np.concatenate(list(tiles[i:i + columns]), 1) for i in range(0, len(tiles), columns)]
+    return np.concatenate(rows, 0)
+
+
 def save_grid(path: Path, grid: np.ndarray) -> None:
     """Write the grid as PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,14 @@ from .common import stage_options
 @click.command("evaluate")
 @stage_options
 @click.option("--model", default="poegan", show_default=True,
-              help="Model family whose run to evaluate: poegan, spade-seg, spade-sketch, spade-seg-monce.")
+              help="Model family whose run to evaluate: poegan, spade-seg, spade-sketch, spade-seg-monce, "
+              "cluster-guided.")
 @click.option("--num-images", type=click.IntRange(min=1), help="At most this many test images (and reference "
               "images) [default: params evaluate.num_images].")
 def command(stage, model, num_images):
     """Evaluate the newest snapshot (G_ema) of data/runs/<dataset>/<model>/train/ on the test shards
-    data/<dataset>/shards/test-*.tar under each of evaluate.conditions (a SPADE baseline only under its own);
+    data/<dataset>/shards/test-*.tar under each of evaluate.conditions (a SPADE baseline only under its own; cluster-guided as its mixture and each
+    cluster, unconditionally);
     writes metrics.json, report.md and plots into data/runs/<dataset>/<model>/eval/. Inception and AlexNet weights
     come from the weight registry (`pipeline weights`); params `evaluate.inception_weights: random` /
     `lpips_weights: random` allow untrained networks, with a warning."""

@@ -7,7 +7,8 @@ from .common import stage_options
 @click.command("train")
 @stage_options
 @click.option("--model", default="poegan", show_default=True,
-              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce (train/models.py).")
+              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce, cluster-guided (fitted from the "
+              "newest poegan snapshot) (train/models.py).")
 @click.option("--config", "config_name", metavar="PROFILE", help="Configuration profile: celeba-1024, celeba-256, "
               "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
               "train_config].")
@@ -28,6 +29,9 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
         labels = load_label_map(stage.profile.label_map)
     except (KeyError, AttributeError) as e:
         raise click.UsageError(str(e).strip("'\"")) from None
+    if fam.fitted is not None:
+        _fit(stage, fam, cfg, section, labels, model, dry_run)
+        return
     if dry_run:
         G, D = fam.networks(cfg, labels.num_classes)
         click.echo(f"generator parameters: {count_parameters(G)}")
@@ -35,6 +39,34 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
         _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
         return
     _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
+
+
+def _fit(stage, fam, cfg, section, labels, model, dry_run):
+    """A family fitted from the newest snapshot of its base family's run on the same dataset (no training loop)."""
+    import torch
+
+    from train.checkpoint import newest_snapshot
+    from train.data import DataError, fit_to_shards, shard_urls
+
+    base_run = stage.layout.training(fam.fitted.base)
+    snapshot = newest_snapshot(base_run)
+    if snapshot is None:
+        raise click.ClickException(
+            f"{model} is fitted from a trained {fam.fitted.base} run, but {base_run} holds no network-snapshot-*.pt: "
+            f"run `pipeline train --dataset {stage.dataset} --model {fam.fitted.base}` (or `dvc repro "
+            f"train@{fam.fitted.base}`) first")
+    if dry_run:
+        click.echo(f"would fit {model} from {snapshot}")
+        return
+    try:
+        cfg = fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        summary = fam.fitted.fit(snapshot, stage.layout.training(model), cfg, labels.num_classes, section, device)
+    except (DataError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    for c in summary["clusters"]:
+        click.echo(f"{c['name']}: {c['size']} codes, self-consistency {c['self_consistency']:.3f}")
+    click.echo(f"fitted {model} from {snapshot}; outputs in {stage.layout.training(model)}")
 
 
 def _print_memory(fam, cfg, num_classes: int, batch_gpu: int | None, batch_size: int) -> None:

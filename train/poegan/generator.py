@@ -42,10 +42,10 @@ class DecoderBlock(nn.Module):
         self.norm2, self.conv2 = LGAdaIN(out_ch, latent_ch), EqualConv2d(out_ch, out_ch, 3)
         self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False)
 
-    def forward(self, h, w, enc_feats, masks):
+    def forward(self, h, w, enc_feats, masks, eps=None):
         if self.up is not None:
             h = self.up(h)
-        z, kls = self.poe(h, enc_feats, masks)
+        z, kls = self.poe(h, enc_feats, masks, eps)
         y = self.conv1(lrelu(self.norm1(h, z, w)))
         y = self.conv2(lrelu(self.norm2(y, z, w)))
         return (y + self.skip(h)) / math.sqrt(2), kls
@@ -79,9 +79,32 @@ class Generator(nn.Module):
         low = self.cfg.min_resolution
         pooled = {n: feats[n][low].mean((2, 3)) for n in SPATIAL}  # spatial modalities -> global vectors
         w, kl0 = self.global_poe({"text": feats["text"], "style": feats["style"], **pooled}, masks)
-        h = self.const.unsqueeze(0).expand(w.shape[0], -1, -1, -1)
         kls = [kl0]
-        for r, block in self.blocks.items():
-            h, kl = block(h, w, {n: feats[n][int(r)] for n in SPATIAL}, masks)
+        for r, h, kl in self._decoder(w, {n: feats[n] for n in SPATIAL}, masks):
             kls.append(kl)
         return torch.tanh(self.to_rgb(lrelu(h))), kls
+
+    def _decoder(self, w, enc_feats: dict, masks: dict, local_noise: dict | None = None):
+        """Yields (resolution, decoder features, KL terms) block by block; enc_feats: per spatial modality its
+        encoder features by resolution ({}: unconditional); local_noise: per resolution the draw of z^k."""
+        h = self.const.unsqueeze(0).expand(w.shape[0], -1, -1, -1)
+        for r, block in self.blocks.items():
+            eps = None if local_noise is None else local_noise[int(r)]
+            h, kl = block(h, w, {n: f[int(r)] for n, f in enc_feats.items()}, masks, eps)
+            yield int(r), h, kl
+
+    def unconditional(self, z0: torch.Tensor, local_noise: dict | None = None) -> torch.Tensor:
+        """The image [B,3,H,W] of global latent z0 [B, 512] with every modality dropped: w = mapping(z0), each z^k
+        from its prior expert with the standard normal draw local_noise[resolution] (broadcast over the batch;
+        None: fresh draws). With z0 ~ N(0, I) this is `forward` under all-false masks."""
+        *_, (_, h, _) = self._decoder(self.global_poe.mapping(z0), {}, {}, local_noise)
+        return torch.tanh(self.to_rgb(lrelu(h)))
+
+    def features(self, z0: torch.Tensor, resolution: int, local_noise: dict | None = None) -> torch.Tensor:
+        """The decoder's features [B, C, r, r] at `resolution` (its block's output) in `unconditional`; the
+        blocks above it are not run."""
+        if str(resolution) not in self.blocks:
+            raise ValueError(f"no decoder resolution {resolution}; the decoder has {', '.join(self.blocks)}")
+        for r, h, _ in self._decoder(self.global_poe.mapping(z0), {}, {}, local_noise):
+            if r == resolution:
+                return h

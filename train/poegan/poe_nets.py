@@ -55,9 +55,13 @@ class LocalPoENet(nn.Module):
         self.prior = ExpertCNN(dec_ch, latent_ch)
         self.experts = nn.ModuleDict({n: ExpertCNN(c, latent_ch) for n, c in enc_ch.items()})
 
-    def forward(self, h, enc_feats: dict, masks: dict):
-        """Returns (z^k, {modality: KL(p(z^k|z^<k, y_i) || p(z^k|z^<k)) [B]})."""
+    def forward(self, h, enc_feats: dict, masks: dict, eps: torch.Tensor | None = None):
+        """Returns (z^k, {modality: KL(p(z^k|z^<k, y_i) || p(z^k|z^<k)) [B]}); only the modalities in `enc_feats`
+        have an expert (none: z^k from the prior expert alone). eps: the standard normal draw of z^k (broadcast
+        over the batch), instead of a fresh one."""
         prior = _gaussian(self.prior(h), PRIOR_THETA)
-        experts = {n: (*_gaussian(net(enc_feats[n]), EXPERT_THETA), masks[n]) for n, net in self.experts.items()}
-        z = sample(*product_of_experts(prior, experts.values()))
+        experts = {n: (*_gaussian(net(enc_feats[n]), EXPERT_THETA), masks[n])
+                   for n, net in self.experts.items() if n in enc_feats}
+        mu, logvar = product_of_experts(prior, experts.values())
+        z = sample(mu, logvar) if eps is None else mu + torch.exp(0.5 * logvar) * eps
         return z, single_modality_kls(prior, experts)
