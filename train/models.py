@@ -62,11 +62,22 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
                        conditions=(condition,))  # conditioned on one modality: only evaluated under it
 
 
+def _inade() -> ModelFamily:
+    """INADE (docs/inade.md): SPADE's loop settings, instance-adaptive normalisation and noise remapping."""
+    from .baselines.inade import networks
+    from .baselines.inade_config import get_config
+    from .baselines.inade_loss import InadeLoss
+
+    return ModelFamily(get_config, networks, InadeLoss,
+                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",))
+
+
 REGISTRY: dict[str, Callable[[], ModelFamily]] = {
     "poegan": _poegan,
     "spade-seg": lambda: _spade("seg"),
     "spade-sketch": lambda: _spade("sketch"),
     "spade-seg-monce": lambda: _spade("seg", monce=True),
+    "inade": _inade,
 }
 
 

@@ -56,6 +56,7 @@ class TrainParams(Section):
     spade_seg: SPADEParams = Field(SPADEParams(), alias="spade-seg")
     spade_sketch: SPADEParams = Field(SPADEParams(), alias="spade-sketch")
     spade_seg_monce: SPADEParams = Field(SPADEParams(), alias="spade-seg-monce")
+    inade: SPADEParams = SPADEParams()
 
     def model(self, name: str) -> ModelTrainParams:
         """The section of model family `name`; unknown names raise KeyError."""
