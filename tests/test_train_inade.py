@@ -180,10 +180,11 @@ def test_generator_objective_weights_and_averages_the_scale_and_bias_kl():
 
 def test_ttur_and_profiles():
     fam = family("inade")
-    for name in ("tiny", "coco-256", "celeba-256"):
-        cfg = fam.config(name)
-        opt = fam.optimizer(cfg)
+    for name in ("coco-256", "celeba-256"):
+        opt = fam.optimizer(fam.config(name))
         assert (opt.lr_G, opt.lr_D, opt.betas, opt.grad_clip) == (1e-4, 4e-4, (0.0, 0.9), None)
+    tiny = fam.optimizer(fam.config("tiny"))  # not in the paper: a higher base rate, the same TTUR ratios
+    assert (tiny.lr_G, tiny.lr_D, tiny.betas) == (fam.config("tiny").lr / 2, fam.config("tiny").lr * 2, (0.0, 0.9))
     assert fam.config("celeba-256").resolution == 256 and fam.config("tiny").resolution == 32
     assert fam.conditions == ("seg",)
     with pytest.raises(KeyError, match="tiny"):
@@ -229,7 +230,7 @@ def test_tiny_inade_overfits_four_images_follows_their_layout_and_remaps_noise_t
     spec = RunSpec(tmp_path / "run", urls, urls, labels.num_classes, labels.colours, steps=600, batch_size=4,
                    snapshot_every=600, sample_every=600, shuffle_buffer=8, epoch_batches=10, ema_kimg=0.026)
     records = train(fam, cfg, VGGRelu51(None), spec, progress=False)
-    for term in ("G_feat", "G_vgg"):
+    for term in ("G_feat", "G_vgg"):  # the random VGG-19's relu4_1 / relu5_1 barely respond, yet G_vgg falls too
         assert sum(r[term] for r in records[-50:]) < sum(r[term] for r in records[:50]), term
     G, _ = fam.networks(cfg, labels.num_classes)
     G.load_state_dict(torch.load(tmp_path / "run" / "network-snapshot-000600.pt", weights_only=True)["G_ema"])
