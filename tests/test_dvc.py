@@ -26,10 +26,11 @@ TINY = {
         "annotate.sketch.weights": "random", "annotate.sketch.simplify": False,
         "train.poegan.vgg_weights": "random", "train.spade-seg.vgg_weights": "random",
         "train.spade-sketch.vgg_weights": "random", "train.spade-seg-monce.vgg_weights": "random",
+        "train.inade.vgg_weights": "random",
         "evaluate.inception_weights": "random",
         "evaluate.lpips_weights": "random"}}},
     "train": {**{model: {"steps": 2, "batch_size": 2, "workers": 0, "snapshot_every": 1, "sample_every": 1}
-                 for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce")},
+                 for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade")},
               "cluster-guided": {"codes": 40, "kmeans_inits": 1, "rounds": 2, "steps_per_round": 5,
                                  "consistency_samples": 20, "batch_size": 20, "grid_size": 2}},
     "evaluate": {"num_images": 2, "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2,
@@ -116,15 +117,17 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     assert "seg/fid" in files["data/runs/sample/spade-seg-monce/eval/metrics.json"]["data"]
     assert {"unconditional/fid", "cluster-r8-0/fid", "cluster-r8-1/fid"} <= set(
         files["data/runs/sample/cluster-guided/eval/metrics.json"]["data"])
+    assert "seg/lpips_diversity" in files["data/runs/sample/inade/eval/metrics.json"]["data"]
     dvc(root, env, "plots", "show", "--out", str(root / "plots"))
     assert (root / "plots" / "index.html").is_file()
 
 
 ANNOTATE = {"annotate@seg", "annotate@sketch", "annotate@clip"}
-TRAIN = {"train@poegan", "train@spade-seg", "train@spade-sketch", "train@spade-seg-monce", "train@cluster-guided"}
+TRAIN = {"train@poegan", "train@spade-seg", "train@spade-sketch", "train@spade-seg-monce", "train@inade",
+         "train@cluster-guided"}
 # they run the annotators too
 EVALUATE = {"evaluate@poegan", "evaluate@spade-seg", "evaluate@spade-sketch", "evaluate@spade-seg-monce",
-            "evaluate@cluster-guided"}
+            "evaluate@inade", "evaluate@cluster-guided"}
 EVERY = {"sample", "ingest", "weights", *ANNOTATE, "pack", "preview", *TRAIN, *EVALUATE}
 # The rerun boundary, written out by hand (never read from dvc.yaml): a changed param -> the stages it must mark
 # changed, and no others. Stages downstream of those rerun through their inputs once these have run.
@@ -155,6 +158,7 @@ RERUNS = [
     ("train.spade-sketch.steps", 3, {"train@spade-sketch", "evaluate@spade-sketch"}),
     ("train.spade-seg-monce.seed", 1, {"train@spade-seg-monce", "evaluate@spade-seg-monce"}),
     ("train.cluster-guided.clusters", 3, {"train@cluster-guided", "evaluate@cluster-guided"}),
+    ("train.inade.seed", 1, {"train@inade", "evaluate@inade"}),
     ("evaluate.seed", 1, EVALUATE),
     ("datasets.sample.source", {"kind": "sample", "path": "raw/elsewhere"}, {"sample", "ingest"}),
     ("datasets.sample.test_size", 0.3, {"ingest"}),

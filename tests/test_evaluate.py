@@ -133,7 +133,7 @@ def random_conditions(seed: int, num_classes: int = 182, size: int = 32) -> dict
             "text": torch.randn(1, 512, generator=rng)}
 
 
-@pytest.mark.parametrize("model", ["poegan", "spade-seg", "spade-sketch", "spade-seg-monce"])
+@pytest.mark.parametrize("model", ["poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade"])
 def test_each_condition_generates_from_exactly_its_modalities_and_never_from_the_test_image(model):
     torch.manual_seed(0)
     G, _ = family(model).networks(family(model).config("tiny"), 182)

@@ -34,7 +34,7 @@ POEGAN = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=
 # family() imports the model modules here, outside fake mode: their module-level constants stay real tensors
 FAMILIES = {"poegan": (family("poegan"), POEGAN),
             **{name: (family(name), family(name).config("tiny"))
-               for name in ("spade-seg", "spade-sketch", "spade-seg-monce")}}
+               for name in ("spade-seg", "spade-sketch", "spade-seg-monce", "inade")}}
 
 
 def _networks(name):

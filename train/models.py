@@ -82,6 +82,16 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
                        conditions=(condition,))  # conditioned on one modality: only evaluated under it
 
 
+def _inade() -> ModelFamily:
+    """INADE (docs/inade.md): SPADE's loop settings, instance-adaptive normalisation and noise remapping."""
+    from .baselines.inade import networks
+    from .baselines.inade_config import get_config
+    from .baselines.inade_loss import InadeLoss
+
+    return ModelFamily(get_config, networks, InadeLoss,
+                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",))
+
+
 def _cluster_guided() -> ModelFamily:
     """Cluster-guided synthesis over PoE-GAN's unconditional generator (../shared/papers/004_…txt)."""
     from .cluster_guided.fit import fit
@@ -104,6 +114,7 @@ REGISTRY: dict[str, Callable[[], ModelFamily]] = {
     "spade-seg": lambda: _spade("seg"),
     "spade-sketch": lambda: _spade("sketch"),
     "spade-seg-monce": lambda: _spade("seg", monce=True),
+    "inade": _inade,
     "cluster-guided": _cluster_guided,
 }
 

@@ -7,8 +7,8 @@ from .common import stage_options
 @click.command("train")
 @stage_options
 @click.option("--model", default="poegan", show_default=True,
-              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce, cluster-guided (fitted from the "
-              "newest poegan snapshot) (train/models.py).")
+              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce, inade, cluster-guided (fitted "
+              "from the newest poegan snapshot) (train/models.py).")
 @click.option("--config", "config_name", metavar="PROFILE", help="Configuration profile: celeba-1024, celeba-256, "
               "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
               "train_config].")
@@ -35,6 +35,9 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
     if dry_run:
         G, D = fam.networks(cfg, labels.num_classes)
         click.echo(f"generator parameters: {count_parameters(G)}")
+        if hasattr(G, "encoder"):  # an image/noise encoder inside G: papers count the generator without it
+            without = count_parameters(G) - count_parameters(G.encoder)
+            click.echo(f"generator parameters without the encoder: {without}")
         click.echo(f"discriminator parameters: {count_parameters(D)}")
         _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
         return

@@ -87,6 +87,7 @@ class TrainParams(Section):
     spade_seg: SPADEParams = Field(SPADEParams(), alias="spade-seg")
     spade_sketch: SPADEParams = Field(SPADEParams(), alias="spade-sketch")
     spade_seg_monce: SPADEParams = Field(SPADEParams(), alias="spade-seg-monce")
+    inade: SPADEParams = SPADEParams()
     cluster_guided: ClusterGuidedParams = Field(ClusterGuidedParams(), alias="cluster-guided")
 
     def model(self, name: str) -> ModelTrainParams | ClusterGuidedParams:

@@ -160,16 +160,22 @@ class PatchDiscriminator(nn.Module):
 class MultiscaleDiscriminator(nn.Module):
     """`num_d` patch discriminators on (image, condition) concatenated, each next one at half resolution
     (3x3 average pooling, stride 2, padding not counted). Returns per scale the list of layer outputs, the
-    last being the patch logits."""
+    last being the patch logits. A subclass may add channels to the condition (`extra_channels`, `conditioning`)."""
+
+    extra_channels = 0
 
     def __init__(self, cfg: SPADEConfig, num_classes: int):
         super().__init__()
         self.cfg = cfg
-        cin = 3 + condition_channels(cfg, num_classes)
+        cin = 3 + condition_channels(cfg, num_classes) + self.extra_channels
         self.scales = nn.ModuleList(PatchDiscriminator(cin, cfg.ndf, cfg.d_layers) for _ in range(cfg.num_d))
 
+    def conditioning(self, batch: dict) -> torch.Tensor:
+        """The map the discriminator sees beside the image: the configuration's condition."""
+        return batch[self.cfg.condition]
+
     def forward(self, image: torch.Tensor, batch: dict) -> list[list[torch.Tensor]]:
-        x = torch.cat([image, batch[self.cfg.condition].to(image.dtype)], 1)
+        x = torch.cat([image, self.conditioning(batch).to(image.dtype)], 1)
         outputs = []
         for i, scale in enumerate(self.scales):
             if i:

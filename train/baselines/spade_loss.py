@@ -25,10 +25,11 @@ def hinge_g(fake_logits: list[torch.Tensor]) -> torch.Tensor:
     return -sum(f.mean() for f in fake_logits) / len(fake_logits)
 
 
-def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
-    """L1 between the discriminator's intermediate outputs (all layers but the logits) on fake and real, summed
+def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]],
+                     layers: slice = slice(None, -1)) -> torch.Tensor:
+    """L1 between the discriminator's intermediate outputs (`layers`: all but the logits) on fake and real, summed
     over layers and averaged over scales (lambda_feat / num_D per term in SPADE)."""
-    total = sum(F.l1_loss(f, r.detach()) for fs, rs in zip(fake, real) for f, r in zip(fs[:-1], rs[:-1]))
+    total = sum(F.l1_loss(f, r.detach()) for fs, rs in zip(fake, real) for f, r in zip(fs[layers], rs[layers]))
     return total / len(fake)
 
 
@@ -50,11 +51,11 @@ def vgg_features(vgg, image: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
-def perceptual(vgg, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def perceptual(vgg, fake: torch.Tensor, real: torch.Tensor, weights: tuple = VGG_WEIGHTS) -> torch.Tensor:
     """SPADE's VGG loss: sum over the five layers of weight * L1(fake features, real features)."""
     with torch.no_grad():
         targets = vgg_features(vgg, real)
-    return sum(w * F.l1_loss(f, t) for w, f, t in zip(VGG_WEIGHTS, vgg_features(vgg, fake), targets))
+    return sum(w * F.l1_loss(f, t) for w, f, t in zip(weights, vgg_features(vgg, fake), targets) if w)
 
 
 class SPADELoss:
@@ -107,11 +108,19 @@ class SPADELoss:
         fake_out = self.D(fake, batch)
         with torch.no_grad():
             real_out = self.D(batch["image"], batch)
-        terms = {"G_hinge": hinge_g([o[-1] for o in fake_out]), "G_feat": feature_matching(fake_out, real_out),
+        terms = {"G_hinge": hinge_g([o[-1] for o in fake_out]), "G_feat": self.feature_loss(fake_out, real_out),
                  self.image_term: self.image_loss(fake, batch["image"])}
         if posterior is not None:
-            terms["G_kl"] = kl_divergence(*posterior)
+            terms["G_kl"] = self.kl_loss(posterior)
         return terms
+
+    def feature_loss(self, fake_out: list, real_out: list) -> torch.Tensor:
+        """Feature matching on every intermediate discriminator layer."""
+        return feature_matching(fake_out, real_out)
+
+    def kl_loss(self, posterior: tuple) -> torch.Tensor:
+        """The KL of the encoder's (mu, logvar) to N(0, I)."""
+        return kl_divergence(*posterior)
 
     def _generator(self, batch):
         terms = self.generator_terms(batch)
