@@ -33,6 +33,38 @@ class ModelFamily:
     loss: Callable  # (G, D, vgg, config) -> loss object: accumulate_gradients per round, end_step, state_dict
     optimizer: Callable[[object], OptimizerSettings]  # configuration -> Adam settings
     conditions: tuple[str, ...] | None = None  # evaluation conditions it can be scored under; None: every one
+    # configuration -> the generator modalities (train/configs.py MODALITIES) its G reads, i.e. what `pipeline
+    # generate` may give it; None: the modalities of `conditions` (every modality when that is None)
+    inputs: Callable[[object], tuple[str, ...]] | None = None
+
+    def takes(self, cfg) -> tuple[str, ...]:
+        """The generator modalities G reads under `cfg`, in MODALITIES order."""
+        from .configs import MODALITIES
+        from .metrics.conditions import generator_modalities
+
+        if self.inputs is not None:
+            read = set(self.inputs(cfg))
+        elif self.conditions is None:
+            read = set(MODALITIES)
+        else:
+            read = set().union(*(generator_modalities(c) for c in self.conditions))
+        return tuple(m for m in MODALITIES if m in read)
+
+    def refusal(self, cfg, given) -> str | None:
+        """Why G cannot generate from exactly the modalities `given` (a modality it does not read, or too few for
+        a family not scored unconditionally: then some condition's modalities must all be given), else None."""
+        from .metrics.conditions import generator_modalities
+
+        takes = self.takes(cfg)
+        extra = [m for m in given if m not in takes]
+        if extra:
+            return f"does not take {', '.join(extra)}; it takes {', '.join(takes)}"
+        if self.conditions is None or "unconditional" in self.conditions:
+            return None
+        if not any(generator_modalities(c) <= set(given) for c in self.conditions):
+            needed = " or ".join("+".join(sorted(generator_modalities(c))) for c in self.conditions)
+            return f"cannot generate from {'+'.join(given) or 'no condition'}: it needs {needed}"
+        return None
 
 
 def _poegan() -> ModelFamily:
@@ -59,7 +91,8 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
     return ModelFamily(config_for(condition, MONCE_CONFIGS if monce else CONFIGS), networks,
                        MoNCELoss if monce else SPADELoss,
                        lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip),
-                       conditions=(condition,))  # conditioned on one modality: only evaluated under it
+                       conditions=(condition,),  # conditioned on one modality: only evaluated under it
+                       inputs=lambda cfg: (cfg.condition, "style") if cfg.vae else (cfg.condition,))
 
 
 REGISTRY: dict[str, Callable[[], ModelFamily]] = {

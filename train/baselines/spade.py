@@ -101,7 +101,6 @@ class SPADEGenerator(nn.Module):
     def __init__(self, cfg: SPADEConfig, num_classes: int):
         super().__init__()
         self.cfg, nf, c, h = cfg, cfg.ngf, condition_channels(cfg, num_classes), cfg.spade_hidden
-        self.modalities = (cfg.condition, "style") if cfg.vae else (cfg.condition,)  # what G can be conditioned on
         self.start = cfg.resolution // 2 ** UPSAMPLINGS
         if cfg.vae:
             self.encoder = ImageEncoder(cfg)

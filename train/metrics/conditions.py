@@ -13,6 +13,13 @@ CONDITIONS: dict[str, tuple[str, ...]] = {
     "sketch": ("sketch",),
     "all": ("embeddings", "seg", "sketch"),
 }
+# EvalInputs field -> the generator modality (train/configs.py MODALITIES) it is given as
+GENERATOR_MODALITY = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}
+
+
+def generator_modalities(condition: str) -> frozenset[str]:
+    """The generator modalities a condition gives (`unconditional`: none)."""
+    return frozenset(GENERATOR_MODALITY[m] for m in CONDITIONS[condition])
 
 
 def inputs_for(condition: str, generated: np.ndarray, reference: Reference | None = None,
