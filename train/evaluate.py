@@ -18,7 +18,8 @@ from . import checkpoint
 from .configs import MODALITIES
 from .data import DataError, Preprocess, fit_to_shards, make_example, seg_one_hot, shard_urls
 from .metrics.base import EvalContext, Reference, annotator_fn
-from .metrics.conditions import CONDITIONS, evaluate_conditions, generator_modalities, inputs_for
+from .conditions import CONDITIONS, generator_modalities
+from .metrics.conditions import evaluate_conditions, inputs_for
 from .models import family
 from .noise import private_noise
 from .report import write_report

@@ -40,7 +40,7 @@ class ModelFamily:
     def takes(self, cfg) -> tuple[str, ...]:
         """The generator modalities G reads under `cfg`, in MODALITIES order."""
         from .configs import MODALITIES
-        from .metrics.conditions import generator_modalities
+        from .conditions import generator_modalities
 
         if self.inputs is not None:
             read = set(self.inputs(cfg))
@@ -53,7 +53,7 @@ class ModelFamily:
     def refusal(self, cfg, given) -> str | None:
         """Why G cannot generate from exactly the modalities `given` (a modality it does not read, or too few for
         a family not scored unconditionally: then some condition's modalities must all be given), else None."""
-        from .metrics.conditions import generator_modalities
+        from .conditions import generator_modalities
 
         takes = self.takes(cfg)
         extra = [m for m in given if m not in takes]
@@ -84,7 +84,7 @@ def _poegan() -> ModelFamily:
 def _spade(condition: str, monce: bool = False) -> ModelFamily:
     """SPADE on `condition`; `monce`: MoNCE's paired setting (deterministic SPADE, modulated patch contrast)."""
     from .baselines.monce_loss import MoNCELoss
-    from .baselines.spade import networks
+    from .baselines.spade import conditioned_on, networks
     from .baselines.spade_config import CONFIGS, MONCE_CONFIGS, config_for
     from .baselines.spade_loss import SPADELoss
 
@@ -92,7 +92,7 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
                        MoNCELoss if monce else SPADELoss,
                        lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip),
                        conditions=(condition,),  # conditioned on one modality: only evaluated under it
-                       inputs=lambda cfg: (cfg.condition, "style") if cfg.vae else (cfg.condition,))
+                       inputs=conditioned_on)
 
 
 REGISTRY: dict[str, Callable[[], ModelFamily]] = {

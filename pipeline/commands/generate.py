@@ -22,8 +22,8 @@ IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed: the same seed and inputs give "
               "the same images, byte for byte.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=4, show_default=True, help="Images to draw.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for image-NNNN.png and generate.json (what made them).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for image-NNNN.png and "
+              "generate.json (what made them) [default: data/runs/<dataset>/<model>/generate/].")
 def command(stage, model, text, seg, sketch, style, seed, n, out):
     """Draw --n images from the newest snapshot (G_ema) of data/runs/<dataset>/<model>/train/ under exactly the
     conditions given: any subset of --text, --seg, --sketch, --style; none is unconditional (where the model
@@ -41,10 +41,12 @@ def command(stage, model, text, seg, sketch, style, seed, n, out):
     from annotators.weights import WeightsError
     from train.evaluate import EvaluationError
 
-    from ..generate import Request, generate
     from train.generate import GenerateError
 
+    from ..generate import Request, generate
+
     logging.basicConfig(format="%(levelname)s: %(message)s")
+    out = out or stage.layout.run(model) / "generate"
     try:
         written = generate(stage, model, Request(text, seg, sketch, style, seed, n), out)
     except KeyError as e:

@@ -2,24 +2,9 @@
 each condition (unconditional, text, seg, sketch, all), each scored by the metrics its inputs allow."""
 import numpy as np
 
+from ..conditions import CONDITIONS
 from . import evaluate
 from .base import EvalContext, EvalInputs, MetricError, Reference
-
-# condition -> the EvalInputs fields (conditioning modalities) the generator was given under it
-CONDITIONS: dict[str, tuple[str, ...]] = {
-    "unconditional": (),
-    "text": ("embeddings",),
-    "seg": ("seg",),
-    "sketch": ("sketch",),
-    "all": ("embeddings", "seg", "sketch"),
-}
-# EvalInputs field -> the generator modality (train/configs.py MODALITIES) it is given as
-GENERATOR_MODALITY = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}
-
-
-def generator_modalities(condition: str) -> frozenset[str]:
-    """The generator modalities a condition gives (`unconditional`: none)."""
-    return frozenset(GENERATOR_MODALITY[m] for m in CONDITIONS[condition])
 
 
 def inputs_for(condition: str, generated: np.ndarray, reference: Reference | None = None,
