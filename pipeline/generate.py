@@ -13,12 +13,14 @@ from PIL import Image
 
 from annotators.labelmaps import load_label_map
 from shardio.shards import read_shard
+from train.configs import MODALITIES
 from train.data import shard_urls
 from train.evaluate import latest_snapshot, load_generator, model_config
 from train.generate import GenerateError, Given, class_ids_outside, condition_batch, sample, sha256, write_images
 from train.models import family
 
-from .imageio import DECODE_ERRORS, Rejected, decode_labels, decode_sketch, resize_strokes, store_jpeg
+from .imageio import (DECODE_ERRORS, Rejected, decode_labels, decode_sketch, orientation, resize_strokes,
+                      store_jpeg, upright_size)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class Request:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in ("text", "seg", "sketch", "style") if getattr(self, m) is not None)
+        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -92,6 +94,9 @@ def read_conditions(request: Request, num_classes: int, ingest, label_map: str) 
             continue
         data, arrays[name] = _decode(path, name, decode)
         height, width = arrays[name].shape[:2]
+        if name == "style":  # its size as given, not as stored (ingest may have scaled it down)
+            image = Image.open(io.BytesIO(data))
+            width, height = upright_size(image.size, orientation(image))
         record[name] = {"file": str(path), "sha256": sha256(data), "size": [width, height]}
     if "seg" in arrays:
         outside = class_ids_outside(arrays["seg"], num_classes)
@@ -101,10 +106,13 @@ def read_conditions(request: Request, num_classes: int, ingest, label_map: str) 
         record["seg"]["label_map"] = label_map
     first = next((m for m in SPATIAL_OPTIONS if m in arrays), None)
     for name in SPATIAL_OPTIONS:
-        if name in arrays and name != first and arrays[name].shape[:2] != arrays[first].shape[:2]:
-            arrays[name] = _resize_to(name, arrays[name], arrays[first].shape[:2])
+        if name not in arrays or name == first:
+            continue
+        if record[name]["size"] != record[first]["size"]:
             log.warning("--%s %s is %dx%d but --%s is %dx%d: %s resized to %dx%d", name, getattr(request, name),
                         *record[name]["size"], first, *record[first]["size"], name, *record[first]["size"])
+        if arrays[name].shape[:2] != arrays[first].shape[:2]:
+            arrays[name] = _resize_to(name, arrays[name], arrays[first].shape[:2])
     return arrays, record
 
 
@@ -179,11 +187,12 @@ def generate(stage, model: str, request: Request, out: Path) -> list[Path]:
         if len(arrays["text"]) != text_dim:
             raise GenerateError(f"CLIP {meta['model']} gives {len(arrays['text'])}-d text embeddings but the model "
                                 f"was trained on {text_dim}-d ones")
-    batch, masks = condition_batch(Given(**arrays), cfg.resolution, labels.num_classes, text_dim,
+    given = Given(**arrays)
+    batch, masks = condition_batch(given, cfg.resolution, labels.num_classes, text_dim,
                                    stage.params.train.model(model).fit)
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
     images = sample(G, batch, masks, request.seed, request.n, device)
     record = {"dataset": stage.dataset, "model": model, "resolution": cfg.resolution, "seed": request.seed,
-              "n": request.n, "modalities": list(Given(**arrays).modalities), "inputs": inputs,
+              "n": request.n, "modalities": list(given.modalities), "inputs": inputs,
               "snapshot": {"file": snapshot.name, "sha256": _file_sha256(snapshot)}}
     return write_images(out, images, record)

@@ -64,7 +64,8 @@ def conditions(files: Path, index: int = 0) -> dict[str, list]:
             "style": ["--style", files / f"style{index}.jpg"]}
 
 
-@pytest.mark.parametrize("given", [(), ("text",), ("seg",), ("sketch",), ("style",), ("text", "seg", "sketch", "style")])
+@pytest.mark.parametrize("given", [(), ("text",), ("seg",), ("sketch",), ("style",),
+                                   ("text", "seg", "sketch", "style")])
 def test_generates_from_each_modality_alone_and_from_all_with_a_record_of_what_made_them(trained, tmp_path, given):
     files = trained[1]
     args = [a for m in given for a in conditions(files)[m]]
