@@ -1,6 +1,7 @@
 """`pipeline generate` on a tiny PoE-GAN run (two steps on shards written here, their CLIP a random ViT-S-32):
 each modality alone and all together, byte-identical per seed, changing with the condition; the clear refusals."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,12 @@ def test_bad_inputs_are_refused_with_what_is_wrong_before_any_output(trained, tm
     assert result.exit_code == 1 and "does not take text; it takes seg, style" in result.output
     result = generate(trained, out, "--model", "spade-seg", expect_ok=False)
     assert result.exit_code == 1 and "it needs seg" in result.output
+    prefix, _ = trained
+    bare = tmp_path / "bare"  # shards whose json records no CLIP model, beside the same run
+    write_training_shards(bare / "sample" / "shards", images=4, per_shard=4, short_side=36, clip_dim=CLIP_DIM)
+    shutil.copytree(Path(prefix[4]) / "runs", bare / "runs")
+    result = run(*prefix[:4], bare, *prefix[5:], "--out", out, "--text", "a lake")
+    assert result.exit_code == 1 and "record no CLIP model" in result.output
     assert not out.exists()
 
     # a sketch of another size than the segmentation is resized to it, with a warning
