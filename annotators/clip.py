@@ -167,6 +167,13 @@ class ClipAnnotator(Annotator):
         return {"model": self.params.model, "pretrained": self.params.pretrained if self.params.weights == OPEN_CLIP
                 else self.params.weights, "weights": self.params.weights, "sha256": self.sha256}
 
+    def embed_texts(self, captions: list[str]) -> np.ndarray:
+        """float16 [n, D] L2-normalised text embeddings of `captions`, the bytes `clip_text.npy` stores for them."""
+        require_setup(self)
+        with torch.inference_mode(), autocast(self.device, self.params.precision):
+            return _fp16(in_fixed_batches(lambda x: _unit_rows(self.net.encode_text(x)),
+                                          self.tokenizer(captions).to(self.device), MICRO_BATCH))
+
     def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
         require_setup(self)
         check_items(items, "clip")
@@ -176,9 +183,7 @@ class ClipAnnotator(Annotator):
         captions = [c for item in items for c in item.captions]
         with torch.inference_mode(), autocast(self.device, self.params.precision):
             image_emb = _fp16(in_fixed_batches(lambda x: _unit_rows(self.net.encode_image(x)), images, MICRO_BATCH))
-            text_emb = (_fp16(in_fixed_batches(lambda x: _unit_rows(self.net.encode_text(x)),
-                                               self.tokenizer(captions).to(self.device), MICRO_BATCH))
-                        if captions else None)
+        text_emb = self.embed_texts(captions) if captions else None
         outputs, start = [], 0
         for row, item in enumerate(items):
             out = {"clip.npy": image_emb[row]}

@@ -14,6 +14,7 @@ COMMANDS = {
     "browse": "browse",
     "train": "train",
     "evaluate": "evaluate",
+    "generate": "generate",
     "weights": "weights",
     "where": "where",
 }
@@ -39,5 +40,6 @@ def main():
     \b
     The chain (each stage also a DVC stage; `dvc repro` runs them all):
       sample -> ingest -> annotate (seg, sketch, clip; Ray) -> pack -> preview -> train -> evaluate
+    Then `generate` draws images from a trained model under the conditions you give.
     Every stage takes --dataset NAME (a profile in params.yaml), --params FILE and --data-dir DIR.
     """

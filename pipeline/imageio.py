@@ -204,13 +204,18 @@ def fit_sketch(strokes: np.ndarray, stored: Stored) -> np.ndarray:
     Enlarging uses nearest (strokes widen with the image); shrinking averages the source pixels under each target
     pixel (box filter) and keeps it as stroke if any of them is one, so a line thinner than the scale factor is
     kept, where nearest or a 50% coverage threshold would drop it."""
-    image = _upright_on(strokes, stored, "bad_sketch", "sketch")
-    target = (stored.width, stored.height)
-    if image.size == target:
-        return np.asarray(image)
-    if image.width * image.height < stored.width * stored.height:
-        return np.asarray(image.resize(target, Image.Resampling.NEAREST))
-    coverage = np.asarray(image.convert("F").resize(target, Image.Resampling.BOX))
+    return resize_strokes(np.asarray(_upright_on(strokes, stored, "bad_sketch", "sketch")),
+                          (stored.width, stored.height))
+
+
+def resize_strokes(strokes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A binary stroke map resized to `size` (width, height), still binary, as `fit_sketch` says."""
+    image = Image.fromarray(strokes)
+    if image.size == size:
+        return strokes
+    if image.width * image.height < size[0] * size[1]:
+        return np.asarray(image.resize(size, Image.Resampling.NEAREST))
+    coverage = np.asarray(image.convert("F").resize(size, Image.Resampling.BOX))
     return np.where(coverage > 0, 255, 0).astype(np.uint8)
 
 

@@ -16,7 +16,7 @@ from annotators.sketch.hed import HED
 from annotators.sketch.simplify import SketchSimplifier
 from pipeline.params.annotate import ClipParams, SegParams, SketchParams
 from pipeline.params.stages import EvaluateParams
-from train import evaluate
+from train import evaluate, generate
 from train.configs import get_config
 from train.data import to_device
 from train.loop import modality_masks
@@ -162,6 +162,19 @@ def test_evaluation_generates_on_the_gpu(fake_cuda, name):
     for condition in ("unconditional", "seg", "all"):
         images = evaluate.generate(G.eval(), cond, condition, seed=0, batch_size=2, device=CUDA)
         assert images.shape == (3, cfg.resolution, cfg.resolution, 3)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_generate_draws_on_the_gpu_from_every_condition_the_model_takes(fake_cuda, name):
+    cfg, G, _ = _networks(name)
+    rng = np.random.default_rng(0)  # decoded inputs (host arrays) of another size than the model's
+    decoded = {"text": rng.standard_normal(_clip_dim(cfg)), "seg": rng.integers(0, NUM_CLASSES, (20, 24), np.uint8),
+               "sketch": rng.integers(0, 2, (20, 24), np.uint8) * 255,
+               "style": rng.integers(0, 256, (20, 24, 3), np.uint8)}
+    given = generate.Given(**{m: decoded[m] for m in FAMILIES[name][0].takes(cfg)})
+    batch, masks = generate.condition_batch(given, cfg.resolution, NUM_CLASSES, _clip_dim(cfg), "random-crop")
+    images = generate.sample(G.eval(), batch, masks, seed=0, n=2, device=CUDA)
+    assert images.shape == (2, cfg.resolution, cfg.resolution, 3)
 
 
 @pytest.fixture(scope="module")

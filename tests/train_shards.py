@@ -45,8 +45,10 @@ def drawn_sample(index: int, short_side: int, seed: int = 0):
 
 def write_training_shards(shards_dir: Path, images: int = 8, per_shard: int = 4, short_side: int = 40,
                           split: str = "train", captions: bool = True, seed: int = 0,
-                          jpeg_quality: int = 95) -> list[Path]:
-    """Write `images` samples as {split}-NNNNNN.tar training shards; returns the shard paths."""
+                          jpeg_quality: int = 95, clip_dim: int = CLIP_DIM,
+                          annotators: dict | None = None) -> list[Path]:
+    """Write `images` samples as {split}-NNNNNN.tar training shards (CLIP embeddings `clip_dim` wide; `annotators`:
+    the record pack puts in each json, e.g. which CLIP model made them); returns the shard paths."""
     rng = np.random.default_rng(seed)
     paths = []
     for start in range(0, images, per_shard):
@@ -58,12 +60,13 @@ def write_training_shards(shards_dir: Path, images: int = 8, per_shard: int = 4,
                 Image.fromarray(rgb).save(buf, "JPEG", quality=jpeg_quality)
                 key = f"{split}{i:06d}"
                 sample = {"__key__": key, "jpg": buf.getvalue(), "seg.png": _png(labels),
-                          "sketch.png": _png(sketch), "clip.npy": _npy(_unit(rng, CLIP_DIM)),
+                          "sketch.png": _png(sketch), "clip.npy": _npy(_unit(rng, clip_dim)),
                           "json": json.dumps({"key": key, "source": "sample", "size": [rgb.shape[1], rgb.shape[0]],
-                                              "split": split, "label_map": "coco-stuff-182"}).encode()}
+                                              "split": split, "label_map": "coco-stuff-182",
+                                              **({"annotators": annotators} if annotators else {})}).encode()}
                 if captions:
                     sample["txt"] = (caption + "\n").encode()
-                    sample["clip_text.npy"] = _npy(_unit(rng, 2, CLIP_DIM))
+                    sample["clip_text.npy"] = _npy(_unit(rng, 2, clip_dim))
                 writer.write(sample)
         paths.append(path)
     return paths

@@ -65,6 +65,12 @@ def _resize_square(img: Image.Image, side: int, resample) -> Image.Image:
     return img.resize((side, side), resample)
 
 
+def resizer(fit: str):
+    """`Preprocess.fit`'s resize, (image, R, resample) -> image: R x R for `resize`, else short side R (the crop
+    to R x R follows)."""
+    return _resize_square if fit == "resize" else _resize_short
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
     """How a sample reaches the training resolution R (supplement A): `resize` scales the whole image to R x R
@@ -82,7 +88,7 @@ def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Ra
     device by `to_device`); text = one caption's CLIP text embedding chosen at random, else the CLIP image
     embedding, which is always the pseudo-text of a dataset whose profile says `text: image` (its `json` records
     it)."""
-    fit = _resize_square if preprocess.fit == "resize" else _resize_short
+    fit = resizer(preprocess.fit)
     image = fit(_image(sample["jpg"], "RGB"), resolution, Image.BILINEAR)
     seg = fit(_image(sample["seg.png"], "L"), resolution, Image.NEAREST)
     sketch = fit(_image(sample["sketch.png"], "L"), resolution, Image.BILINEAR)

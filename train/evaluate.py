@@ -19,15 +19,14 @@ from . import checkpoint
 from .configs import MODALITIES
 from .data import DataError, Preprocess, fit_to_shards, make_example, seg_one_hot, shard_urls
 from .metrics.base import EvalContext, Reference, annotator_fn
-from .metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
+from .conditions import CONDITIONS, generator_modalities
+from .metrics.conditions import evaluate_conditions, inputs_for
 from .models import EvalRow, family
 from .noise import private_noise
 from .report import write_report
 
 log = logging.getLogger(__name__)
 
-# EvalInputs modality -> generator modality
-GENERATOR_MODALITY = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}
 # metric -> (annotator, its output member, the EvalContext field it fills)
 ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
                 "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}
@@ -58,6 +57,16 @@ def latest_snapshot(layout, model: str) -> Path:
         raise EvaluationError(f"no network-snapshot-*.pt in {folder}: run "
                               f"`pipeline train --dataset {layout.dataset} --model {model}` first")
     return snapshot
+
+
+def model_config(stage, model: str):
+    """The configuration `pipeline train` built the model's run with (its params or the profile's, fitted to the
+    training shards); no training shards is an EvaluationError."""
+    cfg = family(model).config(stage.params.train.model(model).config or stage.profile.train_config)
+    try:
+        return fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
 
 
 def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) -> torch.nn.Module:
@@ -114,7 +123,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def condition_masks(condition: str, batch: int, device) -> dict:
     """Generator modality masks giving every sample exactly the modalities of `condition`."""
-    given = {GENERATOR_MODALITY[m] for m in CONDITIONS[condition]}
+    given = generator_modalities(condition)
     return {m: torch.full((batch,), m in given, dtype=torch.bool, device=device) for m in MODALITIES}
 
 
@@ -211,11 +220,7 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
 
     params, layout = stage.params, stage.layout
     p = params.evaluate
-    cfg = family(model).config(params.train.model(model).config or stage.profile.train_config)
-    try:
-        cfg = fit_to_shards(cfg, shard_urls(layout.shards, "train"))  # as `pipeline train` built it
-    except DataError as err:
-        raise EvaluationError(str(err)) from None
+    cfg = model_config(stage, model)
     labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)
     fam = family(model)

@@ -53,6 +53,38 @@ class ModelFamily:
     conditions: tuple[str, ...] | None = None  # evaluation conditions it can be scored under; None: every one
     rows: Callable[[nn.Module], list[EvalRow]] | None = None  # rows of the loaded G; None: one per condition
     fitted: FitFrom | None = None  # set: `pipeline train` fits it from the base's run (no loss, D, optimizer)
+    # configuration -> the generator modalities (train/configs.py MODALITIES) its G reads, i.e. what `pipeline
+    # generate` may give it; None: the modalities of `conditions` (every modality when that is None)
+    inputs: Callable[[object], tuple[str, ...]] | None = None
+
+    def takes(self, cfg) -> tuple[str, ...]:
+        """The generator modalities G reads under `cfg`, in MODALITIES order."""
+        from .configs import MODALITIES
+        from .conditions import generator_modalities
+
+        if self.inputs is not None:
+            read = set(self.inputs(cfg))
+        elif self.conditions is None:
+            read = set(MODALITIES)
+        else:
+            read = set().union(*(generator_modalities(c) for c in self.conditions))
+        return tuple(m for m in MODALITIES if m in read)
+
+    def refusal(self, cfg, given) -> str | None:
+        """Why G cannot generate from exactly the modalities `given` (a modality it does not read, or too few for
+        a family not scored unconditionally: then some condition's modalities must all be given), else None."""
+        from .conditions import generator_modalities
+
+        takes = self.takes(cfg)
+        extra = [m for m in given if m not in takes]
+        if extra:
+            return f"does not take {', '.join(extra)}; it takes {', '.join(takes)}"
+        if self.conditions is None or "unconditional" in self.conditions:
+            return None
+        if not any(generator_modalities(c) <= set(given) for c in self.conditions):
+            needed = " or ".join("+".join(sorted(generator_modalities(c))) for c in self.conditions)
+            return f"cannot generate from {'+'.join(given) or 'no condition'}: it needs {needed}"
+        return None
 
 
 def _poegan() -> ModelFamily:
@@ -72,14 +104,15 @@ def _poegan() -> ModelFamily:
 def _spade(condition: str, monce: bool = False) -> ModelFamily:
     """SPADE on `condition`; `monce`: MoNCE's paired setting (deterministic SPADE, modulated patch contrast)."""
     from .baselines.monce_loss import MoNCELoss
-    from .baselines.spade import networks
+    from .baselines.spade import conditioned_on, networks
     from .baselines.spade_config import CONFIGS, MONCE_CONFIGS, config_for
     from .baselines.spade_loss import SPADELoss
 
     return ModelFamily(config_for(condition, MONCE_CONFIGS if monce else CONFIGS), networks,
                        MoNCELoss if monce else SPADELoss,
                        lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip),
-                       conditions=(condition,))  # conditioned on one modality: only evaluated under it
+                       conditions=(condition,),  # conditioned on one modality: only evaluated under it
+                       inputs=conditioned_on)
 
 
 def _inade() -> ModelFamily:

@@ -88,6 +88,11 @@ class ImageEncoder(nn.Module):
         return self.fc_mu(x), self.fc_var(x)
 
 
+def conditioned_on(cfg: SPADEConfig) -> tuple[str, ...]:
+    """The modalities SPADE's G reads: its condition, and a style image when it has the VAE's encoder."""
+    return (cfg.condition, "style") if cfg.vae else (cfg.condition,)
+
+
 class SPADEGenerator(nn.Module):
     """z (from the image encoder, else N(0, I)) -> linear to 16 ngf x (resolution/32)^2 -> SPADE residual blocks
     with nearest 2x upsampling (16, 16, 16, 8, 4, 2, 1 x ngf) -> lrelu -> 3x3 conv -> tanh. Without the VAE
@@ -101,7 +106,7 @@ class SPADEGenerator(nn.Module):
     def __init__(self, cfg: SPADEConfig, num_classes: int):
         super().__init__()
         self.cfg, nf, c, h = cfg, cfg.ngf, condition_channels(cfg, num_classes), cfg.spade_hidden
-        self.modalities = (cfg.condition, "style") if cfg.vae else (cfg.condition,)  # what G can be conditioned on
+        self.modalities = conditioned_on(cfg)
         self.start = cfg.resolution // 2 ** UPSAMPLINGS
         if cfg.vae:
             self.encoder = ImageEncoder(cfg)

@@ -2,17 +2,9 @@
 each condition (unconditional, text, seg, sketch, all), each scored by the metrics its inputs allow."""
 import numpy as np
 
+from ..conditions import CONDITIONS
 from . import evaluate
 from .base import EvalContext, EvalInputs, MetricError, Reference
-
-# condition -> the EvalInputs fields (conditioning modalities) the generator was given under it
-CONDITIONS: dict[str, tuple[str, ...]] = {
-    "unconditional": (),
-    "text": ("embeddings",),
-    "seg": ("seg",),
-    "sketch": ("sketch",),
-    "all": ("embeddings", "seg", "sketch"),
-}
 
 
 def inputs_for(condition: str, generated: np.ndarray, reference: Reference | None = None,
