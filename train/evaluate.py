@@ -61,7 +61,7 @@ def latest_snapshot(layout, model: str) -> Path:
 
 def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) -> torch.nn.Module:
     """The snapshot's G_ema (loaded strictly, weights only), in eval mode on `device`."""
-    G, _ = family(model).networks(cfg, num_classes)
+    G = family(model).generator(cfg, num_classes)
     G.load_state_dict(checkpoint.load(snapshot)["G_ema"])
     return G.eval().requires_grad_(False).to(device)
 
@@ -210,14 +210,15 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
 
     params, layout = stage.params, stage.layout
     p = params.evaluate
-    cfg = family(model).config(params.train.model(model).config or stage.profile.train_config)
+    fam, section = family(model), params.train.model(model)
+    cfg = fam.configure(section.config or stage.profile.train_config, section)
     try:
         cfg = fit_to_shards(cfg, shard_urls(layout.shards, "train"))  # as `pipeline train` built it
     except DataError as err:
         raise EvaluationError(str(err)) from None
     labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)
-    supported = family(model).conditions or tuple(CONDITIONS)
+    supported = fam.conditions or tuple(CONDITIONS)
     conditions = [c for c in p.conditions if c in supported]
     if not conditions:
         raise EvaluationError(f"evaluate.conditions {p.conditions} has none of the conditions model {model!r} "
@@ -225,9 +226,14 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cache_dir = layout.data_dir / "cache" / "fid"
     metric_params = metric_weights(p, layout.weights, cache_dir)
-    fit = params.train.model(model).fit  # the test images as the model saw its training images (never flipped)
-    test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, num_images or p.num_images, p.seed,
-                         Preprocess(fit))
+    fit = section.fit  # the test images as the model saw its training images (never flipped)
+    limit, notes = num_images or p.num_images, []
+    affordable = fam.eval_images(cfg) if fam.eval_images and not num_images else None
+    if affordable is not None and affordable < limit:
+        limit = affordable
+        notes.append(f"{model} evaluates at most {affordable} test images per condition (what its profile's "
+                     f"sampling affords), not evaluate.num_images {p.num_images}")
+    test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, limit, p.seed, Preprocess(fit))
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
     reference = reference_set(stage.dataset, test, cfg.resolution)
@@ -246,6 +252,6 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
                                        sketch=test.sketch, embeddings=test.embeddings)
         samples[condition] = generated[:SAMPLES_SHOWN]
     table = evaluate_conditions(p.metrics, inputs, ctx)
-    notes = [f"snapshot {snapshot.name}, {len(test.images)} test images at {cfg.resolution} px, seed {p.seed}"]
+    notes.insert(0, f"snapshot {snapshot.name}, {len(test.images)} test images at {cfg.resolution} px, seed {p.seed}")
     return write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
                         title=f"{model} on {stage.dataset}", notes=notes)

@@ -24,14 +24,13 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
     try:
         fam = family(model)
         section = stage.params.train.model(model)
-        cfg = fam.config(config_name or section.config or stage.profile.train_config)
+        cfg = fam.configure(config_name or section.config or stage.profile.train_config, section)
         labels = load_label_map(stage.profile.label_map)
     except (KeyError, AttributeError) as e:
         raise click.UsageError(str(e).strip("'\"")) from None
     if dry_run:
-        G, D = fam.networks(cfg, labels.num_classes)
-        click.echo(f"generator parameters: {count_parameters(G)}")
-        click.echo(f"discriminator parameters: {count_parameters(D)}")
+        for network, net in zip(fam.network_keys, fam.build(cfg, labels.num_classes).values()):
+            click.echo(f"{network.label} parameters: {count_parameters(net)}")
         _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
         return
     _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
@@ -64,7 +63,9 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
             sample_urls = shard_urls(stage.layout.shards, "test")
         except DataError:
             sample_urls = urls
-        if section.vgg_weights == "random":
+        if not fam.uses_vgg:
+            vgg = None
+        elif section.vgg_weights == "random":
             click.echo(f"warning: train.{model}.vgg_weights is 'random': the VGG-19 loss uses an "
                        "untrained VGG-19", err=True)
             vgg = VGGRelu51(None)

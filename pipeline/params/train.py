@@ -47,6 +47,22 @@ class SPADEParams(ModelTrainParams):
                              "tests/demos (the perceptual loss is then meaningless)")
 
 
+class UniteConquerParams(ModelTrainParams):
+    """Unite-and-Conquer: how its experts are combined at sampling (paper Eq. 10)."""
+
+    sampler: Literal["ddim", "ancestral"] | None = Field(None, description="DDIM (eta 0) or ancestral sampling; "
+                                                         "null: the profile's (DDIM)")
+    sample_steps: int | None = Field(None, ge=1, le=1000, description="respaced sampling steps; null: the "
+                                     "profile's (100; tiny 50)")
+    weights: dict[Literal["seg", "sketch", "text"], float] = Field(
+        {"seg": 1.0, "sketch": 1.0, "text": 1.0}, description="guidance weight w_i >= 1 per expert (Eq. 10)")
+    reliabilities: dict[Literal["seg", "sketch", "text"], float] | None = Field(
+        None, description="reliability a_j of each expert's unconditional estimate, normalised over the experts "
+        "in use; null: 1/N (paper Sec. 4.1)")
+    eval_images: int | None = Field(None, ge=1, description="at most this many test images per evaluation "
+                                    "condition (sampling costs steps x (experts + 1) passes); null: the profile's")
+
+
 class TrainParams(Section):
     """All model families, keyed by the model name (`spade-seg`; the attribute is `spade_seg`)."""
 
@@ -56,6 +72,7 @@ class TrainParams(Section):
     spade_seg: SPADEParams = Field(SPADEParams(), alias="spade-seg")
     spade_sketch: SPADEParams = Field(SPADEParams(), alias="spade-sketch")
     spade_seg_monce: SPADEParams = Field(SPADEParams(), alias="spade-seg-monce")
+    unite_conquer: UniteConquerParams = Field(UniteConquerParams(), alias="unite-conquer")
 
     def model(self, name: str) -> ModelTrainParams:
         """The section of model family `name`; unknown names raise KeyError."""
