@@ -28,8 +28,9 @@ TINY = {
         "train.spade-sketch.vgg_weights": "random", "train.spade-seg-monce.vgg_weights": "random",
         "evaluate.inception_weights": "random",
         "evaluate.lpips_weights": "random"}}},
-    "train": {model: {"steps": 2, "batch_size": 2, "workers": 0, "snapshot_every": 1, "sample_every": 1}
-              for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce")},
+    "train": {model: {"steps": 2, "batch_size": 2, "workers": 0, "snapshot_every": 1, "sample_every": 1,
+                      **({"sample_steps": 2} if model == "unite-conquer" else {})}  # diffusion: 2 DDIM steps
+              for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "unite-conquer")},
     "evaluate": {"num_images": 2, "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2,
                  "kid_subsets": 2},
 }
@@ -112,14 +113,17 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     assert "seg/fid" in files["data/runs/sample/spade-seg/eval/metrics.json"]["data"]  # side by side
     assert "sketch/fid" in files["data/runs/sample/spade-sketch/eval/metrics.json"]["data"]
     assert "seg/fid" in files["data/runs/sample/spade-seg-monce/eval/metrics.json"]["data"]
+    assert {"unconditional/fid", "text/fid", "sketch/fid", "all/fid"} <= set(
+        files["data/runs/sample/unite-conquer/eval/metrics.json"]["data"])
     dvc(root, env, "plots", "show", "--out", str(root / "plots"))
     assert (root / "plots" / "index.html").is_file()
 
 
 ANNOTATE = {"annotate@seg", "annotate@sketch", "annotate@clip"}
-TRAIN = {"train@poegan", "train@spade-seg", "train@spade-sketch", "train@spade-seg-monce"}
+TRAIN = {"train@poegan", "train@spade-seg", "train@spade-sketch", "train@spade-seg-monce", "train@unite-conquer"}
 # they run the annotators too
-EVALUATE = {"evaluate@poegan", "evaluate@spade-seg", "evaluate@spade-sketch", "evaluate@spade-seg-monce"}
+EVALUATE = {"evaluate@poegan", "evaluate@spade-seg", "evaluate@spade-sketch", "evaluate@spade-seg-monce",
+            "evaluate@unite-conquer"}
 EVERY = {"sample", "ingest", "weights", *ANNOTATE, "pack", "preview", *TRAIN, *EVALUATE}
 # The rerun boundary, written out by hand (never read from dvc.yaml): a changed param -> the stages it must mark
 # changed, and no others. Stages downstream of those rerun through their inputs once these have run.
@@ -149,6 +153,7 @@ RERUNS = [
     ("train.spade-seg.seed", 1, {"train@spade-seg", "evaluate@spade-seg"}),
     ("train.spade-sketch.steps", 3, {"train@spade-sketch", "evaluate@spade-sketch"}),
     ("train.spade-seg-monce.seed", 1, {"train@spade-seg-monce", "evaluate@spade-seg-monce"}),
+    ("train.unite-conquer.sample_steps", 3, {"train@unite-conquer", "evaluate@unite-conquer"}),
     ("evaluate.seed", 1, EVALUATE),
     ("datasets.sample.source", {"kind": "sample", "path": "raw/elsewhere"}, {"sample", "ingest"}),
     ("datasets.sample.test_size", 0.3, {"ingest"}),

@@ -20,9 +20,10 @@ ROOTS = {
     "pack": ["pipeline.commands.pack"],
     "preview": ["pipeline.commands.preview"],
     "train@poegan": ["pipeline.commands.train"],
-    **{f"train@{m}": ["pipeline.commands.train"] for m in ("spade-seg", "spade-sketch", "spade-seg-monce")},
+    **{f"train@{m}": ["pipeline.commands.train"]
+       for m in ("spade-seg", "spade-sketch", "spade-seg-monce", "unite-conquer")},
     **{f"evaluate@{m}": ["pipeline.commands.evaluate"]
-       for m in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce")},
+       for m in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "unite-conquer")},
 }
 # Stages that build annotators and metrics by registry name ("package.module:Name" strings) follow them.
 FOLLOW_REGISTRIES = {"evaluate"}

@@ -81,7 +81,8 @@ def forward_peak(family, nets: dict, cfg, num_classes: int, batch: int, device) 
     r, d = cfg.resolution, device
     cond = {"image": torch.rand(batch, 3, r, r, device=d), "seg": torch.rand(batch, num_classes, r, r, device=d),
             "sketch": torch.rand(batch, 1, r, r, device=d),
-            "text": torch.randn(batch, getattr(cfg, "clip_dim", 8), device=d)}
+            "text": torch.randn(batch, getattr(cfg, "clip_dim", 8), device=d),
+            "clip_image": torch.randn(batch, getattr(cfg, "clip_dim", 8), device=d)}
     cond["style"] = cond["image"]
     masks = modality_masks(batch, d)
     with LiveBytes() as live:

@@ -28,21 +28,23 @@ class Diffusion:
                                                            self.posterior_variance[1:]]))
         self.posterior_coef_x0 = betas * prev.sqrt() / (1 - alphas_cumprod)
         self.posterior_coef_xt = (1 - prev) * (1 - betas).sqrt() / (1 - alphas_cumprod)
+        self.log_betas = betas.log()
+        self._copies = {}  # (table, device) -> the table there: moved once, not at every step
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
-        abar = _at(self.alphas_cumprod, t, x0)
+        abar = self._at("alphas_cumprod", t, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     def posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log variance (clipped) of q(x_{t-1} | x_t, x_0)."""
-        mean = _at(self.posterior_coef_x0, t, x0) * x0 + _at(self.posterior_coef_xt, t, xt) * xt
-        return mean, _at(self.posterior_log_variance, t, xt)
+        mean = self._at("posterior_coef_x0", t, x0) * x0 + self._at("posterior_coef_xt", t, xt) * xt
+        return mean, self._at("posterior_log_variance", t, xt)
 
     def model_log_variance(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Learned range (Nichol & Dhariwal Eq. 15): v in [-1, 1] interpolates log beta_t and log beta~_t."""
         frac = (v + 1) / 2
-        return frac * _at(self.betas.log(), t, v) + (1 - frac) * _at(self.posterior_log_variance, t, v)
+        return frac * self._at("log_betas", t, v) + (1 - frac) * self._at("posterior_log_variance", t, v)
 
     def hybrid_loss(self, output: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
                     noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +53,7 @@ class Diffusion:
         stopped, as ADM's training_losses does)."""
         eps, v = output.float().chunk(2, dim=1)
         mse = (noise - eps).square().mean((1, 2, 3))
-        abar = _at(self.alphas_cumprod, t, xt)
+        abar = self._at("alphas_cumprod", t, xt)
         pred_x0 = (xt - (1 - abar).sqrt() * eps.detach()) / abar.sqrt()
         model_mean, _ = self.posterior(pred_x0, xt, t)
         model_logvar = self.model_log_variance(v, t)
@@ -70,6 +72,13 @@ class Diffusion:
         scheduler.set_timesteps(steps)
         return scheduler
 
+    def _at(self, table: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The schedule table's entries at t, [B, 1, 1, 1] in `like`'s dtype and device."""
+        key = (table, like.device)
+        if key not in self._copies:
+            self._copies[key] = getattr(self, table).to(like.device)
+        return self._copies[key][t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
     @torch.no_grad()
     def sample(self, model_output, shape: tuple, device, kind: str = "ddim", steps: int = 100) -> torch.Tensor:
         """Images [-1, 1] of `shape` from noise: `model_output(x_t, t)` -> [B, 6, H, W] (epsilon, v). Noise comes
@@ -85,9 +94,6 @@ class Diffusion:
         return x.clamp(-1, 1)
 
 
-def _at(table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """table[t] as [B, 1, 1, 1] in `like`'s dtype and device."""
-    return table.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
