@@ -14,12 +14,14 @@ from shardio.layout import Layout
 from train.baselines.unite_conquer.config import get_config
 from train.baselines.unite_conquer.diffusion import Diffusion, discretized_gaussian_log_likelihood, normal_kl
 from train.baselines.unite_conquer.experts import Experts
+from train.evaluate import generate
+from train.metrics.conditions import CONDITIONS
 from train.models import count_parameters, family
 from train.noise import private_noise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 D = Diffusion()
-TINY = replace(get_config("tiny"), channels=32, sample_steps=2)
+TINY = replace(get_config("tiny"), channels=32, sample_steps=1)
 
 
 def _gen(seed: int, *shape) -> torch.Tensor:
@@ -176,6 +178,21 @@ def test_the_text_expert_trains_on_the_clip_image_embedding_not_the_text():
     assert not torch.equal(reference, text_grads({**batch, "clip_image": -batch["clip_image"]}))
 
 
+@torch.no_grad()
+def test_every_evaluation_row_samples_from_exactly_its_modalities():
+    G = _experts(TINY)
+    cond, other = _batch(n=1), {k: -v for k, v in _batch(n=1).items()}
+    field = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}
+    for condition, modalities in CONDITIONS.items():  # unconditional, text, seg, sketch, all
+        given = {field[m] for m in modalities}
+        images = generate(G, cond, condition, seed=0, batch_size=1, device="cpu")
+        excluded = {k: other[k] if k not in given else v for k, v in cond.items()}  # the image and clip_image too
+        assert generate(G, excluded, condition, seed=0, batch_size=1, device="cpu").tobytes() == images.tobytes()
+        for name in given:
+            changed = generate(G, {**cond, name: other[name]}, condition, seed=0, batch_size=1, device="cpu")
+            assert not np.array_equal(changed, images), (condition, name)
+
+
 # --- the family in the trainer -------------------------------------------------------------------------------
 
 
@@ -202,6 +219,7 @@ def _train(tmp_path, data, steps):
     return Layout(data, "sample").training("unite-conquer")
 
 
+@pytest.mark.slow  # three experts per step, and a sample grid of 12 patterns
 def test_unite_conquer_trains_without_a_discriminator_and_resumes_exactly(shards, tmp_path):
     whole = _train(tmp_path, shards, 4)
     snapshot = torch.load(whole / "network-snapshot-000004.pt", weights_only=True)

@@ -7,7 +7,8 @@ from .common import stage_options
 @click.command("train")
 @stage_options
 @click.option("--model", default="poegan", show_default=True,
-              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce (train/models.py).")
+              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce, unite-conquer "
+              "(train/models.py).")
 @click.option("--config", "config_name", metavar="PROFILE", help="Configuration profile: celeba-1024, celeba-256, "
               "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
               "train_config].")
