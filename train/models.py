@@ -142,10 +142,11 @@ def _unite_conquer() -> ModelFamily:
     from .baselines.unite_conquer.experts import Experts
     from .baselines.unite_conquer.loss import ExpertsLoss
 
-    def training_forward(nets, cond, masks):  # the largest expert's forward on x_t (the text expert: CLIP too)
+    def training_forward(nets, cond, masks):  # one expert's activations are alive at a time: the largest's
         G = nets["G"]
+        name = max(G.experts, key=lambda n: count_parameters(G.experts[n]))
         t = torch.zeros(len(cond["image"]), dtype=torch.long, device=cond["image"].device)
-        return [G.expert(name, cond["image"], t, cond, masks[name], train=True) for name in G.experts]
+        return G.expert(name, cond["image"], t, cond, masks[name], train=True)
 
     return ModelFamily(get_config, lambda cfg, n: (Experts(cfg, n),), ExpertsLoss,
                        lambda cfg: SharedAdam(cfg.lr, (0.9, 0.999), None),  # ADM: AdamW defaults, no clipping
