@@ -1,7 +1,8 @@
 """Peak GPU memory of training a configuration at a per-GPU batch, estimated on any machine: the family's training
-forward (a GAN's: the generator and discriminator forward of the G phase) runs on fake CUDA tensors (PyTorch's FakeTensorMode: shapes, no data) while
-the bytes of live tensors are counted; weights, gradients, Adam moments of every network and the generator's EMA
-copy are counted from the parameters; backward is a measured factor on the forward's peak."""
+forward (a GAN's: the generator and discriminator forward of the G phase) runs on fake CUDA tensors (PyTorch's
+FakeTensorMode: shapes, no data) while the bytes of live tensors are counted; weights, gradients, Adam moments of
+every network and the generator's EMA copy are counted from the parameters; backward is a measured factor on the
+forward's peak."""
 import inspect
 import math
 import weakref
