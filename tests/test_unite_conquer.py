@@ -243,3 +243,8 @@ def test_dry_run_prints_only_the_generator(tmp_path):
     assert result.exit_code == 0, result.output
     assert "generator parameters:" in result.output and "discriminator" not in result.output
     assert "estimated peak GPU memory" in result.output
+
+
+def test_a_guidance_weight_below_1_is_refused_before_training(tmp_path):
+    result = _run(["--model", "unite-conquer", "--dry-run"], _params(tmp_path, weights={"seg": 0.5}))
+    assert result.exit_code == 2 and "train.unite-conquer.weights.seg" in result.output

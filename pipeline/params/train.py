@@ -1,5 +1,5 @@
 """Params of training: one section per model family under `train`."""
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -54,9 +54,9 @@ class UniteConquerParams(ModelTrainParams):
                                                          "null: the profile's (DDIM)")
     sample_steps: int | None = Field(None, ge=1, le=1000, description="respaced sampling steps; null: the "
                                      "profile's (100; tiny 50)")
-    weights: dict[Literal["seg", "sketch", "text"], float] = Field(
+    weights: dict[Literal["seg", "sketch", "text"], Annotated[float, Field(ge=1)]] = Field(
         {"seg": 1.0, "sketch": 1.0, "text": 1.0}, description="guidance weight w_i >= 1 per expert (Eq. 10)")
-    reliabilities: dict[Literal["seg", "sketch", "text"], float] | None = Field(
+    reliabilities: dict[Literal["seg", "sketch", "text"], Annotated[float, Field(ge=0)]] | None = Field(
         None, description="reliability a_j of each expert's unconditional estimate, normalised over the experts "
         "in use; null: 1/N (paper Sec. 4.1)")
     eval_images: int | None = Field(None, ge=1, description="at most this many test images per evaluation "
