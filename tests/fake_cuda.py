@@ -75,6 +75,7 @@ def condition_batch(num_classes: int, clip_dim: int, resolution: int, n: int = 2
     r = resolution
     batch = {"image": torch.rand(n, 3, r, r, device=device) * 2 - 1, "text": torch.randn(n, clip_dim, device=device),
              "seg": torch.rand(n, num_classes, r, r, device=device), "sketch": torch.rand(n, 1, r, r, device=device)}
+    batch["clip_image"] = torch.randn(n, clip_dim, device=device)
     batch["style"] = batch["image"]
     return batch
 

@@ -29,8 +29,9 @@ TINY = {
         "train.inade.vgg_weights": "random",
         "evaluate.inception_weights": "random",
         "evaluate.lpips_weights": "random"}}},
-    "train": {**{model: {"steps": 2, "batch_size": 2, "workers": 0, "snapshot_every": 1, "sample_every": 1}
-                 for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade")},
+    "train": {**{model: {"steps": 2, "batch_size": 2, "workers": 0, "snapshot_every": 1, "sample_every": 1,
+                         **({"sample_steps": 2} if model == "unite-conquer" else {})}  # diffusion: 2 DDIM steps
+                 for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer")},
               "cluster-guided": {"codes": 40, "kmeans_inits": 1, "rounds": 2, "steps_per_round": 5,
                                  "consistency_samples": 20, "batch_size": 20, "grid_size": 2}},
     "evaluate": {"num_images": 2, "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2,
@@ -118,16 +119,18 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     assert {"unconditional/fid", "cluster-r8-0/fid", "cluster-r8-1/fid"} <= set(
         files["data/runs/sample/cluster-guided/eval/metrics.json"]["data"])
     assert "seg/lpips_diversity" in files["data/runs/sample/inade/eval/metrics.json"]["data"]
+    assert {"unconditional/fid", "text/fid", "sketch/fid", "all/fid"} <= set(
+        files["data/runs/sample/unite-conquer/eval/metrics.json"]["data"])
     dvc(root, env, "plots", "show", "--out", str(root / "plots"))
     assert (root / "plots" / "index.html").is_file()
 
 
 ANNOTATE = {"annotate@seg", "annotate@sketch", "annotate@clip"}
 TRAIN = {"train@poegan", "train@spade-seg", "train@spade-sketch", "train@spade-seg-monce", "train@inade",
-         "train@cluster-guided"}
+         "train@unite-conquer", "train@cluster-guided"}
 # they run the annotators too
 EVALUATE = {"evaluate@poegan", "evaluate@spade-seg", "evaluate@spade-sketch", "evaluate@spade-seg-monce",
-            "evaluate@inade", "evaluate@cluster-guided"}
+            "evaluate@inade", "evaluate@unite-conquer", "evaluate@cluster-guided"}
 EVERY = {"sample", "ingest", "weights", *ANNOTATE, "pack", "preview", *TRAIN, *EVALUATE}
 # The rerun boundary, written out by hand (never read from dvc.yaml): a changed param -> the stages it must mark
 # changed, and no others. Stages downstream of those rerun through their inputs once these have run.
@@ -159,6 +162,7 @@ RERUNS = [
     ("train.spade-seg-monce.seed", 1, {"train@spade-seg-monce", "evaluate@spade-seg-monce"}),
     ("train.cluster-guided.clusters", 3, {"train@cluster-guided", "evaluate@cluster-guided"}),
     ("train.inade.seed", 1, {"train@inade", "evaluate@inade"}),
+    ("train.unite-conquer.sample_steps", 3, {"train@unite-conquer", "evaluate@unite-conquer"}),
     ("evaluate.seed", 1, EVALUATE),
     ("datasets.sample.source", {"kind": "sample", "path": "raw/elsewhere"}, {"sample", "ingest"}),
     ("datasets.sample.test_size", 0.3, {"ingest"}),

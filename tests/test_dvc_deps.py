@@ -21,9 +21,9 @@ ROOTS = {
     "preview": ["pipeline.commands.preview"],
     "train@poegan": ["pipeline.commands.train"],
     **{f"train@{m}": ["pipeline.commands.train"]
-       for m in ("spade-seg", "spade-sketch", "spade-seg-monce", "inade", "cluster-guided")},
+       for m in ("spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer", "cluster-guided")},
     **{f"evaluate@{m}": ["pipeline.commands.evaluate"]
-       for m in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "cluster-guided")},
+       for m in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer", "cluster-guided")},
 }
 # Stages that build annotators and metrics by registry name ("package.module:Name" strings) follow them.
 FOLLOW_REGISTRIES = {"evaluate"}

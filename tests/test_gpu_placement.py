@@ -271,3 +271,42 @@ def test_cluster_guided_generation_and_cluster_assignment_stay_on_the_gpu(fake_c
     cond = condition_batch(NUM_CLASSES, POEGAN.clip_dim, POEGAN.resolution, n=3, device="cpu")
     for _, call in G.rows():
         assert evaluate.generate(call, cond, "unconditional", seed=0, batch_size=2, device=CUDA).shape == (3, 16, 16, 3)
+
+
+# Unite-and-Conquer: one network (the experts) and one phase; 32 px UNets of a few channels, 2 sampling steps
+UC = replace(family("unite-conquer").config("tiny"), channels=32, sample_steps=2, clip_dim=8)
+
+
+def _experts(device=CUDA):
+    fam = family("unite-conquer")
+    with torch.device(device):
+        (G,) = fam.networks(UC, NUM_CLASSES)
+        loss = fam.loss(G, None, UC)
+    return G, loss
+
+
+def test_unite_conquer_training_phase_stays_on_the_gpu_and_copies_nothing_after_its_first_step(fake_cuda):
+    G, loss = _experts()
+    loss.backward = lambda total: None  # backward needs a real CUDA context; checked on the meta device
+    batch, masks = condition_batch(NUM_CLASSES, 8, UC.resolution), modality_masks(2, CUDA)
+    assert on_device(loss.accumulate_gradients("G", batch, masks, 0))  # may move the schedule tables once
+    with HostToDeviceCopies() as copies:
+        logged = loss.accumulate_gradients("G", batch, masks, 1)
+    assert copies.ops == [] and on_device(logged)
+
+
+def test_unite_conquer_training_phase_backpropagates_on_a_stand_in_device():
+    G, loss = _experts(META)
+    logged = loss.accumulate_gradients("G", condition_batch(NUM_CLASSES, 8, UC.resolution, device=META),
+                                       modality_masks(2, META), 0)
+    grads = [p.grad for p in G.parameters() if p.grad is not None]
+    assert on_device([logged, grads], META) and len(grads) == len(list(G.parameters()))
+
+
+def test_unite_conquer_training_phase_reads_no_value_back_from_the_device():
+    G, loss = _experts("cpu")
+    batch, masks = condition_batch(NUM_CLASSES, 8, UC.resolution, device="cpu"), modality_masks(2, "cpu")
+    with ValueReads() as reads:
+        logged = loss.accumulate_gradients("G", batch, masks, 0)
+    assert reads.count == 0 and all(isinstance(v, torch.Tensor) for v in logged.values())
+

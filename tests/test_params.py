@@ -96,7 +96,7 @@ def test_overrides_apply_to_their_dataset_only():
 def test_real_profiles_preprocess_and_train_as_the_supplement_says():
     params = load_params(REPO_PARAMS)
     # A: COCO, CelebA resized; Landscape randomly cropped
-    for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade"):
+    for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer"):
         fits = {name: params.for_dataset(name).train.model(model).fit for name in ("coco", "mm-celeba-hq", "landscape")}
         assert fits == {"coco": "resize", "mm-celeba-hq": "resize", "landscape": "random-crop"}
     assert not any(params.for_dataset(name).train.poegan.flip for name in params.datasets)  # B names no flips

@@ -1,4 +1,5 @@
-"""Weight snapshots (G, D, G_ema) and training-state files (everything else an exact resume needs)."""
+"""Weight snapshots (a family's networks and its generator's moving average: G, D, G_ema for a GAN) and
+training-state files (everything else an exact resume needs)."""
 import random
 import re
 from pathlib import Path

@@ -7,18 +7,17 @@ from pathlib import Path
 import numpy as np
 
 TENSORBOARD_DIR = "tensorboard"  # under the run folder: `tensorboard --logdir data/runs` shows every run
-PHASES = ("G", "D", "Dreg")  # log keys `<phase>_<term>` are grouped by phase
 
 
-def scalars(record: dict) -> dict[str, float]:
-    """The numbers of one log record by TensorBoard tag: losses and norms grouped by phase (`G/adv`), the rest
-    under `train/`; list values (per-level KL weights) become one tag per element."""
+def scalars(record: dict, phases: tuple[str, ...]) -> dict[str, float]:
+    """The numbers of one log record by TensorBoard tag: losses and norms `<phase>_<term>` grouped by phase
+    (`G/adv`), the rest under `train/`; list values (per-level KL weights) become one tag per element."""
     tags = {}
     for key, value in record.items():
         if key == "step":
             continue
         phase, _, term = key.partition("_")
-        group, name = (phase, term) if phase in PHASES and term else ("train", key)
+        group, name = (phase, term) if phase in phases and term else ("train", key)
         values = value if isinstance(value, list) else [value]
         for i, v in enumerate(values):
             if isinstance(v, numbers.Real) and not isinstance(v, bool):
@@ -26,11 +25,11 @@ def scalars(record: dict) -> dict[str, float]:
     return tags
 
 
-def postfix(record: dict, images_per_s: float | None) -> dict[str, str]:
-    """The progress bar's figures after a log read: images/s and each loss term (not the gradient norms)."""
+def postfix(record: dict, images_per_s: float | None, phases: tuple[str, ...]) -> dict[str, str]:
+    """The progress bar's figures after a log read: images/s and each phase's loss terms (not gradient norms)."""
     shown = {} if images_per_s is None else {"img/s": f"{images_per_s:.3g}"}
-    shown.update({k: f"{v:.3g}" for k, v in record.items()
-                  if k[:2] in ("G_", "D_") and not k.endswith("grad_norm") and isinstance(v, float)})
+    shown.update({k: f"{v:.3g}" for k, v in record.items() if k.partition("_")[0] in phases
+                  and not k.endswith("grad_norm") and isinstance(v, float)})
     return shown
 
 
@@ -38,9 +37,10 @@ class Dashboard:
     """Rank 0's live view of a run. `resume_step`: events of steps after it, left by a killed run, are dropped
     so the curves continue where the training state does."""
 
-    def __init__(self, run_dir: Path, resume_step: int, learning_rates: dict[str, float], *, tensorboard: bool = True,
-                 wandb_project: str | None = None, wandb_id: str | None = None, config: dict | None = None):
-        self.learning_rates = learning_rates
+    def __init__(self, run_dir: Path, resume_step: int, phases: tuple[str, ...], learning_rates: dict[str, float], *,
+                 tensorboard: bool = True, wandb_project: str | None = None, wandb_id: str | None = None,
+                 config: dict | None = None):
+        self.phases, self.learning_rates = phases, learning_rates
         self.last: tuple[int, float] | None = None  # (images, sec) of the previous record: images/s between reads
         self.writer = self.wandb = None
         if tensorboard:
@@ -59,7 +59,7 @@ class Dashboard:
         rate = None
         for record in records:
             step = record["step"]
-            tags = scalars(record) | {f"lr/{name}": lr for name, lr in self.learning_rates.items()}
+            tags = scalars(record, self.phases) | {f"lr/{name}": lr for name, lr in self.learning_rates.items()}
             if self.last is not None and record["sec"] > self.last[1]:
                 rate = (record["images"] - self.last[0]) / (record["sec"] - self.last[1])
                 tags["train/images_per_s"] = rate

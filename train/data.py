@@ -112,6 +112,7 @@ def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Ra
         "seg": torch.from_numpy(seg_a.copy()),
         "sketch": torch.from_numpy(sketch_a.copy()).float()[None] / 255,
         "text": torch.from_numpy(text.astype(np.float32)),
+        "clip_image": torch.from_numpy(_npy(sample["clip.npy"]).astype(np.float32)),  # Unite-and-Conquer's text
     }
 
 

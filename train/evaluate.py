@@ -62,7 +62,8 @@ def latest_snapshot(layout, model: str) -> Path:
 def model_config(stage, model: str):
     """The configuration `pipeline train` built the model's run with (its params or the profile's, fitted to the
     training shards); no training shards is an EvaluationError."""
-    cfg = family(model).config(stage.params.train.model(model).config or stage.profile.train_config)
+    section = stage.params.train.model(model)
+    cfg = family(model).configure(section.config or stage.profile.train_config, section)
     try:
         return fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
     except DataError as err:
@@ -71,7 +72,7 @@ def model_config(stage, model: str):
 
 def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) -> torch.nn.Module:
     """The snapshot's G_ema (loaded strictly, weights only), in eval mode on `device`."""
-    G, _ = family(model).networks(cfg, num_classes)
+    G = family(model).generator(cfg, num_classes)
     G.load_state_dict(checkpoint.load(snapshot)["G_ema"])
     return G.eval().requires_grad_(False).to(device)
 
@@ -233,8 +234,13 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
     cache_dir = layout.data_dir / "cache" / "fid"
     metric_params = metric_weights(p, layout.weights, cache_dir)
     fit = params.train.model(model).fit  # the test images as the model saw its training images (never flipped)
-    test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, num_images or p.num_images, p.seed,
-                         Preprocess(fit))
+    limit, notes = num_images or p.num_images, []
+    affordable = fam.eval_images(cfg) if fam.eval_images and not num_images else None
+    if affordable is not None and affordable < limit:
+        limit = affordable
+        notes.append(f"{model} evaluates at most {affordable} test images per condition (what its profile's "
+                     f"sampling affords), not evaluate.num_images {p.num_images}")
+    test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, limit, p.seed, Preprocess(fit))
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
     reference = reference_set(stage.dataset, test, cfg.resolution)
@@ -255,6 +261,6 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
                                       sketch=test.sketch, embeddings=test.embeddings)
         samples[row.name] = generated[:SAMPLES_SHOWN]
     table = evaluate_conditions(p.metrics, inputs, ctx)
-    notes = [f"snapshot {snapshot.name}, {len(test.images)} test images at {cfg.resolution} px, seed {p.seed}"]
+    notes.insert(0, f"snapshot {snapshot.name}, {len(test.images)} test images at {cfg.resolution} px, seed {p.seed}")
     return write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
                         title=f"{model} on {stage.dataset}", notes=notes)

@@ -1,7 +1,8 @@
 """The training loop (after NVlabs stylegan3's training_loop): one code path for single-process CPU and
 multi-GPU data parallelism under `torchrun` (env://, gradients all-reduced per phase). Supplement B: Adam(0, 0.99), one constant lr for G and D, EMA of G,
-gradient norms clipped at 10, modality dropout 0.5, mixed precision (on CUDA). Other families bring their own
-Adam settings (train/models.py: ModelFamily.optimizer)."""
+gradient norms clipped at 10, modality dropout 0.5, mixed precision (on CUDA). The family says which networks it
+trains in which phases with which Adam settings (train/models.py: ModelFamily); the first network is the generator,
+whose moving average draws the grids."""
 import copy
 import json
 import math
@@ -25,8 +26,6 @@ from .samples import render_grid, save_grid
 BETAS = (0.0, 0.99)  # B: Adam with beta1 = 0, beta2 = 0.99
 GRAD_CLIP = 10.0  # B: gradient norms clipped at 10
 MODALITY_DROPOUT = 0.5  # B: dropout rate of modality dropout
-# Lazy R1's step carries 16 steps' worth of penalty (scaled by the interval); clipping it at 10 would undo that.
-UNCLIPPED_PHASES = ("Dreg",)
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def _mean_terms(terms: list[dict]) -> dict:
     return {k: sum(t[k] for t in terms) / len(terms) for k in terms[0]}
 
 
-def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progress: bool = True,
+def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, progress: bool = True,
           processes: distributed.Processes | None = None) -> list[dict]:
     """Train (or resume from the newest training state in `spec.run_dir`, as rank 0 finds it) up to `spec.steps`;
     returns the log records of the steps run here. `processes`: the started process group (default: start it)."""
@@ -120,23 +119,26 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     batch_size = spec.batch_size or cfg.batch_size
     rounds = accumulation_rounds(batch_size, world, spec.batch_gpu)
     torch.manual_seed(spec.seed)  # the same initial networks on every rank
-    G, D = family.networks(cfg, spec.num_classes)
-    G, D = (synchronised_batch_norm(net, world, device).to(device) for net in (G, D))
+    nets = {key: synchronised_batch_norm(net, world, device).to(device)
+            for key, net in family.build(cfg, spec.num_classes).items()}
+    G = next(iter(nets.values()))  # the generator
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    vgg = vgg.to(device)
+    vgg = vgg.to(device) if vgg is not None else None
     settings = family.optimizer(cfg)
-    opt_G = torch.optim.Adam(G.parameters(), lr=settings.lr_G, betas=settings.betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=settings.lr_D, betas=settings.betas_D or settings.betas)
+    opts = {}
+    for key, net in nets.items():
+        lr, betas = settings.adam(key)
+        opts[key] = torch.optim.Adam(net.parameters(), lr=lr, betas=betas)
     clip = settings.grad_clip or math.inf  # inf: the norm is logged, nothing clipped
     amp = spec.mixed_precision and device.type == "cuda"
-    scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in ("G", "D")}
+    scalers = {key: torch.amp.GradScaler("cuda", enabled=amp) for key in nets}
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
                          seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
                          epoch_batches=spec.epoch_batches, preprocess=spec.preprocess,
                          pin_memory=device.type == "cuda")
-    for module in (G, D):
+    for module in nets.values():
         _broadcast(module, world)
-    loss = family.loss(G, D, vgg, cfg)
+    loss = family.loss(*nets.values(), vgg, cfg)
     torch.manual_seed(spec.seed * 1_000_003 + rank + 1)  # then a stream of its own per rank (noise, dropout)
 
     step = 0
@@ -145,8 +147,10 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
     if resume is not None:
         weights = checkpoint.load(checkpoint.snapshot_path(run_dir, resume))
         state = checkpoint.load(checkpoint.state_path(run_dir, resume))
-        G.load_state_dict(weights["G"]), D.load_state_dict(weights["D"]), G_ema.load_state_dict(weights["G_ema"])
-        opt_G.load_state_dict(state["opt_G"]), opt_D.load_state_dict(state["opt_D"])
+        for key, net in nets.items():
+            net.load_state_dict(weights[key])
+            opts[key].load_state_dict(state[f"opt_{key}"])
+        G_ema.load_state_dict(weights[_ema_key(nets)])
         for name, scaler in scalers.items():
             load_scaler_state(scaler, state["scaler"][name])
         loss.load_state_dict(state["loss"])
@@ -158,7 +162,8 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
         _truncate_log(run_dir / "log.jsonl", step)
 
     ident = spec.identity or {}
-    dashboard = Dashboard(run_dir, step, {"G": settings.lr_G, "D": settings.lr_D},
+    phases = tuple(phase.name for phase in family.phases)
+    dashboard = Dashboard(run_dir, step, phases, {key: opt.param_groups[0]["lr"] for key, opt in opts.items()},
                           tensorboard=spec.tensorboard and rank == 0,
                           wandb_project=spec.wandb_project if rank == 0 else None,
                           wandb_id=ident.get("fingerprint"), config=ident.get("params"))
@@ -171,22 +176,23 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
         masks = modality_masks(len(batch["image"]), device)
         micro = list(zip(_split(batch, rounds), _split(masks, rounds)))
         losses = {}
-        for phase, net, opt in (("G", G, opt_G), ("D", D, opt_D), ("Dreg", D, opt_D)):
-            if phase == "Dreg" and not loss.r1_due(step):
+        for phase in family.phases:
+            if not phase.due(step):
                 continue
-            scaler = scalers[phase[0]]
-            G.requires_grad_(net is G), D.requires_grad_(net is D)
+            net, opt, scaler = nets[phase.network], opts[phase.network], scalers[phase.network]
+            for other in nets.values():
+                other.requires_grad_(other is net)
             opt.zero_grad(set_to_none=True)
             loss.backward = lambda t, s=scaler: s.scale(t / rounds).backward()  # gradients: the mean over rounds
             terms = []
             for micro_batch, micro_masks in micro:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    terms.append(loss.accumulate_gradients(phase, micro_batch, micro_masks, step))
+                    terms.append(loss.accumulate_gradients(phase.name, micro_batch, micro_masks, step))
             losses.update(_mean_terms(terms))
             _average_gradients(net, world)
             scaler.unscale_(opt)
-            limit = math.inf if phase in UNCLIPPED_PHASES else clip
-            losses[f"{phase}_grad_norm"] = torch.nn.utils.clip_grad_norm_(net.parameters(), limit)
+            limit = clip if phase.clip else math.inf
+            losses[f"{phase.name}_grad_norm"] = torch.nn.utils.clip_grad_norm_(net.parameters(), limit)
             scaler.step(opt)
             scaler.update()
         loss.end_step()
@@ -201,14 +207,14 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module, spec: RunSpec, progres
             if rank == 0:
                 with open(run_dir / "log.jsonl", "a") as f:
                     f.writelines(json.dumps(record) + "\n" for record in read)
-                bar.set_postfix(postfix(read[-1], dashboard.log(read)), refresh=False)
+                bar.set_postfix(postfix(read[-1], dashboard.log(read), phases), refresh=False)
         if rank == 0:
             if step % spec.sample_every == 0 or step == spec.steps:
                 grid = render_grid(G_ema, fixed, spec.label_colours)
                 save_grid(run_dir / f"samples-{step:06d}.png", grid)
                 dashboard.grid(step, grid)
         if step % spec.snapshot_every == 0 or step == spec.steps:
-            _save(run_dir, step, rank, world, G, D, G_ema, opt_G, opt_D, scalers, loss, loader)
+            _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader)
     bar.close()
     dashboard.close()
     return records
@@ -299,14 +305,20 @@ def _gather(obj, world: int) -> list:
     return out
 
 
-def _save(run_dir, step, rank, world, G, D, G_ema, opt_G, opt_D, scalers, loss, loader) -> None:
-    """Weight snapshot and training state of `step` (every rank's loader position and RNG state)."""
+def _ema_key(nets: dict) -> str:
+    """The snapshot key of the generator's moving average ("G_ema")."""
+    return f"{next(iter(nets))}_ema"
+
+
+def _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader) -> None:
+    """Weight snapshot (each network, then the generator's moving average) and training state of `step` (each
+    network's optimiser, every rank's loader position and RNG state)."""
     loaders = _gather(loader.state_dict(), world)
     rngs = _gather(checkpoint.rng_state(), world)
     if rank != 0:
         return
     checkpoint.save(checkpoint.snapshot_path(run_dir, step),
-                    {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict()})
+                    {**{key: net.state_dict() for key, net in nets.items()}, _ema_key(nets): G_ema.state_dict()})
     checkpoint.save(checkpoint.state_path(run_dir, step), {
-        "step": step, "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "loss": loss.state_dict(),
+        "step": step, **{f"opt_{key}": opt.state_dict() for key, opt in opts.items()}, "loss": loss.state_dict(),
         "scaler": {name: s.state_dict() for name, s in scalers.items()}, "loader": loaders, "rng": rngs})

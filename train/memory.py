@@ -1,7 +1,8 @@
-"""Peak GPU memory of training a configuration at a per-GPU batch, estimated on any machine: the generator and
-discriminator forward of the G phase runs on fake CUDA tensors (PyTorch's FakeTensorMode: shapes, no data) while
-the bytes of live tensors are counted; weights, gradients, Adam moments and the EMA copy are counted from the
-parameters; backward is a measured factor on the forward's peak."""
+"""Peak GPU memory of training a configuration at a per-GPU batch, estimated on any machine: the family's training
+forward (a GAN's: the generator and discriminator forward of the G phase) runs on fake CUDA tensors (PyTorch's
+FakeTensorMode: shapes, no data) while the bytes of live tensors are counted; weights, gradients, Adam moments of
+every network and the generator's EMA copy are counted from the parameters; backward is a measured factor on the
+forward's peak."""
 import inspect
 import math
 import weakref
@@ -51,8 +52,8 @@ class LiveBytes(TorchDispatchMode):
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes: `static` (weights, gradients, Adam moments, G's EMA) and, per sample and fixed, the G phase's
-    forward peak; the training peak at batch b is static + factor * (fixed + b * per_sample)."""
+    """Bytes: `static` (weights, gradients, Adam moments, G's EMA) and, per sample and fixed, the training
+    forward's peak; the training peak at batch b is static + factor * (fixed + b * per_sample)."""
 
     static: int
     fixed: int
@@ -68,19 +69,26 @@ class MemoryEstimate:
                                  / self.per_sample))
 
 
-def forward_peak(G, D, cfg, num_classes: int, batch: int, device) -> int:
-    """Peak live bytes of the G phase's forward (G, then D on its output) on a uniform-noise batch."""
+def gan_forward(nets: dict, cond: dict, masks: dict):
+    """A GAN's G phase forward: G, then D on its output."""
+    G, D = nets.values()
+    image, extras = G(cond, masks)
+    takes_masks = len(inspect.signature(D.forward).parameters) == 3
+    return image, extras, (D(image, cond, masks) if takes_masks else D(image, cond))
+
+
+def forward_peak(family, nets: dict, cfg, num_classes: int, batch: int, device) -> int:
+    """Peak live bytes of the family's training forward on a uniform-noise batch."""
     r, d = cfg.resolution, device
     cond = {"image": torch.rand(batch, 3, r, r, device=d), "seg": torch.rand(batch, num_classes, r, r, device=d),
             "sketch": torch.rand(batch, 1, r, r, device=d),
-            "text": torch.randn(batch, getattr(cfg, "clip_dim", 8), device=d)}
+            "text": torch.randn(batch, getattr(cfg, "clip_dim", 8), device=d),
+            "clip_image": torch.randn(batch, getattr(cfg, "clip_dim", 8), device=d)}
     cond["style"] = cond["image"]
     masks = modality_masks(batch, d)
     with LiveBytes() as live:
-        image, extras = G(cond, masks)
-        takes_masks = len(inspect.signature(D.forward).parameters) == 3
-        out = D(image, cond, masks) if takes_masks else D(image, cond)
-        del image, extras, out
+        out = (family.training_forward or gan_forward)(nets, cond, masks)
+        del out
     return live.peak
 
 
@@ -88,10 +96,10 @@ def estimate(family, cfg, num_classes: int) -> MemoryEstimate:
     """The memory estimate of training `cfg` (fp32 activations: mixed precision keeps most in fp16, about half)."""
     with FakeTensorMode(allow_non_fake_inputs=True):
         with torch.device("cuda"):
-            G, D = family.networks(cfg, num_classes)
+            nets = family.build(cfg, num_classes)
         # batches of 2 and 4: batch norm (SPADE) needs more than one value per channel
-        two, four = (forward_peak(G, D, cfg, num_classes, b, "cuda") for b in (2, 4))
-    params = {name: sum(p.numel() * p.element_size() for p in net.parameters()) for name, net in (("G", G), ("D", D))}
-    static = 5 * params["G"] + 4 * params["D"]  # weights, gradients, two Adam moments; and G_ema
+        two, four = (forward_peak(family, nets, cfg, num_classes, b, "cuda") for b in (2, 4))
+    params = [sum(p.numel() * p.element_size() for p in net.parameters()) for net in nets.values()]
+    static = 4 * sum(params) + params[0]  # weights, gradients, two Adam moments; and the generator's EMA
     per_sample = (four - two) // 2
     return MemoryEstimate(static, max(0, two - 2 * per_sample), per_sample)

@@ -17,6 +17,11 @@ def randn_like(x: torch.Tensor) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device, non_blocking=True)
 
 
+def generator() -> torch.Generator | None:
+    """The enclosing `private_noise` block's generator (for libraries that take one), else None: global."""
+    return _private.get()
+
+
 @contextmanager
 def private_noise(seed: int):
     """Within the block, `randn_like` draws from a fresh generator seeded with `seed`."""

@@ -8,7 +8,7 @@ from .common import stage_options
 @stage_options
 @click.option("--model", default="poegan", show_default=True,
               help="Model family whose run to evaluate: poegan, spade-seg, spade-sketch, spade-seg-monce, inade, "
-              "cluster-guided.")
+              "unite-conquer, cluster-guided.")
 @click.option("--num-images", type=click.IntRange(min=1), help="At most this many test images (and reference "
               "images) [default: params evaluate.num_images].")
 def command(stage, model, num_images):

@@ -7,8 +7,8 @@ from .common import stage_options
 @click.command("train")
 @stage_options
 @click.option("--model", default="poegan", show_default=True,
-              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce, inade, cluster-guided (fitted "
-              "from the newest poegan snapshot) (train/models.py).")
+              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce, inade, unite-conquer, "
+              "cluster-guided (fitted from the newest poegan snapshot) (train/models.py).")
 @click.option("--config", "config_name", metavar="PROFILE", help="Configuration profile: celeba-1024, celeba-256, "
               "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
               "train_config].")
@@ -25,7 +25,7 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
     try:
         fam = family(model)
         section = stage.params.train.model(model)
-        cfg = fam.config(config_name or section.config or stage.profile.train_config)
+        cfg = fam.configure(config_name or section.config or stage.profile.train_config, section)
         labels = load_label_map(stage.profile.label_map)
     except (KeyError, AttributeError) as e:
         raise click.UsageError(str(e).strip("'\"")) from None
@@ -33,12 +33,11 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
         _fit(stage, fam, cfg, section, labels, model, dry_run)
         return
     if dry_run:
-        G, D = fam.networks(cfg, labels.num_classes)
-        click.echo(f"generator parameters: {count_parameters(G)}")
-        if hasattr(G, "encoder"):  # an image/noise encoder inside G: papers count the generator without it
-            without = count_parameters(G) - count_parameters(G.encoder)
-            click.echo(f"generator parameters without the encoder: {without}")
-        click.echo(f"discriminator parameters: {count_parameters(D)}")
+        for network, net in zip(fam.network_keys, fam.build(cfg, labels.num_classes).values()):
+            click.echo(f"{network.label} parameters: {count_parameters(net)}")
+            if hasattr(net, "encoder"):  # an image/noise encoder inside G: papers count the generator without it
+                click.echo(f"{network.label} parameters without the encoder: "
+                           f"{count_parameters(net) - count_parameters(net.encoder)}")
         _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
         return
     _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
@@ -105,7 +104,9 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
             sample_urls = shard_urls(stage.layout.shards, "test")
         except DataError:
             sample_urls = urls
-        if section.vgg_weights == "random":
+        if not fam.uses_vgg:
+            vgg = None
+        elif section.vgg_weights == "random":
             click.echo(f"warning: train.{model}.vgg_weights is 'random': the VGG-19 loss uses an "
                        "untrained VGG-19", err=True)
             vgg = VGGRelu51(None)

@@ -1,5 +1,5 @@
 """Params of training: one section per model family under `train`."""
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -78,6 +78,22 @@ class ClusterGuidedParams(Section):
     grid_size: int = Field(4, ge=1, description="each cluster's sample grid is grid_size x grid_size")
 
 
+class UniteConquerParams(ModelTrainParams):
+    """Unite-and-Conquer: how its experts are combined at sampling (paper Eq. 10)."""
+
+    sampler: Literal["ddim", "ancestral"] | None = Field(None, description="DDIM (eta 0) or ancestral sampling; "
+                                                         "null: the profile's (DDIM)")
+    sample_steps: int | None = Field(None, ge=1, le=1000, description="respaced sampling steps; null: the "
+                                     "profile's (100; tiny 50)")
+    weights: dict[Literal["seg", "sketch", "text"], Annotated[float, Field(ge=1)]] = Field(
+        {"seg": 1.0, "sketch": 1.0, "text": 1.0}, description="guidance weight w_i >= 1 per expert (Eq. 10)")
+    reliabilities: dict[Literal["seg", "sketch", "text"], Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="reliability a_j of each expert's unconditional estimate, normalised over the experts "
+        "in use; null: 1/N (paper Sec. 4.1)")
+    eval_images: int | None = Field(None, ge=1, description="at most this many test images per evaluation "
+                                    "condition (sampling costs steps x (experts + 1) passes); null: the profile's")
+
+
 class TrainParams(Section):
     """All model families, keyed by the model name (`spade-seg`; the attribute is `spade_seg`)."""
 
@@ -88,6 +104,7 @@ class TrainParams(Section):
     spade_sketch: SPADEParams = Field(SPADEParams(), alias="spade-sketch")
     spade_seg_monce: SPADEParams = Field(SPADEParams(), alias="spade-seg-monce")
     inade: SPADEParams = SPADEParams()
+    unite_conquer: UniteConquerParams = Field(UniteConquerParams(), alias="unite-conquer")
     cluster_guided: ClusterGuidedParams = Field(ClusterGuidedParams(), alias="cluster-guided")
 
     def model(self, name: str) -> ModelTrainParams | ClusterGuidedParams:

@@ -1,0 +1,48 @@
+"""The training objective of the experts: each expert's hybrid loss (epsilon MSE + variational bound, ADM's
+LEARNED_RANGE with loss type MSE) on its own uniformly drawn timesteps and noise, with its condition dropped to null
+for the official fraction of samples (config.NULL_FRACTION). One phase "G" trains all experts: no parameter is
+shared, so each trains as if alone (Adam is per parameter; ADM clips no gradient). Each expert's loss is
+backpropagated before the next one's forward, so only one expert's activations are alive at a time."""
+import torch
+
+from .config import NULL_FRACTION
+from .experts import Experts
+
+PHASES = ("G",)
+
+
+class ExpertsLoss:
+    """The loss object the training loop drives (train/loop.py): `accumulate_gradients("G", batch, masks, step)`.
+    The loop's modality masks (PoE-GAN's dropout) are not used: each expert drops its own condition."""
+
+    def __init__(self, G: Experts, vgg=None, cfg=None, backward=torch.Tensor.backward):
+        self.G, self.cfg = G, cfg or G.cfg
+        self.backward = backward
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def log_state(self) -> dict:
+        return {}
+
+    def end_step(self) -> None:
+        pass
+
+    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
+        """Backpropagate each expert's hybrid loss; return each one's MSE and VLB terms."""
+        if phase != "G":
+            raise ValueError(f"unknown loss phase {phase!r}; expected one of {PHASES}")
+        x0 = batch["image"]
+        diffusion, terms = self.G.diffusion, {}
+        for name in self.G.experts:
+            t = torch.randint(0, diffusion.timesteps, (len(x0),), device=x0.device)
+            noise = torch.randn_like(x0)
+            keep = torch.rand(len(x0), device=x0.device) >= NULL_FRACTION[name]
+            xt = diffusion.q_sample(x0, t, noise)
+            mse, vb = diffusion.hybrid_loss(self.G.expert(name, xt, t, batch, keep, train=True), x0, xt, t, noise)
+            self.backward(mse.mean() + vb.mean())
+            terms[f"{name}_mse"], terms[f"{name}_vb"] = mse.mean().detach(), vb.mean().detach()
+        return terms
