@@ -334,7 +334,7 @@ class _Brightness(Annotator):
     def setup(self, device):
         pass
 
-    def __call__(self, items):
+    def forward(self, items):
         if any(item.image.shape[1] == 64 for item in items):
             raise ValueError("cannot annotate 64-px-wide images")
         return [{"sketch.png": np.full((1, 1), int(item.image.mean()), np.uint8)} for item in items]
@@ -362,7 +362,7 @@ def test_an_image_failing_inside_the_annotator_fails_alone(tmp_path):
 class _BrokenGPU(_Brightness):
     """Fails as an annotator does once its CUDA context is broken: every call, whatever the image."""
 
-    def __call__(self, items):
+    def forward(self, items):
         raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
 
 
