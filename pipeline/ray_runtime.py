@@ -2,11 +2,12 @@
 replacing an actor that dies and retrying its shard.
 
 Sizing keeps `reserve_cpus` out of every actor's claim: Ray Data hangs when actors hold every CPU
-(ray-project/ray#44687), and more generally anything else the job or the cluster needs must still be schedulable.
-On GPUs each actor claims `gpus_per_worker` GPUs (at most one: an annotator runs on one device) and a share of the
-unreserved CPUs that fits on every node, and runs its decoding, NMS, CLIP preprocessing and PNG encoding on that many threads; on CPUs
-the unreserved CPUs are split evenly, each actor's cores run its model, and 2 threads do its CPU side (the
-reserve keeps CPU free for Ray's own reads). Actors get work only once they have started: one the cluster cannot place never holds a shard.
+(ray-project/ray#44687), and more generally anything else the job or the cluster needs must still be schedulable. On GPUs
+each actor claims `gpus_per_worker` GPUs (at most one: an annotator runs on one device) and a share of the
+unreserved CPUs that fits on every node, and runs its decoding, NMS, CLIP preprocessing and PNG encoding on that
+many threads; on CPUs the unreserved CPUs are split evenly, each actor's cores run its model, and 2 threads do its
+CPU side (the reserve keeps CPU free for Ray's own reads). Actors get work only once they have started: one the
+cluster cannot place never holds a shard.
 """
 import logging
 import math

@@ -105,7 +105,8 @@ def test_reduced_decoding_gives_the_smallest_libjpeg_scale_not_below_the_declare
 @pytest.mark.parametrize("name, section", [
     ("seg", SegParams(weights="random", long_side=48, scales=[1.0], reduced_decode=True)),
     ("sketch", SketchParams(weights="random", simplify=False, resolution=48, reduced_decode=True)),
-    ("clip", ClipParams(weights="random", model="ViT-S-32", reduced_decode=True)),
+    pytest.param("clip", ClipParams(weights="random", model="ViT-S-32", reduced_decode=True),
+                 marks=pytest.mark.slow),  # building CLIP takes ~15 s here; its short side is checked above
 ], ids=["seg", "sketch", "clip"])
 def test_reduced_decoding_feeds_the_declared_size_and_outputs_stay_at_the_images_size(tmp_path, name, section):
     shard = image_shard(tmp_path)
