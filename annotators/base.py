@@ -86,7 +86,7 @@ class Annotator(ABC):
 
     def decode_size(self) -> InputSize | None:
         """`input_size()` when the params ask for reduced decoding (`reduced_decode`), else None: full size."""
-        return self.input_size() if getattr(self.params, "reduced_decode", False) else None
+        return self.input_size() if getattr(getattr(self, "params", None), "reduced_decode", False) else None
 
     def prepare(self, item: Item):
         """CPU pre-step of one item (thread-safe): what `forward` takes."""

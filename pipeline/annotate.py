@@ -80,7 +80,9 @@ def image_fingerprint(image_shard: Path) -> str:
 def shard_fingerprint(name: str, section, metadata: dict, image: str) -> str:
     """What makes an annotation shard: the annotator, its output-relevant params, its weights, the input shard
     (`image`: its fingerprint)."""
-    params = section.model_dump(exclude=SPEED_ONLY_PARAMS)
+    # reduced_decode off writes what annotate wrote before the param existed: shards made then stay done
+    unchanged = set() if section.reduced_decode else {"reduced_decode"}
+    params = section.model_dump(exclude=SPEED_ONLY_PARAMS | unchanged)
     return fingerprint("annotate", CODE_VERSION, name, params, metadata, image)
 
 
