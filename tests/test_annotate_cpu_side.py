@@ -114,7 +114,7 @@ def test_reduced_decoding_feeds_the_declared_size_and_outputs_stay_at_the_images
     samples = run(annotator, shard, tmp_path)
     declared = annotator.input_size()
     seen = [(shape, stored) for step, _, shape, stored in annotator.log if step == "prepare"]
-    assert [stored for _, stored in seen] == [(h, w) for w, h in SIZES]
+    assert sorted(stored for _, stored in seen) == sorted((h, w) for w, h in SIZES)  # on the pool: any order
     assert any(shape[:2] != stored for shape, stored in seen)  # some images were decoded smaller
     side = max if declared.side == "long" else min
     for shape, stored in seen:  # reduced: not below the declared size; else even 1/2 scale would be below it
