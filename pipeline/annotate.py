@@ -202,6 +202,7 @@ def _wanted(samples: Iterable[tuple[str, dict]], name: str, skipped: list[str]) 
 
 
 def _batched(pairs: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` consecutive elements (the last one shorter)."""
     iterator = iter(pairs)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
