@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import Annotator, Item
-from .runtime import autocast, check_items, in_fixed_batches, log, pick_device, require_setup, seeded
+from .base import Annotator, InputSize, Item
+from .runtime import autocast, in_fixed_batches, log, pick_device, require_setup, seeded
 from .weights import RANDOM, WeightsError
 
 OPEN_CLIP = "open_clip"
@@ -171,24 +171,46 @@ class ClipAnnotator(Annotator):
         """float16 [n, D] L2-normalised text embeddings of `captions`, the bytes `clip_text.npy` stores for them."""
         require_setup(self)
         with torch.inference_mode(), autocast(self.device, self.params.precision):
-            return _fp16(in_fixed_batches(lambda x: _unit_rows(self.net.encode_text(x)),
-                                          self.tokenizer(captions).to(self.device), MICRO_BATCH))
+            return self._embed_tokens(self.tokenizer(captions))
 
-    def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
+    def _embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
+        return _fp16(in_fixed_batches(lambda x: _unit_rows(self.net.encode_text(x)), tokens.to(self.device),
+                                      MICRO_BATCH))
+
+    def check_weights(self) -> None:
+        """Also brings open_clip's checkpoint into the cache if it is not there: one download here, not one per
+        worker (offline, the error says where to put it)."""
+        if self.params.weights == OPEN_CLIP:
+            fetch_open_clip(self.params.model, self.params.pretrained, self.weights_dir)
+        else:
+            self._pretrained()
+
+    def input_size(self) -> InputSize:
+        """open_clip's eval transform resizes the short side to the model's image size, then centre-crops."""
+        import open_clip
+        size = open_clip.get_model_config(self.params.model)["vision_cfg"]["image_size"]
+        return InputSize(max(size) if isinstance(size, (list, tuple)) else size, "short")
+
+    def prepare(self, item: Item) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The preprocessed image [3, S, S] and the item's caption tokens [n, L] (None without captions)."""
         require_setup(self)
-        check_items(items, "clip")
-        if not items:
+        return (self.preprocess(Image.fromarray(item.image)),
+                self.tokenizer(item.captions) if item.captions else None)
+
+    def forward(self, prepared: list[tuple[torch.Tensor, torch.Tensor | None]]) -> list[dict[str, np.ndarray]]:
+        require_setup(self)
+        if not prepared:
             return []
-        images = torch.stack([self.preprocess(Image.fromarray(item.image)) for item in items]).to(self.device)
-        captions = [c for item in items for c in item.captions]
+        images = torch.stack([image for image, _ in prepared]).to(self.device)
+        tokens = [t for _, t in prepared if t is not None]
         with torch.inference_mode(), autocast(self.device, self.params.precision):
             image_emb = _fp16(in_fixed_batches(lambda x: _unit_rows(self.net.encode_image(x)), images, MICRO_BATCH))
-        text_emb = self.embed_texts(captions) if captions else None
+            text_emb = self._embed_tokens(torch.cat(tokens)) if tokens else None
         outputs, start = [], 0
-        for row, item in enumerate(items):
+        for row, (_, item_tokens) in enumerate(prepared):
             out = {"clip.npy": image_emb[row]}
-            if item.captions:
-                out["clip_text.npy"] = text_emb[start:start + len(item.captions)]
-                start += len(item.captions)
+            if item_tokens is not None:
+                out["clip_text.npy"] = text_emb[start:start + len(item_tokens)]
+                start += len(item_tokens)
             outputs.append(out)
         return outputs

@@ -117,13 +117,3 @@ def seeded(factory):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return factory()
-
-
-def check_items(items, who: str) -> None:
-    """Raise ValueError naming the first item whose image is not uint8 RGB [H, W, 3]."""
-    for i, item in enumerate(items):
-        image = item.image
-        if not (hasattr(image, "dtype") and image.dtype == "uint8" and image.ndim == 3 and image.shape[2] == 3
-                and min(image.shape[:2]) >= 1):
-            raise ValueError(f"{who}: item {i} is not a uint8 RGB image [H, W, 3] "
-                             f"(got {getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')})")

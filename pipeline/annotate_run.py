@@ -19,7 +19,7 @@ from shardio.shards import keep_only, remove_temporaries
 class AnnotatorWorker:
     """One annotator, set up once on this actor's device, annotating whole shards."""
 
-    def __init__(self, name: str, section, weights_dir: str, torch_threads: int):
+    def __init__(self, name: str, section, weights_dir: str, torch_threads: int, cpu_threads: int):
         import cv2
         import torch
 
@@ -27,6 +27,7 @@ class AnnotatorWorker:
 
         torch.set_num_threads(torch_threads)
         cv2.setNumThreads(1)
+        self.cpu_threads = cpu_threads
         device = torch.device("cuda" if ray.get_gpu_ids() else "cpu")
         self.annotator = build(name, section, Path(weights_dir))
         self.annotator.setup(str(device))
@@ -40,7 +41,7 @@ class AnnotatorWorker:
         worker = {"node": ray.get_runtime_context().get_node_id(), "actor": ray.get_runtime_context().get_actor_id(),
                   **self.computed_on}
         try:
-            return annotate_shard(self.annotator, job, batch_size, prefetch, max_pixels, worker)
+            return annotate_shard(self.annotator, job, batch_size, prefetch, max_pixels, worker, self.cpu_threads)
         except Exception as err:
             if is_device_failure(err):  # this process's GPU is unusable: the pool replaces it, retries the shard
                 ray.actor.exit_actor()
@@ -89,6 +90,8 @@ def run(stage, names: list[str], address: str | None = None, batch_size: int | N
         progress: bool = True) -> list[AnnotatorSummary]:
     """Annotate the dataset's image shards with each of `names` on Ray; returns one summary per annotator."""
     runtime = stage.params.annotate.runtime
+    for name in names:  # a missing weights file is one clear error here, not a traceback from every worker
+        build(name, getattr(stage.params.annotate, name), stage.layout.weights.resolve()).check_weights()
     shape = pool_shape(connect(address), workers or runtime.workers, gpus_per_worker or runtime.gpus_per_worker,
                        runtime.reserve_cpus)
     return [_run_annotator(stage, name, shape, batch_size, progress) for name in names]
@@ -104,7 +107,7 @@ def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, p
     spawn = lambda: actor.options(  # noqa: E731
         num_cpus=shape.num_cpus, num_gpus=shape.num_gpus, max_restarts=0, scheduling_strategy="SPREAD",
         name=f"mmsynth-annotate-{name}-{run_id}-{uuid.uuid4().hex[:6]}",
-    ).remote(name, section, str(layout.weights), shape.torch_threads)
+    ).remote(name, section, str(layout.weights), shape.torch_threads, shape.cpu_threads)
     summary = AnnotatorSummary(name)
     start = time.perf_counter()
     pool = ActorPool(spawn, shape.workers)

@@ -2,10 +2,12 @@
 replacing an actor that dies and retrying its shard.
 
 Sizing keeps `reserve_cpus` out of every actor's claim: Ray Data hangs when actors hold every CPU
-(ray-project/ray#44687), and more generally anything else the job or the cluster needs must still be schedulable.
-On GPUs each actor claims `gpus_per_worker` GPUs (at most one: an annotator runs on one device) and a share of the
-unreserved CPUs that fits on every node (its decode, NMS, CLIP preprocessing and PNG encoding threads); on CPUs the
-unreserved CPUs are split evenly. Actors get work only once they have started: one the cluster cannot place never holds a shard.
+(ray-project/ray#44687), and more generally anything else the job or the cluster needs must still be schedulable. On GPUs
+each actor claims `gpus_per_worker` GPUs (at most one: an annotator runs on one device) and a share of the
+unreserved CPUs that fits on every node, and runs its decoding, NMS, CLIP preprocessing and PNG encoding on that
+many threads; on CPUs the unreserved CPUs are split evenly, each actor's cores run its model, and 2 threads do its
+CPU side (the reserve keeps CPU free for Ray's own reads). Actors get work only once they have started: one the
+cluster cannot place never holds a shard.
 """
 import logging
 import math
@@ -40,6 +42,7 @@ class PoolShape:
     num_cpus: float
     num_gpus: float
     torch_threads: int
+    cpu_threads: int = 2  # the actor's pool for decoding, pre- and post-processing and encoding
 
 
 def _usable_cpus(cpus: float, reserve_cpus: float) -> float:
@@ -60,7 +63,9 @@ def pool_shape(nodes: list[dict] | dict, workers: int, gpus_per_worker: float, r
     if per_node:
         count = workers or sum(c for c, _ in per_node)
         share = min(cpus / c for c, cpus in per_node)
-        return PoolShape(count, round(share, 4), gpus_per_worker, max(1, math.floor(share)))
+        # the model thread waits on the GPU, so the pool gets the whole share
+        return PoolShape(count, round(share, 4), gpus_per_worker, max(1, math.floor(share)),
+                         max(2, math.floor(share)))
     usable = _usable_cpus(sum(float(n.get("CPU", 1)) for n in nodes), reserve_cpus)
     count = workers or max(1, math.floor(usable))
     share = usable / count

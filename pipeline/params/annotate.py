@@ -25,6 +25,9 @@ class SegParams(Section):
                             "time, so it never changes the output")
     precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32); fp16 changes "
                                  "0.12% of pixels vs fp32, bf16 0.88% (docs/annotators.md)")
+    reduced_decode: bool = Field(False, description="decode JPEGs at the smallest libjpeg scale (1/2, 1/4, 1/8) "
+                                 "whose long side is not below `long_side`; faster, changes some labels "
+                                 "(docs/annotators.md); the map stays at the image's size")
 
     @field_validator("scales")
     @classmethod
@@ -55,6 +58,9 @@ class SketchParams(Section):
                             "time, so it never changes the output")
     precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32); fp16 changes "
                                  "0.04% of sketch pixels vs fp32, bf16 0.34% (docs/annotators.md)")
+    reduced_decode: bool = Field(False, description="with `resolution` > 0, decode JPEGs at the smallest libjpeg "
+                                 "scale whose long side is not below it; faster, changes some strokes "
+                                 "(docs/annotators.md); the sketch stays at the image's size")
 
 
 class ClipParams(Section):
@@ -67,6 +73,9 @@ class ClipParams(Section):
     batch_size: int = Field(32, ge=1, description="images per annotator call; the model always runs groups of "
                             "8 (the last one filled up), so it never changes the output")
     precision: Precision = Field("fp16", description="autocast dtype on GPU (CPU always runs fp32)")
+    reduced_decode: bool = Field(False, description="decode JPEGs at the smallest libjpeg scale whose short side "
+                                 "is not below the model's input (224 for ViT-B/32); faster, moves the embeddings "
+                                 "slightly (docs/annotators.md)")
 
 
 class AnnotateRuntimeParams(Section):
