@@ -28,20 +28,22 @@ class Entry:
     collect: str  # "module:function": f(EvalInputs, EvalContext) -> the part of one batch
     finish: str  # "module:function": f(parts, EvalContext, reference) -> {key: float}
     needs: tuple[str, ...]  # EvalInputs fields that must be present for the metric to apply
+    keys: tuple[str, ...]  # the score keys `finish` returns
     summed: bool = False  # parts are counts added up as they come (finish gets the sum), else kept in batch order
 
 
 REGISTRY: dict[str, Entry] = {
-    "fid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:fid", ("reference",)),
-    "kid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:kid", ("reference",)),
+    "fid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:fid", ("reference",), ("fid",)),
+    "kid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:kid", ("reference",), ("kid", "kid_std")),
     "seg_consistency": Entry("train.metrics.seg_consistency:seg_counts", "train.metrics.seg_consistency:seg_consistency",
-                             ("seg",), summed=True),
+                             ("seg",), ("seg_miou", "seg_pixel_accuracy"), summed=True),
     "sketch_fscore": Entry("train.metrics.sketch_consistency:sketch_counts",
-                           "train.metrics.sketch_consistency:sketch_fscore", ("sketch",), summed=True),
+                           "train.metrics.sketch_consistency:sketch_fscore", ("sketch",),
+                           ("sketch_fscore", "sketch_precision", "sketch_recall"), summed=True),
     "clip_score": Entry("train.metrics.clip_score:image_scores", "train.metrics.clip_score:clip_score",
-                        ("embeddings",)),
+                        ("embeddings",), ("clip_score",)),
     "lpips_diversity": Entry("train.metrics.lpips_diversity:pair_distances",
-                             "train.metrics.lpips_diversity:lpips_diversity", ("groups",)),
+                             "train.metrics.lpips_diversity:lpips_diversity", ("groups",), ("lpips_diversity",)),
 }
 
 
