@@ -89,8 +89,9 @@ def test_diversity_is_zero_without_variation_and_positive_with_it(alexnet_file, 
                       alexnet_file.parent)
     assert evaluate(["lpips_diversity"], EvalInputs(varied[0], groups=varied), ctx) == {
         "lpips_diversity": pytest.approx(expected)}
-    # the groups streamed one condition at a time give the same number
+    # the groups streamed one condition at a time give the same number (but for AlexNet's float32 rounding, which
+    # differs between batch sizes; evaluation's batches are the same however many processes share them)
     stream = MetricStream(["lpips_diversity"], ctx)
     for index in (1, 0):
         stream.add(index, EvalInputs(varied[0, index:index + 1], groups=varied[:, index:index + 1]))
-    assert stream.result() == {"lpips_diversity": diversity(varied, model, pairs=6, seed=0)}
+    assert stream.result() == {"lpips_diversity": pytest.approx(diversity(varied, model, pairs=6, seed=0), rel=1e-6)}
