@@ -265,7 +265,7 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     table = {condition: stream.result() for condition, stream in streams.items()}
     if processes.rank != 0:
         return {}
-    samples = {condition: _in_order([shown[condition] for _, shown in gathered])[:SAMPLES_SHOWN]
+    samples = {condition: _in_order([rank_shown[condition] for _, rank_shown in gathered])[:SAMPLES_SHOWN]
                for condition in conditions}
     notes = [f"snapshot {snapshot.name}, {images} test images at {cfg.resolution} px, seed {p.seed}"]
     return write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
