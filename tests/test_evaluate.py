@@ -19,7 +19,7 @@ from train_shards import write_training_shards
 
 from pipeline.cli import main
 from pipeline.params.stages import EvaluateParams
-from train.eval_data import TestSet, pixel_digests
+from train.eval_data import EvalSet, pixel_digests
 from train.evaluate import generate, reference_set
 from train.metrics.base import EvalContext
 from train.metrics.conditions import CONDITIONS as MODALITIES_OF
@@ -178,7 +178,7 @@ def test_reference_features_are_recomputed_when_the_test_images_change_under_the
 
     def reference(jpeg_quality: int):
         write_training_shards(shards, images=3, per_shard=3, short_side=36, split="test", jpeg_quality=jpeg_quality)
-        test = TestSet(shards, 32, 182, limit=3, seed=0, batch_size=2)
+        test = EvalSet(shards, 32, 182, limit=3, seed=0, batch_size=2)
         batches = list(test)
         digests = [d for batch in batches for d in pixel_digests(batch.images)]
         return batches, reference_features(reference_set("sample", test, digests, 32), ctx)

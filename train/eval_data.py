@@ -23,7 +23,7 @@ class EvaluationError(ValueError):
 
 
 @dataclass
-class TestBatch:
+class EvalBatch:
     """One batch of the test split: conditions as the generator takes them and as the metrics take them."""
 
     index: int  # the batch's number in the split
@@ -40,9 +40,9 @@ class TestBatch:
 
 
 @dataclass(frozen=True)
-class TestSet:
+class EvalSet:
     """At most `limit` test samples in shard order, brought to `resolution` as training brings them (resized, or
-    short side scaled and cropped at random); iterating yields this process's `TestBatch`es. Each sample's crop
+    short side scaled and cropped at random); iterating yields this process's `EvalBatch`es. Each sample's crop
     and caption are drawn from `seed` and its key alone, so they are the same whichever process reads it."""
 
     shards_dir: Path
@@ -64,11 +64,11 @@ class TestSet:
         except DataError as err:
             raise EvaluationError(str(err)) from None
 
-    def whole(self) -> "TestSet":
+    def whole(self) -> "EvalSet":
         """The same split as one process reads it (every batch)."""
         return replace(self, rank=0, world=1)
 
-    def __iter__(self) -> Iterator[TestBatch]:
+    def __iter__(self) -> Iterator[EvalBatch]:
         samples = wds.DataPipeline(wds.SimpleShardList(self.urls()),
                                    wds.tarfile_to_samples(handler=wds.warn_and_continue))
         examples, keys, positions, index = [], [], [], 0
@@ -92,11 +92,11 @@ class TestSet:
         if examples:
             yield self._batch(index, examples, keys, positions)
 
-    def _batch(self, index: int, examples: list[dict], keys: list[str], positions: list[int]) -> TestBatch:
+    def _batch(self, index: int, examples: list[dict], keys: list[str], positions: list[int]) -> EvalBatch:
         cond = torch.utils.data.default_collate(examples)
         seg = cond["seg"]
         cond["seg"] = seg_one_hot(seg, self.num_classes)
-        return TestBatch(index, np.array(positions), cond, to_uint8(cond["image"]), seg.numpy(),
+        return EvalBatch(index, np.array(positions), cond, to_uint8(cond["image"]), seg.numpy(),
                          (cond["sketch"][:, 0] * 255).round().byte().numpy(), cond["text"].numpy(), keys)
 
 

@@ -20,7 +20,7 @@ from annotators.weights import RANDOM, resolve
 from . import checkpoint, distributed
 from .configs import MODALITIES
 from .data import DataError, Preprocess, fit_to_shards, shard_urls
-from .eval_data import EvaluationError, TestBatch, TestSet, pixel_digests, to_uint8
+from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_uint8
 from .metrics import REGISTRY, MetricStream
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.conditions import CONDITIONS, inputs_for
@@ -55,7 +55,7 @@ def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) ->
     return G.eval().requires_grad_(False).to(device)
 
 
-def reference_set(dataset: str, test: TestSet, digests: list[bytes], resolution: int) -> Reference:
+def reference_set(dataset: str, test: EvalSet, digests: list[bytes], resolution: int) -> Reference:
     """The test images as the FID/KID reference set, named by a hash of their pixels (`digests`: each image's, in
     the split's order): whatever changes them (re-ingest with another jpeg_quality or max_short_side, repacking,
     preprocessing, seed) gets its own cached features, and the same pixels find theirs again (the extractor's
@@ -93,7 +93,7 @@ def generate(G, cond: dict, condition: str, seed: int, batch_size: int, device, 
     return np.concatenate(out)
 
 
-def diversity_groups(G, batch: TestBatch, condition: str, generated: np.ndarray, limit: int, draws: int, seed: int,
+def diversity_groups(G, batch: EvalBatch, condition: str, generated: np.ndarray, limit: int, draws: int, seed: int,
                      device) -> np.ndarray | None:
     """uint8 [draws, R, H, W, 3]: the batch's samples among the split's first `limit` (R of them) as `generated`
     has them, then generated again with the seeds seed + 1 ... seed + draws - 1 (INADE's groups of new noise);
@@ -202,7 +202,7 @@ def _in_order(parts: list[dict[int, np.ndarray]]) -> np.ndarray:
     return np.concatenate([merged[index] for index in sorted(merged)])
 
 
-def _name_reference(reference: Reference, dataset: str, test: TestSet, gathered: list) -> int:
+def _name_reference(reference: Reference, dataset: str, test: EvalSet, gathered: list) -> int:
     """Name `reference` after the pixels of the test images every process saw (its cache key); returns their
     number, or EvaluationError when no sample was usable."""
     merged = {index: d for digests, _ in gathered for index, d in digests.items()}
@@ -240,7 +240,7 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     random_weights = random_networks(p.metrics, p, params.annotate)
     metric_params = metric_weights(p, layout.weights, cache_dir)
     fit = params.train.model(model).fit  # the test images as the model saw its training images (never flipped)
-    test = TestSet(layout.shards, cfg.resolution, labels.num_classes, num_images or p.num_images, p.seed,
+    test = EvalSet(layout.shards, cfg.resolution, labels.num_classes, num_images or p.num_images, p.seed,
                    p.batch_size, Preprocess(fit), processes.rank, processes.world)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       gather=functools.partial(distributed.gather_to_rank0, processes=processes),
