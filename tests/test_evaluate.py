@@ -75,7 +75,8 @@ def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
         assert metrics[f"{condition}/fid"] > 0  # an untrained generator is far from the real images
         assert metrics[f"{condition}/lpips_diversity"] > 0  # new noise, new images
     # the seg map is scored only where it was given to the generator
-    assert {k for k in metrics if k.endswith("seg_miou")} == {"seg/seg_miou", "all/seg_miou"}
+    assert {k for k in metrics if k.endswith("/seg_miou")} == {"seg/seg_miou", "all/seg_miou",
+                                                             "random_weights/seg_miou"}
     # every number a random-weight network made says so, in metrics.json and where it stands in the report
     assert metrics["random_weights/fid"] == metrics["random_weights/kid"] == "inception"
     assert metrics["random_weights/lpips_diversity"] == "alexnet"
