@@ -1,6 +1,12 @@
 """`pipeline evaluate` end to end: a `tiny` PoE-GAN trained two steps on shards written here, evaluated on their
-test split under every condition; and the clear refusals (no snapshot, no test shards, no metric weights)."""
+test split under every condition, with the numbers made by random-weight networks marked; the same numbers
+under `torchrun` with two processes; memory that does not grow with the number of images; and the clear
+refusals (no snapshot, no test shards, no metric weights)."""
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +19,8 @@ from train_shards import write_training_shards
 
 from pipeline.cli import main
 from pipeline.params.stages import EvaluateParams
-from train.evaluate import generate, read_test_set, reference_set
+from train.eval_data import EvalSet, pixel_digests
+from train.evaluate import generate, reference_set
 from train.metrics.base import EvalContext
 from train.metrics.conditions import CONDITIONS as MODALITIES_OF
 from train.metrics.fid import reference_features
@@ -68,17 +75,77 @@ def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
         assert metrics[f"{condition}/fid"] > 0  # an untrained generator is far from the real images
         assert metrics[f"{condition}/lpips_diversity"] > 0  # new noise, new images
     # the seg map is scored only where it was given to the generator
-    assert {k for k in metrics if k.endswith("seg_miou")} == {"seg/seg_miou", "all/seg_miou"}
+    assert {k for k in metrics if k.endswith("/seg_miou")} == {"seg/seg_miou", "all/seg_miou",
+                                                             "random_weights/seg_miou"}
+    # every number a random-weight network made says so, in metrics.json and where it stands in the report
+    assert metrics["random_weights/fid"] == metrics["random_weights/kid"] == "inception"
+    assert metrics["random_weights/lpips_diversity"] == "alexnet"
+    assert metrics["random_weights/seg_miou"] == "seg annotator"  # the sample's segmenter is random too
     report = (out / "report.md").read_text()
+    unconditional = next(line for line in report.splitlines() if line.startswith("| unconditional |"))
+    assert unconditional.count("†") == 4  # fid, kid, kid_std, lpips_diversity
+    assert "† Computed by networks with random weights" in report and "fid, kid, kid_std by inception" in report
     assert all(f"samples_{c}.png" in report and (out / f"samples_{c}.png").is_file() for c in CONDITIONS)
     assert "3 test images at 32 px" in report and (out / "fid_per_condition.png").is_file()
 
 
-def test_refuses_to_run_under_torchrun_before_writing_anything(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    result = run("evaluate", "--params", str(write_params(tmp_path / "params.yaml")), "--data-dir", str(tmp_path / "d"))
-    assert result.exit_code == 1 and "WORLD_SIZE is 2" in result.output and "without torchrun" in result.output
-    assert not (tmp_path / "d").exists()
+def _pipeline(args, tmp_path, torchrun: int = 0) -> subprocess.CompletedProcess:
+    """`pipeline ARGS` in a fresh process (under `torchrun` with that many processes), one thread each."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    script = [str(Path(sys.executable).parent / "pipeline")]
+    if torchrun:
+        script = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", *script]
+    done = subprocess.run([sys.executable, *script, *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow  # ~2 min on 2 loaded cores: two evaluations of 4 images
+def test_two_torchrun_processes_evaluate_to_the_numbers_and_samples_of_one_process(trained, tmp_path):
+    _, data = trained
+    # 2 images a batch: each process generates one of the two batches; the diversity groups span both
+    params = write_params(tmp_path / "params.yaml", inception_weights="random", lpips_weights="random", batch_size=2,
+                          diversity_images=3)
+    out = data / "runs" / "sample" / "poegan" / "eval"
+    outputs = {}
+    for processes in (0, 2):
+        shutil.rmtree(data / "cache", ignore_errors=True)  # rank 0 computes the reference features in both
+        _pipeline(["evaluate", "--params", str(params), "--data-dir", str(data)], tmp_path, torchrun=processes)
+        outputs[processes] = {name: (out / name).read_bytes() for name in
+                              ["metrics.json", "report.md", "samples_all.png", "samples_unconditional.png"]}
+    assert outputs[2] == outputs[0]
+    assert json.loads(outputs[0]["metrics.json"])["all/lpips_diversity"] > 0
+
+
+def _peak_rss_mb(params: Path, data: Path, images: int, tmp_path: Path) -> float:
+    """Peak resident memory (MB) of `pipeline evaluate --num-images IMAGES` in a process of its own."""
+    code = ("import resource, sys; from pipeline.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code, "evaluate", "--params", str(params), "--data-dir", str(data),
+                           "--num-images", str(images)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return float(done.stdout.split()[-1])
+
+
+@pytest.mark.slow  # minutes on 2 loaded cores: evaluations of 8 and 32 images
+def test_evaluation_memory_does_not_grow_with_the_number_of_images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("memory")
+    data = root / "data"
+    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36)
+    write_training_shards(data / "sample" / "shards", images=32, per_shard=16, short_side=36, split="test", seed=1)
+    params = write_params(root / "params.yaml", inception_weights="random", metrics=["fid"],
+                          conditions=["unconditional"], batch_size=4)
+    assert run("train", "--params", str(params), "--data-dir", str(data)).exit_code == 0
+    small, large = (_peak_rss_mb(params, data, images, root) for images in (8, 32))
+    # Holding the test split (its one-hot seg maps alone are 0.75 MB an image at 32 px and 182 classes) grew by
+    # about 18 MB here; what may grow now is the Inception features, 8 KB an image and set (~0.4 MB).
+    assert large - small < 8, (small, large)
+    assert large < 1.25 * small
 
 
 def test_refuses_without_snapshot_or_test_shards(tmp_path, trained):
@@ -112,13 +179,16 @@ def test_reference_features_are_recomputed_when_the_test_images_change_under_the
 
     def reference(jpeg_quality: int):
         write_training_shards(shards, images=3, per_shard=3, short_side=36, split="test", jpeg_quality=jpeg_quality)
-        test = read_test_set(shards, 32, 182, limit=3, seed=0)
-        return test, reference_features(reference_set("sample", test, 32), ctx)
+        test = EvalSet(shards, 32, 182, limit=3, seed=0, batch_size=2)
+        batches = list(test)
+        digests = [d for batch in batches for d in pixel_digests(batch.images)]
+        return batches, reference_features(reference_set("sample", test, digests, 32), ctx)
 
     before, features = reference(95)
     # re-ingested with another jpeg_quality: the same keys, other pixels, so other reference features
     after, recomputed = reference(60)
-    assert after.keys == before.keys and not np.array_equal(after.images, before.images)
+    assert [b.keys for b in after] == [b.keys for b in before]
+    assert not np.array_equal(after[0].images, before[0].images)
     assert not np.array_equal(recomputed, features)
     # the first images again: their cached features are found, not confused with the second set's
     assert np.array_equal(reference(95)[1], features) and len(list((tmp_path / "cache").iterdir())) == 2

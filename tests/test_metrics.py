@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from annotators.base import Annotator
 from pipeline.params.stages import EvaluateParams
-from train.metrics import REGISTRY, UnknownMetricError, evaluate, metric
+from train.metrics import REGISTRY, MetricStream, UnknownMetricError, evaluate, metric
 from train.metrics.base import EvalContext, EvalInputs, MetricError, annotator_fn
 from train.metrics.clip_score import clip_scores
 from train.metrics.conditions import CONDITIONS, evaluate_conditions, inputs_for
@@ -182,3 +182,56 @@ def test_each_condition_is_scored_by_the_metrics_of_its_modalities(tmp_path):
         inputs_for("seg", images, sketch=maps)
     with pytest.raises(MetricError, match="unknown condition 'style'"):
         inputs_for("style", images)
+
+
+def split_inputs(inputs: EvalInputs, rows: slice) -> EvalInputs:
+    """The rows `rows` of every array of `inputs` (the groups along their second axis)."""
+    return EvalInputs(inputs.generated[rows], reference=inputs.reference,
+                      **{name: None if getattr(inputs, name) is None else getattr(inputs, name)[rows]
+                         for name in ("seg", "sketch", "embeddings")},
+                      groups=None if inputs.groups is None else inputs.groups[:, rows])
+
+
+def stream_scores(names, inputs: EvalInputs, ctx, batch: int, order=None) -> dict[str, float]:
+    """The scores of `inputs` streamed through a MetricStream in batches of `batch` (added in `order`)."""
+    stream = MetricStream(names, ctx, inputs.reference)
+    starts = list(range(0, len(inputs.generated), batch))
+    for index in order or range(len(starts)):
+        stream.add(index, split_inputs(inputs, slice(starts[index], starts[index] + batch)))
+    return stream.result()
+
+
+def consistency_context(tmp_path, **fields) -> EvalContext:
+    return EvalContext(EvaluateParams(), tmp_path, tmp_path, segment=lambda x: np.argmax(x, axis=-1).astype(np.uint8),
+                       detect_sketch=lambda x: np.where(x[..., 1] > 127, 255, 0).astype(np.uint8),
+                       embed_images=lambda x: x.reshape(len(x), -1, 3).mean(1), **fields)
+
+
+def test_streaming_in_batches_of_one_in_any_order_gives_the_scores_of_the_whole_set(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    inputs = EvalInputs(images, seg=rng.integers(0, 3, (5, 8, 8), dtype=np.uint8),
+                        sketch=np.where(rng.random((5, 8, 8)) < 0.3, 255, 0).astype(np.uint8),
+                        embeddings=rng.normal(size=(5, 3)))
+    names = ["seg_consistency", "sketch_fscore", "clip_score"]
+    ctx = consistency_context(tmp_path)
+    whole = evaluate(names, inputs, ctx)
+    assert set(whole) == {k for name in names for k in REGISTRY[name].keys}
+    assert stream_scores(names, inputs, ctx, batch=1) == whole
+    assert stream_scores(names, inputs, ctx, batch=2, order=[2, 0, 1]) == whole
+
+
+def test_parts_split_over_processes_are_gathered_into_the_scores_of_one_process(tmp_path):
+    rng = np.random.default_rng(1)
+    inputs = EvalInputs(rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+                        seg=rng.integers(0, 3, (6, 8, 8), dtype=np.uint8), embeddings=rng.normal(size=(6, 3)))
+    names = ["seg_consistency", "clip_score"]
+    whole = evaluate(names, inputs, consistency_context(tmp_path))
+    # two processes, batch i in process i % 2: process 1 hands its parts over, process 0 finishes
+    handed = []
+    process1 = MetricStream(names, consistency_context(tmp_path, gather=lambda obj: handed.append(obj)))
+    process0 = MetricStream(names, consistency_context(tmp_path, gather=lambda obj: [obj, *handed]))
+    for index in range(3):
+        (process0 if index % 2 == 0 else process1).add(index, split_inputs(inputs, slice(2 * index, 2 * index + 2)))
+    assert process1.result() is None
+    assert process0.result() == whole

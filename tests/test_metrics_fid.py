@@ -12,7 +12,7 @@ from metric_fixtures import add_noise, smooth_images, write_random_inception
 
 from annotators.weights import WeightsError
 from pipeline.params.stages import EvaluateParams
-from train.metrics import evaluate
+from train.metrics import MetricStream, evaluate
 from train.metrics.base import EvalContext, EvalInputs, Reference
 from train.metrics.fid import extract_features, frechet_distance, kernel_distance, load_inception
 
@@ -124,3 +124,14 @@ def test_inception_weights_load_strictly_from_the_library_layout(tmp_path, incep
 def test_missing_inception_weights_give_the_registry_error(tmp_path):
     with pytest.raises(WeightsError, match=r"inception-2015-12-05.*not found at .*pt_inception-2015-12-05.*fetch"):
         load_inception("inception-2015-12-05", tmp_path / "empty-weights-dir")
+
+
+def test_streaming_generated_images_one_at_a_time_gives_the_fid_and_kid_of_the_whole_set(tmp_path, inception_file):
+    images, reference_images = add_noise(smooth_images(4, seed=3), 64), smooth_images(4, seed=3)
+    reference = Reference("sample", "test", 4, 64, lambda: iter([reference_images]))
+    ctx = make_context(tmp_path, inception_file)
+    whole = evaluate(["fid", "kid"], EvalInputs(images, reference=reference), ctx)
+    stream = MetricStream(["fid", "kid"], ctx, reference)
+    for index in (3, 1, 0, 2):  # one image a batch, in any order: each batch's features are placed by its index
+        stream.add(index, EvalInputs(images[index:index + 1], reference=reference))
+    assert stream.result() == whole and whole["fid"] > 0

@@ -11,7 +11,7 @@ import torchvision
 
 from annotators.weights import WeightsError
 from pipeline.params.stages import EvaluateParams
-from train.metrics import evaluate
+from train.metrics import MetricStream, evaluate
 from train.metrics.base import EvalContext, EvalInputs
 from train.metrics.lpips_diversity import diversity, group_pairs, load_lpips, lpips_distances
 
@@ -89,3 +89,9 @@ def test_diversity_is_zero_without_variation_and_positive_with_it(alexnet_file, 
                       alexnet_file.parent)
     assert evaluate(["lpips_diversity"], EvalInputs(varied[0], groups=varied), ctx) == {
         "lpips_diversity": pytest.approx(expected)}
+    # the groups streamed one condition at a time give the same number (but for AlexNet's float32 rounding, which
+    # differs between batch sizes; evaluation's batches are the same however many processes share them)
+    stream = MetricStream(["lpips_diversity"], ctx)
+    for index in (1, 0):
+        stream.add(index, EvalInputs(varied[0, index:index + 1], groups=varied[:, index:index + 1]))
+    assert stream.result() == {"lpips_diversity": pytest.approx(diversity(varied, model, pairs=6, seed=0), rel=1e-6)}

@@ -77,3 +77,27 @@ def test_report_without_fid_or_log_skips_those_plots(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"text/clip_score": 28.0}
     with pytest.raises(ReportError, match="no results"):
         write_report(tmp_path, {})
+
+
+def test_scores_of_random_weight_networks_are_marked_in_the_json_and_where_they_stand(tmp_path):
+    flags = {"fid": ["inception"], "kid": ["inception"], "seg_miou": ["seg annotator"], "clip_score": ["clip annotator"],
+             "lpips_diversity": ["alexnet"]}  # lpips was not measured: no flag for it
+    write_report(tmp_path, RESULTS, random_weights=flags)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # strings beside the numbers: `dvc metrics show` lists them as columns
+    assert {k: v for k, v in metrics.items() if k.startswith("random_weights/")} == {
+        "random_weights/fid": "inception", "random_weights/kid": "inception", "random_weights/seg_miou": "seg annotator",
+        "random_weights/clip_score": "clip annotator"}
+    assert metrics["seg/fid"] == 30.5  # the numbers themselves unchanged
+    report = (tmp_path / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    header = rows[0].strip("| ").split(" | ")
+    seg = dict(zip(header, rows[3].strip("| ").split(" | ")))
+    assert seg["fid"] == "30.5†" and seg["kid"] == "0.02†" and seg["seg_miou"] == "0.41†"
+    assert seg["seg_pixel_accuracy"] == "0.73" and seg["clip_score"] == "—"
+    assert ("† Computed by networks with random weights, not meaningful and not comparable to published numbers: "
+            "clip_score by clip annotator; fid, kid by inception; seg_miou by seg annotator.") in report
+    # without random weights nothing is marked
+    write_report(tmp_path, RESULTS)
+    assert "†" not in (tmp_path / "report.md").read_text()
+    assert not any(k.startswith("random_weights") for k in json.loads((tmp_path / "metrics.json").read_text()))

@@ -54,6 +54,15 @@ def on_rank0(fn, processes: Processes):
     return value
 
 
+def gather_to_rank0(obj, processes: Processes) -> list | None:
+    """Every rank's `obj` (picklable) as a list in rank order on rank 0, None on the others; a collective."""
+    if processes.world == 1:
+        return [obj]
+    out = [None] * processes.world if processes.rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def stop() -> None:
     """Leave the process group (if this process joined one)."""
     if dist.is_initialized():

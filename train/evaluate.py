@@ -1,26 +1,31 @@
 """The evaluation of one trained model (`pipeline evaluate`): G_ema of the run's newest snapshot generates the test
 split under each condition of `evaluate.conditions` (only that condition's modalities given, several noise draws
 for LPIPS diversity), one row per condition or per row the family names (`ModelFamily.rows`); the metrics score
-each row and `write_report` writes metrics.json, report.md, plots."""
+each row and `write_report` writes metrics.json, report.md, plots.
+
+The test split streams through in batches: each batch is generated under every row, what the metrics keep of it
+is collected and the images are dropped (only the first SAMPLES_SHOWN are kept for the report). Under `torchrun`
+each process takes every world-th batch; the metrics' parts are gathered to rank 0, which finishes them and writes
+the report, with the same numbers as one process."""
+import functools
 import hashlib
 import logging
-import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 from tqdm import tqdm
 
 from annotators.weights import RANDOM, resolve
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .configs import MODALITIES
-from .data import DataError, Preprocess, fit_to_shards, make_example, seg_one_hot, shard_urls
+from .data import DataError, Preprocess, fit_to_shards, shard_urls
+from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_uint8
+from .metrics import REGISTRY, MetricStream
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .conditions import CONDITIONS, generator_modalities
-from .metrics.conditions import evaluate_conditions, inputs_for
+from .metrics.conditions import inputs_for
 from .models import EvalRow, family
 from .noise import private_noise
 from .report import write_report
@@ -31,22 +36,6 @@ log = logging.getLogger(__name__)
 ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
                 "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}
 SAMPLES_SHOWN = 32
-
-
-class EvaluationError(ValueError):
-    """An evaluation that cannot start; the message names the missing file or the wrong param."""
-
-
-@dataclass
-class TestSet:
-    """The preprocessed test split: conditions as the generator takes them and as the metrics take them."""
-
-    cond: dict  # image [N,3,H,W] in [-1,1], seg one-hot [N,C,H,W], sketch [N,1,H,W] in [0,1], text [N,D]
-    images: np.ndarray  # uint8 [N, H, W, 3] real images (the FID reference)
-    seg: np.ndarray  # uint8 [N, H, W] class ids, 255 = ignore
-    sketch: np.ndarray  # uint8 [N, H, W], 255 = stroke
-    embeddings: np.ndarray  # float32 [N, D] the text (or CLIP image) embedding the generator is given
-    keys: list[str]  # the samples' content-derived keys, in the order read
 
 
 def latest_snapshot(layout, model: str) -> Path:
@@ -77,49 +66,15 @@ def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) ->
     return G.eval().requires_grad_(False).to(device)
 
 
-def read_test_set(shards_dir: Path, resolution: int, num_classes: int, limit: int, seed: int,
-                  preprocess: Preprocess = Preprocess()) -> TestSet:
-    """At most `limit` test samples, in shard order, brought to `resolution` as training brings them (resized,
-    or short side scaled and cropped at random; crop and caption choice drawn from `seed`); no test shards is an
-    EvaluationError."""
-    try:
-        urls = shard_urls(shards_dir, "test")
-    except DataError as err:
-        raise EvaluationError(str(err)) from None
-    rng = random.Random(seed)
-    examples, keys = [], []
-    samples = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=wds.warn_and_continue))
-    for sample in tqdm(samples, desc="test set", unit="img", total=limit, leave=False):
-        try:
-            examples.append(make_example(sample, resolution, num_classes, rng, preprocess))
-            keys.append(sample["__key__"])
-        except (OSError, ValueError, KeyError) as err:  # a bad sample is skipped, as in training
-            log.warning("skipping test sample %s: %s", sample.get("__key__"), err)
-        if len(examples) == limit:
-            break
-    if not examples:
-        raise EvaluationError(f"no usable test samples in {shards_dir}")
-    cond = torch.utils.data.default_collate(examples)
-    seg = cond["seg"]
-    cond["seg"] = seg_one_hot(seg, num_classes)
-    return TestSet(cond, to_uint8(cond["image"]), seg.numpy(), (cond["sketch"][:, 0] * 255).round().byte().numpy(),
-                   cond["text"].numpy(), keys)
-
-
-def reference_set(dataset: str, test: TestSet, resolution: int) -> Reference:
-    """The test images as the FID/KID reference set, named by a hash of their pixels: whatever changes them
-    (re-ingest with another jpeg_quality or max_short_side, repacking, preprocessing, seed) gets its own cached
-    features, and the same pixels find theirs again (the extractor's weights are in the cache key too)."""
-    digest = hashlib.sha256()
-    for image in test.images:  # one image at a time: no second copy of the whole set
-        digest.update(np.ascontiguousarray(image).data)
-    return Reference(f"{dataset}-{digest.hexdigest()[:16]}", "test", len(test.images), resolution,
-                     lambda: [test.images])
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Images [N,3,H,W] in [-1, 1] as uint8 [N, H, W, 3]."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+def reference_set(dataset: str, test: EvalSet, digests: list[bytes], resolution: int) -> Reference:
+    """The test images as the FID/KID reference set, named by a hash of their pixels (`digests`: each image's, in
+    the split's order): whatever changes them (re-ingest with another jpeg_quality or max_short_side, repacking,
+    preprocessing, seed) gets its own cached features, and the same pixels find theirs again (the extractor's
+    weights are in the cache key too). Its images are read again only when the cache has no features for them."""
+    name = hashlib.sha256(b"".join(digests)).hexdigest()[:16]
+    whole = test.whole()
+    return Reference(f"{dataset}-{name}", "test", len(digests), resolution,
+                     lambda: (batch.images for batch in whole))
 
 
 def condition_masks(condition: str, batch: int, device) -> dict:
@@ -128,18 +83,38 @@ def condition_masks(condition: str, batch: int, device) -> dict:
     return {m: torch.full((batch,), m in given, dtype=torch.bool, device=device) for m in MODALITIES}
 
 
+def batch_seed(seed: int, index: int) -> int:
+    """The noise seed of batch number `index` of a generation seeded `seed`: each batch has its own stream, so its
+    images do not depend on the batches generated before it (or on which process generates it)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
 @torch.no_grad()
-def generate(G, cond: dict, condition: str, seed: int, batch_size: int, device) -> np.ndarray:
-    """uint8 [N, H, W, 3] images of G under `condition`, the noise drawn from `seed` (the same on every device;
-    no global RNG, CPU or CUDA, is touched)."""
+def generate(G, cond: dict, condition: str, seed: int, batch_size: int, device, first: int = 0) -> np.ndarray:
+    """uint8 [N, H, W, 3] images of G under `condition`, in batches of `batch_size` numbered from `first`, each
+    batch's noise drawn from `batch_seed(seed, number)` (the same on every device; no global RNG, CPU or CUDA, is
+    touched)."""
     out = []
-    with private_noise(seed):
-        for start in range(0, len(cond["image"]), batch_size):
-            batch = {k: v[start:start + batch_size].to(device) for k, v in cond.items()}
-            batch["style"] = batch["image"]  # masked out under every condition: the test image never leaks
+    for number, start in enumerate(range(0, len(cond["image"]), batch_size), first):
+        batch = {k: v[start:start + batch_size].to(device) for k, v in cond.items()}
+        batch["style"] = batch["image"]  # masked out under every condition: the test image never leaks
+        with private_noise(batch_seed(seed, number)):
             image, _ = G(batch, condition_masks(condition, len(batch["image"]), device))
-            out.append(to_uint8(image))
+        out.append(to_uint8(image))
     return np.concatenate(out)
+
+
+def diversity_groups(G, batch: EvalBatch, condition: str, generated: np.ndarray, limit: int, draws: int, seed: int,
+                     device) -> np.ndarray | None:
+    """uint8 [draws, R, H, W, 3]: the batch's samples among the split's first `limit` (R of them) as `generated`
+    has them, then generated again with the seeds seed + 1 ... seed + draws - 1 (INADE's groups of new noise);
+    None where the batch has none of them or there is one draw."""
+    rows = int((batch.positions < limit).sum())
+    if draws < 2 or rows == 0:
+        return None
+    subset = {k: v[:rows] for k, v in batch.cond.items()}
+    return np.stack([generated[:rows]] + [generate(G, subset, condition, seed + g, rows, device, first=batch.index)
+                                          for g in range(1, draws)])
 
 
 def random_weights_file(kind: str, cache_dir: Path) -> Path:
@@ -185,6 +160,23 @@ def random_inception_state(calibration: torch.Tensor) -> dict:
     return extractor.state_dict()
 
 
+def random_networks(metrics, params, annotate_params) -> dict[str, list[str]]:
+    """{score key: the networks behind it whose weights are random} for the scores of `metrics`, from the evaluate
+    params (Inception, AlexNet) and the annotate params (the annotators that score the generated images)."""
+    networks = {"fid": [("inception", params.inception_weights)], "kid": [("inception", params.inception_weights)],
+                "lpips_diversity": [("alexnet", params.lpips_weights)]}
+    for name, (annotator, _, _) in ANNOTATOR_OF.items():
+        section = getattr(annotate_params, annotator)
+        networks[name] = [(f"{annotator} annotator", section.weights)]
+        if getattr(section, "simplify", False):
+            networks[name].append(("sketch simplifier", section.simplify_weights))
+    flags = {}
+    for name in metrics:
+        random_ones = [network for network, weights in networks.get(name, []) if weights == RANDOM]
+        flags.update({key: random_ones for key in REGISTRY[name].keys if random_ones})
+    return flags
+
+
 def metric_weights(params, weights_dir: Path, cache_dir: Path):
     """The evaluate params with 'random' Inception / AlexNet weights replaced by random files (with a warning);
     weights the metrics need but the registry cannot give stop here, before any generation, with its message."""
@@ -215,12 +207,33 @@ def annotator_functions(metrics, annotate_params, weights_dir: Path, device: str
     return functions
 
 
-def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, Path]:
-    """Evaluate the newest snapshot of `model` on the dataset's test split; returns write_report's paths."""
+def _in_order(parts: list[dict[int, np.ndarray]]) -> np.ndarray:
+    """The arrays of every process's {batch index: array}, concatenated in batch order."""
+    merged = {index: array for part in parts for index, array in part.items()}
+    return np.concatenate([merged[index] for index in sorted(merged)])
+
+
+def _name_reference(reference: Reference, dataset: str, test: EvalSet, gathered: list) -> int:
+    """Name `reference` after the pixels of the test images every process saw (its cache key); returns their
+    number, or EvaluationError when no sample was usable."""
+    merged = {index: d for digests, _ in gathered for index, d in digests.items()}
+    if not merged:
+        raise EvaluationError(f"no usable test samples in {test.shards_dir}")
+    named = reference_set(dataset, test, [d for index in sorted(merged) for d in merged[index]], reference.resolution)
+    # the metric streams hold `reference` since the first batch; it gets its name now that every pixel is seen
+    reference.dataset, reference.limit, reference.batches = named.dataset, named.limit, named.batches
+    return named.limit
+
+
+def evaluate_run(stage, model: str, num_images: int | None = None,
+                 processes: distributed.Processes | None = None) -> dict[str, Path]:
+    """Evaluate the newest snapshot of `model` on the dataset's test split; returns write_report's paths (on rank
+    0; the other processes of a `torchrun` return {})."""
     from annotators.labelmaps import load_label_map
 
     params, layout = stage.params, stage.layout
     p = params.evaluate
+    processes = processes or distributed.Processes(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = model_config(stage, model)
     labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)
@@ -230,8 +243,9 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
     if not conditions:
         raise EvaluationError(f"evaluate.conditions {p.conditions} has none of the conditions model {model!r} "
                               f"takes: {', '.join(supported)}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(processes.device)
     cache_dir = layout.data_dir / "cache" / "fid"
+    random_weights = random_networks(p.metrics, p, params.annotate)
     metric_params = metric_weights(p, layout.weights, cache_dir)
     fit = params.train.model(model).fit  # the test images as the model saw its training images (never flipped)
     limit, notes = num_images or p.num_images, []
@@ -240,27 +254,37 @@ def evaluate_run(stage, model: str, num_images: int | None = None) -> dict[str, 
         limit = affordable
         notes.append(f"{model} evaluates at most {affordable} test images per condition (what its profile's "
                      f"sampling affords), not evaluate.num_images {p.num_images}")
-    test = read_test_set(layout.shards, cfg.resolution, labels.num_classes, limit, p.seed, Preprocess(fit))
+    test = EvalSet(layout.shards, cfg.resolution, labels.num_classes, limit, p.seed, p.batch_size, Preprocess(fit),
+                   processes.rank, processes.world)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
+                      gather=functools.partial(distributed.gather_to_rank0, processes=processes),
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
-    reference = reference_set(stage.dataset, test, cfg.resolution)
+    reference = Reference(stage.dataset, "test", 0, cfg.resolution, lambda: ())  # named once its pixels are seen
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
     rows = [row for row in (fam.rows(G) if fam.rows else [EvalRow(c, c, G) for c in supported])
             if row.condition in conditions]
-    groups_n = min(p.diversity_images, len(test.images))
     draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1
-    inputs, samples = {}, {}
-    for row in tqdm(rows, desc="conditions", unit="condition"):
-        generated = generate(row.generate, test.cond, row.condition, p.seed, p.batch_size, device)
-        groups = None
-        if draws > 1:
-            subset = {k: v[:groups_n] for k, v in test.cond.items()}
-            groups = np.stack([generated[:groups_n]] + [generate(row.generate, subset, row.condition, p.seed + g,
-                                                                 p.batch_size, device) for g in range(1, draws)])
-        inputs[row.name] = inputs_for(row.condition, generated, reference, groups=groups, seg=test.seg,
-                                      sketch=test.sketch, embeddings=test.embeddings)
-        samples[row.name] = generated[:SAMPLES_SHOWN]
-    table = evaluate_conditions(p.metrics, inputs, ctx)
-    notes.insert(0, f"snapshot {snapshot.name}, {len(test.images)} test images at {cfg.resolution} px, seed {p.seed}")
+    streams = {row.name: MetricStream(p.metrics, ctx, reference) for row in rows}
+    digests, shown = {}, {row.name: {} for row in rows}
+    for batch in tqdm(test, desc="test batches", unit="batch"):
+        digests[batch.index] = pixel_digests(batch.images)
+        for row in rows:
+            generated = generate(row.generate, batch.cond, row.condition, p.seed, len(batch), device,
+                                 first=batch.index)
+            groups = diversity_groups(row.generate, batch, row.condition, generated, p.diversity_images, draws,
+                                      p.seed, device)
+            streams[row.name].add(batch.index, inputs_for(row.condition, generated, reference, groups=groups,
+                                                          seg=batch.seg, sketch=batch.sketch,
+                                                          embeddings=batch.embeddings))
+            if batch.positions[0] < SAMPLES_SHOWN:
+                shown[row.name][batch.index] = generated[:SAMPLES_SHOWN]
+    gathered = ctx.gather((digests, shown))
+    images = distributed.on_rank0(lambda: _name_reference(reference, stage.dataset, test, gathered), processes)
+    table = {name: stream.result() for name, stream in streams.items()}
+    if processes.rank != 0:
+        return {}
+    samples = {row.name: _in_order([rank_shown[row.name] for _, rank_shown in gathered])[:SAMPLES_SHOWN]
+               for row in rows}
+    notes.insert(0, f"snapshot {snapshot.name}, {images} test images at {cfg.resolution} px, seed {p.seed}")
     return write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
-                        title=f"{model} on {stage.dataset}", notes=notes)
+                        title=f"{model} on {stage.dataset}", notes=notes, random_weights=random_weights)

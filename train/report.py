@@ -2,7 +2,12 @@
 scores per condition and a sample grid per condition, and PNG plots (FID per condition, training curves).
 
     results = {"unconditional": {"fid": 41.2, "kid": 0.031}, "seg": {"fid": 30.1, "seg_miou": 0.42}, ...}
-    write_report(run_dir / "eval", results, samples={"seg": images_uint8}, log=run_dir / "log.jsonl", title=...)
+    write_report(run_dir / "eval", results, samples={"seg": images_uint8}, log=run_dir / "log.jsonl", title=...,
+                 random_weights={"fid": ["inception"]})
+
+A score computed by a network with random weights (`random_weights`: score key -> those networks) is marked
+where it stands: a dagger in the table with a note naming the networks, and in metrics.json a string
+`random_weights/<key>` naming them beside the numbers (`dvc metrics show` lists it as a column).
 """
 import json
 import math
@@ -32,16 +37,32 @@ def _ordered(conditions) -> list[str]:
     return known + sorted(c for c in conditions if c not in CONDITION_ORDER)
 
 
-def flat_metrics(results: dict[str, dict[str, float]]) -> dict[str, float | None]:
-    """{condition: {metric: value}} as one flat dict {"condition/metric": value}; NaN becomes None (JSON null)."""
-    return {f"{condition}/{name}": (None if math.isnan(value) else float(value))
-            for condition in _ordered(results) for name, value in sorted(results[condition].items())}
+RANDOM_MARK = "†"
 
 
-def write_metrics_json(path: Path, results: dict[str, dict[str, float]]) -> Path:
+def _measured(results: dict[str, dict[str, float]], random_weights: dict[str, list[str]] | None) -> dict:
+    """The part of `random_weights` whose scores are in `results`."""
+    present = {name for scores in results.values() for name in scores}
+    return {key: networks for key, networks in sorted((random_weights or {}).items()) if key in present}
+
+
+def flat_metrics(results: dict[str, dict[str, float]],
+                 random_weights: dict[str, list[str]] | None = None) -> dict[str, float | str | None]:
+    """{condition: {metric: value}} as one flat dict {"condition/metric": value}; NaN becomes None (JSON null).
+    Each score key made by networks with random weights gets "random_weights/<key>": "<their names>"."""
+    flat: dict[str, float | str | None] = {
+        f"{condition}/{name}": (None if math.isnan(value) else float(value))
+        for condition in _ordered(results) for name, value in sorted(results[condition].items())}
+    flat.update({f"random_weights/{key}": ", ".join(networks)
+                 for key, networks in _measured(results, random_weights).items()})
+    return flat
+
+
+def write_metrics_json(path: Path, results: dict[str, dict[str, float]],
+                       random_weights: dict[str, list[str]] | None = None) -> Path:
     """Write the flat metrics as JSON (sorted keys, atomic)."""
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(flat_metrics(results), indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(flat_metrics(results, random_weights), indent=2, sort_keys=True) + "\n")
     return Path(path)
 
 
@@ -84,8 +105,9 @@ def plot_training_curves(path: Path, records: list[dict]) -> Path:
     return _save(fig, path)
 
 
-def plot_fid_per_condition(path: Path, results: dict[str, dict[str, float]]) -> Path:
-    """A bar chart of FID per condition (the supplement's Tables 6 and 7 as a figure), written as PNG."""
+def plot_fid_per_condition(path: Path, results: dict[str, dict[str, float]], random: bool = False) -> Path:
+    """A bar chart of FID per condition (the supplement's Tables 6 and 7 as a figure), written as PNG; `random`
+    says in its title that the Inception network had random weights."""
     conditions = [c for c in _ordered(results) if "fid" in results[c]]
     if not conditions:
         raise ReportError("no condition has a FID to plot")
@@ -94,7 +116,7 @@ def plot_fid_per_condition(path: Path, results: dict[str, dict[str, float]]) -> 
     bars = ax.bar(conditions, values, color="#4C72B0")
     ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_ylabel("FID (lower is better)")
-    ax.set_title("FID per condition")
+    ax.set_title("FID per condition" + (f" {RANDOM_MARK} random-weight Inception: not meaningful" if random else ""))
     return _save(fig, path)
 
 
@@ -128,32 +150,52 @@ def save_png(path: Path, image: np.ndarray) -> Path:
     return Path(path)
 
 
-def _cell(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+def _cell(value, mark: str = "") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}{mark}"
 
 
-def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """The scores as a markdown table: one row per condition, one column per metric ('—' where not measured)."""
+def markdown_table(results: dict[str, dict[str, float]], random_weights: dict[str, list[str]] | None = None) -> str:
+    """The scores as a markdown table: one row per condition, one column per metric ('—' where not measured);
+    each number made by networks with random weights carries RANDOM_MARK."""
     conditions = _ordered(results)
     names = sorted({name for scores in results.values() for name in scores},
                    key=lambda n: (n not in ("fid", "kid", "kid_std"), n))
+    marks = {name: RANDOM_MARK for name in _measured(results, random_weights)}
     lines = ["| condition | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    lines += [f"| {c} | " + " | ".join(_cell(results[c].get(n)) for n in names) + " |" for c in conditions]
+    lines += [f"| {c} | " + " | ".join(_cell(results[c].get(n), marks.get(n, "")) for n in names) + " |"
+              for c in conditions]
     return "\n".join(lines)
 
 
+def random_weights_note(results: dict[str, dict[str, float]], random_weights: dict[str, list[str]] | None) -> str:
+    """The sentence under the table naming the networks with random weights and the scores they made ('' if none)."""
+    by_networks: dict[str, list[str]] = {}
+    for key, networks in _measured(results, random_weights).items():
+        by_networks.setdefault(", ".join(networks), []).append(key)
+    if not by_networks:
+        return ""
+    which = "; ".join(f"{', '.join(keys)} by {networks}" for networks, keys in by_networks.items())
+    return (f"{RANDOM_MARK} Computed by networks with random weights, not meaningful and not comparable to published "
+            f"numbers: {which}.")
+
+
 def write_report(out_dir: Path, results: dict[str, dict[str, float]], samples: dict[str, np.ndarray] | None = None,
-                 log: Path | None = None, title: str = "Evaluation", notes: list[str] | None = None) -> dict[str, Path]:
+                 log: Path | None = None, title: str = "Evaluation", notes: list[str] | None = None,
+                 random_weights: dict[str, list[str]] | None = None) -> dict[str, Path]:
     """Write metrics.json, report.md, fid_per_condition.png, training_curves.png (when `log` exists) and
-    samples_<condition>.png into `out_dir`; returns the written paths by name."""
+    samples_<condition>.png into `out_dir`; returns the written paths by name. `random_weights` maps a score key
+    to the networks with random weights that made it."""
     out_dir = Path(out_dir)
     if not results:
         raise ReportError("no results to report")
-    written = {"metrics": write_metrics_json(out_dir / "metrics.json", results)}
-    sections = [f"# {title}", "", markdown_table(results), ""]
+    written = {"metrics": write_metrics_json(out_dir / "metrics.json", results, random_weights)}
+    sections = [f"# {title}", "", markdown_table(results, random_weights), ""]
+    note = random_weights_note(results, random_weights)
+    sections += [note, ""] if note else []
     sections += [f"- {note}" for note in notes or []] + ([""] if notes else [])
     if any("fid" in scores for scores in results.values()):
-        written["fid_plot"] = plot_fid_per_condition(out_dir / "fid_per_condition.png", results)
+        written["fid_plot"] = plot_fid_per_condition(out_dir / "fid_per_condition.png", results,
+                                                    "fid" in (random_weights or {}))
         sections += ["## FID per condition", "", "![FID per condition](fid_per_condition.png)", ""]
     if log is not None and Path(log).is_file():
         written["training_curves"] = plot_training_curves(out_dir / "training_curves.png", read_log(log))

@@ -17,23 +17,25 @@ def command(stage, model, num_images):
     cluster, unconditionally);
     writes metrics.json, report.md and plots into data/runs/<dataset>/<model>/eval/. Inception and AlexNet weights
     come from the weight registry (`pipeline weights`); params `evaluate.inception_weights: random` /
-    `lpips_weights: random` allow untrained networks, with a warning."""
+    `lpips_weights: random` allow untrained networks, with a warning (and a mark on each number they made).
+    Runs under `torchrun --nproc-per-node N` too: each process evaluates its share of the test batches and rank 0
+    writes the report, with the numbers of one process."""
     import logging
-    import os
 
     from annotators.weights import WeightsError
+    from train import distributed
     from train.evaluate import EvaluationError, evaluate_run
     from train.metrics.base import MetricError
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        raise click.ClickException(f"evaluation runs as one process on one device, but WORLD_SIZE is {world} "
-                                   "(torchrun): run `pipeline evaluate` without torchrun")
     logging.basicConfig(format="%(levelname)s: %(message)s")
+    processes = distributed.start()  # one process, or one per GPU under torchrun (each its share of the batches)
     try:
-        written = evaluate_run(stage, model, num_images)
+        written = evaluate_run(stage, model, num_images, processes)
     except KeyError as e:
         raise click.UsageError(str(e).strip("'\"")) from None
     except (EvaluationError, WeightsError, MetricError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"metrics: {written['metrics']}\nreport: {written['report']}")
+    finally:
+        distributed.stop()
+    if written:
+        click.echo(f"metrics: {written['metrics']}\nreport: {written['report']}")

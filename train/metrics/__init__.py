@@ -1,10 +1,18 @@
-"""The evaluation metrics: one name -> one function `f(EvalInputs, EvalContext) -> {key: float}`.
+"""The evaluation metrics. Each name maps to two functions: `collect(EvalInputs of one batch, EvalContext)` turns
+a batch of generated images into the little the metric keeps of it (Inception features, per-image scores,
+pixel counts), and `finish(parts, EvalContext, reference)` turns what was kept into {key: float}. So an
+evaluation set streams through in batches that are dropped once collected, and its parts can be gathered from
+several processes (`EvalContext.gather`) before one of them finishes.
 
-    from train.metrics import evaluate
-    scores = evaluate(["fid", "seg_consistency"], EvalInputs(generated, reference=ref, seg=maps), ctx)
+    from train.metrics import MetricStream, evaluate
+    scores = evaluate(["fid", "seg_consistency"], EvalInputs(generated, reference=ref, seg=maps), ctx)  # one batch
+    stream = MetricStream(["fid"], ctx, ref)
+    for index, batch in enumerate(batches):
+        stream.add(index, EvalInputs(batch, reference=ref))
+    scores = stream.result()
 
 A metric only scores a set that has the inputs it needs (seg consistency needs the input maps, diversity needs
-groups of samples, ...), so one call per condition gives that condition's row of the table. This module imports
+groups of samples, ...), so one stream per condition gives that condition's row of the table. This module imports
 nothing heavy: params validation uses `check_names` without loading torch.
 """
 import importlib
@@ -17,17 +25,25 @@ class UnknownMetricError(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    function: str  # "module:function"
+    collect: str  # "module:function": f(EvalInputs, EvalContext) -> the part of one batch
+    finish: str  # "module:function": f(parts, EvalContext, reference) -> {key: float}
     needs: tuple[str, ...]  # EvalInputs fields that must be present for the metric to apply
+    keys: tuple[str, ...]  # the score keys `finish` returns
+    summed: bool = False  # parts are counts added up as they come (finish gets the sum), else kept in batch order
 
 
 REGISTRY: dict[str, Entry] = {
-    "fid": Entry("train.metrics.fid:fid", ("reference",)),
-    "kid": Entry("train.metrics.fid:kid", ("reference",)),
-    "seg_consistency": Entry("train.metrics.seg_consistency:seg_consistency", ("seg",)),
-    "sketch_fscore": Entry("train.metrics.sketch_consistency:sketch_fscore", ("sketch",)),
-    "clip_score": Entry("train.metrics.clip_score:clip_score", ("embeddings",)),
-    "lpips_diversity": Entry("train.metrics.lpips_diversity:lpips_diversity", ("groups",)),
+    "fid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:fid", ("reference",), ("fid",)),
+    "kid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:kid", ("reference",), ("kid", "kid_std")),
+    "seg_consistency": Entry("train.metrics.seg_consistency:seg_counts", "train.metrics.seg_consistency:seg_consistency",
+                             ("seg",), ("seg_miou", "seg_pixel_accuracy"), summed=True),
+    "sketch_fscore": Entry("train.metrics.sketch_consistency:sketch_counts",
+                           "train.metrics.sketch_consistency:sketch_fscore", ("sketch",),
+                           ("sketch_fscore", "sketch_precision", "sketch_recall"), summed=True),
+    "clip_score": Entry("train.metrics.clip_score:image_scores", "train.metrics.clip_score:clip_score",
+                        ("embeddings",), ("clip_score",)),
+    "lpips_diversity": Entry("train.metrics.lpips_diversity:pair_distances",
+                             "train.metrics.lpips_diversity:lpips_diversity", ("groups",), ("lpips_diversity",)),
 }
 
 
@@ -40,11 +56,16 @@ def check_names(names) -> list[str]:
     return list(names)
 
 
-def metric(name: str):
-    """The function of the metric `name`; unknown names raise UnknownMetricError listing the known ones."""
-    check_names([name])
-    module, function = REGISTRY[name].function.split(":")
+def _function(ref: str):
+    module, function = ref.split(":")
     return getattr(importlib.import_module(module), function)
+
+
+def metric(name: str):
+    """The metric `name` as one function of a whole evaluation set, `f(EvalInputs, EvalContext) -> {key: float}`;
+    unknown names raise UnknownMetricError listing the known ones."""
+    check_names([name])
+    return lambda inputs, ctx: evaluate([name], inputs, ctx)
 
 
 def applies(name: str, inputs) -> bool:
@@ -53,10 +74,62 @@ def applies(name: str, inputs) -> bool:
     return all(getattr(inputs, need) is not None for need in REGISTRY[name].needs)
 
 
+def _add(total, part):
+    return part if total is None else tuple(a + b for a, b in zip(total, part))
+
+
+class MetricStream:
+    """The scores of the metrics `names` over one evaluation set that arrives in batches: `add` keeps what each
+    metric needs of a batch (each collect function runs once per batch, so FID and KID share the features),
+    `result` gathers the parts of every process and finishes the metrics that applied to any batch. A batch's
+    index places its parts: the same batches give the same scores in any order and split over any processes."""
+
+    def __init__(self, names, ctx, reference=None):
+        self.names, self.ctx, self.reference = check_names(names), ctx, reference
+        self.parts: dict[str, dict[int, object]] = {}  # collect function -> {batch index: part}
+        self.sums: dict[str, tuple] = {}  # collect function of a summed metric -> running total
+
+    def add(self, index: int, inputs) -> None:
+        """Collect batch number `index` (EvalInputs of one batch); the batch itself is not kept."""
+        done = set()
+        for name in self.names:
+            entry = REGISTRY[name]
+            if not applies(name, inputs) or entry.collect in done:
+                continue
+            done.add(entry.collect)
+            part = _function(entry.collect)(inputs, self.ctx)
+            if entry.summed:
+                self.sums[entry.collect] = _add(self.sums.get(entry.collect), part)
+            else:
+                self.parts.setdefault(entry.collect, {})[index] = part
+
+    def result(self) -> dict[str, float] | None:
+        """{key: float} of every metric that applied to some batch, in the process that gathers (None in the
+        others)."""
+        gathered = self.ctx.gather((self.parts, self.sums))
+        if gathered is None:
+            return None
+        parts: dict[str, dict[int, object]] = {}
+        sums: dict[str, tuple] = {}
+        for process_parts, process_sums in gathered:
+            for collect, by_index in process_parts.items():
+                parts.setdefault(collect, {}).update(by_index)
+            for collect, total in process_sums.items():
+                sums[collect] = _add(sums.get(collect), total)
+        scores: dict[str, float] = {}
+        for name in self.names:
+            entry = REGISTRY[name]
+            if entry.summed and entry.collect in sums:
+                scores.update(_function(entry.finish)(sums[entry.collect], self.ctx, self.reference))
+            elif not entry.summed and entry.collect in parts:
+                ordered = [parts[entry.collect][index] for index in sorted(parts[entry.collect])]
+                scores.update(_function(entry.finish)(ordered, self.ctx, self.reference))
+        return scores
+
+
 def evaluate(names, inputs, ctx) -> dict[str, float]:
-    """The scores of every metric in `names` that applies to `inputs`, merged into one flat dict."""
-    scores: dict[str, float] = {}
-    for name in check_names(names):
-        if applies(name, inputs):
-            scores.update(metric(name)(inputs, ctx))
-    return scores
+    """The scores of every metric in `names` that applies to `inputs` (a whole evaluation set as one batch),
+    merged into one flat dict."""
+    stream = MetricStream(names, ctx, inputs.reference)
+    stream.add(0, inputs)
+    return stream.result()

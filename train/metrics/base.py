@@ -55,8 +55,9 @@ class EvalContext:
     segment: ImageFn | None = None  # -> uint8 [N, H, W] class ids
     detect_sketch: ImageFn | None = None  # -> uint8 [N, H, W], 255 = stroke
     embed_images: ImageFn | None = None  # -> float [N, D] CLIP image embeddings
+    # every process's object as a list in the process that finishes the metrics, None in the others
+    gather: Callable[[object], list | None] = lambda obj: [obj]
     models: dict = field(default_factory=dict)  # networks loaded once per run, by name
-    memo: dict = field(default_factory=dict)  # per-array results shared between metrics (FID and KID features)
 
     def model(self, name: str, load: Callable[[], object]):
         """The network `name`, loaded by `load()` on first use."""

@@ -19,10 +19,14 @@ def clip_scores(condition: np.ndarray, image: np.ndarray) -> np.ndarray:
     return 100.0 * np.maximum(cosine, 0.0)
 
 
-def clip_score(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
-    """Mean CLIP score (0..100) of the generated images against the embeddings that conditioned them."""
+def image_scores(inputs: EvalInputs, ctx: EvalContext) -> np.ndarray:
+    """The CLIP score of each generated image against the embedding that conditioned it (float [N])."""
     images = check_images("generated", inputs.generated)
     if inputs.embeddings is None or len(inputs.embeddings) != len(images):
         raise MetricError(f"clip_score needs one conditioning embedding per generated image ({len(images)})")
-    embedded = ctx.require("clip_score", "embed_images")(images)
-    return {"clip_score": float(clip_scores(inputs.embeddings, embedded).mean())}
+    return clip_scores(inputs.embeddings, ctx.require("clip_score", "embed_images")(images))
+
+
+def clip_score(parts: list[np.ndarray], ctx: EvalContext, reference=None) -> dict[str, float]:
+    """Mean CLIP score (0..100) of the generated images against the embeddings that conditioned them."""
+    return {"clip_score": float(np.concatenate(parts).mean())}

@@ -51,13 +51,14 @@ def _inception(ctx: EvalContext):
     return ctx.model("inception", lambda: load_inception(ctx.params.inception_weights, ctx.weights_dir, ctx.device))
 
 
-def extract_features(images_batches, ctx: EvalContext, desc: str, limit: int | None = None) -> np.ndarray:
+def extract_features(images_batches, ctx: EvalContext, desc: str, limit: int | None = None,
+                     progress: bool = True) -> np.ndarray:
     """Inception pool features (float64 [N, 2048]) of uint8 image batches, at most `limit` images."""
     import torch
 
     extractor, _ = _inception(ctx)
     features, seen = [], 0
-    with torch.no_grad(), tqdm(desc=desc, unit="img", leave=False) as bar:
+    with torch.no_grad(), tqdm(desc=desc, unit="img", leave=False, disable=not progress) as bar:
         for batch in images_batches:
             batch = check_images(desc, batch)[: None if limit is None else limit - seen]
             x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(ctx.device)
@@ -72,13 +73,15 @@ def extract_features(images_batches, ctx: EvalContext, desc: str, limit: int | N
 
 
 def generated_features(images: np.ndarray, ctx: EvalContext) -> np.ndarray:
-    """Inception features of a generated set, computed once per array and shared by FID and KID."""
-    cached = ctx.memo.get("inception")
-    if cached is None or cached[0] is not images:
-        check_images("generated", images)
-        cached = (images, extract_features(batches(images, ctx.params.batch_size), ctx, "inception: generated"))
-        ctx.memo["inception"] = cached
-    return cached[1]
+    """Inception features (float64 [N, 2048]) of generated images, in batches of `evaluate.batch_size`."""
+    check_images("generated", images)
+    return extract_features(batches(images, ctx.params.batch_size), ctx, "inception: generated", progress=False)
+
+
+def inception_features(inputs: EvalInputs, ctx: EvalContext) -> np.ndarray:
+    """What FID and KID keep of a batch of generated images: its Inception features, as float32 (the extractor's
+    own precision: widening them again later is exact, and they take half the memory)."""
+    return generated_features(inputs.generated, ctx).astype(np.float32)
 
 
 def reference_cache_path(ref: Reference, weights_sha256: str, cache_dir: Path) -> Path:
@@ -123,19 +126,21 @@ def kernel_distance(features_a: np.ndarray, features_b: np.ndarray, subsets: int
     return out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"]
 
 
-def _pair(inputs: EvalInputs, ctx: EvalContext, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    if inputs.reference is None:
+def _pair(parts: list[np.ndarray], reference: Reference | None, ctx: EvalContext,
+          metric: str) -> tuple[np.ndarray, np.ndarray]:
+    if reference is None:
         raise MetricError(f"metric {metric!r} needs a reference set")
-    return generated_features(inputs.generated, ctx), reference_features(inputs.reference, ctx)
+    return np.concatenate(parts).astype(np.float64), reference_features(reference, ctx)
 
 
-def fid(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
-    """FID of the generated images against the reference set."""
-    return {"fid": frechet_distance(*_pair(inputs, ctx, "fid"))}
+def fid(parts: list[np.ndarray], ctx: EvalContext, reference: Reference | None) -> dict[str, float]:
+    """FID of the generated images (their features in `parts`) against the reference set."""
+    return {"fid": frechet_distance(*_pair(parts, reference, ctx, "fid"))}
 
 
-def kid(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
-    """KID (mean and std over subsets) of the generated images against the reference set."""
-    mean, std = kernel_distance(*_pair(inputs, ctx, "kid"), ctx.params.kid_subsets, ctx.params.kid_subset_size,
-                                ctx.params.seed)
+def kid(parts: list[np.ndarray], ctx: EvalContext, reference: Reference | None) -> dict[str, float]:
+    """KID (mean and std over subsets) of the generated images (their features in `parts`) against the reference
+    set."""
+    mean, std = kernel_distance(*_pair(parts, reference, ctx, "kid"), ctx.params.kid_subsets,
+                                ctx.params.kid_subset_size, ctx.params.seed)
     return {"kid": mean, "kid_std": std}

@@ -69,20 +69,35 @@ def group_pairs(groups: int, pairs: int, seed: int) -> list[tuple[int, int]]:
     return [every[i] for i in sorted(chosen)]
 
 
-def diversity(groups: np.ndarray, model, pairs: int, seed: int, batch_size: int = 32, device: str = "cpu") -> float:
-    """INADE's diversity score of groups uint8 [G, N, H, W, 3]: mean over random group pairs of the mean LPIPS
-    between the two groups' images of the same condition."""
+def _distances(groups: np.ndarray, model, pairs: int, seed: int, batch_size: int, device: str) -> np.ndarray:
+    """float [P, N]: per chosen pair of groups, the LPIPS distance of each condition's two images."""
     groups = np.asarray(groups)
     if groups.ndim != 5 or len(groups) < 2:
         raise MetricError(f"lpips diversity needs at least 2 groups [G, N, H, W, 3], got shape {groups.shape}")
-    return float(np.mean([lpips_distances(groups[i], groups[j], model, batch_size, device).mean()
-                          for i, j in group_pairs(len(groups), pairs, seed)]))
+    return np.stack([lpips_distances(groups[i], groups[j], model, batch_size, device)
+                     for i, j in group_pairs(len(groups), pairs, seed)])
 
 
-def lpips_diversity(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
-    """LPIPS diversity of the input groups with `evaluate.diversity_pairs` random pairs of groups."""
+def _mean_over_pairs(distances: np.ndarray) -> float:
+    return float(np.mean([row.mean() for row in distances]))
+
+
+def diversity(groups: np.ndarray, model, pairs: int, seed: int, batch_size: int = 32, device: str = "cpu") -> float:
+    """INADE's diversity score of groups uint8 [G, N, H, W, 3]: mean over random group pairs of the mean LPIPS
+    between the two groups' images of the same condition."""
+    return _mean_over_pairs(_distances(groups, model, pairs, seed, batch_size, device))
+
+
+def pair_distances(inputs: EvalInputs, ctx: EvalContext) -> np.ndarray:
+    """The LPIPS distances [P, N] of `evaluate.diversity_pairs` random pairs of the input groups (the same pairs
+    in every batch)."""
     if inputs.groups is None:
         raise MetricError("lpips_diversity needs groups of samples generated from the same conditions")
     p = ctx.params
     model = ctx.model("lpips", lambda: load_lpips(p.lpips_weights, ctx.weights_dir, ctx.device))
-    return {"lpips_diversity": diversity(inputs.groups, model, p.diversity_pairs, p.seed, p.batch_size, ctx.device)}
+    return _distances(inputs.groups, model, p.diversity_pairs, p.seed, p.batch_size, ctx.device)
+
+
+def lpips_diversity(parts: list[np.ndarray], ctx: EvalContext, reference=None) -> dict[str, float]:
+    """LPIPS diversity: the mean over the pairs of groups of their mean distance over every condition."""
+    return {"lpips_diversity": _mean_over_pairs(np.concatenate(parts, axis=1))}

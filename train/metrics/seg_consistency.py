@@ -32,17 +32,27 @@ def scores(confusion: np.ndarray, valid_pixels: int) -> dict[str, float]:
     return {"seg_miou": miou, "seg_pixel_accuracy": accuracy}
 
 
-def seg_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """mIoU and pixel accuracy of predicted class maps against reference maps (uint8 [N, H, W] or [H, W]),
-    pooled over all images as the SPADE evaluation does; reference pixels of 255 are ignored."""
-    predicted, reference = paired_maps("seg consistency", predicted, reference)
-    confusion = sum(confusion_matrix(p, r) for p, r in zip(predicted, reference))  # per image: bounded memory
-    return scores(confusion, int((reference != IGNORE).sum()))
-
-
-def seg_consistency(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
-    """mIoU and pixel accuracy of the seg annotator's maps of the generated images against their input maps."""
+def seg_counts(inputs: EvalInputs, ctx: EvalContext) -> tuple[np.ndarray, int]:
+    """The confusion matrix and the non-ignored pixel count of the seg annotator's maps of the generated images
+    against their input maps (summed over batches)."""
     images = check_images("generated", inputs.generated)
     if inputs.seg is None or len(inputs.seg) != len(images):
         raise MetricError(f"seg_consistency needs one input map per generated image ({len(images)})")
-    return seg_scores(ctx.require("seg_consistency", "segment")(images), inputs.seg)
+    return _counts(ctx.require("seg_consistency", "segment")(images), inputs.seg)
+
+
+def _counts(predicted: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, int]:
+    predicted, reference = paired_maps("seg consistency", predicted, reference)
+    confusion = sum(confusion_matrix(p, r) for p, r in zip(predicted, reference))  # per image: bounded memory
+    return confusion, int((reference != IGNORE).sum())
+
+
+def seg_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """mIoU and pixel accuracy of predicted class maps against reference maps (uint8 [N, H, W] or [H, W]),
+    pooled over all images as the SPADE evaluation does; reference pixels of 255 are ignored."""
+    return scores(*_counts(predicted, reference))
+
+
+def seg_consistency(counts: tuple[np.ndarray, int], ctx: EvalContext, reference=None) -> dict[str, float]:
+    """mIoU and pixel accuracy of the seg annotator's maps of the generated images against their input maps."""
+    return scores(*counts)

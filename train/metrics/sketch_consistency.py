@@ -32,19 +32,29 @@ def fscore(counts: np.ndarray) -> dict[str, float]:
     return {"sketch_fscore": f, "sketch_precision": precision, "sketch_recall": recall}
 
 
+def _counts(predicted: np.ndarray, reference: np.ndarray, tolerance: float) -> np.ndarray:
+    predicted, reference = paired_maps("sketch consistency", predicted, reference)
+    return sum(edge_counts(p, r, tolerance) for p, r in zip(predicted, reference))
+
+
 def sketch_scores(predicted: np.ndarray, reference: np.ndarray, tolerance: float) -> dict[str, float]:
     """F-score, precision and recall of predicted sketches against reference sketches (uint8 [N, H, W] or [H, W]),
     stroke pixels pooled over all images; a stroke pixel matches when the other sketch has one within `tolerance`
     pixels (Euclidean)."""
-    predicted, reference = paired_maps("sketch consistency", predicted, reference)
-    return fscore(sum(edge_counts(p, r, tolerance) for p, r in zip(predicted, reference)))
+    return fscore(_counts(predicted, reference, tolerance))
 
 
-def sketch_fscore(inputs: EvalInputs, ctx: EvalContext) -> dict[str, float]:
-    """Sketch F-score of the sketch annotator's output on the generated images against their input sketches; the
-    tolerance is `evaluate.sketch_tolerance` times the image diagonal."""
+def sketch_counts(inputs: EvalInputs, ctx: EvalContext) -> tuple[np.ndarray]:
+    """The stroke-pixel counts (see `edge_counts`, summed over batches) of the sketch annotator's output on the
+    generated images against their input sketches; the tolerance is `evaluate.sketch_tolerance` times the image
+    diagonal."""
     images = check_images("generated", inputs.generated)
     if inputs.sketch is None or len(inputs.sketch) != len(images):
         raise MetricError(f"sketch_fscore needs one input sketch per generated image ({len(images)})")
     tolerance = ctx.params.sketch_tolerance * float(np.hypot(*images.shape[1:3]))
-    return sketch_scores(ctx.require("sketch_fscore", "detect_sketch")(images), inputs.sketch, tolerance)
+    return (_counts(ctx.require("sketch_fscore", "detect_sketch")(images), inputs.sketch, tolerance),)
+
+
+def sketch_fscore(counts: tuple[np.ndarray], ctx: EvalContext, reference=None) -> dict[str, float]:
+    """Sketch F-score, precision and recall of the summed stroke-pixel counts."""
+    return fscore(counts[0])
