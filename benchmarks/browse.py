@@ -20,7 +20,6 @@ import numpy as np
 from annotators.base import encode
 from pipeline.browse import Dataset, Filters
 from pipeline.landscapes import draw_landscape
-from pipeline.pack import class_histogram
 from shardio.layout import Layout, shard_name
 from shardio.shards import shard_writer, write_stats
 
@@ -35,7 +34,7 @@ def one_shard(path: Path, samples: int) -> dict:
         for n in range(samples):
             d = drawn[n % len(drawn)]
             seg = encode("seg.png", d.labels)
-            images += class_histogram(seg) > 0
+            images[np.unique(d.labels)] += 1
             writer.write({"__key__": f"{n:012x}", "jpg": cv2.imencode(".jpg", d.image[..., ::-1])[1].tobytes(),
                           "seg.png": seg, "sketch.png": encode("sketch.png", cv2.Canny(d.image, 100, 200)),
                           "txt": d.caption.encode(),

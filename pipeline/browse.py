@@ -20,10 +20,11 @@ import pyarrow.parquet as pq
 from annotators.labelmaps import IGNORE, load_label_map
 from annotators.weights import made_with_random_weights, random_weight_annotators
 
-from .pack import COVERAGE, class_histogram
 from shardio.index import IndexEntry, load_index, read_member
 from shardio.layout import SHARD_RE, Layout
-from shardio.shards import read_stats
+from shardio.shards import class_counts, read_stats
+
+from .pack import COVERAGE
 
 INDEX_TAG = "browse-classes/1"  # what `_describe` stores per sample; bump when it changes
 MEDIA = ("jpg", "seg.png", "sketch.png")  # members the page shows as pictures
@@ -46,13 +47,15 @@ class Filters:
 def _describe(key: str, read) -> dict:
     """What the index keeps per sample: [class id, share of labelled pixels] of each class present, largest first."""
     try:
-        hist = class_histogram(read("seg.png"))
+        png = read("seg.png")
     except KeyError:
         return {"classes": []}
-    hist[IGNORE] = 0
-    labelled = max(1, int(hist.sum()))
-    ids = sorted(np.flatnonzero(hist).tolist(), key=lambda i: (-hist[i], i))
-    return {"classes": [[i, round(float(hist[i]) / labelled, 5)] for i in ids]}
+    labels = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    if labels is None or labels.dtype != np.uint8 or labels.ndim != 2:
+        raise ValueError(f"{key}.seg.png is not a single-channel uint8 PNG")
+    counts = [(i, n) for i, n in class_counts(labels) if i != IGNORE]
+    labelled = max(1, sum(n for _, n in counts))
+    return {"classes": [[i, round(n / labelled, 5)] for i, n in sorted(counts, key=lambda c: (-c[1], c[0]))]}
 
 
 class Dataset:
@@ -183,7 +186,8 @@ class Dataset:
         """Every row of ingest's rejects.parquet ({source, reason, detail}; read once), [] without the file."""
         if self._rejects is None:
             path: Path = self.layout.rejects
-            self._rejects = pq.read_table(path).to_pylist() if path.exists() else []
+            columns = ["source", "reason", "detail"]  # not ingest's hashes and stamps
+            self._rejects = pq.read_table(path, columns=columns).to_pylist() if path.exists() else []
         return self._rejects
 
     def rejects(self, reason: str | None = None, offset: int = 0, limit: int = 50) -> dict:

@@ -16,6 +16,8 @@ from .layout import SHARD_RE, stats_path
 
 # A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
 MEMBER_RE = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,128})\.(?P<ext>[A-Za-z0-9_.-]{1,64})$")
+# Files kept beside a shard and named after it: its stats marker and its byte-offset index (shardio/index.py).
+SIDECARS = (".stats.json", ".index.json")
 
 
 class ShardError(ValueError):
@@ -76,13 +78,13 @@ def remove_temporaries(folder: Path, name: str = "*") -> None:
 
 
 def keep_only(folder: Path, shards: set[str]) -> None:
-    """Make `folder` hold only the shards named in `shards`: every other contract-named shard and its marker
-    (left by an earlier plan, e.g. before a re-sharding) is deleted, and so are temporaries."""
+    """Make `folder` hold only the shards named in `shards`: every other contract-named shard and its sidecars
+    (stats marker, index; left by an earlier plan, e.g. before a re-sharding) are deleted, and so are temporaries."""
     if not folder.is_dir():
         return
     remove_temporaries(folder)
     for path in folder.iterdir():
-        shard = path.name.removesuffix(".stats.json") + ".tar" if path.name.endswith(".stats.json") else path.name
+        shard = next((path.name.removesuffix(s) + ".tar" for s in SIDECARS if path.name.endswith(s)), path.name)
         if SHARD_RE.match(shard) and shard not in shards:
             path.unlink()
 

@@ -5,6 +5,7 @@ import json
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import yaml
 from click.testing import CliRunner
 
@@ -12,7 +13,7 @@ from annotators.base import encode
 from pipeline.cli import main
 from pipeline.ingest import REJECTS_SCHEMA, write_table
 from shardio.layout import Layout, shard_name
-from shardio.shards import fingerprint, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import class_counts, fingerprint, read_shard, read_stats, shard_writer, write_stats
 from train_shards import drawn_sample
 
 RANDOM_META = {"model": "deeplabv2", "weights": "random", "sha256": "random"}
@@ -26,7 +27,7 @@ REJECTS = [("raw/broken.jpg", "undecodable", "cannot identify image file"), ("ra
 def _image_shards(layout: Layout, per_shard: list[int], short_side: int) -> list[str]:
     keys, n = [], 0
     for index, count in enumerate(per_shard):
-        path = layout.images / shard_name("train", index)
+        path, seg_classes = layout.images / shard_name("train", index), {}
         with shard_writer(path) as writer:
             for _ in range(count):
                 rgb, labels, _, caption = drawn_sample(n, short_side)
@@ -36,6 +37,7 @@ def _image_shards(layout: Layout, per_shard: list[int], short_side: int) -> list
                 if n % 2 == 0:
                     sample["seg.png"] = encode("seg.png", labels)
                     provided.append("seg")
+                    seg_classes[key] = class_counts(labels)
                 if n != NO_CAPTION:
                     sample["txt"] = f"{caption}\nlandscape number {n}".encode()
                     provided.append("txt")
@@ -44,7 +46,8 @@ def _image_shards(layout: Layout, per_shard: list[int], short_side: int) -> list
                 writer.write({**sample, "json": json.dumps(info).encode()})
                 keys.append(key)
                 n += 1
-        write_stats(path, {"fingerprint": fingerprint("browse-test", index, count), "count": count})
+        write_stats(path, {"fingerprint": fingerprint("browse-test", index, count), "count": count,
+                           "seg_classes": seg_classes})
     return keys
 
 
@@ -70,15 +73,22 @@ def packed_landscapes(tmp_path, per_shard=(3, 3, 2), short_side: int = 160) -> t
     for name in ("seg", "sketch", "clip"):
         for image_shard in sorted(layout.images.glob("*.tar")):
             out = layout.annotations(name) / image_shard.name
+            seg_classes = {}
             with shard_writer(out) as writer:
                 for key, sample in read_shard(image_shard):
                     n = int(key, 16)
                     if (name == "seg" and "seg.png" in sample) or (name == "sketch" and n == NO_SKETCH):
                         continue
-                    writer.write({"__key__": key, **_annotation(name, n, sample)})
-            write_stats(out, {"fingerprint": f"{name}-fp", "metadata": META[name],
+                    members = _annotation(name, n, sample)
+                    writer.write({"__key__": key, **members})
+                    if "seg.png" in members:
+                        decoded = cv2.imdecode(np.frombuffer(members["seg.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+                        seg_classes[key] = class_counts(decoded)
+            write_stats(out, {"fingerprint": f"{name}-fp", "metadata": META[name], "seg_classes": seg_classes,
                               "image_fingerprint": read_stats(image_shard)["fingerprint"]})
-    write_table(REJECTS, REJECTS_SCHEMA, layout.rejects)
+    rejects = [(*reject, None, None, None) for reject in REJECTS]  # no hash, stamp or provided files recorded
+    write_table(pa.Table.from_pylist([dict(zip(REJECTS_SCHEMA.names, r)) for r in rejects], REJECTS_SCHEMA),
+                layout.rejects)
     values = yaml.safe_load(open("params.yaml"))
     values["pack"]["workers"] = 1
     params = tmp_path / "params.yaml"
