@@ -23,7 +23,9 @@ its fixed 224 px) so the CPU-bound run finishes: the stored images stay at the d
 pre-processing cost what they cost at scale while the forward is kept small.
 
     .venv/bin/python benchmarks/scale.py [--images 40] [--short-side 1024]
-    .venv/bin/python benchmarks/scale.py --quick    # the smallest run: checks that it works, figures mean nothing
+    .venv/bin/python benchmarks/scale.py --quick    # the smallest run, without annotate (a local Ray cluster's
+                                                    # start-up alone would break the test suite's budget): checks
+                                                    # that it works, figures mean nothing
 """
 import argparse
 import io
@@ -46,14 +48,12 @@ from pipeline.params import load_params
 
 # the other benchmarks' floors: run as a file, this script's folder is first on sys.path (and the spawned processes
 # of annotate's bare forward import its functions by module name)
-from annotate import bare_rates as bare_forward_rates  # noqa: E402  (benchmarks/annotate.py)
-from ingest import bare_rate  # noqa: E402  (benchmarks/ingest.py)
-from pack import byte_copy  # noqa: E402  (benchmarks/pack.py)
+from annotate import bare_rates as bare_forward_rates  # benchmarks/annotate.py
+from ingest import bare_rate  # benchmarks/ingest.py
+from pack import byte_copy  # benchmarks/pack.py
 
 REPO = Path(__file__).resolve().parents[1]
 ANNOTATORS = ("seg", "sketch", "clip")
-
-
 # (width, height, format) of the raw images, in turn: landscape photos above, at and below the stored size
 SIZES = ((2048, 1365, "JPEG"), (1600, 1200, "JPEG"), (1280, 960, "PNG"), (1536, 1024, "JPEG"), (800, 600, "PNG"))
 
