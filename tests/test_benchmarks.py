@@ -17,7 +17,7 @@ SLOW = {"annotate.py"}
 
 def test_every_benchmark_is_found():
     assert {p.name for p in BENCHMARKS} >= {"ingest.py", "annotate.py", "each_annotator.py", "pack.py",
-                                            "training.py", "train_step.py", "metrics.py"}
+                                            "training.py", "train_step.py", "metrics.py", "scale.py"}
 
 
 @pytest.mark.parametrize("script", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.name in SLOW else [])
