@@ -104,6 +104,17 @@ class ModelFamily:
     # configuration -> the generator modalities (train/configs.py MODALITIES) its G reads, i.e. what `pipeline
     # generate` may give it; None: the modalities of `conditions` (every modality when that is None)
     inputs: Callable[[object], tuple[str, ...]] | None = None
+    network_keys: tuple[Network, ...] = GAN_NETWORKS
+    phases: tuple[Phase, ...] = GAN_PHASES  # run in this order within a step
+    uses_vgg: bool = True  # its loss takes the VGG-19 (relu5_1) the trainer loads from params `vgg_weights`
+    # (networks by key, condition batch, modality masks) -> outputs of the forward whose activations a training
+    # step holds (train/memory.py); None: a GAN's, the generator then the discriminator on its image
+    training_forward: Callable[[dict, dict, dict], object] | None = None
+    # (configuration, params section train.<model>) -> the configuration with the params' settings; None: as is
+    with_params: Callable[[object, object], object] | None = None
+    # configuration -> at most this many evaluation images per condition when none are asked for (what the
+    # profile's sampling can afford); None: params evaluate.num_images
+    eval_images: Callable[[object], int | None] | None = None
 
     def takes(self, cfg) -> tuple[str, ...]:
         """The generator modalities G reads under `cfg`, in MODALITIES order."""
@@ -133,17 +144,6 @@ class ModelFamily:
             needed = " or ".join("+".join(sorted(generator_modalities(c))) for c in self.conditions)
             return f"cannot generate from {'+'.join(given) or 'no condition'}: it needs {needed}"
         return None
-    network_keys: tuple[Network, ...] = GAN_NETWORKS
-    phases: tuple[Phase, ...] = GAN_PHASES  # run in this order within a step
-    uses_vgg: bool = True  # its loss takes the VGG-19 (relu5_1) the trainer loads from params `vgg_weights`
-    # (networks by key, condition batch, modality masks) -> outputs of the forward whose activations a training
-    # step holds (train/memory.py); None: a GAN's, the generator then the discriminator on its image
-    training_forward: Callable[[dict, dict, dict], object] | None = None
-    # (configuration, params section train.<model>) -> the configuration with the params' settings; None: as is
-    with_params: Callable[[object, object], object] | None = None
-    # configuration -> at most this many evaluation images per condition when none are asked for (what the
-    # profile's sampling can afford); None: params evaluate.num_images
-    eval_images: Callable[[object], int | None] | None = None
 
     def configure(self, profile: str, section) -> object:
         """The configuration `profile` with the params section's settings applied."""
