@@ -140,3 +140,36 @@ def test_bad_inputs_are_refused_with_what_is_wrong_before_any_output(trained, tm
     generate(trained, out, "--seg", files / "seg0.png", "--sketch", tmp_path / "small-sketch.png")
     assert "small-sketch.png is 40x30 but --seg is" in caplog.text and "sketch resized to" in caplog.text
     assert len(pngs(out)) == 2
+
+
+# Each family besides PoE-GAN: the modalities it takes, and settings that keep its run to seconds
+OTHER_FAMILIES = {
+    "inade": (("seg",), {"batch_size": 2, "workers": 0, "snapshot_every": 2, "sample_every": 2}),
+    "unite-conquer": (("text", "seg", "sketch"), {"batch_size": 2, "workers": 0, "snapshot_every": 2,
+                                                  "sample_every": 2, "sample_steps": 2}),
+    "cluster-guided": ((), {"codes": 40, "kmeans_inits": 1, "rounds": 2, "steps_per_round": 5,
+                            "consistency_samples": 20, "batch_size": 20, "grid_size": 2}),  # fits on the PoE-GAN run
+}
+
+
+@pytest.mark.slow  # trains each family briefly
+@pytest.mark.parametrize("model", OTHER_FAMILIES)
+def test_every_other_family_generates_from_each_modality_it_takes_and_from_all_of_them(trained, tmp_path, model):
+    (_, _, params, _, data, *_), files = trained
+    takes, settings = OTHER_FAMILIES[model]
+    raw = yaml.safe_load(Path(params).read_text())
+    raw["train"][model].update(settings)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    prefix = ("--params", tmp_path / "params.yaml", "--data-dir", data, "--dataset", "sample", "--model", model)
+    result = run("train", *prefix, *(("--steps", 2) if model != "cluster-guided" else ()))
+    assert result.exit_code == 0, result.output
+    subsets = [(m,) for m in takes] + ([takes] if len(takes) > 1 else []) + ([] if model == "inade" else [()])
+    for given in subsets:
+        args = [a for m in given for a in conditions(files)[m]]
+        outs = [tmp_path / f"{'+'.join(given) or 'none'}-{i}" for i in (0, 1)]
+        for out in outs:
+            result = run("generate", *prefix, "--out", out, "--n", 2, *args)
+            assert result.exit_code == 0, (given, result.output)
+        images = [np.asarray(Image.open(p)) for p in sorted(outs[0].glob("image-*.png"))]
+        assert len(images) == 2 and all(i.shape == (32, 32, 3) for i in images), given
+        assert pngs(outs[0]) == pngs(outs[1]), given  # the same seed, the same bytes
