@@ -77,10 +77,6 @@ class SPADELoss:
         """Extra per-step log fields: none for SPADE."""
         return {}
 
-    def r1_due(self, step: int) -> bool:
-        """SPADE uses no gradient penalty: the loop's regularisation phase never runs."""
-        return False
-
     def end_step(self) -> None:
         """Nothing carries from step to step."""
 
@@ -92,8 +88,6 @@ class SPADELoss:
             return self._generator(batch)
         if phase == "D":
             return self._discriminator(batch)
-        if phase == "Dreg":
-            return {}
         raise ValueError(f"unknown loss phase {phase!r}; expected one of {PHASES}")
 
     image_term = "G_vgg"  # the name of the term comparing fake and real images through the VGG-19
