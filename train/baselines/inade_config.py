@@ -2,9 +2,11 @@
 optimizer settings (SPADE's TTUR)."""
 from dataclasses import dataclass
 
+from .spade_config import TTUR
+
 
 @dataclass(frozen=True)
-class InadeConfig:
+class InadeConfig(TTUR):
     """Widths, layout and loss weights of one INADE configuration. `resolution` is the image height; the width is
     `aspect` times it (Cityscapes: 2). `upsamplings` 5 is SPADE's 'normal' generator (it starts at 1/32 of the
     size), 6 its 'more' (an extra 2x upsampling between the middle blocks, 1/64), which tzt101/INADE
@@ -12,7 +14,7 @@ class InadeConfig:
 
     resolution: int
     batch_size: int
-    lr: float = 0.0002  # --lr (SPADE's train_options); TTUR below
+    lr: float = 0.0002  # --lr (SPADE's train_options); TTUR from it
     ngf: int = 64  # --ngf: generator and noise-encoder base width
     ndf: int = 64  # --ndf
     z_dim: int = 256  # --z_dim: the random vector the generator's linear layer starts from
@@ -35,19 +37,6 @@ class InadeConfig:
                              f"resolution / 2^{self.upsamplings}), got {self.resolution}")
         if self.aspect < 1:
             raise ValueError(f"aspect must be a positive integer, got {self.aspect}")
-
-    @property
-    def lr_G(self) -> float:
-        """TTUR (pix2pix_model.create_optimizers): generator and noise encoder at half the base rate ..."""
-        return self.lr / 2
-
-    @property
-    def lr_D(self) -> float:
-        """... and the discriminator at twice it."""
-        return self.lr * 2
-
-    betas = (0.0, 0.9)  # --beta1 0 --beta2 0.9 under TTUR
-    grad_clip = None  # no gradient clipping in the official code
 
 
 CONFIGS: dict[str, InadeConfig] = {

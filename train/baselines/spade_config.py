@@ -4,8 +4,24 @@ from dataclasses import dataclass, replace
 CONDITIONS = ("seg", "sketch")  # spade-seg: one-hot segmentation; spade-sketch: the sketch (PoE-GAN's baselines)
 
 
+class TTUR:
+    """SPADE's optimizer settings (NVlabs/SPADE pix2pix_model.create_optimizers under TTUR): the generator at half
+    the base `lr`, the discriminator at twice it, betas (0, 0.9), no gradient clipping. INADE shares them."""
+
+    betas = (0.0, 0.9)  # --beta1 0 --beta2 0.9 under TTUR
+    grad_clip = None  # no gradient clipping in the official code
+
+    @property
+    def lr_G(self) -> float:
+        return self.lr / 2
+
+    @property
+    def lr_D(self) -> float:
+        return self.lr * 2
+
+
 @dataclass(frozen=True)
-class SPADEConfig:
+class SPADEConfig(TTUR):
     """Widths and loss weights of one SPADE configuration; `condition` is the modality the generator sees."""
 
     resolution: int
@@ -31,19 +47,6 @@ class SPADEConfig:
             raise ValueError(f"resolution must be a power of two >= 32 (five 2x upsamplings), got {r}")
         if self.condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
-
-    @property
-    def lr_G(self) -> float:
-        """TTUR (NVlabs/SPADE pix2pix_model.create_optimizers): the generator at half the base rate ..."""
-        return self.lr / 2
-
-    @property
-    def lr_D(self) -> float:
-        """... and the discriminator at twice it."""
-        return self.lr * 2
-
-    betas = (0.0, 0.9)  # TTUR betas in create_optimizers
-    grad_clip = None  # SPADE does not clip gradients
 
 
 CONFIGS: dict[str, SPADEConfig] = {
