@@ -131,7 +131,7 @@ def test_eq10_with_one_expert_of_weight_1_is_that_expert():
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 700])
     for name in ("seg", "sketch", "text"):
         expected = G.expert(name, x, t, batch, torch.ones(2, dtype=torch.bool))
-        assert torch.equal(G.combined(x, t, batch, _selected(name)), expected)
+        assert torch.equal(G.product(_selected(name))(x, t, batch), expected)
 
 
 @torch.no_grad()
@@ -144,7 +144,7 @@ def test_eq10_with_identical_experts_is_classifier_free_guidance_with_weight_sum
     cond = G.expert("seg", x, t, batch, torch.ones(2, dtype=torch.bool))[:, :3]
     uncond = G.expert("seg", x, t, batch, None)[:, :3]
     guidance = 2.0 + 1.5 - 1
-    combined = G.combined(x, t, batch, {"seg": torch.ones(2, dtype=torch.bool), "sketch": torch.ones(2, dtype=bool)})
+    combined = G.product({"seg": torch.ones(2, dtype=torch.bool), "sketch": torch.ones(2, dtype=bool)})(x, t, batch)
     assert torch.allclose(combined[:, :3], cond + guidance * (cond - uncond), atol=1e-5)
 
 
@@ -153,7 +153,7 @@ def test_no_modality_samples_the_mean_unconditional_estimate_and_conditions_chan
     G, batch = _experts(TINY), _batch()
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 700])
     mean_null = sum(G.expert(n, x, t, batch, None) for n in G.experts) / 3
-    assert torch.allclose(G.combined(x, t, batch, _selected()), mean_null, atol=1e-6)
+    assert torch.allclose(G.product(_selected())(x, t, batch), mean_null, atol=1e-6)
     with private_noise(0):
         uncond, extra = G(batch, _selected())
     with private_noise(0):

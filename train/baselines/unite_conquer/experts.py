@@ -31,42 +31,49 @@ class Experts(nn.Module):
         net = self.experts[name]
         return net(x, t, clip=cond) if name == "text" else net(x, t, cond=cond)
 
-    def combined(self, x: torch.Tensor, t: torch.Tensor, batch: dict, selected: dict[str, torch.Tensor]):
-        """Eq. 10 per sample: `selected` maps each expert to a bool [B] (its modality given). w_i from the
-        configuration; a_j = the configuration's reliabilities, else 1/N over the N selected experts (Sec. 4.1),
-        all experts where none is. The variance output is the first selected expert's (the official sampler
-        keeps its first model's), else the null mean's."""
+    def product(self, selected: dict[str, torch.Tensor]):
+        """Eq. 10 for one request, as `step(x, t, batch) -> [B, 6, H, W]`: `selected` maps each expert to a bool
+        [B] (its modality given). w_i from the configuration; a_j = the configuration's reliabilities, else 1/N over
+        the N selected experts (Sec. 4.1), all experts where none is. The variance output is the first selected
+        expert's (the official sampler keeps its first model's), else the null mean's. The per-sample
+        coefficients are computed once, on the masks' device, and which expert passes any sample needs is read to
+        the host once (one copy): no step of the sampler waits for the device."""
         names = list(self.experts)
-        sel = torch.stack([selected[n].to(x.dtype) for n in names])  # [E, B]
+        sel = torch.stack([selected[n].float() for n in names])  # [E, B]; the sampler's x is float32
         count = sel.sum(0)
-        given = sel if self.cfg.reliabilities is None else sel * x.new_tensor(
-            [self.cfg.reliabilities.get(n, 0.0) for n in names])[:, None]
+        given = sel if self.cfg.reliabilities is None else torch.stack(
+            [row * self.cfg.reliabilities.get(n, 0.0) for row, n in zip(sel, names)])
         none = count == 0
         a = torch.where(none, 1.0 / len(names), given / given.sum(0).clamp(min=1e-12))  # [E, B]
-        w = x.new_tensor([self.cfg.weights.get(n, 1.0) for n in names])[:, None] * sel
+        w = torch.stack([row * self.cfg.weights.get(n, 1.0) for row, n in zip(sel, names)])
         null_coef = torch.where(none, a, -(w.sum(0) - 1) * a)  # [E, B]
-        host = (sel.any(1).tolist(), null_coef.ne(0).any(1).tolist())  # which passes any sample needs
-        eps, var, first = torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(count, dtype=torch.bool)
-        null_var = torch.zeros_like(x)
-        for i, name in enumerate(names):
-            if host[0][i]:
-                out = self.expert(name, x, t, batch, selected[name]).float()
-                eps = eps + _b(w[i]) * out[:, :3]
-                take = selected[name] & ~first
-                var = torch.where(_b(take), out[:, 3:], var)
-                first = first | selected[name]
-            if host[1][i]:
-                out = self.expert(name, x, t, batch, None).float()
-                eps = eps + _b(null_coef[i]) * out[:, :3]
-                null_var = null_var + _b(a[i]) * out[:, 3:]
-        return torch.cat([eps, torch.where(_b(first), var, null_var)], 1)
+        conditional, null = torch.stack([sel.any(1), null_coef.ne(0).any(1)]).cpu().tolist()
+        takes, first = [], torch.zeros_like(count, dtype=torch.bool)
+        for name in names:  # each sample's variance comes from its first selected expert
+            takes.append(selected[name] & ~first)
+            first = first | selected[name]
+
+        def step(x: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
+            eps, var, null_var = torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x)
+            for i, name in enumerate(names):
+                if conditional[i]:
+                    out = self.expert(name, x, t, batch, selected[name]).float()
+                    eps = eps + _b(w[i]) * out[:, :3]
+                    var = torch.where(_b(takes[i]), out[:, 3:], var)
+                if null[i]:
+                    out = self.expert(name, x, t, batch, None).float()
+                    eps = eps + _b(null_coef[i]) * out[:, :3]
+                    null_var = null_var + _b(a[i]) * out[:, 3:]
+            return torch.cat([eps, torch.where(_b(first), var, null_var)], 1)
+
+        return step
 
     def forward(self, batch: dict, masks: dict) -> tuple[torch.Tensor, dict]:
         """Images [B, 3, H, W] in [-1, 1] sampled with the configuration's sampler and steps."""
-        selected = {name: masks[name] for name in self.experts}
+        step = self.product({name: masks[name] for name in self.experts})
         image = batch["image"]
-        images = self.diffusion.sample(lambda x, t: self.combined(x, t, batch, selected), image.shape,
-                                       image.device, self.cfg.sampler, self.cfg.sample_steps)
+        images = self.diffusion.sample(lambda x, t: step(x, t, batch), image.shape, image.device, self.cfg.sampler,
+                                       self.cfg.sample_steps)
         return images, {}
 
 
