@@ -7,9 +7,11 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch._subclasses.fake_tensor import DynamicOutputShapeException, FakeTensor, FakeTensorMode
+from torch.utils._mode_utils import no_dispatch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map, tree_map_only
+from torch.utils.weak import WeakIdKeyDictionary
 
 CUDA = torch.device("cuda", 0)
 
@@ -114,3 +116,72 @@ class ValueReads(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.count += func is torch.ops.aten._local_scalar_dense.default
         return func(*args, **(kwargs or {}))
+
+
+aten = torch.ops.aten
+
+
+def _reads_the_device(func, inputs: list, kwargs: dict) -> bool:
+    """The op moves a value from a device to the host: on a GPU it waits for the device."""
+    if func is aten._local_scalar_dense.default:
+        return inputs[0].device.type != "cpu"
+    if func is aten._to_copy.default:
+        to = kwargs.get("device")
+        return to is not None and to.type == "cpu" and inputs[0].device.type != "cpu"
+    return func is aten.copy_.default and inputs[0].device.type == "cpu" and inputs[1].device.type != "cpu"
+
+
+class KnownValues(TorchDispatchMode):
+    """Fake tensors have no values. Under this mode (entered inside `fake_cuda`), a tensor of at most LIMIT elements
+    whose inputs all have values (fills, Python scalars, real tensors, other such tensors; never a random draw or a
+    network's weights) keeps the values it would have, computed on the CPU beside it, so host code reading one runs
+    as on a GPU: which experts a request's modality masks select, a scheduler's lookups in its tables. Reads of an
+    unknown tensor still raise. `device_reads` counts the ops that bring a value from the device to the host (a
+    copy to the CPU, an `.item()`): each waits for the device on a GPU."""
+
+    LIMIT = 1024  # a diffusion schedule's 1000-entry tables
+
+    def __init__(self):
+        super().__init__()
+        self.values = WeakIdKeyDictionary()
+        self.device_reads = 0
+
+    def _value(self, t: torch.Tensor) -> torch.Tensor | None:
+        return self.values.get(t) if isinstance(t, FakeTensor) else t  # a real tensor is its own value
+
+    def _compute(self, func, args, kwargs):
+        """The op on the inputs' values, on the CPU."""
+        def real(a):
+            if isinstance(a, torch.Tensor):  # a copy: an in-place op must not write to a real tensor
+                return self._value(a).clone()
+            return torch.device("cpu") if isinstance(a, torch.device) else a
+        with no_dispatch():  # real tensors in, real compute
+            args, kwargs = tree_map(real, (args, kwargs))
+            return func(*args, **kwargs)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        self.device_reads += _reads_the_device(func, inputs, kwargs)
+        known = [self._value(t) for t in inputs]
+        real = None
+        if (torch.Tag.nondeterministic_seeded not in func.tags
+                and all(v is not None and v.numel() <= self.LIMIT for v in known)):
+            real = self._compute(func, args, kwargs)
+            if func is aten._local_scalar_dense.default:
+                return real
+        try:
+            out = func(*args, **kwargs)
+        except DynamicOutputShapeException:  # nonzero and the like: the values give the shape
+            if real is None:
+                raise
+            out = tree_map_only(torch.Tensor, lambda r: torch.empty_strided(r.shape, r.stride(), dtype=r.dtype,
+                                                                            device=inputs[0].device), real)
+        values = tree_leaves(real) if real is not None else [None] * len(tree_leaves(out))
+        for fake, value in zip(tree_leaves(out), values):
+            if isinstance(fake, FakeTensor):
+                if isinstance(value, torch.Tensor) and value.numel() <= self.LIMIT:
+                    self.values[fake] = value
+                else:  # also an in-place op on a known tensor with an unknown input: it is unknown now
+                    self.values.pop(fake, None)
+        return out

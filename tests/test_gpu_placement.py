@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from fake_cuda import (CUDA, HostToDeviceCopies, ValueReads, condition_batch, fake_cuda,  # noqa: F401 (fixture)
-                       on_cuda, on_device)
+from fake_cuda import (CUDA, HostToDeviceCopies, KnownValues, ValueReads, condition_batch,  # noqa: F401
+                       fake_cuda, on_cuda, on_device)
 
 import annotators.clip  # noqa: F401 - imported outside fake mode (see fake_cuda.py)
 import annotators.seg.deeplabv2  # noqa: F401
@@ -24,7 +24,9 @@ from train.metrics.base import EvalContext
 from train.metrics.fid import FEATURE, generated_features
 from train.metrics.lpips_diversity import load_lpips, lpips_distances
 from train.models import family
-from train.samples import PATTERNS, generated_rows, render_grid
+from train.metrics.conditions import CONDITIONS
+from train.noise import private_noise
+from train.samples import PATTERNS, generated_rows, pattern_masks, render_grid
 from train.vgg import VGGRelu51
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -277,11 +279,11 @@ def test_cluster_guided_generation_and_cluster_assignment_stay_on_the_gpu(fake_c
 UC = replace(family("unite-conquer").config("tiny"), channels=32, sample_steps=2, clip_dim=8)
 
 
-def _experts(device=CUDA):
+def _experts(device=CUDA, cfg=UC):
     fam = family("unite-conquer")
     with torch.device(device):
-        (G,) = fam.networks(UC, NUM_CLASSES)
-        loss = fam.loss(G, None, UC)
+        (G,) = fam.networks(cfg, NUM_CLASSES)
+        loss = fam.loss(G, None, cfg)
     return G, loss
 
 
@@ -310,3 +312,42 @@ def test_unite_conquer_training_phase_reads_no_value_back_from_the_device():
         logged = loss.accumulate_gradients("G", batch, masks, 0)
     assert reads.count == 0 and all(isinstance(v, torch.Tensor) for v in logged.values())
 
+
+# Sampling reads which experts to run from the masks on the host, and the ancestral scheduler looks its timesteps
+# up in host tables: KnownValues gives those small tensors their values on fake CUDA (and counts device reads)
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
+@pytest.mark.parametrize("pattern, passes", [((), {"seg": 1, "sketch": 1, "text": 1}), (("seg",), {"seg": 1}),
+                                             (("text", "seg", "sketch"), {"seg": 2, "sketch": 2, "text": 2})],
+                         ids=["none", "seg", "all"])
+def test_unite_conquer_sampling_stays_on_the_gpu_and_reads_the_masks_once_per_call(fake_cuda, sampler, pattern,
+                                                                                   passes):
+    G, _ = _experts(cfg=replace(UC, sampler=sampler))
+    calls = {name: 0 for name in G.experts}
+    for name, net in G.experts.items():
+        net.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    batch = condition_batch(NUM_CLASSES, 8, UC.resolution)
+    with KnownValues() as known, HostToDeviceCopies() as copies, private_noise(0):  # as grids and evaluation do
+        image, extras = G.eval()(batch, pattern_masks(pattern, 2, CUDA))
+    assert image.shape == (2, 3, UC.resolution, UC.resolution) and on_device([image, extras])
+    # w = 1: one expert alone needs no null estimate; none runs every expert's null one, all adds them to Eq. 10
+    assert calls == {name: UC.sample_steps * passes.get(name, 0) for name in G.experts}
+    assert known.device_reads == 1  # which experts run: once per call, not once per step
+    # the only host-to-device copies: noise drawn on the CPU (the same on every device), x_T and, for the
+    # ancestral sampler, each step's but the last (t = 0 adds none)
+    noise = 1 + (UC.sample_steps - 1 if sampler == "ancestral" else 0)
+    assert copies.ops == ["aten._to_copy.default"] * noise
+
+
+def test_unite_conquer_grids_evaluation_and_generate_sample_on_the_gpu(fake_cuda):
+    G, _ = _experts()
+    G.eval()
+    with KnownValues():
+        rows = generated_rows(G, condition_batch(NUM_CLASSES, 8, UC.resolution))
+        assert len(rows) == len(PATTERNS) and on_device(rows)
+        cond = condition_batch(NUM_CLASSES, 8, UC.resolution, n=3, device="cpu")  # the test set: CPU
+        for condition in CONDITIONS:
+            images = evaluate.generate(G, cond, condition, seed=0, batch_size=2, device=CUDA)
+            assert images.shape == (3, UC.resolution, UC.resolution, 3)
+        given = generate.Given(text=np.ones(8), seg=np.zeros((20, 24), np.uint8), sketch=np.zeros((20, 24), np.uint8))
+        batch, masks = generate.condition_batch(given, UC.resolution, NUM_CLASSES, 8, "random-crop")
+        assert generate.sample(G, batch, masks, seed=0, n=2, device=CUDA).shape == (2, UC.resolution, UC.resolution, 3)
