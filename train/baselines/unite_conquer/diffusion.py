@@ -81,8 +81,11 @@ class Diffusion:
 
     @torch.no_grad()
     def sample(self, model_output, shape: tuple, device, kind: str = "ddim", steps: int = 100) -> torch.Tensor:
-        """Images [-1, 1] of `shape` from noise: `model_output(x_t, t)` -> [B, 6, H, W] (epsilon, v). Noise comes
-        from train/noise.py (a private generator for grids and evaluation)."""
+        """Images [-1, 1] of `shape` on `device` from noise: `model_output(x_t, t)` -> [B, 6, H, W] (epsilon, v).
+        Noise comes from train/noise.py (a private generator for grids and evaluation, drawn on the CPU: the same
+        on every device). The schedulers' tables stay on the host, indexed by Python timesteps: their 0-d entries
+        enter the device's ops as scalars, with no copy and no sync; the network's timesteps are made on the
+        device."""
         scheduler = self.sampler(kind, steps)
         x = randn_like(torch.empty(shape, device=device))
         for t in scheduler.timesteps.tolist():
