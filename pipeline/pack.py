@@ -3,7 +3,8 @@
 Pack is a byte copier: it lists every input shard's members from their tar headers and copies their byte ranges
 into the training shard under deterministic headers (`shardio.tarcopy`); no image, label map or array is
 decoded. Only the `json` member is new. The card's class counts come from the `seg_classes` that ingest (provided
-segmentations) and annotate (pseudo labels) recorded in their shard stats. Provided modalities (segmentation,
+segmentations) and annotate (pseudo labels) recorded in their shard stats; each training shard's stats carry those
+of the seg.png it holds, by key, for `pipeline browse`. Provided modalities (segmentation,
 sketch, captions) come from the image shard; the rest from the annotation shards, which hold the image shard's
 keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator). A sample
 missing a modality is kept without it and counted.
@@ -84,7 +85,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
     classes = {image_shard: (read_stats(image_shard) or {}).get("seg_classes")}
     classes.update({path: stats.get("seg_classes") for path, stats in annotations.values()})
     counts = {name: 0 for name in COVERAGE}
-    pixels, images = [0] * 256, [0] * 256
+    pixels, images, seg_classes = [0] * 256, [0] * 256, {}
     n, splits = 0, {}
     with ExitStack() as stack:
         sources = (image_shard, *(path for path, _ in annotations.values()))
@@ -118,7 +119,8 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                 for name, ext in COVERAGE.items():
                     counts[name] += ext in sample
                 if "seg.png" in sample:
-                    for class_id, count in _seg_classes(classes, sample["seg.png"][0], key, annotations):
+                    seg_classes[key] = _seg_classes(classes, sample["seg.png"][0], key, annotations)
+                    for class_id, count in seg_classes[key]:
                         pixels[class_id] += count
                         images[class_id] += 1
         except BaseException:
@@ -128,7 +130,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
         for reader in readers.values():
             reader.check_consumed()
     return {"samples": n, "splits": splits, "present": counts, "annotators": metadata, "computed_on": computed,
-            "class_pixels": pixels, "class_images": images}
+            "class_pixels": pixels, "class_images": images, "seg_classes": seg_classes}
 
 
 def _bytes_of(data: memoryview, member: Member) -> memoryview:

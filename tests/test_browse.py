@@ -1,6 +1,7 @@
 """`pipeline browse` without a browser: the shard byte-offset index, and the API's records, filters and pages."""
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 import threading
@@ -17,8 +18,8 @@ from pipeline.browse import Dataset, Filters
 from pipeline.browse_web import make_server
 from pipeline.cli import main
 from shardio.index import index_path, load_index, read_member
-from shardio.layout import shard_name
-from shardio.shards import ShardError, keep_only, read_shard, shard_writer
+from shardio.layout import Layout, shard_name
+from shardio.shards import ShardError, keep_only, read_shard, read_stats, shard_writer, write_stats
 
 SKY = 156
 
@@ -128,6 +129,22 @@ def test_filters_select_what_the_shards_hold(packed):
                       (Filters(cls=SKY, min_share=2), "min_share")]:
         with pytest.raises(ValueError, match=what):
             dataset.page(bad)
+
+
+def test_the_index_takes_the_classes_pack_carried_and_decodes_only_for_shards_without_them(packed, tmp_path):
+    layout, _, _ = packed
+    older = Layout(tmp_path / "data", layout.dataset)
+    shutil.copytree(layout.data_dir, older.data_dir)
+    for shard in sorted(older.shards.glob("*.tar")):
+        stats = read_stats(shard)
+        assert set(stats["seg_classes"]) == {key for key, sample in read_shard(shard) if "seg.png" in sample}
+        write_stats(shard, {k: v for k, v in stats.items() if k != "seg_classes"})  # packed before pack carried them
+    for index in [*layout.shards.glob("*.index.json"), *older.shards.glob("*.index.json")]:
+        index.unlink()
+    current, decoded = Dataset(layout), Dataset(older)
+    assert current.stats.keys() == decoded.stats.keys()
+    for shard in current.stats:
+        assert current.index(shard)[0] == decoded.index(shard)[0]
 
 
 def test_records_carry_the_json_captions_pictures_and_random_weight_marks(packed):

@@ -22,7 +22,7 @@ from pipeline.annotate import plan as annotate_plan, shard_fingerprint
 from pipeline.cli import main
 from pipeline.params import load_params
 from shardio.layout import Layout, shard_name
-from shardio.shards import ShardError, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import ShardError, class_counts, read_shard, read_stats, shard_writer, write_stats
 from train.data import make_example
 
 
@@ -259,6 +259,10 @@ def test_pack_decodes_no_image_and_its_card_counts_what_decoding_would(dataset, 
     recorded = [read_stats(path) for path in shards]
     assert sum(np.asarray(s["class_pixels"]) for s in recorded).tolist() == pixels.tolist()
     assert sum(np.asarray(s["class_images"]) for s in recorded).tolist() == images.tolist()
+    for path, stats in zip(shards, recorded):  # each seg.png's own counts, by key, for `pipeline browse`
+        assert stats["seg_classes"] == {key: class_counts(cv2.imdecode(np.frombuffer(s["seg.png"], np.uint8),
+                                                                       cv2.IMREAD_UNCHANGED))
+                                        for key, s in read_shard(path) if "seg.png" in s}
     card = json.loads(layout.card_json.read_text())
     assert {c["id"]: (c["pixels"], c["images"]) for c in card["classes"]} == {
         i: (pixels[i], images[i]) for i in np.flatnonzero(pixels) if i != 255}
