@@ -3,10 +3,11 @@ pages — read through each training shard's byte-offset index (shardio/index.py
 
 A page touches only what it shows: which shards can hold matches comes from the shards' stats files (pack counts
 per shard its splits, modalities present and images per class), the index of each shard the page reaches is
-loaded (built once from the tar headers, with each sample's classes and pixel shares from the class counts its
-stats carry, then cached beside the shard), and every shown member is read with one seek. Only a filter the stats cannot count exactly (a class together with a missing
+loaded (built once from the tar headers, with each sample's classes and pixel shares from the class counts pack
+wrote beside the shard, then cached beside it), and every shown member is read with one seek. Only a filter the stats cannot count exactly (a class together with a missing
 modality, or a minimum pixel share) counts its matches in the indexes of the shards that may hold some.
 """
+import functools
 import json
 import threading
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from shardio.index import IndexEntry, load_index, read_member
 from shardio.layout import SHARD_RE, Layout
 from shardio.shards import class_counts, read_stats
 
-from .pack import COVERAGE
+from .pack import COVERAGE, read_classes
 
 INDEX_TAG = "browse-classes/1"  # what `_describe` stores per sample; bump when it changes
 MEDIA = ("jpg", "seg.png", "sketch.png")  # members the page shows as pictures
@@ -46,8 +47,8 @@ class Filters:
 
 def _describe(key: str, read, recorded: list | None) -> dict:
     """What the index keeps per sample: [class id, share of labelled pixels] of each class present, largest first;
-    from the class counts the shard's stats recorded for its seg.png (`recorded`), else by decoding the seg.png
-    (shards packed before pack carried them)."""
+    from the class counts pack recorded for its seg.png (`recorded`), else by decoding the seg.png (a shard packed
+    before pack recorded them)."""
     if recorded is None:
         try:
             png = read("seg.png")
@@ -114,9 +115,9 @@ class Dataset:
         """The shard's index entries in file order and by key (built and cached beside the shard on first use)."""
         with self._lock:
             if shard not in self._indexes:
-                recorded = self.stats[shard].get("seg_classes", {})
-                entries = load_index(self.layout.shards / shard,
-                                     lambda key, read: _describe(key, read, recorded.get(key)), INDEX_TAG)
+                path = self.layout.shards / shard
+                recorded = functools.cache(lambda: read_classes(path, self.stats[shard].get("fingerprint")))
+                entries = load_index(path, lambda key, read: _describe(key, read, recorded().get(key)), INDEX_TAG)
                 self._indexes[shard] = (entries, {e.key: e for e in entries})
                 while len(self._indexes) > CACHED_INDEXES:
                     self._indexes.popitem(last=False)

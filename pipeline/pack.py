@@ -3,8 +3,8 @@
 Pack is a byte copier: it lists every input shard's members from their tar headers and copies their byte ranges
 into the training shard under deterministic headers (`shardio.tarcopy`); no image, label map or array is
 decoded. Only the `json` member is new. The card's class counts come from the `seg_classes` that ingest (provided
-segmentations) and annotate (pseudo labels) recorded in their shard stats; each training shard's stats carry those
-of the seg.png it holds, by key, for `pipeline browse`. Provided modalities (segmentation,
+segmentations) and annotate (pseudo labels) recorded in their shard stats; pack writes those of the seg.png each
+training shard holds, by key, beside it (`<shard>.classes.json`, for `pipeline browse`). Provided modalities (segmentation,
 sketch, captions) come from the image shard; the rest from the annotation shards, which hold the image shard's
 keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator). A sample
 missing a modality is kept without it and counted.
@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .annotate import image_fingerprint, image_shards
-from shardio.layout import Layout
+from shardio.layout import Layout, classes_path
 from shardio.shards import ShardError, atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
 from shardio.tarcopy import Member, TarCopier, list_members, mapped, samples as member_samples
 
@@ -175,8 +175,27 @@ def plan(layout: Layout, params, profile) -> Iterator[tuple[Path, dict[str, tupl
         yield image_shard, annotations, layout.shards / image_shard.name, fp
 
 
+def write_classes(shard: Path, fp: str, seg_classes: dict[str, list]) -> None:
+    """Write the class counts of the training shard's seg.png by key, with the fingerprint of the shard they
+    belong to. Not in its stats: the card, the trainer's run identity and the browser read every shard's stats."""
+    with atomic_path(classes_path(shard)) as tmp:
+        tmp.write_text(json.dumps({"fingerprint": fp, "seg_classes": seg_classes}, sort_keys=True,
+                                  separators=(",", ":")) + "\n")
+
+
+def read_classes(shard: Path, fp: str | None) -> dict[str, list]:
+    """The class counts `write_classes` wrote for the shard packed under fingerprint `fp` (its stats'), by key;
+    {} when there are none (a shard packed before pack wrote them) or they belong to another packing."""
+    try:
+        recorded = json.loads(classes_path(shard).read_text())
+    except FileNotFoundError:
+        return {}
+    return recorded["seg_classes"] if recorded.get("fingerprint") == fp else {}
+
+
 def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_map: str, text: str) -> int:
     stats = pack_shard(image_shard, annotations, out, label_map, text)
+    write_classes(out, fp, stats.pop("seg_classes"))
     write_stats(out, {"fingerprint": fp, "image_shard": image_shard.name, **stats})
     return stats["samples"]
 
