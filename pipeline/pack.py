@@ -201,9 +201,9 @@ def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_ma
 
 
 def run(layout: Layout, params, profile, progress: bool = True, address: str | None = None) -> dict:
-    """Pack every image shard not already packed under the same fingerprint and delete training shards no image
-    shard makes any more; returns a summary. The shards are packed as Ray tasks on the cluster at `address` (else
-    RAY_ADDRESS) when one is given, else by `pack.workers` local processes."""
+    """Pack every image shard not already packed under the same fingerprint (with its class counts beside it)
+    and delete training shards no image shard makes any more; returns a summary. The shards are packed as Ray tasks
+    on the cluster at `address` (else RAY_ADDRESS) when one is given, else by `pack.workers` local processes."""
     for name in params.pack.modalities:
         if name not in ANNOTATION_MEMBERS:
             raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")
@@ -212,7 +212,7 @@ def run(layout: Layout, params, profile, progress: bool = True, address: str | N
     jobs = list(plan(layout, params, profile))
     keep_only(layout.shards, {out.name for _, _, out, _ in jobs})
     todo = [(image, annotations, out, fp, profile.label_map, profile.text) for image, annotations, out, fp in jobs
-            if not is_done(out, fp)]
+            if not (is_done(out, fp) and classes_path(out).exists())]  # else packed before pack wrote them
     with _ray_map(address) if address else _local_map(params.pack.workers, len(todo)) as run_all:
         samples = sum(tqdm(run_all(todo), total=len(todo), desc="pack", unit="shard", disable=not progress))
     return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}

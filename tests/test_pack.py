@@ -118,6 +118,9 @@ def test_card_counts_and_rerun_skips_packed_shards(dataset):
     stats_before = read_stats(layout.shards / shard_name("train", 1))
     assert "3 already done" in _pack(layout, params_file)
     assert read_stats(layout.shards / shard_name("train", 1)) == stats_before
+    (layout.shards / "train-000001.classes.json").unlink()  # packed before pack wrote class counts: packed again
+    assert "1 shard(s) packed, 2 already done" in _pack(layout, params_file)
+    assert {p.name: p.read_bytes() for p in layout.shards.glob("*")} == before
     write_annotations(layout, "clip", fp="fp2")  # annotations redone under other params: every shard repacked
     assert "3 shard(s) packed" in _pack(layout, params_file)
     assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == {
