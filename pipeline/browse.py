@@ -4,8 +4,9 @@ pages — read through each training shard's byte-offset index (shardio/index.py
 A page touches only what it shows: which shards can hold matches comes from the shards' stats files (pack counts
 per shard its splits, modalities present and images per class), the index of each shard the page reaches is
 loaded (built once from the tar headers, with each sample's classes and pixel shares from the class counts pack
-wrote beside the shard, then cached beside it), and every shown member is read with one seek. Only a filter the stats cannot count exactly (a class together with a missing
-modality, or a minimum pixel share) counts its matches in the indexes of the shards that may hold some.
+wrote beside the shard, then cached beside it), and every shown member is read with one seek. Only a filter the
+stats cannot count exactly (a class together with a missing modality, or a minimum pixel share) counts its
+matches in the indexes of the shards that may hold some.
 """
 import functools
 import json

@@ -4,10 +4,10 @@ Pack is a byte copier: it lists every input shard's members from their tar heade
 into the training shard under deterministic headers (`shardio.tarcopy`); no image, label map or array is
 decoded. Only the `json` member is new. The card's class counts come from the `seg_classes` that ingest (provided
 segmentations) and annotate (pseudo labels) recorded in their shard stats; pack writes those of the seg.png each
-training shard holds, by key, beside it (`<shard>.classes.json`, for `pipeline browse`). Provided modalities (segmentation,
-sketch, captions) come from the image shard; the rest from the annotation shards, which hold the image shard's
-keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator). A sample
-missing a modality is kept without it and counted.
+training shard holds, by key, beside it (`<shard>.classes.json`, for `pipeline browse`). Provided modalities
+(segmentation, sketch, captions) come from the image shard; the rest from the annotation shards, which hold the
+image shard's keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator).
+A sample missing a modality is kept without it and counted.
 
 One job per image shard, run on local threads, or as Ray tasks spread over a cluster when an address is given
 (`--ray-address` / RAY_ADDRESS); both write the same bytes and the same per-shard markers.
@@ -212,7 +212,7 @@ def run(layout: Layout, params, profile, progress: bool = True, address: str | N
     jobs = list(plan(layout, params, profile))
     keep_only(layout.shards, {out.name for _, _, out, _ in jobs})
     todo = [(image, annotations, out, fp, profile.label_map, profile.text) for image, annotations, out, fp in jobs
-            if not (is_done(out, fp) and classes_path(out).exists())]  # else packed before pack wrote them
+            if not (is_done(out, fp) and classes_path(out).exists())]  # without: packed before pack wrote them
     with _ray_map(address) if address else _local_map(params.pack.workers, len(todo)) as run_all:
         samples = sum(tqdm(run_all(todo), total=len(todo), desc="pack", unit="shard", disable=not progress))
     return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}
