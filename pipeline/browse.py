@@ -3,10 +3,12 @@ pages — read through each training shard's byte-offset index (shardio/index.py
 
 A page touches only what it shows: which shards can hold matches comes from the shards' stats files (pack counts
 per shard its splits, modalities present and images per class), the index of each shard the page reaches is
-loaded (built once, with each sample's classes and pixel shares, then cached beside the shard), and every shown
-member is read with one seek. Only a filter the stats cannot count exactly (a class together with a missing
-modality, or a minimum pixel share) counts its matches in the indexes of the shards that may hold some.
+loaded (built once from the tar headers, with each sample's classes and pixel shares from the class counts pack
+wrote beside the shard, then cached beside it), and every shown member is read with one seek. Only a filter the
+stats cannot count exactly (a class together with a missing modality, or a minimum pixel share) counts its
+matches in the indexes of the shards that may hold some.
 """
+import functools
 import json
 import threading
 from collections import OrderedDict
@@ -24,7 +26,7 @@ from shardio.index import IndexEntry, load_index, read_member
 from shardio.layout import SHARD_RE, Layout
 from shardio.shards import class_counts, read_stats
 
-from .pack import COVERAGE
+from .pack import COVERAGE, read_classes
 
 INDEX_TAG = "browse-classes/1"  # what `_describe` stores per sample; bump when it changes
 MEDIA = ("jpg", "seg.png", "sketch.png")  # members the page shows as pictures
@@ -44,16 +46,20 @@ class Filters:
     missing: str | None = None
 
 
-def _describe(key: str, read) -> dict:
-    """What the index keeps per sample: [class id, share of labelled pixels] of each class present, largest first."""
-    try:
-        png = read("seg.png")
-    except KeyError:
-        return {"classes": []}
-    labels = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
-    if labels is None or labels.dtype != np.uint8 or labels.ndim != 2:
-        raise ValueError(f"{key}.seg.png is not a single-channel uint8 PNG")
-    counts = [(i, n) for i, n in class_counts(labels) if i != IGNORE]
+def _describe(key: str, read, recorded: list | None) -> dict:
+    """What the index keeps per sample: [class id, share of labelled pixels] of each class present, largest first;
+    from the class counts pack recorded for its seg.png (`recorded`), else by decoding the seg.png (a shard packed
+    before pack recorded them)."""
+    if recorded is None:
+        try:
+            png = read("seg.png")
+        except KeyError:
+            return {"classes": []}
+        labels = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+        if labels is None or labels.dtype != np.uint8 or labels.ndim != 2:
+            raise ValueError(f"{key}.seg.png is not a single-channel uint8 PNG")
+        recorded = class_counts(labels)
+    counts = [(i, n) for i, n in recorded if i != IGNORE]
     labelled = max(1, sum(n for _, n in counts))
     return {"classes": [[i, round(n / labelled, 5)] for i, n in sorted(counts, key=lambda c: (-c[1], c[0]))]}
 
@@ -110,7 +116,9 @@ class Dataset:
         """The shard's index entries in file order and by key (built and cached beside the shard on first use)."""
         with self._lock:
             if shard not in self._indexes:
-                entries = load_index(self.layout.shards / shard, _describe, INDEX_TAG)
+                path = self.layout.shards / shard
+                recorded = functools.cache(lambda: read_classes(path, self.stats[shard].get("fingerprint")))
+                entries = load_index(path, lambda key, read: _describe(key, read, recorded().get(key)), INDEX_TAG)
                 self._indexes[shard] = (entries, {e.key: e for e in entries})
                 while len(self._indexes) > CACHED_INDEXES:
                     self._indexes.popitem(last=False)

@@ -3,10 +3,11 @@
 Pack is a byte copier: it lists every input shard's members from their tar headers and copies their byte ranges
 into the training shard under deterministic headers (`shardio.tarcopy`); no image, label map or array is
 decoded. Only the `json` member is new. The card's class counts come from the `seg_classes` that ingest (provided
-segmentations) and annotate (pseudo labels) recorded in their shard stats. Provided modalities (segmentation,
-sketch, captions) come from the image shard; the rest from the annotation shards, which hold the image shard's
-keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator). A sample
-missing a modality is kept without it and counted.
+segmentations) and annotate (pseudo labels) recorded in their shard stats; pack writes those of the seg.png each
+training shard holds, by key, beside it (`<shard>.classes.json`, for `pipeline browse`). Provided modalities
+(segmentation, sketch, captions) come from the image shard; the rest from the annotation shards, which hold the
+image shard's keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator).
+A sample missing a modality is kept without it and counted.
 
 One job per image shard, run on local threads, or as Ray tasks spread over a cluster when an address is given
 (`--ray-address` / RAY_ADDRESS); both write the same bytes and the same per-shard markers.
@@ -21,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .annotate import image_fingerprint, image_shards
-from shardio.layout import Layout
+from shardio.layout import Layout, classes_path
 from shardio.shards import ShardError, atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
 from shardio.tarcopy import Member, TarCopier, list_members, mapped, samples as member_samples
 
@@ -84,7 +85,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
     classes = {image_shard: (read_stats(image_shard) or {}).get("seg_classes")}
     classes.update({path: stats.get("seg_classes") for path, stats in annotations.values()})
     counts = {name: 0 for name in COVERAGE}
-    pixels, images = [0] * 256, [0] * 256
+    pixels, images, seg_classes = [0] * 256, [0] * 256, {}
     n, splits = 0, {}
     with ExitStack() as stack:
         sources = (image_shard, *(path for path, _ in annotations.values()))
@@ -118,7 +119,8 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                 for name, ext in COVERAGE.items():
                     counts[name] += ext in sample
                 if "seg.png" in sample:
-                    for class_id, count in _seg_classes(classes, sample["seg.png"][0], key, annotations):
+                    seg_classes[key] = _seg_classes(classes, sample["seg.png"][0], key, annotations)
+                    for class_id, count in seg_classes[key]:
                         pixels[class_id] += count
                         images[class_id] += 1
         except BaseException:
@@ -128,7 +130,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
         for reader in readers.values():
             reader.check_consumed()
     return {"samples": n, "splits": splits, "present": counts, "annotators": metadata, "computed_on": computed,
-            "class_pixels": pixels, "class_images": images}
+            "class_pixels": pixels, "class_images": images, "seg_classes": seg_classes}
 
 
 def _bytes_of(data: memoryview, member: Member) -> memoryview:
@@ -173,16 +175,35 @@ def plan(layout: Layout, params, profile) -> Iterator[tuple[Path, dict[str, tupl
         yield image_shard, annotations, layout.shards / image_shard.name, fp
 
 
+def write_classes(shard: Path, fp: str, seg_classes: dict[str, list]) -> None:
+    """Write the class counts of the training shard's seg.png by key, with the fingerprint of the shard they
+    belong to. Not in its stats: the card, the trainer's run identity and the browser read every shard's stats."""
+    with atomic_path(classes_path(shard)) as tmp:
+        tmp.write_text(json.dumps({"fingerprint": fp, "seg_classes": seg_classes}, sort_keys=True,
+                                  separators=(",", ":")) + "\n")
+
+
+def read_classes(shard: Path, fp: str | None) -> dict[str, list]:
+    """The class counts `write_classes` wrote for the shard packed under fingerprint `fp` (its stats'), by key;
+    {} when there are none (a shard packed before pack wrote them) or they belong to another packing."""
+    try:
+        recorded = json.loads(classes_path(shard).read_text())
+    except FileNotFoundError:
+        return {}
+    return recorded["seg_classes"] if recorded.get("fingerprint") == fp else {}
+
+
 def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_map: str, text: str) -> int:
     stats = pack_shard(image_shard, annotations, out, label_map, text)
+    write_classes(out, fp, stats.pop("seg_classes"))
     write_stats(out, {"fingerprint": fp, "image_shard": image_shard.name, **stats})
     return stats["samples"]
 
 
 def run(layout: Layout, params, profile, progress: bool = True, address: str | None = None) -> dict:
-    """Pack every image shard not already packed under the same fingerprint and delete training shards no image
-    shard makes any more; returns a summary. The shards are packed as Ray tasks on the cluster at `address` (else
-    RAY_ADDRESS) when one is given, else by `pack.workers` local processes."""
+    """Pack every image shard not already packed under the same fingerprint (with its class counts beside it)
+    and delete training shards no image shard makes any more; returns a summary. The shards are packed as Ray tasks
+    on the cluster at `address` (else RAY_ADDRESS) when one is given, else by `pack.workers` local processes."""
     for name in params.pack.modalities:
         if name not in ANNOTATION_MEMBERS:
             raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")
@@ -191,7 +212,7 @@ def run(layout: Layout, params, profile, progress: bool = True, address: str | N
     jobs = list(plan(layout, params, profile))
     keep_only(layout.shards, {out.name for _, _, out, _ in jobs})
     todo = [(image, annotations, out, fp, profile.label_map, profile.text) for image, annotations, out, fp in jobs
-            if not is_done(out, fp)]
+            if not (is_done(out, fp) and classes_path(out).exists())]  # without: packed before pack wrote them
     with _ray_map(address) if address else _local_map(params.pack.workers, len(todo)) as run_all:
         samples = sum(tqdm(run_all(todo), total=len(todo), desc="pack", unit="shard", disable=not progress))
     return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}

@@ -6,12 +6,12 @@ shard's size and mtime and the caller's `tag` are those it recorded, and is rebu
 a small JSON value per sample in it (`describe`), computed from the members once, at build time.
 """
 import json
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shards import MEMBER_RE, ShardError, atomic_path
+from .shards import ShardError, atomic_path
+from .tarcopy import list_members, mapped, samples
 
 FORMAT = "shard-index/1"
 Reader = Callable[[str], bytes]  # member extension -> its bytes
@@ -42,17 +42,10 @@ def read_member(shard: Path, span: tuple[int, int]) -> bytes:
 
 
 def _scan(shard: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
-    """(key, member spans) per sample in file order, reading only the tar headers."""
-    samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
-    with tarfile.open(shard, "r:") as tar:
-        for member in tar:
-            match = MEMBER_RE.match(member.name)
-            if not member.isfile() or match is None:
-                raise ShardError(f"{shard}: member {member.name!r} is not a plain `<key>.<ext>` file")
-            if not samples or samples[-1][0] != match["key"]:
-                samples.append((match["key"], {}))
-            samples[-1][1][match["ext"]] = (member.offset_data, member.size)
-    return samples
+    """(key, member spans) per sample in file order, from the tar headers alone (read as pack reads them)."""
+    with mapped(shard) as data:
+        return [(key, {ext: (m.offset, m.size) for ext, m in members.items()})
+                for key, members in samples(list_members(shard, data))]
 
 
 def _stamp(shard: Path, tag: str) -> dict:

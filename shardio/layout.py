@@ -16,6 +16,11 @@ def stats_path(shard: Path) -> Path:
     return shard.with_suffix(".stats.json")
 
 
+def classes_path(shard: Path) -> Path:
+    """A training shard's class counts per sample (`<shard>.classes.json`, written by pack before its stats)."""
+    return shard.with_suffix(".classes.json")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Paths of one dataset's files under a data directory."""

@@ -16,8 +16,9 @@ from .layout import SHARD_RE, stats_path
 
 # A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
 MEMBER_RE = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,128})\.(?P<ext>[A-Za-z0-9_.-]{1,64})$")
-# Files kept beside a shard and named after it: its stats marker and its byte-offset index (shardio/index.py).
-SIDECARS = (".stats.json", ".index.json")
+# Files kept beside a shard and named after it: its stats marker, a training shard's class counts per sample
+# (layout.classes_path) and its byte-offset index (shardio/index.py).
+SIDECARS = (".stats.json", ".classes.json", ".index.json")
 
 
 class ShardError(ValueError):

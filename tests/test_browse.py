@@ -1,6 +1,7 @@
 """`pipeline browse` without a browser: the shard byte-offset index, and the API's records, filters and pages."""
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 import threading
@@ -15,10 +16,11 @@ from annotators.weights import made_with_random_weights
 from browse_fixtures import NO_CAPTION, NO_SKETCH, packed_landscapes
 from pipeline.browse import Dataset, Filters
 from pipeline.browse_web import make_server
+from pipeline.pack import read_classes, write_classes
 from pipeline.cli import main
 from shardio.index import index_path, load_index, read_member
-from shardio.layout import shard_name
-from shardio.shards import ShardError, keep_only, read_shard, shard_writer
+from shardio.layout import Layout, classes_path, shard_name
+from shardio.shards import ShardError, keep_only, read_shard, read_stats, shard_writer
 
 SKY = 156
 
@@ -128,6 +130,22 @@ def test_filters_select_what_the_shards_hold(packed):
                       (Filters(cls=SKY, min_share=2), "min_share")]:
         with pytest.raises(ValueError, match=what):
             dataset.page(bad)
+
+
+def test_the_index_takes_the_classes_pack_recorded_and_decodes_only_without_them(packed, tmp_path):
+    layout, _, _ = packed
+    older = Layout(tmp_path / "data", layout.dataset)
+    shutil.copytree(layout.data_dir, older.data_dir)
+    shards = sorted(older.shards.glob("*.tar"))
+    classes_path(shards[0]).unlink()  # packed before pack recorded them
+    stale = {key: [[0, 1]] for key in read_classes(shards[1], read_stats(shards[1])["fingerprint"])}
+    write_classes(shards[1], "another packing", stale)  # left by a packing of other inputs: not this shard's
+    for index in [*layout.shards.glob("*.index.json"), *older.shards.glob("*.index.json")]:
+        index.unlink()
+    recorded, decoded = Dataset(layout), Dataset(older)
+    assert recorded.stats.keys() == decoded.stats.keys()
+    for shard in recorded.stats:
+        assert recorded.index(shard)[0] == decoded.index(shard)[0]
 
 
 def test_records_carry_the_json_captions_pictures_and_random_weight_marks(packed):

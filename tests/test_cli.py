@@ -1,6 +1,8 @@
 """The CLI surface: every subcommand explains itself and refuses bad params before writing anything."""
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -9,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import COMMANDS, main
+from train.models import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["sample", "ingest", "annotate", "pack", "preview", "train", "evaluate", "weights"]
@@ -76,8 +79,26 @@ def test_unknown_dataset_is_a_usage_error(tmp_path):
     assert "unknown dataset 'imagenet'" in result.output and "landscape" in result.output
 
 
+def test_help_names_every_model_family_without_importing_torch():
+    script = ("import json, sys; from click.testing import CliRunner; from pipeline.cli import main; "
+              "helps = {c: CliRunner().invoke(main, [c, '--help']).output for c in ('train', 'evaluate', 'generate')}; "
+              "CliRunner().invoke(main, ['--help']); print(json.dumps([helps, 'torch' in sys.modules]))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO)
+    helps, imported_torch = json.loads(run.stdout)
+    assert not imported_torch  # the help stays fast
+    for output in helps.values():
+        assert f"--model [{'|'.join(REGISTRY)}]" in output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "generate"])
+def test_an_unknown_model_family_is_a_usage_error_naming_the_known_ones(command, tmp_path):
+    result = CliRunner().invoke(main, [command, "--model", "stylegan", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2 and "'stylegan' is not one of" in result.output
+    assert all(f"'{name}'" in result.output for name in REGISTRY) and not (tmp_path / "data").exists()
+
+
 def test_console_script_is_installed():
-    exe = shutil.which("pipeline", path=str(Path(__import__("sys").executable).parent))
+    exe = shutil.which("pipeline", path=str(Path(sys.executable).parent))
     assert exe, "the `pipeline` console script is not installed next to this Python"
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
     assert "sample -> ingest -> annotate" in result.stdout

@@ -6,6 +6,7 @@ import pytest
 from dvc.repo import Repo
 
 from import_closure import REPO, closure, has_code
+from train.models import REGISTRY
 
 CODE_DIRS = ("pipeline", "annotators", "train", "shardio")
 # Stage (or foreach prefix) -> modules it runs; registries that load modules by name add theirs here.
@@ -19,11 +20,8 @@ ROOTS = {
     "annotate@clip": ["pipeline.commands.annotate", "annotators.clip"],
     "pack": ["pipeline.commands.pack"],
     "preview": ["pipeline.commands.preview"],
-    "train@poegan": ["pipeline.commands.train"],
-    **{f"train@{m}": ["pipeline.commands.train"]
-       for m in ("spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer", "cluster-guided")},
-    **{f"evaluate@{m}": ["pipeline.commands.evaluate"]
-       for m in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer", "cluster-guided")},
+    **{f"train@{m}": ["pipeline.commands.train"] for m in REGISTRY},  # every model family trains and is evaluated
+    **{f"evaluate@{m}": ["pipeline.commands.evaluate"] for m in REGISTRY},
 }
 # Stages that build annotators and metrics by registry name ("package.module:Name" strings) follow them.
 FOLLOW_REGISTRIES = {"evaluate"}

@@ -20,9 +20,10 @@ from image_shards import DIM, META, write_annotations, write_image_shards
 from ingest_fixtures import encode, picture, write
 from pipeline.annotate import plan as annotate_plan, shard_fingerprint
 from pipeline.cli import main
+from pipeline.pack import read_classes
 from pipeline.params import load_params
 from shardio.layout import Layout, shard_name
-from shardio.shards import ShardError, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import ShardError, class_counts, read_shard, read_stats, shard_writer, write_stats
 from train.data import make_example
 
 
@@ -117,6 +118,9 @@ def test_card_counts_and_rerun_skips_packed_shards(dataset):
     stats_before = read_stats(layout.shards / shard_name("train", 1))
     assert "3 already done" in _pack(layout, params_file)
     assert read_stats(layout.shards / shard_name("train", 1)) == stats_before
+    (layout.shards / "train-000001.classes.json").unlink()  # packed before pack wrote class counts: packed again
+    assert "1 shard(s) packed, 2 already done" in _pack(layout, params_file)
+    assert {p.name: p.read_bytes() for p in layout.shards.glob("*")} == before
     write_annotations(layout, "clip", fp="fp2")  # annotations redone under other params: every shard repacked
     assert "3 shard(s) packed" in _pack(layout, params_file)
     assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == {
@@ -189,7 +193,7 @@ def test_pack_removes_what_killed_runs_and_earlier_plans_left(dataset):
     _pack(layout, params_file)
     current = sorted(p.name for p in layout.shards.iterdir())
     (layout.shards / ".train-000001.tar.tmp-4242").write_bytes(b"half a shard")  # a killed pack's
-    for suffix in (".tar", ".stats.json"):  # a finished shard that an earlier, longer plan made
+    for suffix in (".tar", ".classes.json", ".stats.json"):  # a finished shard that an earlier, longer plan made
         (layout.shards / f"train-000007{suffix}").write_bytes((layout.shards / f"train-000000{suffix}").read_bytes())
     assert "3 already done" in _pack(layout, params_file)
     assert sorted(p.name for p in layout.shards.iterdir()) == current
@@ -259,6 +263,11 @@ def test_pack_decodes_no_image_and_its_card_counts_what_decoding_would(dataset, 
     recorded = [read_stats(path) for path in shards]
     assert sum(np.asarray(s["class_pixels"]) for s in recorded).tolist() == pixels.tolist()
     assert sum(np.asarray(s["class_images"]) for s in recorded).tolist() == images.tolist()
+    for path, stats in zip(shards, recorded):  # each seg.png's own counts, by key, beside the shard for browse
+        assert read_classes(path, stats["fingerprint"]) == {
+            key: class_counts(cv2.imdecode(np.frombuffer(s["seg.png"], np.uint8), cv2.IMREAD_UNCHANGED))
+            for key, s in read_shard(path) if "seg.png" in s}
+        assert read_classes(path, "another packing") == {}
     card = json.loads(layout.card_json.read_text())
     assert {c["id"]: (c["pixels"], c["images"]) for c in card["classes"]} == {
         i: (pixels[i], images[i]) for i in np.flatnonzero(pixels) if i != 255}

@@ -1,9 +1,14 @@
-"""Model families the trainer knows: name -> builder. A baseline adds one module and one line here."""
-from dataclasses import dataclass
-from typing import Callable
+"""Model families the trainer knows: name -> builder. A baseline adds one module and one line here.
 
-import torch
-from torch import nn
+Importing this module does not import torch (only building a family does), so the command line lists REGISTRY's
+names in its help and choices without paying for it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,8 @@ def _cluster_guided() -> ModelFamily:
 
 def _unite_conquer() -> ModelFamily:
     """Diffusion experts per modality trained in one phase, no discriminator, no VGG; the generator samples."""
+    import torch
+
     from .baselines.unite_conquer.config import get_config, with_params
     from .baselines.unite_conquer.experts import Experts
     from .baselines.unite_conquer.loss import ExpertsLoss

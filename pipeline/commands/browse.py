@@ -19,7 +19,8 @@ def command(stage, host, port, out, no_progress):
     """Browse the packed dataset: samples with their segmentation overlay, sketch, captions and JSON.
 
     \b
-    Reads   <data-dir>/<dataset>/shards/*.tar (+ stats), card.json and rejects.parquet (run `pipeline pack`).
+    Reads   <data-dir>/<dataset>/shards/*.tar (+ stats and class counts), card.json, rejects.parquet
+            (run `pipeline pack`).
     Writes  <shard>.index.json beside each training shard the page reaches (byte offsets of each member and
             each sample's classes, built once; rebuilt when the shard changes), or with --out the site.
     Filters: split, shard, class present (with a minimum share of pixels), missing modality; ingest's

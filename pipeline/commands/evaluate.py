@@ -1,14 +1,15 @@
 """`pipeline evaluate`: Evaluate a trained model on the test split (FID/KID, mIoU, CLIP score, LPIPS)."""
 import click
 
+from train.models import REGISTRY
+
 from .common import stage_options
 
 
 @click.command("evaluate")
 @stage_options
-@click.option("--model", default="poegan", show_default=True,
-              help="Model family whose run to evaluate: poegan, spade-seg, spade-sketch, spade-seg-monce, inade, "
-              "unite-conquer, cluster-guided.")
+@click.option("--model", type=click.Choice(list(REGISTRY)), default="poegan", show_default=True,
+              help="Model family whose run to evaluate (train/models.py).")
 @click.option("--num-images", type=click.IntRange(min=1), help="At most this many test images (and reference "
               "images) [default: params evaluate.num_images].")
 def command(stage, model, num_images):

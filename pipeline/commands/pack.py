@@ -16,9 +16,11 @@ def command(stage, ray_address, progress):
     Reads   <data-dir>/<dataset>/images/*.tar and the aligned <annotator>/*.tar of every annotator
             in the dataset profile's `annotate` list (run `pipeline annotate` first).
     Writes  <data-dir>/<dataset>/shards/{split}-{index:06d}.tar (one per image shard; members'
-            byte ranges copied, no image decoded), card.json and card.md (class counts from the
-            `seg_classes` ingest and annotate recorded in their stats). Shards already packed under the
-            same inputs and params are skipped; training shards no image shard makes any more are deleted.
+            byte ranges copied, no image decoded) with its .classes.json (class counts per sample, for
+            `pipeline browse`), card.json and card.md (class counts from the `seg_classes` ingest and
+            annotate recorded in their stats). Shards already packed under the same inputs and params
+            (with their .classes.json) are skipped; training shards no image shard makes any more are
+            deleted.
     Refuses an annotation shard made from an earlier version of its image shard (ingested again
             since), or a shard written before its stage recorded class counts: rerun the stage named.
     Cluster with --ray-address every node must see --data-dir at the same path (a shared filesystem).

@@ -1,14 +1,16 @@
 """`pipeline train`: Train a model (PoE-GAN or a baseline) on the training shards."""
 import click
 
+from train.models import REGISTRY
+
 from .common import stage_options
 
 
 @click.command("train")
 @stage_options
-@click.option("--model", default="poegan", show_default=True,
-              help="Model family: poegan, spade-seg, spade-sketch, spade-seg-monce, inade, unite-conquer, "
-              "cluster-guided (fitted from the newest poegan snapshot) (train/models.py).")
+@click.option("--model", type=click.Choice(list(REGISTRY)), default="poegan", show_default=True,
+              help="Model family (train/models.py); a fitted family is fitted from the newest snapshot of its base "
+              "family's run instead of trained.")
 @click.option("--config", "config_name", metavar="PROFILE", help="Configuration profile: celeba-1024, celeba-256, "
               "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
               "train_config].")
