@@ -6,31 +6,67 @@ Headers are POSIX ustar (the format tarfile writes; a name over 100 bytes gets a
 does), with mode 0444, owner `bigdata` (webdataset's TarWriter default) and mtime 0; the archive ends with two
 zero blocks padded to a 10 KiB record. The reader follows the contract of `shards.read_shard`: plain
 `<key>.<ext>` files only.
+
+The writer hands the disk what it has written every few MiB (`sync_file_range`, where the OS has it), so that the
+fsync which makes the finished file durable (`shards.atomic_path`) waits for the last few MiB, not the whole file.
 """
+import ctypes
 import mmap
 import os
 import tarfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .shards import MEMBER_RE, ShardError
 
 BLOCK = 512
 RECORD = 20 * BLOCK
-DIRECT = 1 << 20  # members at least this large are written straight from the source; smaller ones via the buffer
+DIRECT = 64 << 10  # members at least this large are copied file to file in the kernel; smaller ones via the buffer
 FLUSH = 4 << 20  # bytes buffered before one write
+WRITEBACK = 8 << 20  # bytes written between two requests that the disk start writing them
+_ZEROS = bytes(BLOCK)
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """One file in a shard: `<key>.<ext>`, its data at `offset` (bytes from the start), `size` bytes long."""
 
     key: str
     ext: str
     offset: int
     size: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """A shard opened for copying from: its file descriptor and its bytes, memory-mapped read-only."""
+
+    path: Path
+    fd: int
+    data: memoryview
+
+
+def _byte_sum(data: bytes) -> int:
+    """The sum of at most 256 bytes, in C: adler32's low half is 1 + that sum modulo 65521, which is exact up to
+    256 bytes (255 * 256 < 65520); Python's `sum` over a header's bytes cost more than the rest of its parsing."""
+    return (zlib.adler32(data) & 0xFFFF) - 1
+
+
+def _start_writeback():
+    """libc's `sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)`: start writing a range of dirty pages
+    to disk without waiting (Linux; Python's os has no binding); None where the C library lacks it."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return lambda fd, offset, length: function(fd, offset, length, 2)  # 2: SYNC_FILE_RANGE_WRITE
+
+
+START_WRITEBACK = _start_writeback()
 
 
 def _octal(field: bytes, path: Path, offset: int) -> int:
@@ -54,22 +90,30 @@ def _pax_records(data: bytes, path: Path) -> dict[str, str]:
 
 
 @contextmanager
-def mapped(path: Path) -> Iterator[memoryview]:
-    """The bytes of a shard, memory-mapped read-only (the page cache's copy, read as the walk reaches it)."""
+def opened(path: Path) -> Iterator[Source]:
+    """A shard to copy from: its bytes memory-mapped read-only (the page cache's copy, read as the walk reaches
+    it) and its file descriptor (for copies the kernel makes)."""
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
-            yield memoryview(b"")
+            yield Source(path, f.fileno(), memoryview(b""))
             return
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mm)
         try:
-            yield view
+            yield Source(path, f.fileno(), view)
         finally:
             view.release()
             try:
                 mm.close()
             except BufferError:  # a slice outlives the walk (an error's traceback holds one): unmapped when freed
                 pass
+
+
+@contextmanager
+def mapped(path: Path) -> Iterator[memoryview]:
+    """The bytes of a shard, memory-mapped read-only."""
+    with opened(path) as source:
+        yield source.data
 
 
 def list_members(path: Path, data: memoryview | bytes) -> list[Member]:
@@ -83,7 +127,8 @@ def list_members(path: Path, data: memoryview | bytes) -> list[Member]:
                 raise ShardError(f"{path}: truncated tar header at byte {offset}")
             return members
         stored = _octal(header[148:156], path, offset)
-        if stored != sum(header[:148]) + 256 + sum(header[156:]):  # the checksum field counts as 8 spaces
+        # the checksum field counts as 8 spaces
+        if stored != _byte_sum(header[:148]) + 256 + _byte_sum(header[156:412]) + _byte_sum(header[412:]):
             raise ShardError(f"{path}: bad tar header checksum at byte {offset}")
         kind, start = header[156:157], offset + BLOCK
         size = int(pax.get("size", _octal(header[124:136], path, offset)))
@@ -132,39 +177,77 @@ def header(name: str, size: int) -> bytes:
         info.size, info.mode, info.mtime, info.uname, info.gname = size, 0o444, 0, "bigdata", "bigdata"
         return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     name_field, size_field = encoded.ljust(100, b"\0"), b"%011o\0" % size
-    checksum = b"%06o\0 " % (_FIXED_SUM + sum(name_field) + sum(size_field))
+    checksum = b"%06o\0 " % (_FIXED_SUM + _byte_sum(name_field + size_field))
     return name_field + _OWNER + size_field + _MTIME + checksum + _REST
 
 
 class TarCopier:
-    """Writes a tar file of members given as bytes or as byte ranges of other shards' (mapped) bytes."""
+    """Writes a tar file of members given as bytes or as members of other (opened) shards."""
 
     def __init__(self, path: Path):
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._buffer = bytearray()
         self._written = 0
+        self._handed = 0  # bytes the disk was asked to start writing
 
     def add(self, name: str, data: memoryview | bytes) -> None:
-        """A member holding `data` (a slice of a mapped shard is copied once, into the buffer or the file)."""
+        """A member holding `data` (copied once, into the buffer or the file)."""
         self._buffer += header(name, len(data))
         if len(data) >= DIRECT:
             self._flush()
             self._write(data)
         else:
             self._buffer += data
-        self._buffer += bytes(-len(data) % BLOCK)
+        self._end_member(len(data))
+
+    def copy(self, name: str, source: Source, member: Member) -> None:
+        """A member holding the bytes of `member` of `source`: a large one is copied by the kernel from file to
+        file (no page of it is read into this process), a small one through the buffer."""
+        self._buffer += header(name, member.size)
+        if member.size < DIRECT:
+            self._buffer += source.data[member.offset:member.offset + member.size]
+        else:
+            self._flush()
+            self._copy_range(source, member.offset, member.size)
+        self._end_member(member.size)
+
+    def _end_member(self, size: int) -> None:
+        self._buffer += _ZEROS[:-size % BLOCK]
         if len(self._buffer) >= FLUSH:
             self._flush()
+
+    def _copy_range(self, source: Source, offset: int, size: int) -> None:
+        end = offset + size
+        while offset < end:
+            try:
+                copied = os.copy_file_range(source.fd, self._fd, end - offset, offset)
+            except (AttributeError, OSError):  # no copy_file_range here, or not between these file systems
+                self._write(source.data[offset:end])
+                return
+            if copied == 0:
+                raise ShardError(f"{source.path}: shorter than its members say (it changed while being read)")
+            offset += copied
+            self._written += copied
+        self._hand_to_disk()
 
     def _write(self, data: memoryview | bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]
         self._written += len(data)
+        self._hand_to_disk()
+
+    def _hand_to_disk(self) -> None:
+        """Ask the disk to start writing what was written since the last ask, every WRITEBACK bytes: a hint (its
+        result is not checked), durability is the fsync's job."""
+        if START_WRITEBACK is not None and self._written - self._handed >= WRITEBACK:
+            START_WRITEBACK(self._fd, self._handed, self._written - self._handed)
+            self._handed = self._written
 
     def _flush(self) -> None:
-        self._write(self._buffer)
-        self._buffer = bytearray()
+        if self._buffer:
+            self._write(self._buffer)
+            self._buffer = bytearray()
 
     def close(self) -> None:
         """End the archive (two zero blocks, padded to a whole record) and close the file."""
