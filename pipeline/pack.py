@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .annotate import image_fingerprint, image_shards
 from shardio.layout import Layout
 from shardio.shards import ShardError, atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
-from shardio.tarcopy import Member, Source, TarCopier, list_members, opened, samples as member_samples
+from shardio.tarcopy import Member, TarCopier, list_members, mapped, samples as member_samples
 
 # Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
 ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}
@@ -55,9 +55,9 @@ class _AlignedMembers:
     """Walks an annotation shard's samples alongside its image shard: its keys must be a subsequence of the
     image keys."""
 
-    def __init__(self, source: Source):
-        self.source = source
-        self._samples = member_samples(list_members(source.path, source.data))
+    def __init__(self, path: Path, data: memoryview):
+        self.path = path
+        self._samples = member_samples(list_members(path, data))
         self._next = next(self._samples, None)
 
     def take(self, key: str) -> dict[str, Member]:
@@ -70,8 +70,7 @@ class _AlignedMembers:
 
     def check_consumed(self) -> None:
         if self._next is not None:
-            raise ShardError(f"{self.source.path}: key {self._next[0]!r} is not in the image shard, or out of its "
-                             "order")
+            raise ShardError(f"{self.path}: key {self._next[0]!r} is not in the image shard, or out of its order")
 
 
 def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out: Path, label_map: str,
@@ -89,22 +88,20 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
     n, splits = 0, {}
     with ExitStack() as stack:
         sources = (image_shard, *(path for path, _ in annotations.values()))
-        shards = {path: stack.enter_context(opened(path)) for path in sources}
-        readers = {name: _AlignedMembers(shards[path]) for name, (path, _) in annotations.items()}
-        images_in = shards[image_shard]
+        data = {path: stack.enter_context(mapped(path)) for path in sources}
+        readers = {name: _AlignedMembers(path, data[path]) for name, (path, _) in annotations.items()}
         tmp = stack.enter_context(atomic_path(out))
         writer = TarCopier(tmp)
         try:
-            for key, image in member_samples(list_members(image_shard, images_in.data)):
+            for key, image in member_samples(list_members(image_shard, data[image_shard])):
                 if "json" not in image or "jpg" not in image:
                     raise ShardError(f"{image_shard}: sample {key!r} has no jpg or json member")
-                json_member = image["json"]
-                info = json.loads(bytes(images_in.data[json_member.offset:json_member.offset + json_member.size]))
-                sample = {"jpg": (images_in, image["jpg"])}
-                sample.update({ext: (images_in, image[ext]) for ext in PROVIDED_MEMBERS if ext in image})
+                info = json.loads(bytes(_bytes_of(data[image_shard], image["json"])))
+                sample = {"jpg": (image_shard, image["jpg"])}
+                sample.update({ext: (image_shard, image[ext]) for ext in PROVIDED_MEMBERS if ext in image})
                 used = {}
                 for name, reader in readers.items():
-                    fresh = {ext: (reader.source, member) for ext, member in reader.take(key).items()
+                    fresh = {ext: (reader.path, member) for ext, member in reader.take(key).items()
                              if ext in ANNOTATION_MEMBERS[name] and ext not in sample}
                     if fresh:
                         used[name] = used_as[name]
@@ -114,13 +111,14 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                     if ext == "json":
                         writer.add(f"{key}.json", record)
                     else:
-                        writer.copy(f"{key}.{ext}", *sample[ext])
+                        source, member = sample[ext]
+                        writer.add(f"{key}.{ext}", _bytes_of(data[source], member))
                 n += 1
                 splits[info["split"]] = splits.get(info["split"], 0) + 1
                 for name, ext in COVERAGE.items():
                     counts[name] += ext in sample
                 if "seg.png" in sample:
-                    for class_id, count in _seg_classes(classes, sample["seg.png"][0].path, key, annotations):
+                    for class_id, count in _seg_classes(classes, sample["seg.png"][0], key, annotations):
                         pixels[class_id] += count
                         images[class_id] += 1
         except BaseException:
@@ -131,6 +129,10 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
             reader.check_consumed()
     return {"samples": n, "splits": splits, "present": counts, "annotators": metadata, "computed_on": computed,
             "class_pixels": pixels, "class_images": images}
+
+
+def _bytes_of(data: memoryview, member: Member) -> memoryview:
+    return data[member.offset:member.offset + member.size]
 
 
 def _seg_classes(classes: dict[Path, dict | None], source: Path, key: str, annotations: dict) -> list:

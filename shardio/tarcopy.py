@@ -13,22 +13,27 @@ fsync which makes the finished file durable (`shards.atomic_path`) waits for the
 import ctypes
 import mmap
 import os
+import re
 import tarfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .shards import MEMBER_RE, ShardError
 
+# A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
+MEMBER_RE = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,128})\.(?P<ext>[A-Za-z0-9_.-]{1,64})$")
 BLOCK = 512
 RECORD = 20 * BLOCK
-DIRECT = 64 << 10  # members at least this large are copied file to file in the kernel; smaller ones via the buffer
+DIRECT = 1 << 20  # members at least this large are written straight from the source; smaller ones via the buffer
 FLUSH = 4 << 20  # bytes buffered before one write
 WRITEBACK = 8 << 20  # bytes written between two requests that the disk start writing them
-_ZEROS = bytes(BLOCK)
+_BLANK_BLOCK = bytes(BLOCK)
+
+
+class ShardError(ValueError):
+    """A shard that does not follow the contract; the message names the file and the member."""
 
 
 class Member(NamedTuple):
@@ -38,15 +43,6 @@ class Member(NamedTuple):
     ext: str
     offset: int
     size: int
-
-
-@dataclass(frozen=True)
-class Source:
-    """A shard opened for copying from: its file descriptor and its bytes, memory-mapped read-only."""
-
-    path: Path
-    fd: int
-    data: memoryview
 
 
 def _byte_sum(data: bytes) -> int:
@@ -70,9 +66,8 @@ START_WRITEBACK = _start_writeback()
 
 
 def _octal(field: bytes, path: Path, offset: int) -> int:
-    digits = field.rstrip(b"\0 ").lstrip(b" ")
     try:
-        return int(digits or b"0", 8)
+        return int(field.rstrip(b"\0 ") or b"0", 8)  # int() skips leading spaces itself
     except ValueError:
         raise ShardError(f"{path}: bad tar header at byte {offset}") from None
 
@@ -90,17 +85,16 @@ def _pax_records(data: bytes, path: Path) -> dict[str, str]:
 
 
 @contextmanager
-def opened(path: Path) -> Iterator[Source]:
-    """A shard to copy from: its bytes memory-mapped read-only (the page cache's copy, read as the walk reaches
-    it) and its file descriptor (for copies the kernel makes)."""
+def mapped(path: Path) -> Iterator[memoryview]:
+    """The bytes of a shard, memory-mapped read-only (the page cache's copy, read as the walk reaches it)."""
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
-            yield Source(path, f.fileno(), memoryview(b""))
+            yield memoryview(b"")
             return
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mm)
         try:
-            yield Source(path, f.fileno(), view)
+            yield view
         finally:
             view.release()
             try:
@@ -109,20 +103,13 @@ def opened(path: Path) -> Iterator[Source]:
                 pass
 
 
-@contextmanager
-def mapped(path: Path) -> Iterator[memoryview]:
-    """The bytes of a shard, memory-mapped read-only."""
-    with opened(path) as source:
-        yield source.data
-
-
 def list_members(path: Path, data: memoryview | bytes) -> list[Member]:
     """The members of the shard at `path` (whose bytes are `data`) in file order, from their headers; a link,
     directory, odd name, bad checksum or truncated shard is a ShardError naming the file."""
     members, offset, pax = [], 0, {}
     while True:
         header = bytes(data[offset:offset + BLOCK])
-        if len(header) < BLOCK or header == bytes(BLOCK):  # end of archive (with or without its zero blocks)
+        if len(header) < BLOCK or header == _BLANK_BLOCK:  # end of archive (with or without its zero blocks)
             if header.strip(b"\0"):
                 raise ShardError(f"{path}: truncated tar header at byte {offset}")
             return members
@@ -131,7 +118,7 @@ def list_members(path: Path, data: memoryview | bytes) -> list[Member]:
         if stored != _byte_sum(header[:148]) + 256 + _byte_sum(header[156:412]) + _byte_sum(header[412:]):
             raise ShardError(f"{path}: bad tar header checksum at byte {offset}")
         kind, start = header[156:157], offset + BLOCK
-        size = int(pax.get("size", _octal(header[124:136], path, offset)))
+        size = int(pax["size"]) if "size" in pax else _octal(header[124:136], path, offset)
         if start + size > len(data):
             raise ShardError(f"{path}: truncated: member at byte {offset} runs past the end of the file")
         offset = start + -(-size // BLOCK) * BLOCK
@@ -182,7 +169,7 @@ def header(name: str, size: int) -> bytes:
 
 
 class TarCopier:
-    """Writes a tar file of members given as bytes or as members of other (opened) shards."""
+    """Writes a tar file of members given as bytes or as byte ranges of other shards' (mapped) bytes."""
 
     def __init__(self, path: Path):
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -191,44 +178,16 @@ class TarCopier:
         self._handed = 0  # bytes the disk was asked to start writing
 
     def add(self, name: str, data: memoryview | bytes) -> None:
-        """A member holding `data` (copied once, into the buffer or the file)."""
+        """A member holding `data` (a slice of a mapped shard is copied once, into the buffer or the file)."""
         self._buffer += header(name, len(data))
         if len(data) >= DIRECT:
             self._flush()
             self._write(data)
         else:
             self._buffer += data
-        self._end_member(len(data))
-
-    def copy(self, name: str, source: Source, member: Member) -> None:
-        """A member holding the bytes of `member` of `source`: a large one is copied by the kernel from file to
-        file (no page of it is read into this process), a small one through the buffer."""
-        self._buffer += header(name, member.size)
-        if member.size < DIRECT:
-            self._buffer += source.data[member.offset:member.offset + member.size]
-        else:
-            self._flush()
-            self._copy_range(source, member.offset, member.size)
-        self._end_member(member.size)
-
-    def _end_member(self, size: int) -> None:
-        self._buffer += _ZEROS[:-size % BLOCK]
+        self._buffer += _BLANK_BLOCK[:-len(data) % BLOCK]
         if len(self._buffer) >= FLUSH:
             self._flush()
-
-    def _copy_range(self, source: Source, offset: int, size: int) -> None:
-        end = offset + size
-        while offset < end:
-            try:
-                copied = os.copy_file_range(source.fd, self._fd, end - offset, offset)
-            except (AttributeError, OSError):  # no copy_file_range here, or not between these file systems
-                self._write(source.data[offset:end])
-                return
-            if copied == 0:
-                raise ShardError(f"{source.path}: shorter than its members say (it changed while being read)")
-            offset += copied
-            self._written += copied
-        self._hand_to_disk()
 
     def _write(self, data: memoryview | bytes) -> None:
         view = memoryview(data)
