@@ -321,10 +321,11 @@ def test_a_crash_between_a_shard_and_its_marker_redoes_only_that_shard(dataset, 
     for path in layout.shards.glob("*"):
         path.unlink()
     import pipeline.pack
+    markers = []
 
-    def crash_on_the_second_marker(shard, stats, calls=[]):
-        calls.append(shard)
-        if len(calls) == 2:
+    def crash_on_the_second_marker(shard, stats):
+        markers.append(shard)
+        if len(markers) == 2:
             raise KeyboardInterrupt  # the process dies after the shard was renamed into place, before its marker
         write_stats(shard, stats)
 

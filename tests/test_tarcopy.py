@@ -94,8 +94,8 @@ def _tarfile_shard(samples) -> bytes:
         for sample in samples:
             for ext in sorted(k for k in sample if not k.startswith("_")):
                 info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
-                info.size, info.mode, info.mtime, info.uname, info.gname = len(sample[ext]), 0o444, 0, "bigdata", \
-                    "bigdata"
+                info.size, info.mode, info.mtime = len(sample[ext]), 0o444, 0
+                info.uname = info.gname = "bigdata"
                 tar.addfile(info, io.BytesIO(sample[ext]))
     return stream.getvalue()
 
