@@ -3,7 +3,7 @@ against a plain byte copy of the same tars, both in MB/s of input read. The copy
 the tar work: the input tars of each training shard one after the other into one file. The headline ratio is
 against that copy synced to disk file by file, as pack syncs each training shard before its marker (a crash loses
 only the shards in flight); the ratio against the unsynced copy, which only fills the page cache and never waits
-on the disk at this size, is printed too (docs/known-gaps.md says why it is not the floor). Annotation shards are
+on the disk at this size, is printed too (docs/scale.md says why it is not the floor). Annotation shards are
 made in the contract format without the models (sketch = Canny edges, seg = the sample's own label maps or a flat
 map, clip = random unit vectors): pack only copies their bytes. Prints one JSON object per line; the last is the
 ratio (pack / synced copy).
