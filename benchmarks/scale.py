@@ -6,7 +6,7 @@ floor measured in the same run:
     ingest    bare read + decode + resize + JPEG encode of the same files, one process per core
     annotate  bare model forward of the same annotators on the same decoded images (benchmarks/annotate.py's
               best of one process with all threads and one process per core)
-    pack      a plain byte copy of the same input tars, synced file by file (benchmarks/pack.py's floor)
+    pack      a plain byte copy of the same input tars, one synced file per training shard (benchmarks/pack.py's floor)
 
 A stage's images/s is the 4N run's images over its whole wall time, start-up included (interpreter, imports, a
 local Ray cluster, model construction): at small N that start-up dominates, so the ratios are lower bounds that

@@ -221,8 +221,8 @@ def run(layout: Layout, params, profile, progress: bool = True, address: str | N
 @contextmanager
 def _local_map(workers: int, jobs: int) -> Iterator:
     """A map of `_pack_job` over jobs on `workers` threads of this process (0: one per core). Threads, not
-    processes: a job mostly waits on the disk (writes, fsync) with the GIL released, and forking a process
-    that has imported torch costs more than a shard."""
+    processes: a job's writes and fsync release the GIL (its Python work per member does not: docs/scale.md),
+    and forking a process that has imported torch costs more than a shard."""
     workers = min(workers or os.cpu_count() or 1, max(1, jobs))
     if workers == 1:
         yield lambda todo: (_pack_job(*job) for job in todo)

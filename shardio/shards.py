@@ -1,10 +1,15 @@
-"""Shard files as the contract wants them: deterministic tars written atomically, a stats file written
-last as the commit marker (carrying the fingerprint of what made the shard), and a checked reader."""
+"""Shard files as the contract wants them: deterministic tars written atomically and durably, a stats file written
+last as the commit marker (carrying the fingerprint of what made the shard), and a checked reader.
+
+Durability: a shard is fsynced before it is renamed into place, and its marker is written only after that, so a
+marker never stands for bytes that a crash could lose. The marker itself is not fsynced (that cost as much as the
+shard's own sync on small shards, and bought nothing): a power loss can leave it missing or empty, which reads as
+"not done" and costs a redo. That a marker found after a crash implies its shard's rename survived too rests on the
+file system committing metadata in order (ext4's and XFS's journals do); `is_done` checks the shard exists anyway.
+"""
 import hashlib
-import io
 import json
 import os
-import re
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,27 +18,25 @@ from pathlib import Path
 import numpy as np
 
 from .layout import SHARD_RE, stats_path
+# MEMBER_RE and ShardError live beside the tar reader and writer; most callers import them from here
+from .tarcopy import MEMBER_RE, ShardError, TarCopier  # noqa: F401
 
-# A member is `<key>.<ext>`: the key has no dots, the extension may (`seg.png`); nothing else is followed.
-MEMBER_RE = re.compile(r"^(?P<key>[A-Za-z0-9_-]{1,128})\.(?P<ext>[A-Za-z0-9_.-]{1,64})$")
 # Files kept beside a shard and named after it: its stats marker, a training shard's class counts per sample
 # (layout.classes_path) and its byte-offset index (shardio/index.py).
 SIDECARS = (".stats.json", ".classes.json", ".index.json")
 
 
-class ShardError(ValueError):
-    """A shard that does not follow the contract; the message names the file and the member."""
-
-
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block succeeds it is synced and renamed to `path`."""
+def atomic_path(path: Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds it is synced to disk (unless not `durable`)
+    and renamed to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -41,34 +44,38 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 class TarWriter:
     """Writes samples (`{"__key__": key, ext: bytes}`) as `<key>.<ext>` members, extensions sorted, with fixed
-    metadata (mode 0444, owner `bigdata`, mtime 0: an int, as a float costs a pax header per member), so the same
-    samples always give the same bytes: exactly those of webdataset's TarWriter with `encoder=False, mtime=0`.
-    Not that class itself: importing webdataset imports torch, seconds of CPU in every ingest worker."""
+    metadata (`tarcopy.header`: mode 0444, owner `bigdata`, mtime 0), so the same samples always give the same
+    bytes: exactly those of webdataset's TarWriter with `encoder=False, mtime=0`. Not that class itself: importing
+    webdataset imports torch, seconds of CPU in every ingest worker. The bytes go through `tarcopy.TarCopier`,
+    the one tar writer, which pack uses too."""
 
-    def __init__(self, stream):
-        self._tar = tarfile.open(fileobj=stream, mode="w|")
+    def __init__(self, path: Path):
+        self._tar = TarCopier(path)
 
     def write(self, sample: dict[str, bytes]) -> None:
         key = sample["__key__"]
         for ext in sorted(k for k in sample if not k.startswith("_")):
-            data = sample[ext]
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "bigdata", "bigdata"
-            self._tar.addfile(info, io.BytesIO(data))
+            self._tar.add(f"{key}.{ext}", sample[ext])
 
     def close(self) -> None:
         self._tar.close()
 
+    def abort(self) -> None:
+        self._tar.abort()
+
 
 @contextmanager
 def shard_writer(path: Path) -> Iterator[TarWriter]:
-    """A `TarWriter` on a temporary file, renamed to `path` when the block succeeds (byte-identical reruns)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
-        writer = TarWriter(stream)
+    """A `TarWriter` on a temporary file, synced and renamed to `path` when the block succeeds (byte-identical
+    reruns)."""
+    with atomic_path(path) as tmp:
+        writer = TarWriter(tmp)
         try:
             yield writer
-        finally:
-            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
 
 
 def remove_temporaries(folder: Path, name: str = "*") -> None:
@@ -106,17 +113,20 @@ def class_counts(labels: np.ndarray) -> list[list[int]]:
 
 
 def write_stats(shard: Path, stats: dict) -> None:
-    """Write the shard's stats file atomically; call it after the shard itself is in place."""
-    with atomic_path(stats_path(shard)) as tmp:
+    """Write the shard's stats file atomically (not synced: see the module's note); call it after the shard itself
+    is in place."""
+    with atomic_path(stats_path(shard), durable=False) as tmp:
         tmp.write_text(json.dumps(stats, sort_keys=True, indent=1) + "\n")
 
 
 def read_stats(shard: Path) -> dict | None:
-    """The shard's stats, or None if the shard is not (completely) done."""
+    """The shard's stats, or None if the shard is not (completely) done: no marker, or one a power loss left empty
+    or cut short."""
     try:
-        return json.loads(stats_path(shard).read_text())
-    except FileNotFoundError:
+        stats = json.loads(stats_path(shard).read_bytes())
+    except (FileNotFoundError, ValueError):
         return None
+    return stats if isinstance(stats, dict) else None
 
 
 def is_done(shard: Path, fingerprint: str) -> bool:

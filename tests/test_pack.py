@@ -321,3 +321,65 @@ def test_pack_on_a_ray_cluster_writes_what_the_local_path_writes(dataset):
         cluster.shutdown()
     assert "3 shard(s) packed" in output
     assert {p.name: p.read_bytes() for p in layout.shards.iterdir()} == local  # shards and their markers
+
+
+def test_a_crash_between_a_shard_and_its_marker_redoes_only_that_shard(dataset, monkeypatch):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    clean = {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")}
+    for path in layout.shards.glob("*"):
+        path.unlink()
+    import pipeline.pack
+    markers = []
+
+    def crash_on_the_second_marker(shard, stats):
+        markers.append(shard)
+        if len(markers) == 2:
+            raise KeyboardInterrupt  # the process dies after the shard was renamed into place, before its marker
+        write_stats(shard, stats)
+
+    monkeypatch.setattr(pipeline.pack, "write_stats", crash_on_the_second_marker)
+    params = load_params(params_file).for_dataset("sample")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.pack.run(layout, params, params.profile("sample"), progress=False)
+    monkeypatch.undo()
+    assert len(list(layout.shards.glob("*.tar"))) == 2 and len(list(layout.shards.glob("*.stats.json"))) == 1
+    assert "1 already done" in _pack(layout, params_file)
+    assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == clean
+
+
+def test_a_marker_a_power_loss_left_empty_or_cut_reads_as_not_done(dataset):
+    layout, keys, params_file = dataset
+    _pack(layout, params_file)
+    clean = {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")}
+    marker = layout.shards / shard_name("train", 1)
+    marker.with_suffix(".stats.json").write_bytes(b"")  # markers are not fsynced: a power loss can leave this
+    cut = layout.shards / shard_name("train", 2)
+    cut.with_suffix(".stats.json").write_bytes(cut.with_suffix(".stats.json").read_bytes()[:40])
+    assert read_stats(marker) is None and read_stats(cut) is None
+    assert "1 already done" in _pack(layout, params_file)
+    assert {p.name: p.read_bytes() for p in layout.shards.glob("*.tar")} == clean
+
+
+def test_every_training_shard_is_on_disk_before_its_marker_exists(dataset, monkeypatch):
+    layout, keys, params_file = dataset
+    import os
+
+    import pipeline.pack
+    synced, unsynced_at_marker = set(), []
+    fsync = os.fsync
+
+    def recording_fsync(fd):
+        fsync(fd)
+        synced.add(os.fstat(fd).st_ino)
+
+    def checking_write_stats(shard, stats):
+        if shard.stat().st_ino not in synced:
+            unsynced_at_marker.append(shard.name)
+        write_stats(shard, stats)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(pipeline.pack, "write_stats", checking_write_stats)
+    params = load_params(params_file).for_dataset("sample")
+    assert pipeline.pack.run(layout, params, params.profile("sample"), progress=False)["packed"] == 3
+    assert unsynced_at_marker == [] and len(list(layout.shards.glob("*.stats.json"))) == 3

@@ -6,6 +6,7 @@ import tarfile
 import pytest
 
 from shardio.shards import ShardError, read_shard, shard_writer
+from shardio import tarcopy
 from shardio.tarcopy import TarCopier, header, list_members, mapped, samples
 
 KEY = "0123456789abcdef01234567"
@@ -84,3 +85,38 @@ def test_links_directories_odd_names_and_damage_are_refused(tmp_path):
     with pytest.raises(ShardError, match="cut.tar: truncated"):
         with mapped(tmp_path / "cut.tar") as data:
             list_members(tmp_path / "cut.tar", data)
+
+
+def _tarfile_shard(samples) -> bytes:
+    """What tarfile (as webdataset's TarWriter, `encoder=False, mtime=0`) writes for these samples."""
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w|") as tar:
+        for sample in samples:
+            for ext in sorted(k for k in sample if not k.startswith("_")):
+                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                info.size, info.mode, info.mtime = len(sample[ext]), 0o444, 0
+                info.uname = info.gname = "bigdata"
+                tar.addfile(info, io.BytesIO(sample[ext]))
+    return stream.getvalue()
+
+
+def test_the_shard_writer_writes_what_tarfile_writes(tmp_path, monkeypatch):
+    # ingest and annotate write through it: their shards must keep their bytes (and so every fingerprint after)
+    samples = [{"__key__": KEY, "jpg": bytes(range(256)) * 9000, "json": b"{}", "txt": b""},  # over 1 MiB
+               {"__key__": "k" * 120, "seg.png": b"png" * 300, "_skipped": b"x"}]  # a pax header
+    expected = _tarfile_shard(samples)
+    for hint in (tarcopy.START_WRITEBACK, None):  # with the writeback hint and where the OS has none
+        monkeypatch.setattr(tarcopy, "START_WRITEBACK", hint)
+        monkeypatch.setattr(tarcopy, "WRITEBACK", 1 << 20)
+        with shard_writer(tmp_path / "train-000000.tar") as writer:
+            for sample in samples:
+                writer.write(sample)
+        assert (tmp_path / "train-000000.tar").read_bytes() == expected
+
+
+def test_a_failed_shard_writer_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with shard_writer(tmp_path / "train-000000.tar") as writer:
+            writer.write({"__key__": KEY, "jpg": b"x"})
+            raise RuntimeError("the worker failed")
+    assert list(tmp_path.iterdir()) == []
