@@ -10,8 +10,9 @@ ratio to the stage's floor measured in the same run:
     evaluate  bare Inception feature extraction (torch-fidelity's extractor, evaluate's weights file, its batch
               size) of as many images as evaluate must extract: per test image one generated image per condition
               plus the reference image. The gap is what evaluate does beside features: reading and decoding the
-              test shards, the generator's forward under each condition, the FID/KID statistics, the report, and
-              its start-up (torch, the generator snapshot, the extractor)
+              test shards, the generator's forward under each condition, the FID/KID statistics (per condition
+              two eigendecompositions of 2048 x 2048 covariances, seconds each whatever the number of images),
+              the report, and its start-up (torch, the generator snapshot, the extractor)
 
 Evaluation needs a trained model: a `tiny` PoE-GAN is trained for two steps on the N run's shards (not timed; its
 snapshot is copied to the 4N run) and evaluated with FID and KID only, under evaluate's conditions, on all of each
