@@ -1,12 +1,23 @@
 """Scale: synthetic raw images (several sizes, JPEG and PNG, some duplicates, some bad files) through
-`pipeline ingest` -> `annotate` (random-weight annotators) -> `pack`, each stage a fresh CLI subprocess on its own
-data dir, at N and at 4N images. Per stage it prints images/s, peak resident memory and the ratio to the stage's
-floor measured in the same run:
+`pipeline ingest` -> `annotate` (random-weight annotators) -> `pack` -> `evaluate`, each stage a fresh CLI
+subprocess on its own data dir, at N and at 4N images. Per stage it prints images/s, peak resident memory and the
+ratio to the stage's floor measured in the same run:
 
     ingest    bare read + decode + resize + JPEG encode of the same files, one process per core
     annotate  bare model forward of the same annotators on the same decoded images (benchmarks/annotate.py's
               best of one process with all threads and one process per core)
     pack      a plain byte copy of the same input tars, one synced file per training shard (benchmarks/pack.py's floor)
+    evaluate  bare Inception feature extraction (torch-fidelity's extractor, evaluate's weights file, its batch
+              size) of as many images as evaluate must extract: per test image one generated image per condition
+              plus the reference image. The gap is what evaluate does beside features: reading and decoding the
+              test shards, the generator's forward under each condition, the FID/KID statistics (per condition
+              two eigendecompositions of 2048 x 2048 covariances, seconds each whatever the number of images),
+              the report, and its start-up (torch, the generator snapshot, the extractor)
+
+Evaluation needs a trained model: a `tiny` PoE-GAN is trained for two steps on the N run's shards (not timed; its
+snapshot is copied to the 4N run) and evaluated with FID and KID only, under evaluate's conditions, on all of each
+run's test split (about test_size of the accepted images). The other metrics run annotators (their cost is
+annotate's) or LPIPS, which the features floor does not cover.
 
 A stage's images/s is the 4N run's images over its whole wall time, start-up included (interpreter, imports, a
 local Ray cluster, model construction): at small N that start-up dominates, so the ratios are lower bounds that
@@ -14,18 +25,18 @@ rise with `--images`. The marginal rate, 3N / (time at 4N - time at N), which le
 (`<stage>_marginal_images_per_s`), but on a shared machine the load changes between the two runs can swamp it. Peak
 memory is the largest sum of resident memory over the stage's process tree (workers and Ray processes included),
 sampled every 50 ms. `<stage>_memory_ratio` is its peak at 4N over its peak at N (streaming stages stay near 1);
-`<stage>_bytes_per_sample` are the shards' sizes on disk per sample at 4N. Evaluation is left out: it needs a
-trained model (`pipeline train`) whose cost would dwarf the rest, so its memory is not measured here. The last
-line is the slowest stage's ratio.
+`<stage>_bytes_per_sample` are the shards' sizes on disk per sample at 4N. The last line is the slowest stage's
+ratio.
 
 Annotators run on random weights at small model input sizes (`--seg-long-side`, `--sketch-resolution`; CLIP at
 its fixed 224 px) so the CPU-bound run finishes: the stored images stay at the dataset's size, so decoding and
 pre-processing cost what they cost at scale while the forward is kept small.
 
     .venv/bin/python benchmarks/scale.py [--images 40] [--short-side 1024]
-    .venv/bin/python benchmarks/scale.py --quick    # the smallest run, without annotate (a local Ray cluster's
-                                                    # start-up alone would break the test suite's budget): checks
-                                                    # that it works, figures mean nothing
+    .venv/bin/python benchmarks/scale.py --quick    # the smallest run, without annotate and evaluate (a local
+                                                    # Ray cluster's start-up alone would break the test suite's
+                                                    # budget, and evaluation needs the annotations): checks that
+                                                    # it works, figures mean nothing
 """
 import argparse
 import io
@@ -45,6 +56,7 @@ import yaml
 from PIL import Image
 
 from pipeline.params import load_params
+from train.configs import get_config
 
 # the other benchmarks' floors: run as a file, this script's folder is first on sys.path (and the spawned processes
 # of annotate's bare forward import its functions by module name)
@@ -54,6 +66,7 @@ from pack import byte_copy  # benchmarks/pack.py
 
 REPO = Path(__file__).resolve().parents[1]
 ANNOTATORS = ("seg", "sketch", "clip")
+TRAIN_STEPS = 2  # the evaluated model only has to exist: its quality does not change evaluation's cost
 # (width, height, format) of the raw images, in turn: landscape photos above, at and below the stored size
 SIZES = ((2048, 1365, "JPEG"), (1600, 1200, "JPEG"), (1280, 960, "PNG"), (1536, 1024, "JPEG"), (800, 600, "PNG"))
 
@@ -95,8 +108,12 @@ def _encoded(array: np.ndarray, fmt: str) -> bytes:
 def write_params(path: Path, annotate: list[str], short_side: int, shard_size: int, seg_long_side: int,
                  sketch_resolution: int) -> None:
     """The repo's params with a `scale` dataset profile: raw files from a folder, pseudo-labelled by `annotate`
-    as the sample profile does offline (random weights, one scale, no simplification) at small model inputs."""
+    as the sample profile does offline (random weights, one scale, no simplification) at small model inputs; a
+    two-step PoE-GAN training (random VGG) and an FID/KID evaluation (random Inception)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["poegan"].update(steps=TRAIN_STEPS, batch_size=2, workers=0, snapshot_every=TRAIN_STEPS,
+                                     sample_every=TRAIN_STEPS, tensorboard=False)
+    params["evaluate"].update(metrics=["fid", "kid"])
     params["datasets"]["scale"] = {
         **{k: params["datasets"]["sample"][k] for k in ("test_size", "label_map", "text", "train_config")},
         "annotate": annotate,
@@ -105,7 +122,8 @@ def write_params(path: Path, annotate: list[str], short_side: int, shard_size: i
                       "annotate.seg.weights": "random", "annotate.seg.scales": [1.0],
                       "annotate.seg.long_side": seg_long_side, "annotate.clip.weights": "random",
                       "annotate.sketch.weights": "random", "annotate.sketch.pooling": "ceil",
-                      "annotate.sketch.simplify": False, "annotate.sketch.resolution": sketch_resolution}}
+                      "annotate.sketch.simplify": False, "annotate.sketch.resolution": sketch_resolution,
+                      "train.poegan.vgg_weights": "random", "evaluate.inception_weights": "random"}}
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -113,7 +131,7 @@ def run_stage(args: list[str], data_dir: Path, params: Path) -> tuple[float, flo
     """(wall seconds, peak MB of resident memory summed over the process tree) of `pipeline <args>` as a fresh
     subprocess; raises with its stderr when it fails."""
     command = [sys.executable, "-c", "from pipeline.cli import main; main()", *args, "--dataset", "scale",
-               "--params", str(params), "--data-dir", str(data_dir), "--no-progress"]
+               "--params", str(params), "--data-dir", str(data_dir)]
     peak = 0
     start = time.perf_counter()
     with tempfile.TemporaryFile() as err:
@@ -167,9 +185,9 @@ def bare_ingest_rate(files: list[Path], limits, cores: int) -> float:
         return len(files) / (time.perf_counter() - start)
 
 
-def count_samples(folder: Path) -> int:
-    """Samples in the image shards under `folder` (from their stats markers)."""
-    return sum(json.loads(p.read_text()).get("count", 0) for p in folder.glob("*.stats.json"))
+def count_samples(folder: Path, shards: str) -> int:
+    """Samples in the image shards under `folder` whose names match `shards` (from their stats markers)."""
+    return sum(json.loads(p.read_text()).get("count", 0) for p in folder.glob(f"{shards}.stats.json"))
 
 
 def main() -> None:
@@ -187,38 +205,45 @@ def main() -> None:
     scale, only = 1.0, list(ANNOTATORS)
     if args.quick:
         args.images, args.short_side, args.shard_size, scale, only = 4, 64, 4, 0.08, []
-    stages = ["ingest", *(["annotate"] if only else []), "pack"]
+    stages = ["ingest", *(["annotate", "pack", "evaluate"] if only else ["pack"])]
     sizes = (args.images, 4 * args.images)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         params_file = root / "params.yaml"
         write_params(params_file, only, args.short_side, args.shard_size, args.seg_long_side, args.sketch_resolution)
-        seconds, peak, samples = {}, {}, {}
+        seconds, peak, work = {}, {}, {}
         for size in sizes:
             data = root / f"n{size}"
             write_raw(data / "raw" / "scale", size, scale)
             for stage in stages:
-                extra = [] if stage == "pack" else ["--workers", str(args.cores)]
-                seconds[stage, size], peak[stage, size] = run_stage([stage, *extra], data, params_file)
-            samples[size] = count_samples(data / "scale" / "images")
-        large = root / f"n{sizes[1]}" / "scale"
-        floor = floors(load_params(params_file).for_dataset("scale"), large, only, samples[sizes[1]], args.cores)
-        stored = {kind: sum(p.stat().st_size for p in (large / kind).glob("*.tar")) / samples[sizes[1]]
+                if stage == "evaluate":
+                    trained_model(root / f"n{sizes[0]}", data, params_file)
+                seconds[stage, size], peak[stage, size] = run_stage(STAGE_ARGS[stage](args.cores), data, params_file)
+            images = data / "scale" / "images"
+            # ingest reads every raw file (bad ones too); annotate and pack see the accepted samples, evaluate the
+            # test split's
+            work["ingest", size] = size
+            work["annotate", size] = work["pack", size] = count_samples(images, "*")
+            work["evaluate", size] = count_samples(images, "test-*")
+        large = root / f"n{sizes[1]}"
+        floor = floors(load_params(params_file), large, only, {stage: work[stage, sizes[1]] for stage in stages},
+                       args.cores)
+        stored = {kind: sum(p.stat().st_size for p in (large / "scale" / kind).glob("*.tar")) / work["pack", sizes[1]]
                   for kind in ("images", *only, "shards")}
     lines = [("images", sizes[0], "raw files (N)"), ("images_large", sizes[1], "raw files (4N)"),
-             ("samples_large", samples[sizes[1]], "accepted images (4N)"), ("cores", args.cores, "processes")]
+             ("samples_large", work["pack", sizes[1]], "accepted images (4N)"), ("cores", args.cores, "processes")]
+    if "evaluate" in stages:
+        lines += [("test_images_large", work["evaluate", sizes[1]], "test images evaluated (4N)")]
     ratios = {}
     for stage in stages:
-        # ingest reads every raw file (bad ones too); annotate and pack see the accepted samples
-        work = {size: size if stage == "ingest" else samples[size] for size in sizes}
-        rate = work[sizes[1]] / seconds[stage, sizes[1]]
+        rate = work[stage, sizes[1]] / seconds[stage, sizes[1]]
         ratios[stage] = rate / floor[stage]
         lines += [(f"{stage}_images_per_s", round(rate, 2), "images/s"),
                   (f"{stage}_floor_images_per_s", round(floor[stage], 2), "images/s")]
         extra_seconds = seconds[stage, sizes[1]] - seconds[stage, sizes[0]]
         if extra_seconds > 0:  # on a loaded machine the larger run can even be the faster one: then none
-            lines += [(f"{stage}_marginal_images_per_s", round((work[sizes[1]] - work[sizes[0]]) / extra_seconds, 2),
-                       "images/s")]
+            lines += [(f"{stage}_marginal_images_per_s",
+                       round((work[stage, sizes[1]] - work[stage, sizes[0]]) / extra_seconds, 2), "images/s")]
         lines += [(f"{stage}_peak_rss_mb", round(peak[stage, sizes[1]], 1), "MB"),
                   (f"{stage}_memory_ratio", round(peak[stage, sizes[1]] / peak[stage, sizes[0]], 3), "x"),
                   (f"{stage}_ratio", round(ratios[stage], 3), "x")]
@@ -228,21 +253,64 @@ def main() -> None:
         print(json.dumps({"name": name, "value": value, "unit": unit}))
 
 
-def floors(params, dataset: Path, annotators: list[str], samples: int, cores: int) -> dict[str, float]:
-    """Each stage's floor in its own unit (raw files/s for ingest, samples/s for the others) on the large run's
-    files under `dataset` (the data dir's dataset folder)."""
-    floor = {"ingest": bare_ingest_rate(sorted((dataset.parent / "raw" / "scale").iterdir()), params.ingest, cores)}
+# each stage's command line (the common options are run_stage's)
+STAGE_ARGS = {"ingest": lambda cores: ["ingest", "--workers", str(cores), "--no-progress"],
+              "annotate": lambda cores: ["annotate", "--workers", str(cores), "--no-progress"],
+              "pack": lambda cores: ["pack", "--no-progress"],
+              "evaluate": lambda cores: ["evaluate", "--model", "poegan"]}
+
+
+def trained_model(first: Path, data: Path, params: Path) -> None:
+    """A trained PoE-GAN run in `data`: trained (untimed) on the shards of the first run's data dir `first`, and
+    copied from there into the others'."""
+    run = Path("runs") / "scale" / "poegan" / "train"
+    if not (first / run).is_dir():
+        run_stage(["train", "--model", "poegan"], first, params)
+    if data != first:
+        shutil.copytree(first / run, data / run)
+
+
+def floors(all_params, data: Path, annotators: list[str], work: dict[str, int], cores: int) -> dict[str, float]:
+    """Each stage's floor in its own unit (raw files/s for ingest, samples/s for annotate and pack, test samples/s
+    for evaluate) on the large run's files in its data dir `data`; `work` is each stage's count of them."""
+    params, dataset = all_params.for_dataset("scale"), data / "scale"
+    floor = {"ingest": bare_ingest_rate(sorted((data / "raw" / "scale").iterdir()), params.ingest, cores)}
     if annotators:  # every annotator sees every sample (none is provided by a folder source)
         forward_seconds = 0.0
         for name in annotators:
-            count, rates = bare_forward_rates(params, name, dataset / "images", dataset.parent / "weights", cores)
+            count, rates = bare_forward_rates(params, name, dataset / "images", data / "weights", cores)
             forward_seconds += count / max(rates.values())
-        floor["annotate"] = samples / forward_seconds
+        floor["annotate"] = work["annotate"] / forward_seconds
     inputs = [p for kind in ("images", *annotators) for p in sorted((dataset / kind).glob("*.tar"))]
     start = time.perf_counter()
-    byte_copy(inputs, dataset.parent / "copy", True)
-    floor["pack"] = samples / (time.perf_counter() - start)
+    byte_copy(inputs, data / "copy", True)
+    floor["pack"] = work["pack"] / (time.perf_counter() - start)
+    if "evaluate" in work:
+        extractions = work["evaluate"] * (len(params.evaluate.conditions) + 1)  # each condition's, the reference
+        resolution = get_config(all_params.profile("scale").train_config).resolution
+        floor["evaluate"] = work["evaluate"] / bare_feature_seconds(data, resolution, params.evaluate.batch_size,
+                                                                    extractions)
     return floor
+
+
+def bare_feature_seconds(data: Path, resolution: int, batch_size: int, images: int) -> float:
+    """Seconds of the bare Inception feature extraction of `images` pictures of `resolution` px (the evaluated
+    model's) in batches of `batch_size`, with the weights file evaluate used in the data dir `data` (the network
+    built before the clock: evaluate's start-up is not the floor's)."""
+    import torch
+
+    from train.metrics.fid import load_inception
+
+    weights = data / "cache" / "fid" / "random-inception.pth"
+    extractor, _ = load_inception(str(weights), data / "weights")
+    batch = torch.from_numpy(np.stack([picture(resolution, resolution, seed) for seed in range(batch_size)]))
+    batch = batch.permute(0, 3, 1, 2)
+    with torch.no_grad():
+        extractor(batch[:1])
+        start = time.perf_counter()
+        for first in range(0, images, batch_size):
+            extractor(batch[:min(batch_size, images - first)].contiguous())
+        return time.perf_counter() - start
 
 
 if __name__ == "__main__":

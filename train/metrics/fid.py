@@ -105,12 +105,25 @@ def reference_features(ref: Reference, ctx: EvalContext) -> np.ndarray:
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """The Fréchet distance between Gaussians fitted to two feature sets [N, D] (FID on Inception features)."""
+    """The Fréchet distance between Gaussians fitted to two feature sets [N, D] (FID on Inception features):
+    |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^1/2), the statistics as torch-fidelity fits them."""
     import torch
-    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_fid import fid_features_to_statistics
 
-    stats = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, np.float64))) for f in (features_a, features_b)]
-    return fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]
+    a, b = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, np.float64))) for f in (features_a, features_b)]
+    diff = a["mu"] - b["mu"]
+    return float(diff @ diff + np.trace(a["sigma"]) + np.trace(b["sigma"])
+                 - 2 * trace_sqrt_product(a["sigma"], b["sigma"]))
+
+
+def trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray) -> float:
+    """tr((S_a S_b)^1/2) of two covariance matrices, from two symmetric eigendecompositions: S_a S_b is similar to
+    the symmetric PSD S_a^1/2 S_b S_a^1/2, so their eigenvalues agree. torch-fidelity takes the general eigvals of
+    S_a S_b instead, which at D = 2048 costs ~10x more (seconds per condition; half of a small evaluation)."""
+    values, vectors = np.linalg.eigh(sigma_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    inner = root_a @ sigma_b @ root_a
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum())
 
 
 def kernel_distance(features_a: np.ndarray, features_b: np.ndarray, subsets: int, subset_size: int,
