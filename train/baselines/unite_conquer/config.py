@@ -52,7 +52,7 @@ class UniteConquerConfig:
 
 CONFIGS = {
     # CPU demos and tests: a few M parameters, attention at 8 px only, 50 DDIM steps; lr 2e-3 (a project choice,
-    # not ADM's 1e-4): at 1e-4 a few hundred CPU steps teach the experts nothing (docs/unite-conquer.md)
+    # not ADM's 1e-4): learning within the few hundred steps a CPU test affords (docs/unite-conquer.md)
     "tiny": UniteConquerConfig(32, 4, channels=32, channel_mult=(1, 2, 2), res_blocks=1, attention=(8,),
                                head_channels=32, lr=2e-3, sample_steps=50, eval_images=16),
     # the official face model (the brief's ADM flags): 192 channels, 1,1,2,2,4,4, attention 32/16/8 at 64 ch/head
