@@ -36,7 +36,7 @@ def _scores(G, batch: dict, condition: str, colours: dict) -> dict[str, float]:
             "sketch_shuffled": sketch_scores(drawn, np.roll(sketches, 1, 0), 1.0)["sketch_fscore"]}
 
 
-@pytest.mark.slow  # 750 steps of three experts: ~25 min on a busy 2-core machine
+@pytest.mark.slow  # 750 steps of three experts: ~18 min on a busy 2-core machine
 def test_tiny_experts_trained_on_four_images_follow_their_segmentation_and_sketch(tmp_path):
     labels = load_label_map("coco-stuff-182")
     urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=4, per_shard=4)]
