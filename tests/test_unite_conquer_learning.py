@@ -59,5 +59,6 @@ def test_tiny_experts_trained_on_four_images_follow_their_segmentation_and_sketc
     scores = {condition: _scores(G, batch, condition, colours) for condition in ("seg", "sketch", "all")}
     assert scores["seg"]["seg"] >= scores["seg"]["seg_shuffled"] + 0.1, scores
     assert scores["sketch"]["sketch"] > scores["sketch"]["sketch_shuffled"], scores
-    # the product of all experts follows the layout at least as well as the segmentation expert alone
+    # the product of all experts follows the layout at least as well as either expert alone (its sketch F-score
+    # does not yet reach the sketch expert's after 750 steps: docs/known-gaps.md)
     assert scores["all"]["seg"] >= max(scores["seg"]["seg"], scores["sketch"]["seg"]), scores
