@@ -51,9 +51,10 @@ class UniteConquerConfig:
 
 
 CONFIGS = {
-    # CPU demos and tests: a few M parameters, attention at 8 px only, 50 DDIM steps
+    # CPU demos and tests: a few M parameters, attention at 8 px only, 50 DDIM steps; lr 2e-3 (a project choice,
+    # not ADM's 1e-4): learning within the few hundred steps a CPU test affords (docs/unite-conquer.md)
     "tiny": UniteConquerConfig(32, 4, channels=32, channel_mult=(1, 2, 2), res_blocks=1, attention=(8,),
-                               head_channels=32, sample_steps=50, eval_images=16),
+                               head_channels=32, lr=2e-3, sample_steps=50, eval_images=16),
     # the official face model (the brief's ADM flags): 192 channels, 1,1,2,2,4,4, attention 32/16/8 at 64 ch/head
     "celeba-256": UniteConquerConfig(256, 16, channels=192, channel_mult=(1, 1, 2, 2, 4, 4), eval_images=500),
     # ADM's ImageNet 64x64 model flags: 192 channels, 3 residual blocks, multipliers 1,2,3,4
