@@ -129,7 +129,8 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
     opts = {}
     for key, net in nets.items():
         lr, betas = settings.adam(key)
-        # fused: one kernel over all parameters (CPU and CUDA) instead of several ops per parameter from Python
+        # fused: one kernel over all parameters (CPU and CUDA) instead of several ops per parameter from Python;
+        # a training state saved before keeps its own setting on resume (load_state_dict restores the groups)
         opts[key] = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, fused=True)
     clip = settings.grad_clip or math.inf  # inf: the norm is logged, nothing clipped
     amp = spec.mixed_precision and device.type == "cuda"
