@@ -2,14 +2,21 @@
 steps, EMA, gradient clipping, logging) against the bare forward + backward of the same networks and loss on one
 batch held in memory, over the same step numbers (so R1 runs on the same steps).
 
-Prints one JSON object per line; the last is the ratio bare seconds per step / training seconds per step (1: the
-trainer costs nothing beyond the networks' own forward and backward; target >= 0.9).
+Both run in one process with the same torch threads (default one: on a loaded machine two threads mostly wait on
+each other, which swamps what is measured) and denormals flushed as the loop does, in `--rounds` alternating
+rounds (training window, then bare window), so load that comes and goes falls on both. Each is timed by the wall
+clock and by this process's CPU time (the loop and its networks; the loader's worker processes run beside it, as
+they would on any machine with a core to spare): on a loaded machine the wall clock varies by 2x between windows,
+the CPU time by a few percent. Prints one JSON object per line: per clock the median seconds per step and the
+median, lowest and highest of the rounds' ratios bare s/step / training s/step; the last line, `ratio`, is the
+CPU one (1: the trainer costs nothing beyond the networks' own forward and backward; target >= 0.9).
 
-    .venv/bin/python benchmarks/train_step.py [--steps 20] [--workers 2]
+    .venv/bin/python benchmarks/train_step.py [--steps 20] [--rounds 3] [--workers 2] [--threads 1]
     .venv/bin/python benchmarks/train_step.py --quick    # the smallest run: checks that it works, figures mean nothing
 """
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -32,20 +39,28 @@ def emit(name, value, unit):
     print(json.dumps({"name": name, "value": round(value, 4), "unit": unit}), flush=True)
 
 
-def training_seconds_per_step(fam, cfg, labels, urls, run_dir: Path, args) -> float:
-    """Seconds per step of `train` between its step `args.warmup` and its last (the first steps, which start the
-    loader and allocate, and the final snapshot are outside the window)."""
-    spec = RunSpec(run_dir, urls, urls, labels.num_classes, labels.colours, steps=args.warmup + args.steps,
-                   batch_size=args.batch_size, workers=args.workers, shuffle_buffer=64, snapshot_every=10_000,
-                   sample_every=10_000, grid_size=1, log_every=10)
-    records = train(fam, cfg, VGGRelu51(None), spec, progress=False)
-    first, last = records[args.warmup], records[-1]  # `sec` is taken at the end of each step
-    return (last["sec"] - first["sec"]) / (last["step"] - first["step"])
+def training_seconds_per_step(fam, cfg, labels, urls, run_dir: Path, args) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of `train` over its steps `args.warmup` .. `args.warmup + args.steps - 1`. Wall:
+    from the log's per-step times. CPU (this process's: the loop and its networks, not the loader's worker
+    processes, which run beside it): a run `args.steps` longer minus a run of the warm-up alone, so start-up and the
+    final grid and snapshot, which both do once, cancel out."""
+    def run(steps: int, name: str) -> tuple[list[dict], float]:
+        spec = RunSpec(run_dir / name, urls, urls, labels.num_classes, labels.colours, steps=steps,
+                       batch_size=args.batch_size, workers=args.workers, shuffle_buffer=64, snapshot_every=10_000,
+                       sample_every=10_000, grid_size=1, log_every=10)
+        cpu = time.process_time()
+        records = train(fam, cfg, VGGRelu51(None), spec, progress=False)
+        return records, time.process_time() - cpu
+
+    _, warmup_cpu = run(args.warmup, "warmup")
+    records, cpu = run(args.warmup + args.steps, "timed")
+    first, last = records[args.warmup - 1], records[-1]  # `sec` is taken at the end of each step
+    return (last["sec"] - first["sec"]) / args.steps, (cpu - warmup_cpu) / args.steps
 
 
-def bare_seconds_per_step(fam, cfg, labels, urls, args) -> float:
-    """Seconds per step of the loss's phases alone (forward and backward; no optimizer, EMA, clipping or logging)
-    on one batch on the device, over the same step numbers as the timed training window."""
+def bare_seconds_per_step(fam, cfg, labels, urls, args) -> tuple[float, float]:
+    """(wall, CPU) seconds per step of the loss's phases alone (forward and backward; no optimizer, EMA, clipping or
+    logging) on one batch on the device, over the same step numbers as the timed training window."""
     loader = ShardLoader(urls, cfg.resolution, labels.num_classes, args.batch_size, workers=0, shuffle_buffer=64)
     batch = to_device(next(iter(loader)), torch.device("cpu"), labels.num_classes)
     torch.manual_seed(0)
@@ -62,39 +77,52 @@ def bare_seconds_per_step(fam, cfg, labels, urls, args) -> float:
             loss.accumulate_gradients(phase, batch, masks, number)
         loss.end_step()
 
-    for number in range(args.warmup + 1):  # the same warm-up as training's window
+    for number in range(args.warmup):  # the same warm-up as training's window
         step(number)
-    start = time.perf_counter()
-    for number in range(args.warmup + 1, args.warmup + args.steps):
+    wall, cpu = time.perf_counter(), time.process_time()
+    for number in range(args.warmup, args.warmup + args.steps):
         step(number)
-    return (time.perf_counter() - start) / (args.steps - 1)
+    return (time.perf_counter() - wall) / args.steps, (time.process_time() - cpu) / args.steps
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="steps timed (after the warm-up)")
-    parser.add_argument("--warmup", type=int, default=3, help="steps run before timing")
+    parser.add_argument("--steps", type=int, default=20, help="steps timed per window (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=3, help="steps run before timing (at least 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating training and bare windows")
     parser.add_argument("--workers", type=int, default=2, help="loader worker processes of the training run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of both")
     parser.add_argument("--images", type=int, default=32, help="distinct images in the benchmark shards")
     parser.add_argument("--batch-size", type=int, help="[default: the tiny configuration's]")
-    parser.add_argument("--quick", action="store_true", help="the smallest run (two steps of batch 2 without "
-                        "warm-up, 8 images, no loader workers): checks that it works")
+    parser.add_argument("--quick", action="store_true", help="the smallest run (one round of two steps of batch 2 "
+                        "after one, 8 images, no loader workers): checks that it works")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.warmup, args.workers, args.images, args.batch_size = 2, 0, 0, 8, 2
+        args.steps, args.warmup, args.rounds, args.workers, args.images, args.batch_size = 2, 1, 1, 0, 8, 2
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be at least 1")
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as `train` sets it: the bare window must not be the one slowed by denormals
     fam = family("poegan")
     cfg = fam.config("tiny")
     args.batch_size = args.batch_size or cfg.batch_size
     labels = load_label_map("coco-stuff-182")
+    trained, bare = [], []  # (wall, CPU) s/step per round
     with tempfile.TemporaryDirectory() as tmp:
         urls = [str(p) for p in write_training_shards(Path(tmp) / "shards", images=args.images, per_shard=8,
                                                       short_side=48)]
-        trained = training_seconds_per_step(fam, cfg, labels, urls, Path(tmp) / "run", args)
-        bare = bare_seconds_per_step(fam, cfg, labels, urls, args)
-    emit("train_step_s", trained, "s/step")
-    emit("bare_forward_backward_s", bare, "s/step")
-    emit("ratio", bare / trained, "bare forward+backward s/step per training s/step")
-
+        for round_ in range(args.rounds):
+            trained.append(training_seconds_per_step(fam, cfg, labels, urls, Path(tmp) / f"run{round_}", args))
+            bare.append(bare_seconds_per_step(fam, cfg, labels, urls, args))
+    for i, clock in enumerate(("wall", "cpu")):
+        emit(f"train_step_{clock}_s", statistics.median(t[i] for t in trained), "s/step (median of rounds)")
+        emit(f"bare_forward_backward_{clock}_s", statistics.median(b[i] for b in bare), "s/step (median of rounds)")
+        ratios = [b[i] / t[i] for b, t in zip(bare, trained)]
+        emit(f"{clock}_ratio_min", min(ratios), "bare / training s/step, lowest round")
+        emit(f"{clock}_ratio_max", max(ratios), "bare / training s/step, highest round")
+        emit(f"{clock}_ratio", statistics.median(ratios), "bare / training s/step, median of rounds")
+    emit("ratio", statistics.median(b[1] / t[1] for b, t in zip(bare, trained)),
+         "bare forward+backward CPU s/step per training CPU s/step (median of rounds)")
 
 if __name__ == "__main__":
     main()
