@@ -282,8 +282,11 @@ def test_resharding_leaves_only_the_current_shards_and_the_card_counts_them(clus
     run_chain(3)
     assert len(list(layout.shards.glob("*.tar"))) == 3
     run_chain(8)  # 7 samples in one shard now
-    for folder in (layout.images, layout.annotations("sketch"), layout.shards):
+    for folder in (layout.images, layout.annotations("sketch")):
         assert sorted(p.name for p in folder.iterdir()) == ["train-000000.stats.json", "train-000000.tar"]
+    # a training shard keeps its per-sample class counts beside it (pipeline/pack.py: write_classes)
+    assert sorted(p.name for p in layout.shards.iterdir()) == [
+        "train-000000.classes.json", "train-000000.stats.json", "train-000000.tar"]
     card = json.loads(layout.card_json.read_text())
     assert card["shards"] == 1 and card["samples"] == len(list(read_shard(layout.shards / "train-000000.tar"))) == 7
 
