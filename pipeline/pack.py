@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from .annotate import image_fingerprint, image_shards
 from shardio.layout import Layout, classes_path
-from shardio.shards import ShardError, atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
-from shardio.tarcopy import Member, TarCopier, list_members, mapped, samples as member_samples
+from shardio.shards import atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
+from shardio.tarcopy import Member, ShardError, TarCopier, list_members, mapped, samples as member_samples
 
 # Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
 ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shards import ShardError, atomic_path
-from .tarcopy import list_members, mapped, samples
+from .shards import atomic_path
+from .tarcopy import ShardError, list_members, mapped, samples
 
 FORMAT = "shard-index/1"
 Reader = Callable[[str], bytes]  # member extension -> its bytes

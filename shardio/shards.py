@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .layout import SHARD_RE, stats_path
-# MEMBER_RE and ShardError live beside the tar reader and writer; most callers import them from here
-from .tarcopy import MEMBER_RE, ShardError, TarCopier  # noqa: F401
+from .tarcopy import MEMBER_RE, ShardError, TarCopier
 
 # Files kept beside a shard and named after it: its stats marker, a training shard's class counts per sample
 # (layout.classes_path) and its byte-offset index (shardio/index.py).

@@ -20,7 +20,8 @@ from pipeline.pack import read_classes, write_classes
 from pipeline.cli import main
 from shardio.index import index_path, load_index, read_member
 from shardio.layout import Layout, classes_path, shard_name
-from shardio.shards import ShardError, keep_only, read_shard, read_stats, shard_writer
+from shardio.shards import keep_only, read_shard, read_stats, shard_writer
+from shardio.tarcopy import ShardError
 
 SKY = 156
 

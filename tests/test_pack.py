@@ -23,7 +23,8 @@ from pipeline.cli import main
 from pipeline.pack import read_classes
 from pipeline.params import load_params
 from shardio.layout import Layout, shard_name
-from shardio.shards import ShardError, class_counts, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import class_counts, read_shard, read_stats, shard_writer, write_stats
+from shardio.tarcopy import ShardError
 from train.data import make_example
 
 

@@ -5,9 +5,9 @@ import tarfile
 
 import pytest
 
-from shardio.shards import ShardError, read_shard, shard_writer
+from shardio.shards import read_shard, shard_writer
 from shardio import tarcopy
-from shardio.tarcopy import TarCopier, header, list_members, mapped, samples
+from shardio.tarcopy import ShardError, TarCopier, header, list_members, mapped, samples
 
 KEY = "0123456789abcdef01234567"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from braceexpand import braceexpand
 
-from shardio.shards import MEMBER_RE
+from shardio.tarcopy import MEMBER_RE
 from . import IMAGE_SUFFIXES, Blob, Skipped, SourceError, SourceItem
 
 IMAGE_EXTS = tuple(suffix[1:] for suffix in IMAGE_SUFFIXES)
