@@ -6,7 +6,9 @@ ratio to the stage's floor measured in the same run:
     ingest    bare read + decode + resize + JPEG encode of the same files, one process per core
     annotate  bare model forward of the same annotators on the same decoded images (benchmarks/annotate.py's
               best of one process with all threads and one process per core)
-    pack      a plain byte copy of the same input tars, one synced file per training shard (benchmarks/pack.py's floor)
+    pack      a plain byte copy of the same input tars, one synced file per training shard (benchmarks/pack.py's floor);
+              pack and its floor are timed on the 4N run's shards copied `--pack-replicate` times over (at the N
+              this runs at on a CPU, pack's work on the 4N shards alone is a few ms beside its start-up)
     evaluate  bare Inception feature extraction (torch-fidelity's extractor, evaluate's weights file, its batch
               size) of as many images as evaluate must extract: per test image one generated image per condition
               plus the reference image. The gap is what evaluate does beside features: reading and decoding the
@@ -59,13 +61,14 @@ import yaml
 from PIL import Image
 
 from pipeline.params import load_params
+from shardio.layout import Layout
 from train.configs import get_config
 
 # the other benchmarks' floors: run as a file, this script's folder is first on sys.path (and the spawned processes
 # of annotate's bare forward import its functions by module name)
 from annotate import bare_rates as bare_forward_rates  # benchmarks/annotate.py
 from ingest import bare_rate  # benchmarks/ingest.py
-from pack import byte_copy  # benchmarks/pack.py
+from pack import byte_copy, replicate  # benchmarks/pack.py
 
 REPO = Path(__file__).resolve().parents[1]
 ANNOTATORS = ("seg", "sketch", "clip")
@@ -202,6 +205,8 @@ def main() -> None:
     parser.add_argument("--seg-long-side", type=int, default=65, help="segmentation model input long side, px")
     parser.add_argument("--sketch-resolution", type=int, default=64, help="HED input long side, px")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="workers of each stage and its floor")
+    parser.add_argument("--pack-replicate", type=int, default=20, help="pack is timed on the 4N run's shards "
+                        "copied this many times over (its work on the 4N shards alone is lost in its start-up)")
     parser.add_argument("--quick", action="store_true", help="the smallest run (4 and 16 small files, no "
                         "annotator: no Ray start-up): checks that it works")
     args = parser.parse_args()
@@ -231,8 +236,14 @@ def main() -> None:
             work["annotate", size] = work["pack", size] = count_samples(images, "*")
             work["evaluate", size] = count_samples(images, "test-*")
         large = root / f"n{sizes[1]}"
-        floor = floors(load_params(params_file), large, only, {stage: work[stage, sizes[1]] for stage in stages},
-                       args.cores)
+        timing = {stage: (seconds[stage, sizes[1]], fixed.get((stage, sizes[1]), 0.0), work[stage, sizes[1]])
+                  for stage in stages}
+        replicated = replicated_data(large, root / "pack", only, args.pack_replicate)
+        pack_wall = run_stage(STAGE_ARGS["pack"](args.cores), replicated, params_file)[0]
+        timing["pack"] = (pack_wall, run_stage(STAGE_ARGS["pack"](args.cores), replicated, params_file)[0],
+                          count_samples(replicated / "scale" / "images", "*"))
+        floor = floors(load_params(params_file), large, replicated, only,
+                       {stage: count for stage, (_, _, count) in timing.items()}, args.cores)
         stored = {kind: sum(p.stat().st_size for p in (large / "scale" / kind).glob("*.tar")) / work["pack", sizes[1]]
                   for kind in ("images", *only, "shards")}
     lines = [("images", sizes[0], "raw files (N)"), ("images_large", sizes[1], "raw files (4N)"),
@@ -240,15 +251,15 @@ def main() -> None:
     if "evaluate" in stages:
         lines += [("test_images_large", work["evaluate", sizes[1]], "test images evaluated (4N)")]
     ratios = {}
+    lines += [("pack_samples_timed", timing["pack"][2], f"samples (the 4N run's x {args.pack_replicate})")]
     for stage in stages:
-        wall = seconds[stage, sizes[1]]
-        fixed_seconds = fixed.get((stage, sizes[1]), 0.0)
+        wall, fixed_seconds, count = timing[stage]
         work_seconds = wall - fixed_seconds if wall - fixed_seconds > wall / 10 else wall
-        rate = work[stage, sizes[1]] / work_seconds
+        rate = count / work_seconds
         ratios[stage] = rate / floor[stage]
         lines += [(f"{stage}_images_per_s", round(rate, 2), "images/s"),
                   (f"{stage}_floor_images_per_s", round(floor[stage], 2), "images/s"),
-                  (f"{stage}_wall_images_per_s", round(work[stage, sizes[1]] / wall, 2), "images/s"),
+                  (f"{stage}_wall_images_per_s", round(count / wall, 2), "images/s"),
                   (f"{stage}_fixed_s", round(fixed_seconds, 2), "s")]
         lines += [(f"{stage}_peak_rss_mb", round(peak[stage, sizes[1]], 1), "MB"),
                   (f"{stage}_memory_ratio", round(peak[stage, sizes[1]] / peak[stage, sizes[0]], 3), "x"),
@@ -278,9 +289,20 @@ def trained_model(first: Path, data: Path, params: Path) -> None:
         shutil.copytree(first / run, data / run)
 
 
-def floors(all_params, data: Path, annotators: list[str], work: dict[str, int], cores: int) -> dict[str, float]:
+def replicated_data(large: Path, data: Path, annotators: list[str], times: int) -> Path:
+    """A data dir `data` holding the image and annotation shards of the large run's data dir `large`, `times` over
+    (benchmarks/pack.py's `replicate`): pack's input at a size where its work outweighs its start-up."""
+    for kind in ("images", *annotators):
+        shutil.copytree(large / "scale" / kind, data / "scale" / kind)
+    replicate(Layout(data, "scale"), times)
+    return data
+
+
+def floors(all_params, data: Path, replicated: Path, annotators: list[str], work: dict[str, int],
+           cores: int) -> dict[str, float]:
     """Each stage's floor in its own unit (raw files/s for ingest, samples/s for annotate and pack, test samples/s
-    for evaluate) on the large run's files in its data dir `data`; `work` is each stage's count of them."""
+    for evaluate) on the large run's files in its data dir `data` (pack's: on the `replicated` one); `work` is
+    each stage's count of them."""
     params, dataset = all_params.for_dataset("scale"), data / "scale"
     floor = {"ingest": bare_ingest_rate(sorted((data / "raw" / "scale").iterdir()), params.ingest, cores)}
     if annotators:  # every annotator sees every sample (none is provided by a folder source)
@@ -289,9 +311,9 @@ def floors(all_params, data: Path, annotators: list[str], work: dict[str, int], 
             count, rates = bare_forward_rates(params, name, dataset / "images", data / "weights", cores)
             forward_seconds += count / max(rates.values())
         floor["annotate"] = work["annotate"] / forward_seconds
-    inputs = [p for kind in ("images", *annotators) for p in sorted((dataset / kind).glob("*.tar"))]
+    inputs = [p for kind in ("images", *annotators) for p in sorted((replicated / "scale" / kind).glob("*.tar"))]
     start = time.perf_counter()
-    byte_copy(inputs, data / "copy", True)
+    byte_copy(inputs, replicated / "copy", True)
     floor["pack"] = work["pack"] / (time.perf_counter() - start)
     if "evaluate" in work:
         extractions = work["evaluate"] * (len(params.evaluate.conditions) + 1)  # each condition's, the reference
