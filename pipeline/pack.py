@@ -177,18 +177,21 @@ def plan(layout: Layout, params, profile) -> Iterator[tuple[Path, dict[str, tupl
 
 def write_classes(shard: Path, fp: str, seg_classes: dict[str, list]) -> None:
     """Write the class counts of the training shard's seg.png by key, with the fingerprint of the shard they
-    belong to. Not in its stats: the card, the trainer's run identity and the browser read every shard's stats."""
-    with atomic_path(classes_path(shard)) as tmp:
+    belong to. Not in its stats: the card, the trainer's run identity and the browser read every shard's stats.
+    Not synced, like the marker: a file a power loss leaves empty or cut reads as none (`read_classes`), which
+    costs the browser a decode of that shard's label maps, not a wrong count."""
+    with atomic_path(classes_path(shard), durable=False) as tmp:
         tmp.write_text(json.dumps({"fingerprint": fp, "seg_classes": seg_classes}, sort_keys=True,
                                   separators=(",", ":")) + "\n")
 
 
 def read_classes(shard: Path, fp: str | None) -> dict[str, list]:
     """The class counts `write_classes` wrote for the shard packed under fingerprint `fp` (its stats'), by key;
-    {} when there are none (a shard packed before pack wrote them) or they belong to another packing."""
+    {} when there are none (a shard packed before pack wrote them, or a file a power loss spoilt) or they belong to
+    another packing."""
     try:
-        recorded = json.loads(classes_path(shard).read_text())
-    except FileNotFoundError:
+        recorded = json.loads(classes_path(shard).read_bytes())
+    except (FileNotFoundError, ValueError):  # none, or empty or cut by a power loss
         return {}
     return recorded["seg_classes"] if recorded.get("fingerprint") == fp else {}
 
