@@ -40,13 +40,14 @@ def _scores(G, batch: dict, condition: str, colours: dict) -> dict[str, np.ndarr
 
 
 def _sampler(fam, cfg, weight: float, labels, snapshot):
+    """The EMA experts of `snapshot`, sampling with every expert's weight w_i = `weight`."""
     cfg = replace(cfg, weights={"seg": weight, "sketch": weight, "text": weight})
     G, = fam.networks(cfg, labels.num_classes)
     G.load_state_dict(torch.load(snapshot, weights_only=True)["G_ema"])
     return G.eval()
 
 
-@pytest.mark.slow  # 750 steps of three experts: ~18 min on a busy 2-core machine
+@pytest.mark.slow  # 750 steps of three experts: 8-18 min on a 2-core machine, depending on its load
 def test_tiny_experts_trained_on_four_images_follow_their_segmentation_and_sketch(tmp_path):
     labels = load_label_map("coco-stuff-182")
     urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=4, per_shard=4)]
