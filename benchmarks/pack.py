@@ -36,6 +36,7 @@ from shardio.shards import class_counts, read_shard, read_stats, shard_writer, w
 
 # The annotate benchmark's scaled-up sample (loaded by path: benchmarks/ is a folder of scripts, not a package).
 scaled_image_shards = runpy.run_path(str(Path(__file__).with_name("annotate.py")))["scaled_image_shards"]
+FOLDERS = ("images", "seg", "sketch", "clip")  # pack's input shards: the image shards and each annotator's
 
 
 def write_annotation_shards(layout) -> None:
@@ -71,7 +72,7 @@ def write_annotation_shards(layout) -> None:
 def replicate(layout, times: int) -> None:
     """Copy every input shard and its marker `times` over (copy k of shard i is shard k * shards + i) in each
     folder: the same data, at `times` its size, without drawing or encoding again."""
-    for folder in ("images", "seg", "sketch", "clip"):
+    for folder in FOLDERS:
         tars = sorted((layout.root / folder).glob("*.tar"))
         for k in range(1, times):
             for i, tar in enumerate(tars):
@@ -102,8 +103,7 @@ def main() -> None:
         layout = scaled_image_shards(Path(tmp), args.copies, args.short_side, args.shard_size, sample)
         write_annotation_shards(layout)
         replicate(layout, args.replicate)
-        inputs = [p for folder in ("images", "seg", "sketch", "clip")
-                  for p in sorted((layout.root / folder).glob("*.tar"))]
+        inputs = [p for folder in FOLDERS for p in sorted((layout.root / folder).glob("*.tar"))]
         megabytes = sum(p.stat().st_size for p in inputs) / 1e6
         for _ in range(args.repeats):  # the best of each: the machine is shared, its load comes and goes
             for name, synced in (("copy", False), ("copy_synced", True)):

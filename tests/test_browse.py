@@ -141,8 +141,8 @@ def test_the_index_takes_the_classes_pack_recorded_and_decodes_without_them_or_w
     classes_path(shards[0]).unlink()  # packed before pack recorded them
     stale = {key: [[0, 1]] for key in read_classes(shards[1], read_stats(shards[1])["fingerprint"])}
     write_classes(shards[1], "another packing", stale)  # left by a packing of other inputs: not this shard's
-    cut = classes_path(shards[2])
-    cut.write_bytes(cut.read_bytes()[:len(cut.read_bytes()) // 2])  # pack does not sync it: a power loss cut it
+    whole = classes_path(shards[2]).read_bytes()
+    classes_path(shards[2]).write_bytes(whole[:len(whole) // 2])  # pack does not sync it: a power loss cut it
     for index in [*layout.shards.glob("*.index.json"), *older.shards.glob("*.index.json")]:
         index.unlink()
     recorded, decoded = Dataset(layout), Dataset(older)
