@@ -26,7 +26,7 @@ from shardio.layout import Layout, classes_path
 from shardio.shards import atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
 from shardio.tarcopy import Member, ShardError, TarCopier, list_members, mapped, samples as member_samples
 
-# Members each annotator contributes to a training sample (DESIGN.md, "Training sample").
+# Members each annotator contributes to a training sample (docs/architecture.md, "Training sample").
 ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}
 # What the image shard may carry itself when the dataset provides it.
 PROVIDED_MEMBERS = ("seg.png", "sketch.png", "txt")
@@ -206,7 +206,7 @@ def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_ma
 def run(layout: Layout, params, profile, progress: bool = True, address: str | None = None) -> dict:
     """Pack every image shard not already packed under the same fingerprint (with its class counts beside it)
     and delete training shards no image shard makes any more; returns a summary. The shards are packed as Ray tasks
-    on the cluster at `address` (else RAY_ADDRESS) when one is given, else by `pack.workers` local processes."""
+    on the cluster at `address` (else RAY_ADDRESS) when one is given, else on `pack.workers` local threads."""
     for name in params.pack.modalities:
         if name not in ANNOTATION_MEMBERS:
             raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")

@@ -1,4 +1,4 @@
-"""Where every stage reads and writes under `--data-dir` (DESIGN.md, "Where things land")."""
+"""Where every stage reads and writes under `--data-dir` (docs/architecture.md, "Where things land")."""
 import re
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Builds small image shards in the ingest contract's format (DESIGN.md) for the annotate/pack/preview tests."""
+"""Builds small image shards in the ingest contract's format (docs/architecture.md) for the annotate/pack/preview
+tests."""
 import json
 
 import cv2

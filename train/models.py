@@ -205,7 +205,7 @@ def _inade() -> ModelFamily:
 
 
 def _cluster_guided() -> ModelFamily:
-    """Cluster-guided synthesis over PoE-GAN's unconditional generator (../shared/papers/004_…txt)."""
+    """Cluster-guided synthesis over PoE-GAN's unconditional generator (arXiv:2112.12911)."""
     from .cluster_guided.fit import fit
     from .cluster_guided.generator import ClusterGuidedGenerator
     from .configs import get_config

@@ -1,5 +1,5 @@
 """INADE (Tan et al., CVPR 2021, "Diverse Semantic Image Synthesis via Probability Distribution Modeling",
-../shared/papers/001_…): SPADE's generator with instance-adaptive (ILADE) normalisation, a U-Net noise encoder of
+and its supplement): SPADE's generator with instance-adaptive (ILADE) normalisation, a U-Net noise encoder of
 instance-aware convolutions (prior noise remapping), and SPADE's discriminator on one-hot ⊕ instance edges ⊕
 image. Layer facts from tzt101/INADE models/networks (generator.py, architecture.py, normalization.py ILADE,
 encoder.py instanceAdaptiveEncoder, partialconv2d.py InstanceAwareConv2d, base_network.py init) and

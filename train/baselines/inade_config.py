@@ -1,4 +1,4 @@
-"""INADE configurations (Tan et al., CVPR 2021, ../shared/papers/001_… ; tzt101/INADE option defaults) and its
+"""INADE configurations (Tan et al., CVPR 2021, docs/architecture.md; tzt101/INADE option defaults) and its
 optimizer settings (SPADE's TTUR)."""
 from dataclasses import dataclass
 

@@ -1,4 +1,4 @@
-"""MoNCE (Zhan et al., CVPR 2022, ../shared/papers/002_d96c34f5650ba3e6.txt) in its paired setting on SPADE:
+"""MoNCE (Zhan et al., CVPR 2022, arXiv:2203.09333) in its paired setting on SPADE:
 SPADE's objective with the perceptual L1 replaced by a modulated patch contrast on the frozen VGG-19's relu1_1 ..
 relu5_1. Facts from fnzhan/MoNCE SPADE_MoNCE (models/networks/loss.py VGGLoss, conce.py, sinkhorn.py); where the
 supplement differs, docs/monce.md says which was taken."""

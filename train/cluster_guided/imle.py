@@ -1,4 +1,4 @@
-"""Implicit maximum likelihood estimation (Li & Malik, arXiv 1809.09087, ref. [4] of ../shared/papers/004_…txt):
+"""Implicit maximum likelihood estimation (Li & Malik, arXiv 1809.09087, ref. [4] of the cluster-guided supplement):
 every data point pulls the generated point nearest to it, so no data point is left without one (no mode dropped)."""
 from dataclasses import dataclass
 

@@ -1,4 +1,4 @@
-"""Unite-and-Conquer configurations (Nair et al. 2023, ../shared/papers/003_d3c307d7a2711ffb.txt): the UNet of each
+"""Unite-and-Conquer configurations (Nair et al., CVPR 2023, arXiv:2212.00793): the UNet of each
 expert as ADM configures it (openai/guided-diffusion README model flags), the diffusion, and the sampler."""
 from dataclasses import dataclass, field, replace
 
