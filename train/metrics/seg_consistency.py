@@ -1,7 +1,7 @@
 """Segmentation consistency (the SPADE / MoNCE protocol): segment each generated image with the seg annotator and
 score the predicted map against the input map the image was generated from. The segmenter must label in the
 dataset's label map (`check_segmenter`): COCO-Stuff scenes with DeepLab-v2, as PoE-GAN and SPADE do, faces with a
-CelebAMask-HQ face parser, as the face papers' mIoU does."""
+parser of the 19 CelebAMask-HQ classes."""
 import numpy as np
 
 from .base import EvalContext, EvalInputs, MetricError, check_images, paired_maps
