@@ -38,9 +38,10 @@ def checkpoint_predicting(checkpoint_id: int, state=None) -> dict[str, torch.Ten
     return state
 
 
-def face_parser(path, tmp_path, side=32) -> "Annotator":  # noqa: F821
+def face_parser(path, tmp_path):
+    """The face parser with the weights file `path`, set up on the CPU at 32 px."""
     annotator = build("seg", SegParams(model="bisenet-resnet18", weights=str(path), label_map="celebamask-hq-19",
-                                       long_side=side, scales=[1.0]), tmp_path)
+                                       long_side=32, scales=[1.0]), tmp_path)
     annotator.setup("cpu")
     return annotator
 
@@ -113,6 +114,10 @@ def test_annotate_one_pseudo_labels_a_face_with_the_registered_face_parser(face_
     labels = cv2.imread(str(face_setup / "face.seg.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (512, 512) and (labels == FACES.id("hair")).all()
     assert "'model': 'bisenet-resnet18'" in result.output and "'label_map': 'celebamask-hq-19'" in result.output
+    raw = annotate_one(face_setup, "--raw", "--out", str(face_setup / "face.npy"))
+    assert raw.exit_code == 0, raw.output
+    logits = np.load(face_setup / "face.npy", allow_pickle=False)  # the network's 512 x 512, celebamask-hq-19 ids
+    assert logits.shape == (19, 512, 512) and (logits.argmax(0) == FACES.id("hair")).all()
 
 
 def test_mm_celeba_hq_evaluation_segments_with_the_face_parser(tmp_path):
