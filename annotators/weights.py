@@ -66,6 +66,16 @@ REGISTRY: dict[str, WeightsEntry] = {
             url="https://github.com/kazuto1011/deeplab-pytorch/releases/download/v1.0/"
             "deeplabv2_resnet101_msc-cocostuff164k-100000.pth",
         ),
+        # zllrunning/face-parsing.PyTorch README: "our pre-trained model", a Google Drive file (id below) that the
+        # repository's test.py loads as res/cp/79999_iter.pth; its direct-download form, as gdown fetches it.
+        WeightsEntry(
+            name="bisenet-celebamask-hq",
+            filename="79999_iter.pth",
+            format="torch-state-dict",
+            licence="MIT (zllrunning/face-parsing.PyTorch); trained on CelebAMask-HQ (non-commercial research use)",
+            url="https://drive.usercontent.google.com/download?id=154JgKpzCPW82qINcVieuPH3fZ2e0P812"
+            "&export=download&confirm=t",
+        ),
         # sniklaus/pytorch-hed run.py: the BSDS500 weights of the PyTorch port of HED.
         WeightsEntry(
             name="hed-bsds500",
@@ -254,6 +264,9 @@ def fetch(name: str, weights_dir: Path) -> Path:
 def _download(e: WeightsEntry, part: Path, weights_dir: Path) -> None:
     try:
         with urllib.request.urlopen(e.url, timeout=60) as response, open(part, "wb") as f:
+            if response.headers.get_content_type() == "text/html":  # a file host's error or confirmation page
+                raise WeightsError(f"downloading weights {e.name!r} from {e.url} gave a web page, not the file: "
+                                   f"{_how_to_get(e, weights_dir)}")
             shutil.copyfileobj(response, f)
     except (urllib.error.URLError, OSError) as err:
         raise WeightsError(f"could not download weights {e.name!r} from {e.url} ({err}): "

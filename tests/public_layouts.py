@@ -32,6 +32,52 @@ def deeplabv2_cocostuff164k_layout(n_classes: int = 182) -> dict[str, tuple]:
     return keys
 
 
+def bisenet_face_parsing_layout(n_classes: int = 19) -> dict[str, tuple]:
+    """`79999_iter.pth` (zllrunning/face-parsing.PyTorch model.py + resnet.py, saved from `net.state_dict()`):
+    cp.resnet = Resnet18 (conv1/bn1, layer1-4 of two BasicBlocks conv1/bn1/conv2/bn2 + downsample.0/.1 where the
+    width or stride changes), ConvBNReLU = conv (no bias) + bn, ARMs with conv_atten/bn_atten, the FFM's 1x1
+    conv1/conv2 without bias, BiSeNetOutput heads conv + conv_out (no bias); no spatial path (`self.sp is deleted`)."""
+    keys = {}
+
+    def bn(prefix, c):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{prefix}.{name}"] = (c,)
+        keys[f"{prefix}.num_batches_tracked"] = ()
+
+    def conv_bn(prefix, cin, cout, k):
+        keys[f"{prefix}.conv.weight"] = (cout, cin, k, k)
+        bn(f"{prefix}.bn", cout)
+
+    keys["cp.resnet.conv1.weight"] = (64, 3, 7, 7)
+    bn("cp.resnet.bn1", 64)
+    cin = 64
+    for layer, cout in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            prefix, c = f"cp.resnet.layer{layer}.{block}", cin if block == 0 else cout
+            keys[f"{prefix}.conv1.weight"] = (cout, c, 3, 3)
+            bn(f"{prefix}.bn1", cout)
+            keys[f"{prefix}.conv2.weight"] = (cout, cout, 3, 3)
+            bn(f"{prefix}.bn2", cout)
+            if block == 0 and layer > 1:
+                keys[f"{prefix}.downsample.0.weight"] = (cout, cin, 1, 1)
+                bn(f"{prefix}.downsample.1", cout)
+        cin = cout
+    for arm, c in (("arm16", 256), ("arm32", 512)):
+        conv_bn(f"cp.{arm}.conv", c, 128, 3)
+        keys[f"cp.{arm}.conv_atten.weight"] = (128, 128, 1, 1)
+        bn(f"cp.{arm}.bn_atten", 128)
+    conv_bn("cp.conv_head32", 128, 128, 3)
+    conv_bn("cp.conv_head16", 128, 128, 3)
+    conv_bn("cp.conv_avg", 512, 128, 1)
+    conv_bn("ffm.convblk", 256, 256, 1)
+    keys["ffm.conv1.weight"] = (64, 256, 1, 1)
+    keys["ffm.conv2.weight"] = (256, 64, 1, 1)
+    for head, c, mid in (("conv_out", 256, 256), ("conv_out16", 128, 64), ("conv_out32", 128, 64)):
+        conv_bn(f"{head}.conv", c, mid, 3)
+        keys[f"{head}.conv_out.weight"] = (n_classes, mid, 1, 1)
+    return keys
+
+
 def hed_bsds500_port_layout() -> dict[str, tuple]:
     """`network-bsds500.pytorch` (sniklaus/pytorch-hed run.py, before its module->net rename): VGG stages as
     Sequentials (stages 2-5 start with a max-pool), 1x1 score convs, combine = Sequential(conv 5->1, sigmoid)."""

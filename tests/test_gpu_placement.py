@@ -10,6 +10,7 @@ from fake_cuda import (CUDA, HostToDeviceCopies, KnownValues, ValueReads, condit
                        fake_cuda, on_cuda, on_device)
 
 import annotators.clip  # noqa: F401 - imported outside fake mode (see fake_cuda.py)
+import annotators.seg.bisenet  # noqa: F401
 import annotators.seg.deeplabv2  # noqa: F401
 from annotators.base import Item, build
 from annotators.sketch.hed import HED
@@ -207,6 +208,7 @@ def test_metric_feature_extractors_run_on_the_gpu(extractors, fake_cuda, tmp_pat
 @pytest.mark.parametrize("name, params", [
     ("seg", SegParams(weights="random", long_side=32)),
     ("seg", SegParams(weights="random", long_side=32, precision="bf16", scales=[1.0, 0.5])),
+    ("seg", SegParams(model="bisenet-resnet18", weights="random", label_map="celebamask-hq-19", long_side=32)),
     ("sketch", SketchParams(weights="random", simplify_weights="random", resolution=32, simplify=True)),
     ("clip", ClipParams(model="ViT-B-32", weights="random"))])
 def test_annotators_run_on_the_gpu_under_their_autocast(fake_cuda, monkeypatch, tmp_path, name, params):

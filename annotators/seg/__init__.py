@@ -1,4 +1,5 @@
-"""Segmentation annotator: DeepLab-v2 COCO-Stuff by default, segmentation-models-pytorch models as alternatives.
+"""Segmentation annotator: DeepLab-v2 COCO-Stuff by default, a BiSeNet face parser for CelebAMask-HQ's 19 classes,
+segmentation-models-pytorch models as alternatives.
 
 DeepLab-v2 follows the public checkpoint's recipe (kazuto1011/deeplab-pytorch demo.py + configs/cocostuff164k.yaml):
 resize so the long side is `long_side` (513), BGR minus the mean (B 104.008, G 116.669, R 122.675) without /255,
@@ -6,7 +7,9 @@ logits bilinearly upsampled to the image's own size, argmax. Multi-scale as its 
 with which the checkpoint was evaluated: the logits at scale 1.0 are the base; every other scale in `scales` runs
 on the input resized to int(side x scale) and its logits, resized to the base's size, join a pixel-wise max.
 smp models (`smp:<Architecture>` + `encoder`, or `smp-hub` = a directory saved by smp) take RGB/255 normalised
-with their encoder's ImageNet statistics, padded to a multiple of 32.
+with their encoder's ImageNet statistics, padded to a multiple of 32. The face parser follows its checkpoint's
+test.py (zllrunning/face-parsing.PyTorch): the image resized (PIL bilinear) to a `long_side` square, 512, RGB/255
+normalised with ImageNet statistics; its logits come out at that size and are reordered to celebamask-hq-19's ids.
 
 Each image runs through the network alone: kernels pick their algorithm (and summation order) by input shape, so
 batching images together would make an image's bytes depend on its batch-mates (up to 1.7e-6 in the logits on CPU).
@@ -14,6 +17,7 @@ batching images together would make an image's bytes depend on its batch-mates (
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +29,8 @@ from ..runtime import autocast, load_weights, pick_device, require_setup, seeded
 from ..weights import RANDOM, WeightsError, resolve, sha256_of
 
 DEEPLAB = "deeplabv2-resnet101"
+BISENET = "bisenet-resnet18"
+FACE_LABEL_MAP = "celebamask-hq-19"
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,9 +48,16 @@ class SegAnnotator(Annotator):
         self.label_map = load_label_map(params.label_map)
         self.output_label_map = params.output_label_map or params.label_map
         self.lookup = label_mapping(params.label_map, self.output_label_map)
-        if not (params.model == DEEPLAB or params.model.startswith("smp:") or params.model == "smp-hub"):
+        if not (params.model in (DEEPLAB, BISENET) or params.model.startswith("smp:") or params.model == "smp-hub"):
             raise ValueError(f"annotate.seg.model: unknown model {params.model!r} "
-                             f"(expected {DEEPLAB!r}, 'smp:<Architecture>' or 'smp-hub')")
+                             f"(expected {DEEPLAB!r}, {BISENET!r}, 'smp:<Architecture>' or 'smp-hub')")
+        if params.model == BISENET:
+            if params.label_map != FACE_LABEL_MAP:
+                raise ValueError(f"annotate.seg.label_map: model {BISENET!r} predicts the {FACE_LABEL_MAP!r} "
+                                 f"classes, not {params.label_map!r}; set label_map: {FACE_LABEL_MAP}")
+            from .bisenet import CHECKPOINT_CLASSES
+            # the checkpoint's logit channel of each class of the label map, by name
+            self.channels = [CHECKPOINT_CLASSES.index(name) for name in self.label_map.names]
         self.net = None
 
     def setup(self, device: str) -> None:
@@ -58,6 +71,12 @@ class SegAnnotator(Annotator):
             from .deeplabv2 import DeepLabV2, adapt_checkpoint
             net = seeded(lambda: DeepLabV2(n))
             meta = load_weights(net, p.weights, self.weights_dir, "seg DeepLab-v2", adapt=adapt_checkpoint,
+                                optional_suffixes=("num_batches_tracked",))
+            return net, meta
+        if p.model == BISENET:
+            from .bisenet import BiSeNet
+            net = seeded(BiSeNet)
+            meta = load_weights(net, p.weights, self.weights_dir, "seg BiSeNet face parser",
                                 optional_suffixes=("num_batches_tracked",))
             return net, meta
         import segmentation_models_pytorch as smp
@@ -97,7 +116,7 @@ class SegAnnotator(Annotator):
 
     def network_input(self, images: list[np.ndarray]) -> torch.Tensor:
         """The model's input [B, 3, h, w] for equally sized uint8 RGB images (DeepLab-v2: BGR minus the mean at
-        0-255; smp: RGB/255 normalised with ImageNet statistics)."""
+        0-255; smp and the face parser: RGB/255 normalised with ImageNet statistics)."""
         x = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
         if self.params.model == DEEPLAB:
             return x.flip(1) - torch.tensor(CAFFE_MEAN_BGR, device=self.device).view(1, 3, 1, 1)
@@ -108,6 +127,8 @@ class SegAnnotator(Annotator):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.params.model == DEEPLAB:
             return self.net(x)
+        if self.params.model == BISENET:
+            return self.net(x)[:, self.channels]
         h, w = x.shape[-2:]
         padded = F.pad(x, (0, -w % SMP_MULTIPLE, 0, -h % SMP_MULTIPLE), mode="reflect")
         return self.net(padded)[..., :h, :w]
@@ -132,11 +153,15 @@ class SegAnnotator(Annotator):
         return out
 
     def input_size(self) -> InputSize:
-        return InputSize(self.params.long_side, "long")
+        return InputSize(self.params.long_side, "short" if self.params.model == BISENET else "long")
 
     def prepare(self, item: Item) -> tuple[np.ndarray, tuple[int, int]]:
         """The network-size image and the size the map comes out at."""
-        return resize_long_side(item.image, self.params.long_side), item.stored_size
+        side = self.params.long_side
+        if self.params.model == BISENET:
+            square = Image.fromarray(item.image).resize((side, side), Image.BILINEAR)
+            return np.asarray(square), item.stored_size
+        return resize_long_side(item.image, side), item.stored_size
 
     def forward(self, prepared: list[tuple[np.ndarray, tuple[int, int]]]) -> list[np.ndarray]:
         """Class ids (the model's label map) at each image's size: the argmax of the upsampled logits, on the

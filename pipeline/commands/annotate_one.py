@@ -67,6 +67,6 @@ def raw_output(model, item):
     if model.name == "sketch":
         return model.edges([item.image])[0]
     if model.name == "seg":
-        from annotators.resize import resize_long_side
-        return model.logits([resize_long_side(item.image, model.params.long_side)])[0].cpu().numpy()
+        image, _ = model.prepare(item)  # at the network's input size
+        return model.logits([image])[0].cpu().numpy()
     return model([item])[0]["clip.npy"]

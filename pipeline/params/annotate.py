@@ -11,13 +11,15 @@ Precision = Literal["fp32", "fp16", "bf16"]
 class SegParams(Section):
     """Segmentation annotator (`annotate.seg`)."""
 
-    model: str = Field("deeplabv2-resnet101", description="'deeplabv2-resnet101', 'smp:<Architecture>' "
+    model: str = Field("deeplabv2-resnet101", description="'deeplabv2-resnet101', 'bisenet-resnet18' (the "
+                       "CelebAMask-HQ face parser: label_map celebamask-hq-19, long_side 512), 'smp:<Architecture>' "
                        "(e.g. smp:DeepLabV3Plus, with `encoder`), or 'smp-hub' (weights = a saved smp model dir)")
     encoder: str = Field("resnet101", description="smp encoder name (smp models only)")
     weights: str = Field("deeplabv2-cocostuff164k", description="registry name, a file path, or 'random'")
     label_map: str = Field("coco-stuff-182", description="label map the model predicts")
     output_label_map: str | None = Field(None, description="label map to write, mapped from `label_map`")
-    long_side: int = Field(513, ge=32)
+    long_side: int = Field(513, ge=32, description="the image's long side at the network's input; the face "
+                           "parser takes a square of this side (512, as its checkpoint)")
     scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.75], min_length=1,
                                 description="input scales whose logits join a pixel-wise max; must list 1.0, the "
                                 "base resolution (the checkpoint's evaluation: 1.0, 0.5, 0.75; fast: [1.0])")

@@ -1,10 +1,29 @@
 """Segmentation consistency (the SPADE / MoNCE protocol): segment each generated image with the seg annotator and
-score the predicted map against the input map the image was generated from."""
+score the predicted map against the input map the image was generated from. The segmenter must label in the
+dataset's label map (`check_segmenter`): COCO-Stuff scenes with DeepLab-v2, as PoE-GAN and SPADE do, faces with a
+parser of the 19 CelebAMask-HQ classes."""
 import numpy as np
 
 from .base import EvalContext, EvalInputs, MetricError, check_images, paired_maps
 
 IGNORE = 255
+# label map -> the registered segmenter that labels in it (annotate.seg model and weights)
+SEGMENTERS = {"coco-stuff-182": ("deeplabv2-resnet101", "deeplabv2-cocostuff164k"),
+              "celebamask-hq-19": ("bisenet-resnet18", "bisenet-celebamask-hq")}
+
+
+def check_segmenter(metrics, seg, dataset: str, label_map: str) -> None:
+    """With seg_consistency among `metrics`, raise MetricError unless the seg annotator's params `seg` label in the
+    dataset's `label_map`: ids of two label maps compared pixel by pixel give a meaningless mIoU."""
+    speaks = seg.output_label_map or seg.label_map
+    if "seg_consistency" not in metrics or speaks == label_map:
+        return
+    model, weights = SEGMENTERS.get(label_map, ("<a model of that label map>", "<its weights>"))
+    raise MetricError(f"seg_consistency: the segmenter annotate.seg (model {seg.model!r}, weights {seg.weights!r}) "
+                      f"labels in {speaks!r}, dataset {dataset!r} in {label_map!r}; set its overrides "
+                      f"annotate.seg.model: {model}, annotate.seg.weights: {weights}, annotate.seg.label_map: "
+                      f"{label_map} (see the mm-celeba-hq profile in params.yaml), or drop seg_consistency from "
+                      f"evaluate.metrics")
 
 
 def confusion_matrix(predicted: np.ndarray, reference: np.ndarray, num_classes: int = IGNORE) -> np.ndarray:
