@@ -66,6 +66,7 @@ def test_tiny_trains_from_the_cli_with_random_vgg(tmp_path):
     assert {p.name for p in run.iterdir()} >= {"log.jsonl", "samples-000002.png", "network-snapshot-000002.pt",
                                               "training-state-000002.pt"}
     assert "untrained VGG-19" in result.output
+    assert "batch_gpu 2 (train.poegan.batch_gpu null: the whole share; no memory estimate on the CPU" in result.output
 
 
 def test_vgg_loads_torchvision_checkpoint_layout(tmp_path):
