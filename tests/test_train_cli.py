@@ -97,7 +97,7 @@ def test_two_process_torchrun_on_cpu_trains_with_the_same_code(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     pipeline = Path(sys.executable).with_name("pipeline")
     subprocess.run([str(torchrun), "--nproc-per-node", "2", str(pipeline), "train", "--params", str(params),
-                    "--data-dir", str(data), "--steps", "2"], check=True, capture_output=True)
+                    "--data-dir", str(data), "--steps", "2", "--allow-cpu"], check=True, capture_output=True)
     state_file = data / "runs" / "sample" / "poegan" / "train" / "training-state-000002.pt"
     state = torch.load(state_file, weights_only=True)
     assert len(state["loader"]) == 2 and len(state["rng"]) == 2  # one position and RNG state per rank

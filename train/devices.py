@@ -74,6 +74,5 @@ def refuse_cpu_fallback(world: int) -> None:
         return
     why = (f"this machine has NVIDIA GPUs ({'; '.join(gpus[:2])}{' ...' if len(gpus) > 2 else ''})" if gpus else
            f"{world} processes were started (WORLD_SIZE={world})")
-    raise DeviceError(f"{why} but torch cannot use a GPU, so this would run on the CPU. {describe()}. Install a "
-                      "driver torch's CUDA build supports (README: Install), or pass --allow-cpu to run on the CPU "
-                      "anyway.")
+    raise DeviceError(f"{why} but torch cannot use a GPU, so this would run on the CPU. {describe()}. Update the "
+                      "driver (README's install notes), or pass --allow-cpu to run on the CPU anyway.")

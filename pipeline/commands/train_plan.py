@@ -52,8 +52,8 @@ def choose_batch_gpu(fam, cfg, num_classes: int, model: str, batch_gpu: int | No
                f"{share // chosen} accumulation round(s) per step")
     click.echo(f"memory estimate: weights, gradients, Adam and G_ema {memory.static / GB:.1f} GB + "
                f"{memory.per_sample * BACKWARD_FACTOR / GB:.2f} GB per sample (fp32 activations of the training "
-               f"forward on fake CUDA x {BACKWARD_FACTOR} for backward; mixed precision needs less; VGG-19, the D phase and fragmentation "
-               f"not counted: train/memory.py)")
+               f"forward on fake CUDA x {BACKWARD_FACTOR} for backward; mixed precision needs less; VGG-19, the "
+               f"D phase and fragmentation not counted: train/memory.py)")
     if peak > capacity:
         largest = memory.largest_batch(capacity)
         click.echo(f"warning: batch_gpu {chosen}'s estimated peak {peak / GB:.1f} GB exceeds {where}"
