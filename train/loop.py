@@ -291,23 +291,20 @@ def _average_gradients(module: torch.nn.Module, world: int) -> None:
     parameters used outside `forward` (the contrastive temperatures) and phases that leave some unused are fine.
     A parameter no rank used keeps no gradient, as in one process: Adam then leaves its state alone (a zero
     gradient would decay its second moment and advance its step count). Which parameters some rank used is read
-    back to the host (a GPU sync) only when this rank left one unused; otherwise all were used and nothing is read."""
+    back to the host (a GPU sync) only where this rank left one unused: a parameter it used, some rank used."""
     if world == 1:
         return
     params = list(module.parameters())
-    unused = [p.grad is None for p in params]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    parts = [p.grad.flatten() for p in params]
-    if any(unused):
-        parts.append(torch.tensor([float(not u) for u in unused], device=params[0].device))
-    flat = torch.cat(parts)
+    used = torch.ones(len(params), device=params[0].device)  # filled on the device: no copy from the host
+    unused_here = [i for i, p in enumerate(params) if p.grad is None]
+    for i in unused_here:
+        used[i] = 0.0
+        params[i].grad = torch.zeros_like(params[i])
+    flat = torch.cat([p.grad.flatten() for p in params] + [used])
     dist.all_reduce(flat)
     flat /= world
-    grads = flat.split([p.numel() for p in params] + [len(params)] * any(unused))
-    used = grads[-1].tolist() if any(unused) else [1.0] * len(params)
-    for p, g, u in zip(params, grads, used):
+    *grads, used = flat.split([p.numel() for p in params] + [len(params)])
+    for p, g, u in zip(params, grads, used.tolist() if unused_here else [1.0] * len(params)):
         p.grad = p.grad.copy_(g.view_as(p)) if u > 0 else None
 
 
