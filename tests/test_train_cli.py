@@ -66,6 +66,7 @@ def test_tiny_trains_from_the_cli_with_random_vgg(tmp_path):
     assert {p.name for p in run.iterdir()} >= {"log.jsonl", "samples-000002.png", "network-snapshot-000002.pt",
                                               "training-state-000002.pt"}
     assert "untrained VGG-19" in result.output
+    assert "batch_gpu 2 (train.poegan.batch_gpu null: the whole share; no memory estimate on the CPU" in result.output
 
 
 def test_vgg_loads_torchvision_checkpoint_layout(tmp_path):
@@ -96,7 +97,7 @@ def test_two_process_torchrun_on_cpu_trains_with_the_same_code(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     pipeline = Path(sys.executable).with_name("pipeline")
     subprocess.run([str(torchrun), "--nproc-per-node", "2", str(pipeline), "train", "--params", str(params),
-                    "--data-dir", str(data), "--steps", "2"], check=True, capture_output=True)
+                    "--data-dir", str(data), "--steps", "2", "--allow-cpu"], check=True, capture_output=True)
     state_file = data / "runs" / "sample" / "poegan" / "train" / "training-state-000002.pt"
     state = torch.load(state_file, weights_only=True)
     assert len(state["loader"]) == 2 and len(state["rng"]) == 2  # one position and RNG state per rank

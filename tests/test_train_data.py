@@ -122,6 +122,30 @@ def test_loader_is_deterministic_and_resumes_at_its_position(tmp_path):
     assert not torch.equal(full[0], full[3])  # a new epoch is a new stream
 
 
+def test_a_resume_saved_after_an_epochs_last_batch_starts_the_next_epoch_without_replaying_it(tmp_path):
+    urls = [str(p) for p in write_training_shards(tmp_path, images=6, per_shard=3, short_side=20)]
+
+    class Counting(ShardLoader):
+        built = []
+
+        def _epoch(self, epoch):
+            self.built.append(epoch)
+            return super()._epoch(epoch)
+
+    def loader():
+        return Counting(urls, 16, 182, 2, seed=3, shuffle_buffer=4, epoch_batches=3)
+
+    first = loader()
+    full = [b["image"] for b in itertools.islice(first, 5)]
+    saved = {"epoch": 0, "batch": 3}  # the position after step 3, as the training state records it
+    resumed = loader()
+    resumed.load_state_dict(saved)
+    Counting.built.clear()
+    rest = [b["image"] for b in itertools.islice(resumed, 2)]
+    assert all(torch.equal(a, b) for a, b in zip(full[3:], rest)) and len(rest) == 2
+    assert Counting.built == [1]  # epoch 0 was not decoded again
+
+
 def test_undecodable_sample_is_skipped_with_a_warning(tmp_path):
     good = write_training_shards(tmp_path / "good", images=2, per_shard=2, short_side=20)
     path = tmp_path / "bad" / "train-000000.tar"

@@ -35,13 +35,16 @@ def _rank_main(rank, init_file, out):
         loss = contrastive(gather_batch(model(x[rows])), gather_batch(keys[rows]), log_t)
         loss.backward()
         _average_gradients(model, WORLD)
-        used, unused = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+        used, unused, on_one = (torch.nn.Parameter(torch.ones(2)) for _ in range(3))
         (used * (rank + 1)).sum().backward()
-        _average_gradients(torch.nn.ParameterList([used, unused]), WORLD)
+        if rank == 1:  # used by one rank only: rank 0 must still take the average
+            (on_one * 3).sum().backward()
+        _average_gradients(torch.nn.ParameterList([used, unused, on_one]), WORLD)
         balancer = KLBalancer([4, 8])
         weights = balancer.update(torch.tensor([1.0 + 2 * rank, 8.0]))  # each rank's batch has its own KL
         out[rank] = {"loss": loss.item(), "grad": model.weight.grad.clone(), "kl_weights": weights.clone(),
-                     "used_grad": used.grad.clone(), "unused_grad": unused.grad}
+                     "used_grad": used.grad.clone(), "unused_grad": unused.grad,
+                     "on_one_grad": on_one.grad.clone()}
     finally:
         dist.destroy_process_group()
 
@@ -94,3 +97,4 @@ def test_gradients_are_averaged_and_a_parameter_no_rank_used_keeps_none(two_rank
     for rank in range(WORLD):
         assert two_ranks[rank]["used_grad"].tolist() == [1.5, 1.5]
         assert two_ranks[rank]["unused_grad"] is None
+        assert two_ranks[rank]["on_one_grad"].tolist() == [1.5, 1.5]

@@ -136,7 +136,9 @@ def to_device(batch: dict, device, num_classes: int) -> dict:
 
 class ShardLoader:
     """Endless batches; epoch e reads resampled shards seeded by (seed, e, rank, worker). `position` =
-    (epoch, batches taken in it) restores the exact stream."""
+    (epoch, batches taken in it) restores the exact stream. Each epoch starts new worker processes (its seeds
+    are theirs), and a position inside an epoch is reached by decoding that epoch's earlier batches again: resume
+    points at multiples of `epoch_batches` replay nothing."""
 
     def __init__(self, urls: list[str], resolution: int, num_classes: int, batch_size: int, *, seed: int = 0,
                  workers: int = 0, shuffle_buffer: int = 1000, epoch_batches: int = 1000,
@@ -172,6 +174,8 @@ class ShardLoader:
 
     def __iter__(self):
         epoch, skip = self.position
+        if skip >= self.epoch_batches:  # saved after an epoch's last batch: the next one starts, nothing replayed
+            epoch, skip = epoch + 1, 0
         while True:
             for index, batch in enumerate(self._epoch(epoch)):
                 if index < skip:  # resuming inside an epoch: replay up to the saved position

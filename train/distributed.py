@@ -9,6 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from . import devices
+
 # rank 0 writes 1024-px snapshots and sample grids while the other ranks wait in a collective
 TIMEOUT = timedelta(hours=1)
 
@@ -22,11 +24,14 @@ class Processes:
     device: torch.device
 
 
-def start() -> Processes:
+def start(allow_cpu: bool = True) -> Processes:
     """Join the process group when torchrun set WORLD_SIZE > 1 (each rank on the GPU of its LOCAL_RANK, chosen
-    before the group starts, as NCCL needs), else run as the only process."""
+    before the group starts, as NCCL needs), else run as the only process. Without `allow_cpu`, a CPU run where
+    GPUs were expected (train/devices.py) is a DeviceError."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
+    if not cuda and not allow_cpu:
+        devices.refuse_cpu_fallback(world)
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)

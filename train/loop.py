@@ -46,7 +46,9 @@ class RunSpec:
     epoch_batches: int = 1000
     ema_kimg: float | None = None  # None: batch * 10/32 kimg (train/ema.py)
     ema_rampup: float | None = 0.05
-    snapshot_every: int = 100
+    snapshot_every: int = 100  # steps between saves: weight snapshot + training state (a resume point)
+    keep_states: int = 2  # the newest saves kept whole; older ones pruned (train/checkpoint.py)
+    keep_snapshot_every: int | None = None  # weight snapshots kept for good at these steps; None: every one
     sample_every: int = 100
     log_every: int = 10  # steps between reads of the logged losses (each read waits for the GPU)
     mixed_precision: bool = True
@@ -163,6 +165,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         _truncate_log(run_dir / "log.jsonl", step)
+        checkpoint.prune(run_dir, spec.keep_states, spec.keep_snapshot_every)  # what a kill left before pruning
 
     ident = spec.identity or {}
     phases = tuple(phase.name for phase in family.phases)
@@ -204,7 +207,8 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
         pending.append({"step": step, **losses, **loss.log_state(),
                         "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)})
         bar.update(1)
-        if step % spec.log_every == 0 or step % spec.snapshot_every == 0 or step == spec.steps:
+        save = checkpoint.save_due(step, spec.steps, spec.snapshot_every, spec.keep_snapshot_every)
+        if step % spec.log_every == 0 or save:
             read, pending = _read_values(pending), []
             records += read
             if rank == 0:
@@ -216,8 +220,10 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
                 grid = render_grid(G_ema, fixed, spec.label_colours)
                 save_grid(run_dir / f"samples-{step:06d}.png", grid)
                 dashboard.grid(step, grid)
-        if step % spec.snapshot_every == 0 or step == spec.steps:
+        if save:
             _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader)
+            if rank == 0:
+                checkpoint.prune(run_dir, spec.keep_states, spec.keep_snapshot_every)
     bar.close()
     dashboard.close()
     return records
@@ -284,19 +290,21 @@ def _average_gradients(module: torch.nn.Module, world: int) -> None:
     """Data parallelism as in stylegan3: one all-reduce of all gradients (absent ones as zeros) per phase, so
     parameters used outside `forward` (the contrastive temperatures) and phases that leave some unused are fine.
     A parameter no rank used keeps no gradient, as in one process: Adam then leaves its state alone (a zero
-    gradient would decay its second moment and advance its step count)."""
+    gradient would decay its second moment and advance its step count). Which parameters some rank used is read
+    back to the host (a GPU sync) only where this rank left one unused: a parameter it used, some rank used."""
     if world == 1:
         return
     params = list(module.parameters())
-    used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
+    used = torch.ones(len(params), device=params[0].device)  # filled on the device: no copy from the host
+    unused_here = [i for i, p in enumerate(params) if p.grad is None]
+    for i in unused_here:
+        used[i] = 0.0
+        params[i].grad = torch.zeros_like(params[i])
     flat = torch.cat([p.grad.flatten() for p in params] + [used])
     dist.all_reduce(flat)
     flat /= world
     *grads, used = flat.split([p.numel() for p in params] + [len(params)])
-    for p, g, u in zip(params, grads, used.tolist()):
+    for p, g, u in zip(params, grads, used.tolist() if unused_here else [1.0] * len(params)):
         p.grad = p.grad.copy_(g.view_as(p)) if u > 0 else None
 
 

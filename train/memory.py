@@ -68,6 +68,12 @@ class MemoryEstimate:
         return max(0, math.floor((capacity / BACKWARD_FACTOR - self.static / BACKWARD_FACTOR - self.fixed)
                                  / self.per_sample))
 
+    def batch_gpu(self, share: int, capacity: float) -> int:
+        """The largest per-GPU batch that divides `share` (a GPU's samples per step) and whose estimated peak fits
+        `capacity` bytes; 1 when not even one sample fits (the caller warns)."""
+        fits = max(1, self.largest_batch(capacity))
+        return max(b for b in range(1, min(share, fits) + 1) if share % b == 0)
+
 
 def gan_forward(nets: dict, cond: dict, masks: dict):
     """A GAN's G phase forward: G, then D on its output."""

@@ -15,14 +15,23 @@ from .common import stage_options
               "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
               "train_config].")
 @click.option("--steps", type=click.IntRange(min=1), help="Train up to this step [default: params].")
-@click.option("--dry-run", is_flag=True, help="Build the networks without data, print parameter counts, stop.")
+@click.option("--dry-run", is_flag=True, help="Without data or a GPU: print parameter counts, the per-GPU batch "
+              "and its estimated peak memory, the accumulation rounds, the save plan and the most disk the run will "
+              "use; stop.")
+@click.option("--gpu-memory", type=click.FloatRange(min=0, min_open=True), metavar="GB", help="Memory per GPU "
+              "that a null train.<model>.batch_gpu is sized for [default: the visible GPU's; a dry run without "
+              "one: 80]. A CPU run takes its whole share in one round unless this is given.")
+@click.option("--nproc", type=click.IntRange(min=1), help="Processes (GPUs) a --dry-run plans for [default: "
+              "WORLD_SIZE, else 1]; a run has torchrun's.")
+@click.option("--allow-cpu", is_flag=True, help="Train on the CPU even where GPUs were expected (NVIDIA GPUs "
+              "present that torch cannot use, or WORLD_SIZE > 1), which is otherwise refused.")
 @click.option("--restart-if-changed", is_flag=True, help="When the run folder holds a run started under other "
               "params or shards, delete it and start over (DVC's cache keeps the old one) instead of refusing.")
-def command(stage, model, config_name, steps, dry_run, restart_if_changed):
+def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_cpu, restart_if_changed):
     """Train a model on data/<dataset>/shards/train-*.tar; resumes from the newest training state in
     data/runs/<dataset>/<model>/train/ (snapshots, training state, sample grids, log.jsonl)."""
     from annotators.labelmaps import load_label_map
-    from train.models import count_parameters, family
+    from train.models import family
 
     try:
         fam = family(model)
@@ -35,14 +44,37 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
         _fit(stage, fam, cfg, section, labels, model, dry_run)
         return
     if dry_run:
-        for network, net in zip(fam.network_keys, fam.build(cfg, labels.num_classes).values()):
-            click.echo(f"{network.label} parameters: {count_parameters(net)}")
-            if hasattr(net, "encoder"):  # an image/noise encoder inside G: papers count the generator without it
-                click.echo(f"{network.label} parameters without the encoder: "
-                           f"{count_parameters(net) - count_parameters(net.encoder)}")
-        _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
+        _dry_run(fam, cfg, section, labels.num_classes, model, steps or section.steps, gpu_memory, nproc)
         return
-    _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
+    if nproc:
+        raise click.UsageError("--nproc is for --dry-run; start several processes with torchrun --nproc-per-node")
+    _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu)
+
+
+def _dry_run(fam, cfg, section, num_classes, model, steps, gpu_memory, nproc):
+    """Networks built on the meta device (no memory), their parameter counts, then the plan of the run."""
+    import torch
+
+    from train.devices import describe
+    from train.models import count_parameters
+
+    from .train_plan import choose_batch_gpu, dry_run_world, gpu_capacity, print_save_plan
+
+    click.echo(describe())
+    with torch.device("meta"):
+        nets = fam.build(cfg, num_classes)
+    for network, net in zip(fam.network_keys, nets.values()):
+        click.echo(f"{network.label} parameters: {count_parameters(net)}")
+        if hasattr(net, "encoder"):  # an image/noise encoder inside G: papers count the generator without it
+            click.echo(f"{network.label} parameters without the encoder: "
+                       f"{count_parameters(net) - count_parameters(net.encoder)}")
+    world, source = dry_run_world(nproc)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    capacity, where = gpu_capacity(gpu_memory, device, dry_run=True)
+    batch_size = section.batch_size or cfg.batch_size
+    click.echo(f"processes: {world} ({source})")
+    choose_batch_gpu(fam, cfg, num_classes, model, section.batch_gpu, batch_size, world, capacity, where)
+    print_save_plan(nets, section, model, steps, cfg.resolution, batch_size)
 
 
 def _fit(stage, fam, cfg, section, labels, model, dry_run):
@@ -73,28 +105,19 @@ def _fit(stage, fam, cfg, section, labels, model, dry_run):
     click.echo(f"fitted {model} from {snapshot}; outputs in {stage.layout.training(model)}")
 
 
-def _print_memory(fam, cfg, num_classes: int, batch_gpu: int | None, batch_size: int) -> None:
-    from train.memory import GB, estimate
-
-    memory = estimate(fam, cfg, num_classes)
-    per_gpu = batch_gpu or batch_size
-    where = f"batch_gpu {batch_gpu}" if batch_gpu else f"the whole batch of {batch_size} on one GPU"
-    click.echo(f"estimated peak GPU memory: {memory.peak(per_gpu) / GB:.1f} GB at {where} (weights and optimizer "
-               f"{memory.static / GB:.1f} GB; fp32 activations, mixed precision needs less)")
-    click.echo(f"largest per-GPU batch (train.<model>.batch_gpu): {memory.largest_batch(40 * GB)} on 40 GB, "
-               f"{memory.largest_batch(80 * GB)} on 80 GB")
-
-
-def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
+def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu):
     import dataclasses
     import importlib.util
 
     from annotators.weights import WeightsError, resolve
     from train import distributed
     from train.data import DataError, Preprocess, fit_to_shards, shard_urls
+    from train.devices import DeviceError, describe
     from train.loop import RunSpec, train
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
+
+    from .train_plan import choose_batch_gpu, gpu_capacity
 
     if section.wandb_project and importlib.util.find_spec("wandb") is None:
         raise click.ClickException(f"train.{model}.wandb_project is {section.wandb_project!r} but the wandb package "
@@ -121,12 +144,23 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
         label_colours=labels.colours, steps=steps or section.steps, seed=section.seed,
         batch_size=section.batch_size, batch_gpu=section.batch_gpu, workers=section.workers,
         shuffle_buffer=section.shuffle_buffer, epoch_batches=section.epoch_batches, ema_kimg=section.ema_kimg,
-        ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every, sample_every=section.sample_every,
+        ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every, keep_states=section.keep_states,
+        keep_snapshot_every=section.keep_snapshot_every, sample_every=section.sample_every,
         log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
         wandb_project=section.wandb_project)
-    processes = distributed.start()  # before the claim: rank 0 alone touches the run folder, the others wait
+    try:  # before the claim: rank 0 alone touches the run folder, the others wait
+        processes = distributed.start(allow_cpu=allow_cpu)
+    except DeviceError as e:
+        raise click.ClickException(str(e)) from None
     try:
+        if processes.rank == 0:
+            click.echo(describe())
+        capacity, where = gpu_capacity(gpu_memory, processes.device, dry_run=False)
+        batch_gpu = distributed.on_rank0(lambda: choose_batch_gpu(  # every rank takes rank 0's choice
+            fam, cfg, labels.num_classes, model, section.batch_gpu, section.batch_size or cfg.batch_size,
+            processes.world, capacity, where), processes)
+        spec = dataclasses.replace(spec, batch_gpu=batch_gpu)
         ident = identity(model, cfg, section, urls)
         replaced = distributed.on_rank0(lambda: claim(spec.run_dir, ident, restart_if_changed), processes)
         if replaced and processes.rank == 0:

@@ -22,7 +22,12 @@ class ModelTrainParams(Section):
                                    "thousands of images; null: global batch * 10/32 (StyleGAN2-ADA)")
     ema_rampup: float | None = Field(0.05, gt=0, description="early on the half-life is at most this fraction of "
                                      "the images seen (StyleGAN2's ramp-up); null: none")
-    snapshot_every: int = Field(100, ge=1, description="steps between weight snapshots + training state")
+    snapshot_every: int = Field(100, ge=1, description="steps between saves (weight snapshot + training state: "
+                                "a resume point); at multiples of epoch_batches a resume replays no data")
+    keep_states: int = Field(2, ge=1, description="the newest saves kept whole; older ones are deleted once a "
+                             "newer one is on disk, except the weight snapshots of keep_snapshot_every")
+    keep_snapshot_every: int | None = Field(10000, ge=1, description="steps between weight snapshots kept for "
+                                            "good (also saved there); null: every weight snapshot is kept")
     sample_every: int = Field(100, ge=1, description="steps between sample grids")
     log_every: int = Field(10, ge=1, description="steps between reads of the logged losses (a GPU sync each); "
                            "every step is still logged")
