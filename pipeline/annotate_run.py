@@ -9,6 +9,7 @@ import ray
 from tqdm import tqdm
 
 from annotators.base import build, is_device_failure
+from annotators.weights import WeightsError
 
 from .annotate import ShardJob, annotate_shard, plan
 from shardio.layout import Layout
@@ -90,11 +91,25 @@ def run(stage, names: list[str], address: str | None = None, batch_size: int | N
         progress: bool = True) -> list[AnnotatorSummary]:
     """Annotate the dataset's image shards with each of `names` on Ray; returns one summary per annotator."""
     runtime = stage.params.annotate.runtime
-    for name in names:  # a missing weights file is one clear error here, not a traceback from every worker
-        build(name, getattr(stage.params.annotate, name), stage.layout.weights.resolve()).check_weights()
+    check_weights(stage, names)
     shape = pool_shape(connect(address), workers or runtime.workers, gpus_per_worker or runtime.gpus_per_worker,
                        runtime.reserve_cpus)
     return [_run_annotator(stage, name, shape, batch_size, progress) for name in names]
+
+
+def check_weights(stage, names: list[str]) -> None:
+    """Raise WeightsError listing every weights file the annotators `names` need that is missing or of the wrong
+    layout, each with what to do: one clear error before any worker starts, not a traceback from every worker."""
+    problems = []
+    for name in names:
+        try:
+            build(name, getattr(stage.params.annotate, name), stage.layout.weights.resolve()).check_weights()
+        except WeightsError as err:
+            problems += [f"  {name}: {line}" for line in str(err).splitlines()]
+    if problems:
+        raise WeightsError(f"{len(problems)} weights file(s) missing or unusable:\n" + "\n".join(problems) +
+                           f"\n(`pipeline weights fetch --needed --dataset {stage.dataset}` fetches every registered "
+                           "one the dataset needs)")
 
 
 def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, progress: bool) -> AnnotatorSummary:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..base import Annotator, InputSize, Item
 from .edges import strokes
 from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
+from .hed import check_file as check_hed_file
 from ..resize import resize_long_side
 from ..runtime import autocast, load_strict, load_weights, pick_device, require_setup, seeded
 from ..weights import RANDOM, WeightsError, registry_origin, resolve, sha256_of
@@ -80,10 +81,29 @@ class SketchAnnotator(Annotator):
                 if self.params.simplify else None}
 
     def check_weights(self) -> None:
-        for weights in (self.params.weights, self.params.simplify_weights if self.params.simplify else RANDOM):
-            if weights != RANDOM:
-                resolve(weights, self.weights_dir)
+        """Also checks that each file holds its network's keys and shapes (read, not loaded into a model); the
+        error lists every file that is missing or wrong, one per line."""
+        problems = []
+        for check in (self._check_hed, self._check_simplifier):
+            try:
+                check()
+            except WeightsError as err:
+                problems.append(str(err))
+        if problems:
+            raise WeightsError("\n".join(problems))
+
+    def _check_hed(self) -> None:
+        weights = self.params.weights
+        if weights.endswith(".h5"):
+            keras_h5_state_dict(resolve(weights, self.weights_dir))
+        elif weights != RANDOM:
+            check_hed_file(resolve(weights, self.weights_dir))
         self._pooling()
+
+    def _check_simplifier(self) -> None:
+        if self.params.simplify and self.params.simplify_weights != RANDOM:
+            from .simplify import check_file
+            check_file(resolve(self.params.simplify_weights, self.weights_dir))
 
     def input_size(self) -> InputSize | None:
         return InputSize(self.params.resolution, "long") if self.params.resolution else None
