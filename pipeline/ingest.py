@@ -33,6 +33,7 @@ from .params.datasets import SourceParams
 from .params.stages import IngestParams
 from shardio.shards import (atomic_path, class_counts, fingerprint, is_done, keep_only, read_stats, remove_temporaries,
                             shard_writer, write_stats)
+from shardio.space import reporting_full_disk
 from .sources import SourceItem, item_from_json, list_items
 
 # Bump when the stored bytes for the same inputs and params change, so old shards are redone.
@@ -107,9 +108,12 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
         listed = write_listing(list_items(source.kind, layout.source(source.path)), listing, header_limits)
         # duplicates only make it fewer: a test_size taking them all is refused before any image is read
         test_count(pc.sum(pc.equal(open_table(listing)["split"], "")).as_py() or 0, test_size)
-        with runner(workers, limits.max_pixels, ray_address, use_ray, reserve_cpus) as run:
+        planned: list[Path] = []  # the shards, once planned: what a full disk's estimate counts
+        with (reporting_full_disk(layout.images, planned, f"pipeline ingest --dataset {layout.dataset}"),
+              runner(workers, limits.max_pixels, ray_address, use_ray, reserve_cpus) as run):
             table = scan(listing, scanned, previous_hashes(layout.manifest, layout.rejects), run, limits, progress)
             plan = make_plan(table, test_size, limits.shard_size)
+            planned += [layout.images / shard.name for shard in plan.shards]
             keep_only(layout.images, {shard.name for shard in plan.shards})
             written: list[str] = []
             with tqdm(total=len(plan.order), desc="ingest: write", unit="img", disable=not progress) as bar:
