@@ -13,6 +13,7 @@ from annotators.weights import WeightsError
 
 from .annotate import ShardJob, annotate_shard, plan
 from shardio.layout import Layout
+from .rate import per_image
 from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
 from shardio.shards import keep_only, remove_temporaries
 
@@ -68,15 +69,11 @@ class AnnotatorSummary:
     startup_seconds: float = 0.0  # until the first worker had its model loaded
     seconds: float = 0.0
 
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
-
     def line(self) -> str:
         """One human-readable line."""
         text = (f"{self.name}: {self.images} images in {self.shards - self.already_done} shard(s) "
                 f"({self.already_done} already done), {self.annotated} annotated, {self.provided} provided, "
-                f"{self.failed} failed; {self.seconds:.1f} s, {self.images_per_second:.1f} images/s")
+                f"{self.failed} failed; {self.seconds:.1f} s, {per_image(self.images, self.seconds)}")
         if self.earlier_failed:
             text += f"; {self.earlier_failed} failed in the shards already done"
         if self.workers_replaced:

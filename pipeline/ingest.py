@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .imageio import Rejected, encode_png, fit_labels, fit_sketch, store_jpeg
 from .ingest_plan import KEY_HEX, REJECTS_SCHEMA, Plan, PlannedShard, make_plan, test_count
 from .ingest_runner import runner
+from .rate import per_image
 from .ingest_scan import open_table, previous_hashes, read_image, scan, write_listing
 from shardio.layout import Layout
 from .params.datasets import SourceParams
@@ -89,7 +90,7 @@ class Summary:
         return (f"ingest {self.dataset}: {sum(self.accepted.values())} accepted ({splits or 'none'}), "
                 f"{sum(self.rejected.values())} rejected ({reasons or 'none'}), {self.duplicates} duplicates, "
                 f"{self.shards} shards ({self.written} written, {self.shards - self.written} already done), "
-                f"{self.seconds:.1f} s, {self.listed / max(self.seconds, 1e-9):.1f} images/s")
+                f"{self.seconds:.1f} s, {per_image(self.listed, self.seconds)} (images listed over the run's time)")
 
 
 def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size: float, workers: int = 1,

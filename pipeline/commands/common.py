@@ -35,9 +35,12 @@ def stage_options(command):
             params = load_params(params_file)
             name = dataset or params.dataset
             profile = params.profile(name)
+            shadowed = params.shadowed(name)
             params = params.for_dataset(name)
         except ParamsError as e:
             raise click.UsageError(str(e)) from None
+        for sentence in shadowed:
+            click.echo(f"warning: {params_file}: {sentence}", err=True)
         stage = StageContext(params, name, profile, Layout(data_dir, name))
         try:
             return command(stage=stage, **kwargs)
