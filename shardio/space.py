@@ -3,7 +3,8 @@
 A stage wraps its shard-writing loop in `reporting_full_disk(folder, shards, command)`: a write refused for want of
 space (ENOSPC) or quota (EDQUOT), in this process or in a worker, becomes `DiskFull`, whose message estimates what
 the stage still needs from what it finished (bytes per finished shard, its marker and other sidecars included, x
-shards left). Nothing half-written is trusted: shards are renamed into place only once complete and marked only
+shards left); its command wraps the whole stage the same way without shards, for the files written outside the loop
+(manifest, card), and prints the message as its one line. Nothing half-written is trusted: shards are renamed into place only once complete and marked only
 after that (shardio.shards), so a rerun keeps every finished shard and redoes the rest.
 """
 import errno
@@ -64,9 +65,12 @@ def _bytes_with_sidecars(shard: Path) -> int:
 
 @contextmanager
 def reporting_full_disk(folder: Path, shards: list[Path], command: str) -> Iterator[None]:
-    """Run the block; a full disk inside it raises `DiskFull` with `full_disk_line(folder, command, shards)`."""
+    """Run the block; a full disk inside it raises `DiskFull` with `full_disk_line(folder, command, shards)` (no
+    estimate without `shards`)."""
     try:
         yield
+    except DiskFull:  # told already, by a block inside this one
+        raise
     except Exception as err:
         if not no_space(err):
             raise

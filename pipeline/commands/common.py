@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from shardio.layout import Layout
-from shardio.space import DiskFull, full_disk_line, no_space
 from ..params import DatasetProfile, Params, ParamsError, load_params
 
 
@@ -41,18 +40,7 @@ def stage_options(command):
             raise click.UsageError(str(e)) from None
         for sentence in shadowed:
             click.echo(f"warning: {params_file}: {sentence}", err=True)
-        stage = StageContext(params, name, profile, Layout(data_dir, name))
-        try:
-            return command(stage=stage, **kwargs)
-        except DiskFull as e:
-            raise click.ClickException(str(e)) from None
-        except OSError as e:  # a full disk outside a stage's shard loop: the folder written, without an estimate
-            if not no_space(e):
-                raise
-            folder = Path(e.filename).parent if e.filename else stage.layout.root
-            command_path = click.get_current_context().command_path.split()[1:]
-            raise click.ClickException(full_disk_line(folder, " ".join(["pipeline", *command_path, "--dataset",
-                                                                         name]))) from None
+        return command(stage=StageContext(params, name, profile, Layout(data_dir, name)), **kwargs)
 
     return wrapper
 
