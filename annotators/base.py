@@ -1,7 +1,7 @@
 """The one interface every annotator implements, and how its outputs become shard member bytes.
 
     annotator = build("seg", params.annotate.seg, weights_dir)   # cheap: no weights loaded yet
-    annotator.check_weights()                                    # every weights file there, before any worker
+    annotator.check_weights()                                    # every weights file there and of the right layout
     annotator.setup("cuda:0")                                    # loads weights once per worker
     outputs = annotator([Item(image), ...])                      # [{"seg.png": uint8 [H, W]}, ...]
     encode("seg.png", outputs[0]["seg.png"])                     # bytes for the shard
@@ -77,8 +77,9 @@ class Annotator(ABC):
         """Load weights onto `device` ("cpu", "cuda", "cuda:1"); called once per worker."""
 
     def check_weights(self) -> None:
-        """Raise WeightsError naming the first weights file the params need that is missing or wrong, and what to
-        do; loads nothing, so the driver checks this before any worker starts."""
+        """Raise WeightsError naming every weights file the params need that is missing or does not hold the
+        network's keys and shapes (one line each), and what to do; builds no model, so the driver checks this
+        before any worker starts."""
 
     def input_size(self) -> InputSize | None:
         """The smallest image the preprocessing uses (None: the image at its own size)."""
@@ -108,6 +109,11 @@ class Annotator(ABC):
     @abstractmethod
     def metadata(self) -> dict:
         """Model id, weights name and sha256 (or 'random'), and whatever else identifies the outputs."""
+
+    def expected_metadata(self) -> dict | None:
+        """What `metadata()` will say once set up, without loading the model (hashing weights files at most); None
+        when only the loaded model can tell. Lets the driver see that every shard is done before any worker."""
+        return None
 
 
 def check_items(items, who: str) -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .base import Annotator, InputSize, Item
 from .runtime import autocast, in_fixed_batches, log, pick_device, require_setup, seeded
-from .weights import RANDOM, WeightsError
+from .weights import RANDOM, WeightsError, unreachable
 
 OPEN_CLIP = "open_clip"
 # Images (and captions) per forward pass, whatever the batch handed in: the embeddings' bytes stay independent of
@@ -115,8 +115,12 @@ def fetch_open_clip(model: str, pretrained: str, weights_dir: Path) -> Path:
     checkpoint = open_clip_checkpoint(model, pretrained, weights_dir)
     if checkpoint.cached:
         return checkpoint.cached
+    tag = get_pretrained_cfg(model, pretrained)
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co") if tag.get("hf_hub") else tag.get("url", "")
     try:
-        return Path(download_pretrained(get_pretrained_cfg(model, pretrained), cache_dir=str(checkpoint.cache_dir)))
+        if reason := unreachable(host):  # fail at once, not after the hub client's retries
+            raise WeightsError(reason)
+        return Path(download_pretrained(tag, cache_dir=str(checkpoint.cache_dir)))
     except Exception as err:  # hub and URL downloads raise many types when offline
         raise WeightsError(f"could not download CLIP {model}/{pretrained} from {checkpoint.source} ({err}); "
                            f"fetch it on a machine with network into {checkpoint.cache_dir} (open_clip's cache) and "
@@ -163,9 +167,15 @@ class ClipAnnotator(Annotator):
         self.net = net.eval().to(self.device)
 
     def metadata(self) -> dict:
-        require_setup(self)
+        return self._metadata(require_setup(self).sha256)
+
+    def expected_metadata(self) -> dict | None:
+        """Known beforehand for random weights only: otherwise the hash is over the loaded model's tensors."""
+        return self._metadata(RANDOM) if self.params.weights == RANDOM else None
+
+    def _metadata(self, sha256: str) -> dict:
         return {"model": self.params.model, "pretrained": self.params.pretrained if self.params.weights == OPEN_CLIP
-                else self.params.weights, "weights": self.params.weights, "sha256": self.sha256}
+                else self.params.weights, "weights": self.params.weights, "sha256": sha256}
 
     def embed_texts(self, captions: list[str]) -> np.ndarray:
         """float16 [n, D] L2-normalised text embeddings of `captions`, the bytes `clip_text.npy` stores for them."""

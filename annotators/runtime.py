@@ -17,18 +17,28 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for unreadable or unsafe files
-        raise WeightsError(f"cannot read weights file {path} as a torch state dict: {err}") from None
+        raise WeightsError(f"cannot read weights file {path} as a torch state dict ({_load_error(err)}): the "
+                           "file is damaged, incomplete or not a checkpoint") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"weights file {path} is not a state dict of tensors")
     return state
 
 
-def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
-                optional_suffixes: tuple[str, ...] = ()) -> None:
-    """Load `state` into `module` requiring exactly its keys and shapes; errors name the offending key.
+def _load_error(err: Exception) -> str:
+    """torch.load's reason in one line: the unpickler's own complaint, without torch's advice to load the file with
+    weights_only=False (wrong for a damaged file, unsafe for a foreign one)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        return "not a plain tensor checkpoint: " + " ".join(text.split())
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
 
-    Keys ending in one of `optional_suffixes` may be absent (e.g. BatchNorm's unused `num_batches_tracked`)."""
-    expected = module.state_dict()
+
+def check_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str,
+                optional_suffixes: tuple[str, ...] = ()) -> None:
+    """Raise WeightsError unless `state` has exactly the keys and shapes of `expected` (a module's state dict),
+    naming the offending key. Keys ending in one of `optional_suffixes` may be absent (e.g. BatchNorm's unused
+    `num_batches_tracked`)."""
     missing = [k for k in expected if k not in state and not k.endswith(optional_suffixes)]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -39,7 +49,24 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
         if tensor.shape != expected[key].shape:
             raise WeightsError(f"{what}: key {key!r} has shape {tuple(tensor.shape)}, "
                                f"the model expects {tuple(expected[key].shape)}")
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
+                optional_suffixes: tuple[str, ...] = ()) -> None:
+    """Load `state` into `module` requiring exactly its keys and shapes (`check_state`)."""
+    check_state(module.state_dict(), state, what, optional_suffixes)
     module.load_state_dict(state, strict=False)
+
+
+def check_layout(factory, path: Path, what: str, adapt=lambda state: state,
+                 optional_suffixes: tuple[str, ...] = ()) -> None:
+    """Raise WeightsError unless the file at `path` reads as a state dict that, after `adapt`, has exactly the keys
+    and shapes of the module `factory()` builds; the module is built on the meta device (nothing allocated or
+    initialised), so this costs about the file's reading."""
+    state = adapt(read_state_dict(path))
+    with torch.device("meta"):
+        module = factory()
+    check_state(module.state_dict(), state, f"{what} ({path})", optional_suffixes)
 
 
 def load_weights(module: torch.nn.Module, weights: str, weights_dir: Path, what: str,

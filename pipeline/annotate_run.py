@@ -9,9 +9,11 @@ import ray
 from tqdm import tqdm
 
 from annotators.base import build, is_device_failure
+from annotators.weights import WeightsError
 
 from .annotate import ShardJob, annotate_shard, plan
 from shardio.layout import Layout
+from .rate import per_image
 from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
 from shardio.shards import keep_only, remove_temporaries
 
@@ -67,15 +69,11 @@ class AnnotatorSummary:
     startup_seconds: float = 0.0  # until the first worker had its model loaded
     seconds: float = 0.0
 
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
-
     def line(self) -> str:
         """One human-readable line."""
         text = (f"{self.name}: {self.images} images in {self.shards - self.already_done} shard(s) "
                 f"({self.already_done} already done), {self.annotated} annotated, {self.provided} provided, "
-                f"{self.failed} failed; {self.seconds:.1f} s, {self.images_per_second:.1f} images/s")
+                f"{self.failed} failed; {self.seconds:.1f} s, {per_image(self.images, self.seconds)}")
         if self.earlier_failed:
             text += f"; {self.earlier_failed} failed in the shards already done"
         if self.workers_replaced:
@@ -90,18 +88,53 @@ def run(stage, names: list[str], address: str | None = None, batch_size: int | N
         progress: bool = True) -> list[AnnotatorSummary]:
     """Annotate the dataset's image shards with each of `names` on Ray; returns one summary per annotator."""
     runtime = stage.params.annotate.runtime
-    for name in names:  # a missing weights file is one clear error here, not a traceback from every worker
-        build(name, getattr(stage.params.annotate, name), stage.layout.weights.resolve()).check_weights()
-    shape = pool_shape(connect(address), workers or runtime.workers, gpus_per_worker or runtime.gpus_per_worker,
-                       runtime.reserve_cpus)
-    return [_run_annotator(stage, name, shape, batch_size, progress) for name in names]
-
-
-def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, progress: bool) -> AnnotatorSummary:
-    section = getattr(stage.params.annotate, name)
-    runtime = stage.params.annotate.runtime
+    check_weights(stage, names)
     # Actors on an existing cluster have their own working directory: they get absolute paths only.
     layout = Layout(stage.layout.data_dir.resolve(), stage.dataset)
+    summaries = {}
+    for name in names:  # an annotator whose every shard is done is seen from the markers: no cluster, no model
+        start, summary, section = time.perf_counter(), AnnotatorSummary(name), getattr(stage.params.annotate, name)
+        metadata = build(name, section, layout.weights).expected_metadata()
+        if metadata is not None and not _planned(layout, name, section, metadata, summary):
+            summary.seconds = time.perf_counter() - start
+            summaries[name] = summary
+    if todo := [name for name in names if name not in summaries]:
+        shape = pool_shape(connect(address), workers or runtime.workers, gpus_per_worker or runtime.gpus_per_worker,
+                           runtime.reserve_cpus)
+        summaries |= {name: _run_annotator(stage, layout, name, shape, batch_size, progress) for name in todo}
+    return [summaries[name] for name in names]
+
+
+def _planned(layout: Layout, name: str, section, metadata: dict, summary: AnnotatorSummary) -> list[ShardJob]:
+    """The shards `name` still has to annotate (`annotate.plan`), counted in `summary` with what the finished ones
+    hold; the annotator's folder is left with only the planned shards."""
+    jobs, done = plan(layout, name, section, metadata)
+    summary.shards, summary.already_done = len(jobs) + len(done), len(done)
+    summary.earlier_annotated = sum(stats["annotated"] for stats in done.values())
+    summary.earlier_failed = sum(stats["failed"] for stats in done.values())
+    keep_only(layout.annotations(name), set(done) | {job.out.name for job in jobs})
+    return jobs
+
+
+def check_weights(stage, names: list[str]) -> None:
+    """Raise WeightsError listing every weights file the annotators `names` need that is missing or of the wrong
+    layout, each with what to do: one clear error before any worker starts, not a traceback from every worker."""
+    problems = []
+    for name in names:
+        try:
+            build(name, getattr(stage.params.annotate, name), stage.layout.weights.resolve()).check_weights()
+        except WeightsError as err:
+            problems += [f"  {name}: {line}" for line in str(err).splitlines()]
+    if problems:
+        raise WeightsError(f"{len(problems)} weights file(s) missing or unusable:\n" + "\n".join(problems) +
+                           f"\n(`pipeline weights fetch --needed --dataset {stage.dataset}` fetches every registered "
+                           "one the dataset needs)")
+
+
+def _run_annotator(stage, layout: Layout, name: str, shape: PoolShape, batch_size: int | None,
+                   progress: bool) -> AnnotatorSummary:
+    section = getattr(stage.params.annotate, name)
+    runtime = stage.params.annotate.runtime
     actor = ray.remote(AnnotatorWorker)
     run_id = uuid.uuid4().hex[:8]
     spawn = lambda: actor.options(  # noqa: E731
@@ -114,11 +147,7 @@ def _run_annotator(stage, name: str, shape: PoolShape, batch_size: int | None, p
     try:
         metadata = pool.call_first("metadata")
         summary.startup_seconds = time.perf_counter() - start
-        jobs, done = plan(layout, name, section, metadata)
-        summary.shards, summary.already_done = len(jobs) + len(done), len(done)
-        summary.earlier_annotated = sum(stats["annotated"] for stats in done.values())
-        summary.earlier_failed = sum(stats["failed"] for stats in done.values())
-        keep_only(layout.annotations(name), set(done) | {job.out.name for job in jobs})
+        jobs = _planned(layout, name, section, metadata, summary)
         submit = lambda worker, job: worker.run.remote(  # noqa: E731
             job, batch_size or section.batch_size, runtime.prefetch_batches, stage.params.ingest.max_pixels)
         with tqdm(total=sum(j.samples for j in jobs), unit="img", desc=f"annotate {name}", disable=not progress,

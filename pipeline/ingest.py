@@ -27,12 +27,14 @@ from tqdm import tqdm
 from .imageio import Rejected, encode_png, fit_labels, fit_sketch, store_jpeg
 from .ingest_plan import KEY_HEX, REJECTS_SCHEMA, Plan, PlannedShard, make_plan, test_count
 from .ingest_runner import runner
+from .rate import per_image
 from .ingest_scan import open_table, previous_hashes, read_image, scan, write_listing
 from shardio.layout import Layout
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
 from shardio.shards import (atomic_path, class_counts, fingerprint, is_done, keep_only, read_stats, remove_temporaries,
                             shard_writer, write_stats)
+from shardio.space import reporting_full_disk
 from .sources import SourceItem, item_from_json, list_items
 
 # Bump when the stored bytes for the same inputs and params change, so old shards are redone.
@@ -88,7 +90,7 @@ class Summary:
         return (f"ingest {self.dataset}: {sum(self.accepted.values())} accepted ({splits or 'none'}), "
                 f"{sum(self.rejected.values())} rejected ({reasons or 'none'}), {self.duplicates} duplicates, "
                 f"{self.shards} shards ({self.written} written, {self.shards - self.written} already done), "
-                f"{self.seconds:.1f} s, {self.listed / max(self.seconds, 1e-9):.1f} images/s")
+                f"{self.seconds:.1f} s, {per_image(self.listed, self.seconds)} (images listed over the run's time)")
 
 
 def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size: float, workers: int = 1,
@@ -107,9 +109,12 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
         listed = write_listing(list_items(source.kind, layout.source(source.path)), listing, header_limits)
         # duplicates only make it fewer: a test_size taking them all is refused before any image is read
         test_count(pc.sum(pc.equal(open_table(listing)["split"], "")).as_py() or 0, test_size)
-        with runner(workers, limits.max_pixels, ray_address, use_ray, reserve_cpus) as run:
+        planned: list[Path] = []  # the shards, once planned: what a full disk's estimate counts
+        with (reporting_full_disk(layout.images, planned, f"pipeline ingest --dataset {layout.dataset}"),
+              runner(workers, limits.max_pixels, ray_address, use_ray, reserve_cpus) as run):
             table = scan(listing, scanned, previous_hashes(layout.manifest, layout.rejects), run, limits, progress)
             plan = make_plan(table, test_size, limits.shard_size)
+            planned += [layout.images / shard.name for shard in plan.shards]
             keep_only(layout.images, {shard.name for shard in plan.shards})
             written: list[str] = []
             with tqdm(total=len(plan.order), desc="ingest: write", unit="img", disable=not progress) as bar:

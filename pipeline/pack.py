@@ -24,6 +24,7 @@ from tqdm import tqdm
 from .annotate import image_fingerprint, image_shards
 from shardio.layout import Layout, classes_path
 from shardio.shards import atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
+from shardio.space import reporting_full_disk
 from shardio.tarcopy import Member, ShardError, TarCopier, list_members, mapped, samples as member_samples
 
 # Members each annotator contributes to a training sample (docs/architecture.md, "Training sample").
@@ -216,7 +217,9 @@ def run(layout: Layout, params, profile, progress: bool = True, address: str | N
     keep_only(layout.shards, {out.name for _, _, out, _ in jobs})
     todo = [(image, annotations, out, fp, profile.label_map, profile.text) for image, annotations, out, fp in jobs
             if not (is_done(out, fp) and classes_path(out).exists())]  # without: packed before pack wrote them
-    with _ray_map(address) if address else _local_map(params.pack.workers, len(todo)) as run_all:
+    with (reporting_full_disk(layout.shards, [out for _, _, out, _ in jobs],
+                              f"pipeline pack --dataset {layout.dataset}"),
+          _ray_map(address) if address else _local_map(params.pack.workers, len(todo)) as run_all):
         samples = sum(tqdm(run_all(todo), total=len(todo), desc="pack", unit="shard", disable=not progress))
     return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}
 

@@ -12,6 +12,7 @@ cluster cannot place never holds a shard.
 import logging
 import math
 import os
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,21 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 START_TIMEOUT = 600.0  # seconds to wait for a first actor to be placed and set up before giving up
+# The line of a Python traceback that states the error: `Name: message` (module-qualified or not), unindented.
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*(?P<error>[A-Za-z_]\w*: .*)$")
+
+
+def start_error(err: RayActorError) -> str:
+    """What made an actor fail to start, in one line: the first line of its own error (`Type: message`), not
+    Ray's preamble or the traceback, nor the error's later lines (torch's advice, say)."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    found = next((m["error"] for line in lines[1:] if (m := _ERROR_LINE.match(line))), None)
+    return found or (lines[0] if lines else type(err).__name__)
+
+
+def _not_started(workers: int) -> RuntimeError:
+    return RuntimeError(f"none of the {workers} workers started within {START_TIMEOUT:.0f} s: the cluster cannot "
+                        "place them; lower --workers or --gpus-per-worker, or free GPUs and CPUs")
 
 
 def connect(address: str | None = None) -> list[dict]:
@@ -81,16 +97,21 @@ class ActorPool:
         self.replaced = 0
 
     def call_first(self, method: str, attempts: int = 3):
-        """Call `method` on one actor and return its result (an actor that dies is replaced, up to `attempts`
-        tries); an actor whose own setup raises is an error saying why."""
+        """Call `method` on the first actor to start and return its result (an actor that dies is replaced, up to
+        `attempts` tries). An actor whose own setup raises is an error saying why; none placed and set up within
+        `START_TIMEOUT` seconds is the error `map` gives."""
         for attempt in range(1, attempts + 1):
+            starting = {actor.__ray_ready__.remote(): index for index, actor in enumerate(self.actors)}
+            ready, _ = ray.wait(list(starting), num_returns=1, timeout=START_TIMEOUT)
+            if not ready:
+                raise _not_started(len(self.actors))
+            index = starting[ready[0]]
             try:
-                return ray.get(getattr(self.actors[0], method).remote())
+                return ray.get(getattr(self.actors[index], method).remote())
             except RayActorError as e:
                 if getattr(e, "actor_init_failed", False) or attempt == attempts:
-                    reason = [line for line in str(e).splitlines() if line.strip()][-1]  # the worker's own error
-                    raise RuntimeError(f"a worker could not start: {reason}") from None
-                self._replace(0)
+                    raise RuntimeError(f"a worker could not start: {start_error(e)}") from None
+                self._replace(index)
 
     def _replace(self, index: int) -> None:
         ray.kill(self.actors[index], no_restart=True)
@@ -115,9 +136,7 @@ class ActorPool:
             ready, _ = ray.wait(list(running) + list(starting), num_returns=1,
                                 timeout=None if running or idle else START_TIMEOUT)
             if not ready:
-                raise RuntimeError(f"none of the {len(self.actors)} workers started within {START_TIMEOUT:.0f} s: "
-                                   "the cluster cannot place them; lower --workers or --gpus-per-worker, or free "
-                                   "GPUs and CPUs")
+                raise _not_started(len(self.actors))
             [ref] = ready
             if ref in starting:
                 self._started(starting, ref, idle)
@@ -148,7 +167,7 @@ class ActorPool:
             idle.append(index)
         except RayActorError as e:
             if getattr(e, "actor_init_failed", False):
-                raise RuntimeError(f"a replacement worker could not start: {str(e).splitlines()[-1]}") from None
+                raise RuntimeError(f"a replacement worker could not start: {start_error(e)}") from None
             self._replace(index)
             starting[self.actors[index].__ray_ready__.remote()] = index
 

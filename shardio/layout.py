@@ -78,6 +78,11 @@ class Layout:
         """metrics.json, report.md and plots of a model's evaluation (kept apart from the training output)."""
         return self.run(model) / "eval"
 
+    def metrics(self, model: str) -> Path:
+        """A model's evaluation numbers (as its metrics.json) in the dataset's folder of them: where `dvc metrics
+        show` finds every model evaluated so far, and nothing for one that is not."""
+        return self.data_dir / "runs" / self.dataset / "metrics" / f"{model}.json"
+
     def source(self, path: str) -> Path:
         """A source path from params: relative paths are relative to the data directory."""
         p = Path(path).expanduser()

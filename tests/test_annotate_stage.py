@@ -19,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from annotators.base import Annotator
+from annotators.weights import WeightsError, cache_path
 from image_shards import jpeg, write_image_shards
 from ingest_fixtures import encode, picture, write
 from public_layouts import filled, hed_bsds500_port_layout
@@ -124,6 +125,19 @@ class Echo:
     def run(self, job):
         return job
 
+    def metadata(self):
+        return {}
+
+
+@ray.remote(num_cpus=0)
+class FailsToStart:
+    def __init__(self):
+        raise WeightsError("cannot read weights file w.pth as a torch state dict (damaged)\n\nCheck the "
+                           "documentation of torch.load to learn more")
+
+    def metadata(self):
+        return {}
+
 
 def test_work_goes_only_to_workers_that_started(cluster):
     placeable = iter([False, True])
@@ -143,6 +157,47 @@ def test_workers_that_never_start_are_an_error(cluster, monkeypatch):
     with pytest.raises(RuntimeError, match="none of the 2 workers started within 1 s"):
         list(pool.map([1], lambda a, j: a.run.remote(j), 1))
     pool.shutdown()
+
+
+def test_a_first_call_on_workers_that_never_start_is_the_same_error(cluster, monkeypatch):
+    """The driver's first call (the annotator's metadata) waits no longer than `map` does for a worker to start."""
+    monkeypatch.setattr("pipeline.ray_runtime.START_TIMEOUT", 1.0)
+    pool = ActorPool(lambda: Echo.options(resources={"absent": 1}).remote(), 2)
+    outcome = _within(30, lambda: pool.call_first("metadata"))  # today's call_first waits for ever
+    pool.shutdown()
+    assert outcome[0] == "error" and "none of the 2 workers started within 1 s" in outcome[1], outcome
+
+
+def test_the_first_call_goes_to_a_worker_that_started(cluster):
+    placeable = iter([False, True])
+    pool = ActorPool(lambda: (Echo if next(placeable) else Echo.options(resources={"absent": 1})).remote(), 2)
+    outcome = _within(30, lambda: pool.call_first("metadata"))
+    pool.shutdown()
+    assert outcome == ("ok", {})
+
+
+def test_a_worker_start_error_is_its_first_meaningful_line(cluster):
+    pool = ActorPool(lambda: FailsToStart.remote(), 1)
+    outcome = _within(30, lambda: pool.call_first("metadata"))
+    pool.shutdown()
+    assert outcome == ("error", "a worker could not start: WeightsError: cannot read weights file w.pth as a torch "
+                                "state dict (damaged)")
+
+
+def _within(seconds: float, call) -> tuple[str, object]:
+    """("ok", result) or ("error", message) of `call()` run in a thread, or ("hung", None) after `seconds`."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(("ok", call()))
+        except Exception as e:  # the test looks at the message
+            outcome.append(("error", str(e)))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return outcome[0] if outcome else ("hung", None)
 
 
 def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(cluster, tmp_path):
@@ -181,8 +236,10 @@ def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(clus
     assert shard_bytes(other, ["seg", "sketch"]) == shard_bytes(layout, ["seg", "sketch"])
 
     before = {p: p.stat().st_mtime_ns for p in layout.annotations("seg").glob("*")}
-    code, output = annotate(layout, params, only=["seg"])
-    assert code == 0 and "(4 already done)" in output
+    with pytest.MonkeyPatch.context() as patch:  # a no-op is decided from the markers: no Ray, no model
+        patch.setattr("pipeline.annotate_run.connect", _no_cluster)
+        code, output = annotate(layout, params)
+    assert code == 0 and output.count("(4 already done)") == 3, output
     assert {p: p.stat().st_mtime_ns for p in layout.annotations("seg").glob("*")} == before
 
     pack = CliRunner().invoke(main, ["pack", "--dataset", "sample", "--params", str(params), "--data-dir",
@@ -405,3 +462,33 @@ def test_missing_weights_stop_the_job_before_any_worker_with_what_to_fetch(tmp_p
         code, output = annotate(layout, write_params(tmp_path, **overrides))
         assert code == 1 and named in output and "Traceback" not in output, output
     assert not layout.annotations("sketch").exists() or not list(layout.annotations("sketch").iterdir())
+
+
+def test_every_missing_weights_file_is_listed_at_once_before_any_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.annotate_run.connect", _no_cluster)
+    layout, _, _ = make_dataset(tmp_path, [2])
+    code, output = annotate(layout, write_params(tmp_path, **{
+        "annotate.seg.weights": "deeplabv2-cocostuff164k", "annotate.sketch.weights": "hed-bsds500",
+        "annotate.sketch.simplify": True}))
+    assert code == 1 and "3 weights file(s) missing or unusable" in output and "Traceback" not in output, output
+    for name in ("deeplabv2-cocostuff164k", "hed-bsds500", "sketch-simplification-gan"):
+        assert f"pipeline weights fetch {name}" in output
+
+
+def test_a_damaged_weights_file_stops_annotate_before_ray(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.annotate_run.connect", _no_cluster)
+    layout, _, _ = make_dataset(tmp_path, [2])
+    deeplab = cache_path("deeplabv2-cocostuff164k", layout.weights)
+    deeplab.parent.mkdir(parents=True)
+    deeplab.write_bytes(np.random.default_rng(0).bytes(4096))  # 4 KB of random bytes where DeepLab belongs
+    code, output = annotate(layout, write_params(tmp_path, **{"annotate.seg.weights": "deeplabv2-cocostuff164k"}),
+                            only=["seg"])
+    assert code == 1 and f"cannot read weights file {deeplab}" in output and "Traceback" not in output, output
+    torch.save(filled(hed_bsds500_port_layout()), deeplab)  # a real checkpoint, of another network
+    code, output = annotate(layout, write_params(tmp_path, **{"annotate.seg.weights": "deeplabv2-cocostuff164k"}),
+                            only=["seg"])
+    assert code == 1 and "seg DeepLab-v2" in output and "does not match the model" in output, output
+
+
+def _no_cluster(*args):
+    raise AssertionError("Ray was started though the markers or the weights check had decided")

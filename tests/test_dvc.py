@@ -111,18 +111,39 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     metrics = json.loads(dvc(root, env, "metrics", "show", "--json"))
     files = metrics[""]["data"] if "" in metrics else next(iter(metrics.values()))["data"]
     assert "data/sample/card.json" in files
-    evaluation = files["data/runs/sample/poegan/eval/metrics.json"]["data"]
+    assert not any("error" in result for result in files.values()), files
+    evaluation = files["data/runs/sample/metrics/poegan.json"]["data"]
+    assert evaluation == json.loads((root / "data/runs/sample/poegan/eval/metrics.json").read_text())
     assert {"unconditional/fid", "seg/fid", "all/fid"} <= set(evaluation)
-    assert "seg/fid" in files["data/runs/sample/spade-seg/eval/metrics.json"]["data"]  # side by side
-    assert "sketch/fid" in files["data/runs/sample/spade-sketch/eval/metrics.json"]["data"]
-    assert "seg/fid" in files["data/runs/sample/spade-seg-monce/eval/metrics.json"]["data"]
+    assert "seg/fid" in files["data/runs/sample/metrics/spade-seg.json"]["data"]  # side by side
+    assert "sketch/fid" in files["data/runs/sample/metrics/spade-sketch.json"]["data"]
+    assert "seg/fid" in files["data/runs/sample/metrics/spade-seg-monce.json"]["data"]
     assert {"unconditional/fid", "cluster-r8-0/fid", "cluster-r8-1/fid"} <= set(
-        files["data/runs/sample/cluster-guided/eval/metrics.json"]["data"])
-    assert "seg/lpips_diversity" in files["data/runs/sample/inade/eval/metrics.json"]["data"]
+        files["data/runs/sample/metrics/cluster-guided.json"]["data"])
+    assert "seg/lpips_diversity" in files["data/runs/sample/metrics/inade.json"]["data"]
     assert {"unconditional/fid", "text/fid", "sketch/fid", "all/fid"} <= set(
-        files["data/runs/sample/unite-conquer/eval/metrics.json"]["data"])
+        files["data/runs/sample/metrics/unite-conquer.json"]["data"])
     dvc(root, env, "plots", "show", "--out", str(root / "plots"))
     assert (root / "plots" / "index.html").is_file()
+
+
+def test_metrics_show_lists_the_evaluated_models_and_no_error_for_the_others(tmp_path):
+    """`make demo` evaluates some models: `dvc metrics show` must not call the others' missing numbers an error."""
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO / name, tmp_path / name)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for command in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"]):
+        subprocess.run(command, cwd=tmp_path, env=env, check=True)
+    (tmp_path / "data/sample").mkdir(parents=True)
+    (tmp_path / "data/sample/card.json").write_text('{"samples": 4}')
+    (tmp_path / "data/runs/sample/metrics").mkdir(parents=True)
+    (tmp_path / "data/runs/sample/metrics/poegan.json").write_text('{"all/fid": 1.5}')
+    shown = subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0 and "failed to load" not in shown.stdout + shown.stderr, shown.stdout + shown.stderr
+    files = json.loads(shown.stdout.strip().splitlines()[-1])[""]["data"]
+    assert files == {"data/sample/card.json": {"data": {"samples": 4}},
+                     "data/runs/sample/metrics/poegan.json": {"data": {"all/fid": 1.5}}}
 
 
 ANNOTATE = {"annotate@seg", "annotate@sketch", "annotate@clip"}

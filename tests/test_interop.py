@@ -95,6 +95,11 @@ def test_the_readmes_ray_data_snippet_reads_every_shard(packed, monkeypatch, loc
     assert sorted(row["__key__"] for row in rows) == sorted(training)
     captions = [row["clip_text.npy"] for row in rows if isinstance(row.get("clip_text.npy"), np.ndarray)]
     assert sorted(array.shape for array in captions) == [(1, 8), (2, 8), (2, 8)]  # absent elsewhere (NaN)
+    member = namespace["member"]  # the snippet's reading of a member: None where the sample lacks it
+    for row in rows:
+        text = member(row, "clip_text.npy")
+        stored = training[row["__key__"]].get("clip_text.npy")
+        assert (text is None) == (stored is None) and (text is None or text.shape == np.load(io.BytesIO(stored)).shape)
 
 
 def test_the_readme_has_a_snippet_for_every_reader():

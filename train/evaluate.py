@@ -29,7 +29,7 @@ from .metrics.conditions import inputs_for
 from .metrics.seg_consistency import check_segmenter
 from .models import EvalRow, family
 from .noise import private_noise
-from .report import write_report
+from .report import write_metrics_json, write_report
 
 log = logging.getLogger(__name__)
 
@@ -288,5 +288,7 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     samples = {row.name: _in_order([rank_shown[row.name] for _, rank_shown in gathered])[:SAMPLES_SHOWN]
                for row in rows}
     notes.insert(0, f"snapshot {snapshot.name}, {images} test images at {cfg.resolution} px, seed {p.seed}")
-    return write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
-                        title=f"{model} on {stage.dataset}", notes=notes, random_weights=random_weights)
+    written = write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
+                           title=f"{model} on {stage.dataset}", notes=notes, random_weights=random_weights)
+    written["dvc_metrics"] = write_metrics_json(layout.metrics(model), table, random_weights)
+    return written

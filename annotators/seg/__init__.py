@@ -25,8 +25,8 @@ from ..base import Annotator, InputSize, Item
 from .labelmap_mapping import label_mapping
 from ..labelmaps import load_label_map
 from ..resize import resize_long_side, upsampled_argmax
-from ..runtime import autocast, load_weights, pick_device, require_setup, seeded
-from ..weights import RANDOM, WeightsError, resolve, sha256_of
+from ..runtime import autocast, check_layout, load_weights, pick_device, require_setup, seeded
+from ..weights import RANDOM, WeightsError, describe, resolve, sha256_of
 
 DEEPLAB = "deeplabv2-resnet101"
 BISENET = "bisenet-resnet18"
@@ -66,31 +66,35 @@ class SegAnnotator(Annotator):
         self.net = net.eval().to(self.device)
 
     def _build(self):
+        if self.params.model == "smp-hub":
+            import segmentation_models_pytorch as smp
+            return self._smp_hub(smp)
+        factory, what, adapt, optional = self._network()
+        net = seeded(factory)
+        return net, load_weights(net, self.params.weights, self.weights_dir, what, adapt=adapt,
+                                 optional_suffixes=optional)
+
+    def _network(self):
+        """(the untrained network's factory, its name in errors, the checkpoint's key adapter, keys it may lack)."""
         p, n = self.params, self.label_map.num_classes
         if p.model == DEEPLAB:
-            from .deeplabv2 import DeepLabV2, adapt_checkpoint
-            net = seeded(lambda: DeepLabV2(n))
-            meta = load_weights(net, p.weights, self.weights_dir, "seg DeepLab-v2", adapt=adapt_checkpoint,
-                                optional_suffixes=("num_batches_tracked",))
-            return net, meta
+            from .deeplabv2 import OPTIONAL_KEYS, DeepLabV2, adapt_checkpoint
+            return lambda: DeepLabV2(n), "seg DeepLab-v2", adapt_checkpoint, OPTIONAL_KEYS
         if p.model == BISENET:
             from .bisenet import BiSeNet
-            net = seeded(BiSeNet)
-            meta = load_weights(net, p.weights, self.weights_dir, "seg BiSeNet face parser",
-                                optional_suffixes=("num_batches_tracked",))
-            return net, meta
+            from .deeplabv2 import OPTIONAL_KEYS
+            return BiSeNet, "seg BiSeNet face parser", lambda state: state, OPTIONAL_KEYS
         import segmentation_models_pytorch as smp
-        if p.model == "smp-hub":
-            return self._smp_hub(smp)
-        net = seeded(lambda: smp.create_model(p.model.removeprefix("smp:"), encoder_name=p.encoder,
-                                              encoder_weights=None, classes=n))
-        return net, load_weights(net, p.weights, self.weights_dir, f"seg {p.model}/{p.encoder}")
+        return (lambda: smp.create_model(p.model.removeprefix("smp:"), encoder_name=p.encoder, encoder_weights=None,
+                                         classes=n), f"seg {p.model}/{p.encoder}", lambda state: state, ())
 
     def check_weights(self) -> None:
+        """Also checks that the file holds the network's keys and shapes (read, not loaded into a model)."""
         if self.params.model == "smp-hub":
             self._smp_hub_files()
         elif self.params.weights != RANDOM:
-            resolve(self.params.weights, self.weights_dir)
+            factory, what, adapt, optional = self._network()
+            check_layout(factory, resolve(self.params.weights, self.weights_dir), what, adapt, optional)
 
     def _smp_hub_files(self) -> list[Path]:
         folder = Path(self.params.weights)
@@ -101,18 +105,28 @@ class SegAnnotator(Annotator):
         return files
 
     def _smp_hub(self, smp):
-        folder, files = Path(self.params.weights), self._smp_hub_files()
+        folder = Path(self.params.weights)
         net = smp.from_pretrained(str(folder))
         if net.segmentation_head[0].out_channels != self.label_map.num_classes:
             raise WeightsError(f"{folder}: the model predicts {net.segmentation_head[0].out_channels} classes, "
                                f"label map {self.label_map.name!r} has {self.label_map.num_classes}")
-        return net, {"weights": str(folder), "sha256": sha256_of(files[0])}
+        return net, self._smp_hub_meta()
+
+    def _smp_hub_meta(self) -> dict:
+        return {"weights": str(Path(self.params.weights)), "sha256": sha256_of(self._smp_hub_files()[0])}
 
     def metadata(self) -> dict:
+        return self._metadata(require_setup(self).weights_meta)
+
+    def expected_metadata(self) -> dict:
+        return self._metadata(self._smp_hub_meta() if self.params.model == "smp-hub"
+                              else describe(self.params.weights, self.weights_dir))
+
+    def _metadata(self, weights_meta: dict) -> dict:
         return {"model": self.params.model if self.params.model != "smp-hub" else f"smp-hub:{self.params.weights}",
                 "encoder": self.params.encoder if self.params.model.startswith("smp:") else None,
                 "label_map": self.output_label_map, "long_side": self.params.long_side,
-                "scales": list(self.params.scales), **require_setup(self).weights_meta}
+                "scales": list(self.params.scales), **weights_meta}
 
     def network_input(self, images: list[np.ndarray]) -> torch.Tensor:
         """The model's input [B, 3, h, w] for equally sized uint8 RGB images (DeepLab-v2: BGR minus the mean at

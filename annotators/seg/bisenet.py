@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deeplabv2 import ConvBN
+from ..runtime import check_layout
+from .deeplabv2 import OPTIONAL_KEYS, ConvBN
 
 # The checkpoint's class ids: face-parsing.PyTorch prepropess_data.py paints the part `atts[i]` as id i + 1 over
 # background 0. celebamask-hq-19.csv follows the order of the dataset's own g_mask.py instead; the annotator
@@ -109,3 +110,8 @@ class BiSeNet(nn.Module):
         feat8, context8 = self.cp(x)
         logits = self.conv_out(self.ffm(feat8, context8))
         return F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def check_file(path) -> None:
+    """Raise WeightsError unless `path` holds the public face-parsing checkpoint's keys and shapes."""
+    check_layout(BiSeNet, path, "BiSeNet face parser", optional_suffixes=OPTIONAL_KEYS)

@@ -8,7 +8,7 @@ the stride) -> conv3x3 (dilated) -> increase (1x1) plus a projection shortcut in
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import strip_prefix
+from ..runtime import check_layout, strip_prefix
 
 RESNET101_BLOCKS = (3, 4, 23, 3)
 ASPP_RATES = (6, 12, 18, 24)
@@ -82,3 +82,12 @@ class DeepLabV2(nn.Sequential):
 def adapt_checkpoint(state: dict) -> dict:
     """Checkpoint keys of the public MSC-wrapped model (possibly saved from DataParallel) -> DeepLabV2 keys."""
     return strip_prefix(state, "module.", "base.")
+
+
+# BatchNorm's counter, absent from the public checkpoint and unused in evaluation
+OPTIONAL_KEYS = ("num_batches_tracked",)
+
+
+def check_file(path, n_classes: int = 182) -> None:
+    """Raise WeightsError unless `path` holds the public COCO-Stuff checkpoint's keys and shapes (`n_classes`)."""
+    check_layout(lambda: DeepLabV2(n_classes), path, "DeepLab-v2", adapt_checkpoint, OPTIONAL_KEYS)

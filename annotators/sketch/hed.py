@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import check_layout
 from ..weights import WeightsError
 
 MEAN_BGR = (104.00699, 116.66877, 122.67892)
@@ -55,6 +56,11 @@ class HED(nn.Module):
 def adapt_port_checkpoint(state: dict) -> dict:
     """Keys of the PyTorch port's file (`moduleVggOne...`) -> this module's (`netVggOne...`)."""
     return {("net" + k.removeprefix("module")) if k.startswith("module") else k: v for k, v in state.items()}
+
+
+def check_file(path: Path) -> None:
+    """Raise WeightsError unless `path` holds HED's keys and shapes (the port's file, or a converted one)."""
+    check_layout(HED, path, "sketch HED", adapt_port_checkpoint)
 
 
 def _keras_to_torch_names() -> dict[str, str]:

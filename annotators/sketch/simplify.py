@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import check_layout
 from ..weights import WeightsError
 
 GAN_MEAN = 0.9664114577640158
@@ -66,3 +67,8 @@ def adapt_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                            f"each, found {len(modules)} modules{detail}")
     return {f"layers.{2 * i}.{kind}": state[f"{module}.{kind}"] for i, module in enumerate(modules)
             for kind in ("weight", "bias")}
+
+
+def check_file(path) -> None:
+    """Raise WeightsError unless `path` holds the simplifier's 23 convolutions in a layout `adapt_checkpoint` reads."""
+    check_layout(SketchSimplifier, path, "sketch simplification", adapt_checkpoint)

@@ -34,9 +34,12 @@ def stage_options(command):
             params = load_params(params_file)
             name = dataset or params.dataset
             profile = params.profile(name)
+            shadowed = params.shadowed(name)
             params = params.for_dataset(name)
         except ParamsError as e:
             raise click.UsageError(str(e)) from None
+        for sentence in shadowed:
+            click.echo(f"warning: {params_file}: {sentence}", err=True)
         return command(stage=StageContext(params, name, profile, Layout(data_dir, name)), **kwargs)
 
     return wrapper

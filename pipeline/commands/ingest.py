@@ -36,6 +36,7 @@ def command(stage, source_path, kind, workers, ray_address, progress):
     Params: the `ingest` section and the profile's `source` and `test_size`.
     Cluster every node must see --data-dir and the source at the same paths (a shared filesystem).
     """
+    from shardio.space import DiskFull, reporting_full_disk
     from ..ingest import ingest
     from ..ingest_plan import SplitError
     from ..sources import SourceError
@@ -43,11 +44,12 @@ def command(stage, source_path, kind, workers, ray_address, progress):
     source = _source(stage.profile.source, source_path, kind)
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     try:
-        summary = ingest(stage.layout, stage.params.ingest, source, stage.profile.test_size,
-                         workers=workers or (0 if address else _cores()), progress=progress,
-                         use_ray=address is not None, ray_address=address,
-                         reserve_cpus=stage.params.annotate.runtime.reserve_cpus)
-    except SourceError as e:
+        with reporting_full_disk(stage.layout.root, [], f"pipeline ingest --dataset {stage.dataset}"):
+            summary = ingest(stage.layout, stage.params.ingest, source, stage.profile.test_size,
+                             workers=workers or (0 if address else _cores()), progress=progress,
+                             use_ray=address is not None, ray_address=address,
+                             reserve_cpus=stage.params.annotate.runtime.reserve_cpus)
+    except (SourceError, DiskFull) as e:
         raise click.ClickException(str(e)) from None
     except SplitError as e:
         raise click.ClickException(f"dataset {stage.dataset!r}: {e} (datasets.{stage.dataset}.test_size in "

@@ -25,12 +25,14 @@ def command(stage, ray_address, progress):
             since), or a shard written before its stage recorded class counts: rerun the stage named.
     Cluster with --ray-address every node must see --data-dir at the same path (a shared filesystem).
     """
+    from shardio.space import DiskFull, reporting_full_disk
     from .. import card, pack
 
     try:
-        summary = pack.run(stage.layout, stage.params, stage.profile, progress=progress, address=ray_address)
-        result = card.write_card(stage.layout, stage.profile.label_map)
-    except (FileNotFoundError, ValueError) as e:
+        with reporting_full_disk(stage.layout.root, [], f"pipeline pack --dataset {stage.dataset}"):
+            summary = pack.run(stage.layout, stage.params, stage.profile, progress=progress, address=ray_address)
+            result = card.write_card(stage.layout, stage.profile.label_map)
+    except (FileNotFoundError, ValueError, DiskFull) as e:
         raise click.ClickException(str(e)) from None
     missing = ", ".join(f"{name} {c['missing']}" for name, c in result["coverage"].items() if c["missing"])
     click.echo(f"pack: {summary['packed']} shard(s) packed, {summary['already_done']} already done; "

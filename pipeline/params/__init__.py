@@ -56,6 +56,28 @@ class Params(Section):
         return Params.model_validate(raw)
 
 
+    def shadowed(self, name: str | None = None) -> list[str]:
+        """What the file sets, for a stage param that dataset `name`'s overrides replace, to other than its default
+        and the override: an edit there changes nothing for that dataset; one sentence each."""
+        name = name or self.dataset
+        raw = self.model_dump()
+        defaults = {key: field.get_default(call_default_factory=True).model_dump()
+                    for key, field in type(self).model_fields.items() if key not in ("dataset", "datasets")}
+        found = []
+        for dotted, override in self.profile(name).overrides.items():
+            value, default = _at(raw, dotted), _at(defaults, dotted)
+            if value not in (default, override):
+                found.append(f"{dotted} is {value!r} in the params file, but dataset {name!r} overrides it with "
+                             f"{override!r} (datasets.{name}.overrides), so it changes nothing for this dataset")
+        return found
+
+
+def _at(tree, dotted: str):
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
 class ParamsError(ValueError):
     """A params file that cannot be used; the message names the file and the key."""
 
@@ -93,7 +115,11 @@ def _describe(err: dict) -> str:
         return f"{key}: unknown key{_suggestion(err['loc'])}"
     if err["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {err['msg'].lower()} (got {err['input']!r})"
+    got = err["input"]
+    if isinstance(got, dict):  # a whole section (a model validator's error): the message names what is wrong
+        return f"{key}: {err['msg'].lower()}"
+    shown = repr(got)
+    return f"{key}: {err['msg'].lower()} (got {shown if len(shown) <= 200 else shown[:200] + ' ...'})"
 
 
 def _suggestion(loc: tuple) -> str:
