@@ -222,9 +222,10 @@ def test_generate_takes_the_request_to_the_gpu_once_with_class_ids_at_a_real_pro
     decoded = {"text": np.ones(_clip_dim(cfg)), "seg": np.zeros((r // 2, r), np.uint8),
                "sketch": np.zeros((r // 2, r), np.uint8), "style": np.zeros((r // 2, r, 3), np.uint8)}
     given = generate.Given(**{m: decoded[m] for m in family(name).takes(cfg)})
-    batch, masks = generate.condition_batch(given, r, CLASSES, _clip_dim(cfg), "random-crop")
-    with KnownValues(), HostToDeviceCopies() as copies:
-        images = generate.sample(G, batch, masks, seed=0, n=2, device=CUDA, num_classes=CLASSES)
+    with KnownValues():  # the masks' values: which experts Unite-and-Conquer runs
+        batch, masks = generate.condition_batch(given, r, CLASSES, _clip_dim(cfg), "random-crop")
+        with HostToDeviceCopies() as copies:
+            images = generate.sample(G, batch, masks, seed=0, n=2, device=CUDA, num_classes=CLASSES)
     assert images.shape == (2, r, r, 3) and batch["seg"].dtype == torch.uint8 and batch["seg"].shape == (1, r, r)
     assert _crossed_once_as_given(copies, [*batch.values(), *masks.values()], r)
 
