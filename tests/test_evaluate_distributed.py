@@ -20,7 +20,9 @@ from train.evaluate import evaluate_run
 from train.models import family
 
 WORLD = 2
-TIMEOUT = timedelta(seconds=20)  # rank 0 alone embedding a split of any size would pass it; this one is 4 images
+# the processes wait for each other only as long as their shares of the work differ (on 2 loaded cores: seconds),
+# not for one process embedding the whole split or finishing the metrics
+TIMEOUT = timedelta(seconds=60)
 OUTPUTS = ["metrics.json", "report.md", "samples_all.png"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,11 +32,14 @@ def _stage(root) -> StageContext:
     return StageContext(params.for_dataset("sample"), "sample", params.profile("sample"), Layout(root / "data", "sample"))
 
 
-def _evaluate(root, processes=None) -> dict[str, bytes]:
-    """Evaluate from a cold reference cache; the report's files."""
-    stage = _stage(root)
-    for cached in (stage.layout.data_dir / "cache" / "fid").glob("*"):
+def _cold_cache(root) -> None:
+    for cached in (root / "data" / "cache" / "fid").glob("*.npz"):  # the reference features
         cached.unlink()
+
+
+def _evaluate(root, processes=None) -> dict[str, bytes]:
+    """The report's files of an evaluation."""
+    stage = _stage(root)
     written = evaluate_run(stage, "poegan", processes=processes)
     return {name: (stage.layout.evaluation("poegan") / name).read_bytes() for name in OUTPUTS} if written else {}
 
@@ -57,7 +62,7 @@ def evaluation(tmp_path_factory):
     write_training_shards(shards, images=4, per_shard=2, short_side=36, split="test", seed=1)
     # 2 images a batch: each process generates one of the two batches; the diversity groups span both
     write_params(root / "params.yaml", inception_weights="random", lpips_weights="random", batch_size=2,
-                 diversity_images=3, conditions=["unconditional", "seg", "all"])
+                 diversity_images=3, conditions=["unconditional", "all"], metrics=["fid", "kid", "lpips_diversity"])
     stage = _stage(root)
     torch.manual_seed(0)
     G = family("poegan").generator(model_config(stage, "poegan"), 182)
@@ -67,7 +72,9 @@ def evaluation(tmp_path_factory):
 
 def test_two_processes_with_a_cold_reference_cache_finish_within_a_short_timeout_with_one_process_report(
         evaluation, tmp_path):
+    _cold_cache(evaluation)
     one = _evaluate(evaluation)
+    _cold_cache(evaluation)
     out = mp.Manager().dict()
     mp.spawn(_rank_main, args=(evaluation, str(tmp_path / "init"), out), nprocs=WORLD)
     assert out[0] == one and out[1] == {}
