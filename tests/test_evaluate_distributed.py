@@ -29,7 +29,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _stage(root) -> StageContext:
     params = load_params(root / "params.yaml")
-    return StageContext(params.for_dataset("sample"), "sample", params.profile("sample"), Layout(root / "data", "sample"))
+    return StageContext(params.for_dataset("sample"), "sample", params.profile("sample"),
+                        Layout(root / "data", "sample"))
 
 
 def _cold_cache(root) -> None:

@@ -133,7 +133,8 @@ def generation_peak(family, nets: dict, cfg, num_classes: int, batch: int, devic
 
     r, dim = cfg.resolution, getattr(cfg, "clip_dim", 8)
     loader = {"image": torch.rand(batch, 3, r, r), "seg": torch.zeros(batch, r, r, dtype=torch.uint8),
-              "sketch": torch.rand(batch, 1, r, r), "text": torch.randn(batch, dim), "clip_image": torch.randn(batch, dim)}
+              "sketch": torch.rand(batch, 1, r, r), "text": torch.randn(batch, dim),
+              "clip_image": torch.randn(batch, dim)}
     masks = {m: torch.full((batch,), m != "style", device=device) for m in MODALITIES}  # all given but the image
     with torch.no_grad(), LiveBytes() as live:
         cond = to_device(loader, device, num_classes)
