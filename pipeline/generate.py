@@ -15,7 +15,8 @@ from annotators.labelmaps import load_label_map
 from shardio.shards import read_shard
 from train.configs import MODALITIES
 from train.data import shard_urls
-from train.evaluate import latest_snapshot, load_generator, model_config
+from train.eval_plan import model_config
+from train.evaluate import latest_snapshot, load_generator
 from train.generate import GenerateError, Given, class_ids_outside, condition_batch, sample, sha256, write_images
 from train.models import family
 
@@ -191,7 +192,7 @@ def generate(stage, model: str, request: Request, out: Path) -> list[Path]:
     batch, masks = condition_batch(given, cfg.resolution, labels.num_classes, text_dim,
                                    stage.params.train.model(model).fit)
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
-    images = sample(G, batch, masks, request.seed, request.n, device)
+    images = sample(G, batch, masks, request.seed, request.n, device, labels.num_classes)
     record = {"dataset": stage.dataset, "model": model, "resolution": cfg.resolution, "seed": request.seed,
               "n": request.n, "modalities": list(given.modalities), "inputs": inputs,
               "snapshot": {"file": snapshot.name, "sha256": _file_sha256(snapshot)}}

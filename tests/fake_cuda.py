@@ -91,18 +91,19 @@ def on_device(tensors, device=CUDA) -> bool:
 
 class HostToDeviceCopies(TorchDispatchMode):
     """Records every op that reads a host tensor (not a 0-d scalar) and writes a CUDA one: in a hot loop each is a
-    synchronous copy."""
+    synchronous copy. `ops`: their names; `host`: the host tensors they read, in order."""
 
     def __init__(self):
         super().__init__()
-        self.ops = []
+        self.ops, self.host = [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        if (any(t.device.type == "cpu" and t.dim() > 0 for t in inputs)
-                and any(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in tree_leaves(out))):
+        host = [t for t in inputs if t.device.type == "cpu" and t.dim() > 0]
+        if host and any(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in tree_leaves(out)):
             self.ops.append(str(func))
+            self.host += host
         return out
 
 

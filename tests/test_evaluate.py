@@ -4,6 +4,7 @@ under `torchrun` with two processes; memory that does not grow with the number o
 refusals (no snapshot, no test shards, no metric weights)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -219,3 +220,18 @@ def test_each_condition_generates_from_exactly_its_modalities_and_never_from_the
         for name in given:  # and each input it includes is used
             changed = generate(G, {**cond, name: other[name]}, condition, seed=0, batch_size=1, device="cpu")
             assert not np.array_equal(changed, images), (condition, name)
+
+
+@pytest.mark.parametrize("gpu_memory", [80, 40])
+def test_dry_run_says_what_landscape_evaluation_computes_and_a_per_gpu_batch_that_fits(tmp_path, gpu_memory):
+    result = run("evaluate", "--params", str(REPO_PARAMS), "--data-dir", str(tmp_path), "--dataset", "landscape",
+                 "--dry-run", "--gpu-memory", str(gpu_memory))
+    assert result.exit_code == 0, result.output
+    fits = re.search(rf"^per-GPU batch on {gpu_memory} GB: (\d+) \(evaluate.batch_size 32\), estimated peak "
+                     r"([\d.]+) GB", result.output, re.M)
+    # at 1024 px PoE-GAN's fp32 forward needs more than 80 GB for a batch of 32: a smaller batch is chosen
+    assert fits and 0 < int(fits[1]) < 32 and float(fits[2]) <= gpu_memory
+    assert "rows (condition: metrics): unconditional: fid, kid, lpips_diversity; text: fid, kid, clip_score" \
+        in result.output
+    assert "images per condition: 50000" in result.output and "label map coco-stuff-182 (182 classes)" in result.output
+    assert not (tmp_path / "runs").exists()  # nothing written

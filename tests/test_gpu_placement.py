@@ -158,26 +158,77 @@ def test_a_loader_batch_goes_to_the_gpu_in_one_copy_per_tensor_and_one_hot_there
     assert on_gpu["seg"].shape == (2, 182, 8, 8) and on_gpu["style"] is on_gpu["image"]
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_evaluation_generates_on_the_gpu(fake_cuda, name):
-    cfg, G, _ = _networks(name)
-    cond = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution, n=3, device="cpu")  # the test set: CPU
-    for condition in ("unconditional", "seg", "all"):
-        images = evaluate.generate(G.eval(), cond, condition, seed=0, batch_size=2, device=CUDA)
-        assert images.shape == (3, cfg.resolution, cfg.resolution, 3)
+# Evaluation and `pipeline generate` at the shapes of real profiles (182 classes): the conditions cross to the GPU
+# once per test batch / request as the loader's batch, the labels as uint8 class ids (a one-hot map is 182 floats
+# a pixel: 24 GB for a batch of 32 at 1024 px), and are made one-hot on the GPU
+CLASSES = 182
+REAL = {"poegan": "landscape-1024", **{name: "coco-256" for name in ("spade-seg", "spade-sketch", "spade-seg-monce",
+                                                                      "inade", "unite-conquer", "cluster-guided")}}
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_generate_draws_on_the_gpu_from_every_condition_the_model_takes(fake_cuda, name):
-    cfg, G, _ = _networks(name)
-    rng = np.random.default_rng(0)  # decoded inputs (host arrays) of another size than the model's
-    decoded = {"text": rng.standard_normal(_clip_dim(cfg)), "seg": rng.integers(0, NUM_CLASSES, (20, 24), np.uint8),
-               "sketch": rng.integers(0, 2, (20, 24), np.uint8) * 255,
-               "style": rng.integers(0, 256, (20, 24, 3), np.uint8)}
-    given = generate.Given(**{m: decoded[m] for m in FAMILIES[name][0].takes(cfg)})
-    batch, masks = generate.condition_batch(given, cfg.resolution, NUM_CLASSES, _clip_dim(cfg), "random-crop")
-    images = generate.sample(G.eval(), batch, masks, seed=0, n=2, device=CUDA)
-    assert images.shape == (2, cfg.resolution, cfg.resolution, 3)
+def _real_generator(name):
+    """The family's generator at its real profile on fake CUDA (a sampler cut to 1 step; cluster-guided with
+    two clusters at 8 px), and the configuration."""
+    fam = family(name)
+    cfg = fam.config(REAL[name])
+    if name == "unite-conquer":
+        cfg = replace(cfg, sample_steps=1)
+    with on_cuda():
+        G = fam.generator(cfg, CLASSES)
+        if name == "cluster-guided":
+            from train.cluster_guided.imle import mapper
+            for share in (0.3, 0.7):
+                G.add_cluster(8, torch.zeros(cfg.channels(8)), share, mapper(4, 8, 2, 512))
+    return G.eval().requires_grad_(False), cfg
+
+
+def _loader_batch(cfg, n: int) -> dict:
+    """A test batch as the evaluation set holds it on the host (the training loader's layout)."""
+    r, dim = cfg.resolution, _clip_dim(cfg)
+    return {"image": torch.rand(n, 3, r, r) * 2 - 1, "seg": torch.zeros(n, r, r, dtype=torch.uint8),
+            "sketch": torch.rand(n, 1, r, r), "text": torch.randn(n, dim), "clip_image": torch.randn(n, dim)}
+
+
+def _crossed_once_as_given(copies, given: list, resolution: int) -> bool:
+    """Each of the `given` host tensors was copied to the GPU exactly once, and every other host tensor copied
+    (noise drawn on the CPU) is smaller than one image's one-hot map."""
+    once = all(sum(t is v for t in copies.host) == 1 for v in given)
+    others = [t for t in copies.host if not any(t is v for v in given)]
+    return once and all(t.numel() < CLASSES * resolution ** 2 for t in others)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_evaluation_takes_each_test_batch_to_the_gpu_once_with_class_ids_at_a_real_profile(fake_cuda, name):
+    from train.eval_data import EvalBatch
+    from train.models import EvalRow
+
+    G, cfg = _real_generator(name)
+    fam = family(name)
+    rows = fam.rows(G) if fam.rows else [EvalRow(c, c, G) for c in fam.conditions or ("all",)]
+    cond = _loader_batch(cfg, 2)
+    batch = EvalBatch(3, np.arange(6, 8), cond, np.zeros((2, 1, 1, 3), np.uint8), None, None, None, ["a", "b"])
+    p = EvaluateParams(diversity_groups=2, diversity_images=8)  # a second noise draw of both: a second forward
+    with KnownValues(), HostToDeviceCopies() as copies:
+        out = [(row.name, images.shape, groups.shape)
+               for row, images, groups in evaluate.generate_rows(rows, batch, CLASSES, p, CUDA)]
+    r = cfg.resolution
+    assert out == [(row.name, (2, r, r, 3), (2, 2, r, r, 3)) for row in rows]
+    assert _crossed_once_as_given(copies, list(cond.values()), r) and cond["seg"].dtype == torch.uint8
+
+
+@pytest.mark.parametrize("name", [name for name in REAL if name != "cluster-guided"])  # not given conditions
+def test_generate_takes_the_request_to_the_gpu_once_with_class_ids_at_a_real_profile(fake_cuda, name):
+    G, cfg = _real_generator(name)
+    r = cfg.resolution
+    decoded = {"text": np.ones(_clip_dim(cfg)), "seg": np.zeros((r // 2, r), np.uint8),
+               "sketch": np.zeros((r // 2, r), np.uint8), "style": np.zeros((r // 2, r, 3), np.uint8)}
+    given = generate.Given(**{m: decoded[m] for m in family(name).takes(cfg)})
+    with KnownValues():  # the masks' values: which experts Unite-and-Conquer runs
+        batch, masks = generate.condition_batch(given, r, CLASSES, _clip_dim(cfg), "random-crop")
+        with HostToDeviceCopies() as copies:
+            images = generate.sample(G, batch, masks, seed=0, n=2, device=CUDA, num_classes=CLASSES)
+    assert images.shape == (2, r, r, 3) and batch["seg"].dtype == torch.uint8 and batch["seg"].shape == (1, r, r)
+    assert _crossed_once_as_given(copies, [*batch.values(), *masks.values()], r)
 
 
 @pytest.fixture(scope="module")
@@ -352,4 +403,5 @@ def test_unite_conquer_grids_evaluation_and_generate_sample_on_the_gpu(fake_cuda
             assert images.shape == (3, UC.resolution, UC.resolution, 3)
         given = generate.Given(text=np.ones(8), seg=np.zeros((20, 24), np.uint8), sketch=np.zeros((20, 24), np.uint8))
         batch, masks = generate.condition_batch(given, UC.resolution, NUM_CLASSES, 8, "random-crop")
-        assert generate.sample(G, batch, masks, seed=0, n=2, device=CUDA).shape == (2, UC.resolution, UC.resolution, 3)
+        images = generate.sample(G, batch, masks, seed=0, n=2, device=CUDA, num_classes=NUM_CLASSES)
+        assert images.shape == (2, UC.resolution, UC.resolution, 3)

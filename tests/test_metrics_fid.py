@@ -14,7 +14,8 @@ from annotators.weights import WeightsError
 from pipeline.params.stages import EvaluateParams
 from train.metrics import MetricStream, evaluate
 from train.metrics.base import EvalContext, EvalInputs, Reference
-from train.metrics.fid import extract_features, frechet_distance, kernel_distance, load_inception
+from train.metrics.fid import (extract_features, frechet_distance, kernel_distance, load_inception,
+                               reference_features)
 
 # std of added Gaussian noise, in uint8 levels; strong enough that on 6 images the set-to-set change dominates
 # the small-sample bias of KID's estimator. Each level costs one FID (eigenvalues of a 2048 x 2048 product, seconds
@@ -102,6 +103,21 @@ def test_reference_features_are_cached_per_dataset_split_and_extractor(tmp_path,
     # another split is another reference: computed, not confused with the cached one
     evaluate(["kid"], inputs("train"), ctx)
     assert calls == [1, 1] and len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_a_reference_that_brings_its_features_is_cached_without_reading_its_images(tmp_path, inception_file):
+    # evaluation embeds the test images as it reads them, on every process: a cache miss must not read them again
+    images = smooth_images(4, seed=3)
+    features = extract_features([images], make_context(tmp_path, inception_file), "reference")
+
+    def unread():
+        raise AssertionError("the reference images were read again")
+
+    computed = Reference("sample", "test", 4, 64, unread, features=features.astype(np.float32))
+    assert np.array_equal(reference_features(computed, make_context(tmp_path, inception_file)), features)
+    # the next run finds them in the cache
+    cached = Reference("sample", "test", 4, 64, unread)
+    assert np.array_equal(reference_features(cached, make_context(tmp_path, inception_file)), features)
 
 
 def test_inception_weights_load_strictly_from_the_library_layout(tmp_path, inception_file):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from .data import DataError, Preprocess, make_example, seg_one_hot, shard_urls
+from .data import DataError, Preprocess, make_example, shard_urls
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class EvalBatch:
 
     index: int  # the batch's number in the split
     positions: np.ndarray  # int [B]: each sample's position in the split (unusable samples leave gaps)
-    cond: dict  # image [B,3,H,W] in [-1,1], seg one-hot [B,C,H,W], sketch [B,1,H,W] in [0,1], text [B,D]
+    cond: dict  # as the training loader's batch (`data.to_device` takes it to the device and one-hots seg there)
     images: np.ndarray  # uint8 [B, H, W, 3] real images (the FID reference)
     seg: np.ndarray  # uint8 [B, H, W] class ids, 255 = ignore
     sketch: np.ndarray  # uint8 [B, H, W], 255 = stroke
@@ -94,9 +94,7 @@ class EvalSet:
 
     def _batch(self, index: int, examples: list[dict], keys: list[str], positions: list[int]) -> EvalBatch:
         cond = torch.utils.data.default_collate(examples)
-        seg = cond["seg"]
-        cond["seg"] = seg_one_hot(seg, self.num_classes)
-        return EvalBatch(index, np.array(positions), cond, to_uint8(cond["image"]), seg.numpy(),
+        return EvalBatch(index, np.array(positions), cond, to_uint8(cond["image"]), cond["seg"].numpy(),
                          (cond["sketch"][:, 0] * 255).round().byte().numpy(), cond["text"].numpy(), keys)
 
 

@@ -20,22 +20,20 @@ from annotators.weights import RANDOM, resolve
 
 from . import checkpoint, distributed
 from .configs import MODALITIES
-from .data import DataError, Preprocess, fit_to_shards, shard_urls
+from .data import Preprocess, to_device
 from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_uint8
+from .eval_plan import ANNOTATOR_OF, device_batch, plan
 from .metrics import REGISTRY, MetricStream
 from .metrics.base import EvalContext, Reference, annotator_fn
+from .metrics.fid import image_features
 from .conditions import CONDITIONS, generator_modalities
 from .metrics.conditions import inputs_for
-from .metrics.seg_consistency import check_segmenter
 from .models import EvalRow, family
 from .noise import private_noise
 from .report import write_metrics_json, write_report
 
 log = logging.getLogger(__name__)
 
-# metric -> (annotator, its output member, the EvalContext field it fills)
-ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
-                "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}
 SAMPLES_SHOWN = 32
 
 
@@ -47,17 +45,6 @@ def latest_snapshot(layout, model: str) -> Path:
         raise EvaluationError(f"no network-snapshot-*.pt in {folder}: run "
                               f"`pipeline train --dataset {layout.dataset} --model {model}` first")
     return snapshot
-
-
-def model_config(stage, model: str):
-    """The configuration `pipeline train` built the model's run with (its params or the profile's, fitted to the
-    training shards); no training shards is an EvaluationError."""
-    section = stage.params.train.model(model)
-    cfg = family(model).configure(section.config or stage.profile.train_config, section)
-    try:
-        return fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
-    except DataError as err:
-        raise EvaluationError(str(err)) from None
 
 
 def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) -> torch.nn.Module:
@@ -92,8 +79,9 @@ def batch_seed(seed: int, index: int) -> int:
 
 @torch.no_grad()
 def generate(G, cond: dict, condition: str, seed: int, batch_size: int, device, first: int = 0) -> np.ndarray:
-    """uint8 [N, H, W, 3] images of G under `condition`, in batches of `batch_size` numbered from `first`, each
-    batch's noise drawn from `batch_seed(seed, number)` (the same on every device; no global RNG, CPU or CUDA, is
+    """uint8 [N, H, W, 3] images of G under `condition` from `cond` (the networks' layout, on `device`: a host
+    tensor would be copied again by every call), in batches of `batch_size` numbered from `first`, each batch's
+    noise drawn from `batch_seed(seed, number)` (the same on every device; no global RNG, CPU or CUDA, is
     touched)."""
     out = []
     for number, start in enumerate(range(0, len(cond["image"]), batch_size), first):
@@ -105,17 +93,28 @@ def generate(G, cond: dict, condition: str, seed: int, batch_size: int, device, 
     return np.concatenate(out)
 
 
-def diversity_groups(G, batch: EvalBatch, condition: str, generated: np.ndarray, limit: int, draws: int, seed: int,
-                     device) -> np.ndarray | None:
+def diversity_groups(G, batch: EvalBatch, cond: dict, condition: str, generated: np.ndarray, limit: int, draws: int,
+                     seed: int, device) -> np.ndarray | None:
     """uint8 [draws, R, H, W, 3]: the batch's samples among the split's first `limit` (R of them) as `generated`
-    has them, then generated again with the seeds seed + 1 ... seed + draws - 1 (INADE's groups of new noise);
-    None where the batch has none of them or there is one draw."""
+    has them, then generated again from `cond` (the batch on the device) with the seeds seed + 1 ...
+    seed + draws - 1 (INADE's groups of new noise); None where the batch has none of them or there is one draw."""
     rows = int((batch.positions < limit).sum())
     if draws < 2 or rows == 0:
         return None
-    subset = {k: v[:rows] for k, v in batch.cond.items()}
+    subset = {k: v[:rows] for k, v in cond.items()}
     return np.stack([generated[:rows]] + [generate(G, subset, condition, seed + g, rows, device, first=batch.index)
                                           for g in range(1, draws)])
+
+
+def generate_rows(rows: list[EvalRow], batch: EvalBatch, num_classes: int, p, device):
+    """(row, its images of the test batch, its diversity groups or None) for each row in turn: the batch goes to
+    the device once, its segmentation as class ids made one-hot there (evaluate params `p`)."""
+    cond = to_device(batch.cond, device, num_classes)
+    draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1
+    for row in rows:
+        generated = generate(row.generate, cond, row.condition, p.seed, len(batch), device, first=batch.index)
+        yield row, generated, diversity_groups(row.generate, batch, cond, row.condition, generated,
+                                               p.diversity_images, draws, p.seed, device)
 
 
 def random_weights_file(kind: str, cache_dir: Path) -> Path:
@@ -215,14 +214,17 @@ def _in_order(parts: list[dict[int, np.ndarray]]) -> np.ndarray:
 
 
 def _name_reference(reference: Reference, dataset: str, test: EvalSet, gathered: list) -> int:
-    """Name `reference` after the pixels of the test images every process saw (its cache key); returns their
-    number, or EvaluationError when no sample was usable."""
-    merged = {index: d for digests, _ in gathered for index, d in digests.items()}
+    """Name `reference` after the pixels of the test images every process saw (its cache key) and give it their
+    features when the processes computed them; returns their number, or EvaluationError when no sample was
+    usable."""
+    merged = {index: d for digests, *_ in gathered for index, d in digests.items()}
     if not merged:
         raise EvaluationError(f"no usable test samples in {test.shards_dir}")
     named = reference_set(dataset, test, [d for index in sorted(merged) for d in merged[index]], reference.resolution)
     # the metric streams hold `reference` since the first batch; it gets its name now that every pixel is seen
     reference.dataset, reference.limit, reference.batches = named.dataset, named.limit, named.batches
+    features = [real for _, _, real, _ in gathered if real]
+    reference.features = _in_order(features) if features else None
     return named.limit
 
 
@@ -235,57 +237,47 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     params, layout = stage.params, stage.layout
     p = params.evaluate
     processes = processes or distributed.Processes(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    check_segmenter(p.metrics, params.annotate.seg, stage.dataset, stage.profile.label_map)
-    cfg = model_config(stage, model)
+    evaluation = plan(stage, model, num_images)
+    cfg, notes, fam = evaluation.cfg, evaluation.notes, family(model)
     labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)
-    fam = family(model)
-    supported = fam.conditions or tuple(CONDITIONS)
-    conditions = [c for c in p.conditions if c in supported]
-    if not conditions:
-        raise EvaluationError(f"evaluate.conditions {p.conditions} has none of the conditions model {model!r} "
-                              f"takes: {', '.join(supported)}")
     device = str(processes.device)
     cache_dir = layout.data_dir / "cache" / "fid"
     random_weights = random_networks(p.metrics, p, params.annotate)
     metric_params = metric_weights(p, layout.weights, cache_dir)
     fit = params.train.model(model).fit  # the test images as the model saw its training images (never flipped)
-    limit, notes = num_images or p.num_images, []
-    affordable = fam.eval_images(cfg) if fam.eval_images and not num_images else None
-    if affordable is not None and affordable < limit:
-        limit = affordable
-        notes.append(f"{model} evaluates at most {affordable} test images per condition (what its profile's "
-                     f"sampling affords), not evaluate.num_images {p.num_images}")
-    test = EvalSet(layout.shards, cfg.resolution, labels.num_classes, limit, p.seed, p.batch_size, Preprocess(fit),
-                   processes.rank, processes.world)
+    batch_size, note = device_batch(p, fam, cfg, labels.num_classes, processes.device)
+    notes += [note] if note else []
+    test = EvalSet(layout.shards, cfg.resolution, labels.num_classes, evaluation.limit, p.seed, batch_size,
+                   Preprocess(fit), processes.rank, processes.world)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       gather=functools.partial(distributed.gather_to_rank0, processes=processes),
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
     reference = Reference(stage.dataset, "test", 0, cfg.resolution, lambda: ())  # named once its pixels are seen
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
-    rows = [row for row in (fam.rows(G) if fam.rows else [EvalRow(c, c, G) for c in supported])
-            if row.condition in conditions]
-    draws = p.diversity_groups if "lpips_diversity" in p.metrics else 1
+    rows = [row for row in (fam.rows(G) if fam.rows else [EvalRow(c, c, G) for c in CONDITIONS])
+            if row.condition in evaluation.conditions]
     streams = {row.name: MetricStream(p.metrics, ctx, reference) for row in rows}
-    digests, shown = {}, {row.name: {} for row in rows}
-    for batch in tqdm(test, desc="test batches", unit="batch"):
+    digests, shown, real = {}, {row.name: {} for row in rows}, {}
+    # every process embeds its own test images for FID/KID: no process embeds the whole split while others wait
+    embed_real = bool({"fid", "kid"} & set(p.metrics))
+    for batch in tqdm(test, desc="test batches", unit="batch", disable=processes.rank != 0):
         digests[batch.index] = pixel_digests(batch.images)
-        for row in rows:
-            generated = generate(row.generate, batch.cond, row.condition, p.seed, len(batch), device,
-                                 first=batch.index)
-            groups = diversity_groups(row.generate, batch, row.condition, generated, p.diversity_images, draws,
-                                      p.seed, device)
+        if embed_real:
+            real[batch.index] = image_features(batch.images, ctx, "test images")
+        for row, generated, groups in generate_rows(rows, batch, labels.num_classes, p, device):
             streams[row.name].add(batch.index, inputs_for(row.condition, generated, reference, groups=groups,
                                                           seg=batch.seg, sketch=batch.sketch,
                                                           embeddings=batch.embeddings))
             if batch.positions[0] < SAMPLES_SHOWN:
                 shown[row.name][batch.index] = generated[:SAMPLES_SHOWN]
-    gathered = ctx.gather((digests, shown))
+    # one gather of everything: rank 0 finishes the metrics after it, while no other process waits for it
+    gathered = ctx.gather((digests, shown, real, {name: stream.local() for name, stream in streams.items()}))
     images = distributed.on_rank0(lambda: _name_reference(reference, stage.dataset, test, gathered), processes)
-    table = {name: stream.result() for name, stream in streams.items()}
     if processes.rank != 0:
         return {}
-    samples = {row.name: _in_order([rank_shown[row.name] for _, rank_shown in gathered])[:SAMPLES_SHOWN]
+    table = {name: stream.finish([parts[name] for *_, parts in gathered]) for name, stream in streams.items()}
+    samples = {row.name: _in_order([rank_shown[row.name] for _, rank_shown, *_ in gathered])[:SAMPLES_SHOWN]
                for row in rows}
     notes.insert(0, f"snapshot {snapshot.name}, {images} test images at {cfg.resolution} px, seed {p.seed}")
     written = write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",

@@ -14,7 +14,7 @@ from annotators.labelmaps import IGNORE
 from shardio.shards import atomic_path
 
 from .configs import MODALITIES
-from .data import resizer, seg_one_hot
+from .data import resizer, to_device
 from .evaluate import to_uint8
 from .noise import private_noise
 
@@ -57,33 +57,33 @@ def _to_resolution(array: np.ndarray, resolution: int, fit: str, resample) -> np
 
 
 def condition_batch(given: Given, resolution: int, num_classes: int, text_dim: int, fit: str) -> tuple[dict, dict]:
-    """(batch, masks) of one sample as `train/data.py` gives it to the networks (image/style in [-1, 1], seg
-    one-hot, sketch in [0, 1], text float32), with zeros where a modality is absent and the masks saying which
-    are given. Images resize bilinearly and maps by nearest neighbour, as in `make_example`."""
+    """(batch, masks) of one sample as the training loader gives it (image in [-1, 1], seg as uint8 class ids,
+    sketch in [0, 1], text float32; `sample` makes it one-hot on the device), with zeros (seg: 255, ignore) where a
+    modality is absent and the masks saying which are given. Images resize bilinearly and maps by nearest
+    neighbour, as in `make_example`."""
     r = resolution
-    batch = {"image": torch.zeros(1, 3, r, r), "seg": torch.zeros(1, num_classes, r, r),
+    batch = {"image": torch.zeros(1, 3, r, r), "seg": torch.full((1, r, r), IGNORE, dtype=torch.uint8),
              "sketch": torch.zeros(1, 1, r, r), "text": torch.zeros(1, text_dim)}
     if given.style is not None:
         style = _to_resolution(given.style, r, fit, Image.BILINEAR)
         batch["image"] = torch.from_numpy(style.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     if given.seg is not None:
-        seg = _to_resolution(given.seg, r, fit, Image.NEAREST)
-        batch["seg"] = seg_one_hot(torch.from_numpy(seg.copy())[None], num_classes)
+        batch["seg"] = torch.from_numpy(_to_resolution(given.seg, r, fit, Image.NEAREST).copy())[None]
     if given.sketch is not None:
         sketch = _to_resolution(given.sketch, r, fit, Image.BILINEAR)
         batch["sketch"] = torch.from_numpy(sketch.copy()).float()[None, None] / 255
     if given.text is not None:
         batch["text"] = torch.from_numpy(given.text.astype(np.float32))[None]
-    batch["style"] = batch["image"]
     masks = {m: torch.tensor([m in given.modalities]) for m in MODALITIES}
     return batch, masks
 
 
 @torch.no_grad()
-def sample(G, batch: dict, masks: dict, seed: int, n: int, device) -> np.ndarray:
-    """uint8 [n, H, W, 3]: n images of G for one condition, one forward each, the noise drawn in turn from a
-    private generator seeded with `seed` (the same on every device), so image i does not depend on n."""
-    batch = {k: v.to(device) for k, v in batch.items()}
+def sample(G, batch: dict, masks: dict, seed: int, n: int, device, num_classes: int) -> np.ndarray:
+    """uint8 [n, H, W, 3]: n images of G for one condition (`condition_batch`'s, copied to `device` once, the
+    segmentation made one-hot there), one forward each, the noise drawn in turn from a private generator seeded
+    with `seed` (the same on every device), so image i does not depend on n."""
+    batch = to_device(batch, device, num_classes)
     masks = {k: v.to(device) for k, v in masks.items()}
     images = []
     with private_noise(seed):

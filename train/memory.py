@@ -13,6 +13,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .configs import MODALITIES
 from .loop import modality_masks
 
 GB = 1e9
@@ -109,3 +110,56 @@ def estimate(family, cfg, num_classes: int) -> MemoryEstimate:
     static = 4 * sum(params) + params[0]  # weights, gradients, two Adam moments; and the generator's EMA
     per_sample = (four - two) // 2
     return MemoryEstimate(static, max(0, two - 2 * per_sample), per_sample)
+
+
+@dataclass(frozen=True)
+class GenerationEstimate:
+    """Bytes of generating (evaluation, `pipeline generate`): `static` (the generator's weights) and, per sample and
+    fixed, the peak of its forward under no_grad with the batch's conditions on the device; the peak at batch b is
+    static + fixed + b * per_sample (no backward, no optimizer)."""
+
+    static: int
+    fixed: int
+    per_sample: int
+
+    def peak(self, batch: int) -> float:
+        """Estimated peak bytes of generating `batch` images at once on one GPU."""
+        return self.static + self.fixed + batch * self.per_sample
+
+    def largest_batch(self, capacity: float) -> int:
+        """The largest batch whose estimated peak fits `capacity` bytes (0: not even one image)."""
+        return max(0, math.floor((capacity - self.static - self.fixed) / self.per_sample))
+
+
+def generation_peak(family, nets: dict, cfg, num_classes: int, batch: int, device) -> int:
+    """Peak live bytes of one generator forward under no_grad, counting the batch's conditions as evaluation holds
+    them on the device (`data.to_device` of a loader batch: the segmentation one-hot there). A family with its own
+    training forward (a diffusion model's: one denoising pass) runs that: a sampler holds one pass at a time."""
+    from .data import to_device
+
+    r, dim = cfg.resolution, getattr(cfg, "clip_dim", 8)
+    loader = {"image": torch.rand(batch, 3, r, r), "seg": torch.zeros(batch, r, r, dtype=torch.uint8),
+              "sketch": torch.rand(batch, 1, r, r), "text": torch.randn(batch, dim),
+              "clip_image": torch.randn(batch, dim)}
+    masks = {m: torch.full((batch,), m != "style", device=device) for m in MODALITIES}  # all given but the image
+    with torch.no_grad(), LiveBytes() as live:
+        cond = to_device(loader, device, num_classes)
+        out = family.training_forward(nets, cond, masks) if family.training_forward else nets["G"](cond, masks)
+        del out, cond
+    return live.peak
+
+
+def generation_estimate(family, cfg, num_classes: int) -> GenerationEstimate:
+    """The memory estimate of generating with `cfg`'s generator in fp32, as evaluation runs it (a fitted family
+    by its base family's generator, which it steers)."""
+    if family.fitted is not None:
+        from .models import family as named
+
+        family = named(family.fitted.base)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        with torch.device("cuda"):
+            G = family.generator(cfg, num_classes).eval()
+        two, four = (generation_peak(family, {"G": G}, cfg, num_classes, b, "cuda") for b in (2, 4))
+    static = sum(t.numel() * t.element_size() for t in [*G.parameters(), *G.buffers()])
+    per_sample = (four - two) // 2
+    return GenerationEstimate(static, max(0, two - 2 * per_sample), per_sample)

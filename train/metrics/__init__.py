@@ -103,12 +103,18 @@ class MetricStream:
             else:
                 self.parts.setdefault(entry.collect, {})[index] = part
 
+    def local(self) -> tuple[dict, dict]:
+        """What this process kept: the part `finish` takes from each process."""
+        return self.parts, self.sums
+
     def result(self) -> dict[str, float] | None:
         """{key: float} of every metric that applied to some batch, in the process that gathers (None in the
         others)."""
-        gathered = self.ctx.gather((self.parts, self.sums))
-        if gathered is None:
-            return None
+        gathered = self.ctx.gather(self.local())
+        return None if gathered is None else self.finish(gathered)
+
+    def finish(self, gathered: list[tuple[dict, dict]]) -> dict[str, float]:
+        """{key: float} of every metric that applied to some batch of any process (`local()` of each)."""
         parts: dict[str, dict[int, object]] = {}
         sums: dict[str, tuple] = {}
         for process_parts, process_sums in gathered:

@@ -22,6 +22,9 @@ class Reference:
     limit: int  # at most this many images are used; part of the cache key
     resolution: int  # side the images are resized to before Inception (the model's output size); in the key
     batches: Callable[[], Iterable[np.ndarray]]  # yields uint8 [B, H, W, 3]; only called when the cache misses
+    # their Inception features when the caller computed them already (as evaluation does, batch by batch on every
+    # process): a cache miss stores these instead of reading `batches`
+    features: np.ndarray | None = None
 
 
 @dataclass

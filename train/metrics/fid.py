@@ -72,16 +72,22 @@ def extract_features(images_batches, ctx: EvalContext, desc: str, limit: int | N
     return np.concatenate(features)
 
 
-def generated_features(images: np.ndarray, ctx: EvalContext) -> np.ndarray:
-    """Inception features (float64 [N, 2048]) of generated images, in batches of `evaluate.batch_size`."""
-    check_images("generated", images)
-    return extract_features(batches(images, ctx.params.batch_size), ctx, "inception: generated", progress=False)
+def generated_features(images: np.ndarray, ctx: EvalContext, what: str = "generated") -> np.ndarray:
+    """Inception features (float64 [N, 2048]) of generated images (or others: `what` they are), in batches of
+    `evaluate.batch_size`."""
+    check_images(what, images)
+    return extract_features(batches(images, ctx.params.batch_size), ctx, f"inception: {what}", progress=False)
+
+
+def image_features(images: np.ndarray, ctx: EvalContext, what: str = "generated") -> np.ndarray:
+    """What FID and KID keep of a batch of images: its Inception features, as float32 (the extractor's own
+    precision: widening them again later is exact, and they take half the memory)."""
+    return generated_features(images, ctx, what).astype(np.float32)
 
 
 def inception_features(inputs: EvalInputs, ctx: EvalContext) -> np.ndarray:
-    """What FID and KID keep of a batch of generated images: its Inception features, as float32 (the extractor's
-    own precision: widening them again later is exact, and they take half the memory)."""
-    return generated_features(inputs.generated, ctx).astype(np.float32)
+    """What FID and KID keep of a batch of generated images (`image_features`)."""
+    return image_features(inputs.generated, ctx)
 
 
 def reference_cache_path(ref: Reference, weights_sha256: str, cache_dir: Path) -> Path:
@@ -92,13 +98,17 @@ def reference_cache_path(ref: Reference, weights_sha256: str, cache_dir: Path) -
 
 
 def reference_features(ref: Reference, ctx: EvalContext) -> np.ndarray:
-    """Inception features of the reference set, read from the cache or computed once and cached."""
+    """Inception features of the reference set, read from the cache, else its own (`ref.features`) or computed
+    from its images, and cached."""
     _, weights_sha256 = _inception(ctx)
     path = reference_cache_path(ref, weights_sha256, ctx.cache_dir)
     if path.is_file():
         with np.load(path, allow_pickle=False) as cached:
             return cached["features"]
-    features = extract_features(ref.batches(), ctx, f"inception: {ref.dataset}/{ref.split}", ref.limit)
+    if ref.features is not None:
+        features = np.asarray(ref.features, np.float64)
+    else:
+        features = extract_features(ref.batches(), ctx, f"inception: {ref.dataset}/{ref.split}", ref.limit)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, features=features)
     return features
