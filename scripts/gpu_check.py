@@ -213,8 +213,9 @@ def write_stage(tmp: Path):
     from shardio.layout import Layout
 
     raw = yaml.safe_load((HERE.parent / "params.yaml").read_text())
-    raw["evaluate"].update(metrics=["fid", "kid", "lpips_diversity"], num_images=4, batch_size=4, kid_subsets=2,
-                           kid_subset_size=2, diversity_groups=2, diversity_pairs=1, diversity_images=2)
+    raw["evaluate"].update(metrics=["fid", "kid", "lpips_diversity"], conditions=["unconditional", "all"],
+                           num_images=4, batch_size=4, kid_subsets=2, kid_subset_size=2, diversity_groups=2,
+                           diversity_pairs=1, diversity_images=2)
     raw["datasets"][DATASET]["overrides"].update({"evaluate.inception_weights": "random",
                                                  "evaluate.lpips_weights": "random"})
     path = tmp / "params.yaml"
@@ -346,7 +347,7 @@ def annotator_check(setup: Setup, name: str, params, ext: str) -> tuple[bool, st
     rng = np.random.default_rng(0)
     from train_shards import drawn_sample
     items = [Item(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), ["a mountain lake"]),
-             Item(np.ascontiguousarray(drawn_sample(0, 96)[0][:, :128]), ["a mountain lake"])]
+             Item(np.ascontiguousarray(drawn_sample(1, 96)[0][:96, :128]), ["a mountain lake"])]  # 96 x 128
     outputs = {}
     for dev, emulate in (("cpu", False), (str(setup.device), not setup.cuda)):
         annotator = build(name, params, setup.tmp)
