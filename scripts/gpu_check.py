@@ -14,6 +14,7 @@ import argparse
 import gc
 import importlib.util
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ from annotators.base import Item, build  # noqa: E402
 from annotators.labelmaps import load_label_map  # noqa: E402
 from annotators.runtime import computed_on, effective_precision  # noqa: E402
 from pipeline.params.annotate import ClipParams, SegParams, SketchParams  # noqa: E402
-from train.data import ShardLoader, to_device  # noqa: E402
+from train.data import ShardLoader, fit_to_shards, to_device  # noqa: E402
 from train.distributed import Processes  # noqa: E402
 from train.loop import RunSpec, modality_masks, train  # noqa: E402
 from train.models import family  # noqa: E402
@@ -279,7 +280,7 @@ def memory_check(setup: Setup, profile: str) -> tuple[bool, str]:
     from train.memory import estimate as estimate_of
 
     fam = family("poegan")
-    cfg = fam.config(profile)
+    cfg = fit_to_shards(fam.config(profile), setup.urls)  # the text encoder's width: the shards' CLIP's
     est = estimate_of(fam, cfg, LABELS.num_classes)
     capacity = torch.cuda.get_device_properties(setup.device).total_memory if setup.cuda else NO_GPU_MEMORY
     batches = memory_batches(est, capacity)
@@ -303,7 +304,6 @@ def memory_check(setup: Setup, profile: str) -> tuple[bool, str]:
         except torch.cuda.OutOfMemoryError:
             peak = float("inf")
         found.append((b, peak, est.peak(b)))
-        import shutil
         shutil.rmtree(spec.run_dir, ignore_errors=True)
     ok = all(peak <= e for _, peak, e in found)
     return ok, "; ".join(f"batch {b}: measured {peak / 1e9:.1f} GB, estimated {e / 1e9:.1f} GB ({peak / e:.0%})"
@@ -314,7 +314,7 @@ def data_wait_check(setup: Setup) -> tuple[bool, str]:
     """The share of a few steps' time the loop waited for the loader, after the first step (which starts it)."""
     profile, workers, steps = ("coco-256", 2, 6) if setup.cuda else ("tiny", 0, 3)
     fam = family("poegan")
-    cfg = fam.config(profile) if setup.cuda else setup.config("poegan")
+    cfg = fit_to_shards(fam.config(profile), setup.urls) if setup.cuda else setup.config("poegan")
     urls = setup.urls
     if setup.cuda:
         urls = [str(p) for p in write_training_shards(setup.tmp / "shards-256", images=16, per_shard=8,
