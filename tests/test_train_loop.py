@@ -138,10 +138,27 @@ def test_resume_from_training_state_repeats_losses_step_for_step(shards, tmp_pat
     assert [r["step"] for r in resumed] == [4, 5, 6, 7]
     for a, b in zip(straight[3:], resumed):
         for key, value in a.items():
-            if key not in ("sec",):
+            if key not in ("sec", "data_sec"):  # wall-clock times
                 assert b[key] == value, (a["step"], key)
     logged = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 8))  # the lines of the lost steps were replaced, not duplicated
+
+
+def test_mixed_precision_logs_the_steps_its_loss_scaler_skips(shards, tmp_path):
+    # CPU fp16 autocast stands in for CUDA's AMP: G's scaled gradients overflow while the loss scale calibrates
+    # from 2**16, so its first steps are skipped, their gradient norms NaN or inf (the false FAIL gpu_check had)
+    records = _train(_spec(tmp_path, shards, 6, amp_on_cpu=torch.float16, log_every=2))
+    skips = [r["G_skipped"] for r in records]
+    assert set(skips) == {0.0, 1.0} and all(r["D_skipped"] in (0.0, 1.0) for r in records)
+    for r in records:
+        for phase in ("G", "D"):
+            assert torch.isfinite(torch.tensor(r[f"{phase}_grad_norm"])).item() == (r[f"{phase}_skipped"] == 0.0)
+    # each skip halved the scaler's scale (no growth within 2000 steps): the flags are what the scaler did
+    state = load(tmp_path / "training-state-000006.pt")
+    for phase in ("G", "D"):
+        assert state["scaler"][phase]["scale"] == 2.0 ** (16 - sum(r[f"{phase}_skipped"] for r in records))
+    waits = [r["data_sec"] for r in records]  # seconds waiting for batches, cumulative, within the run's time
+    assert waits == sorted(waits) and 0 < waits[-1] < records[-1]["sec"]
 
 
 def test_run_writes_snapshots_state_log_and_sample_grids(shards, tmp_path):

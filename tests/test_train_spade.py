@@ -135,7 +135,7 @@ def _train(tmp_path, data, model, steps):
 
 
 def _losses(run: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "sec"}
+    return [{k: v for k, v in json.loads(line).items() if k not in ("sec", "data_sec")}
             for line in (run / "log.jsonl").read_text().splitlines()]
 
 

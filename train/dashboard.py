@@ -26,10 +26,11 @@ def scalars(record: dict, phases: tuple[str, ...]) -> dict[str, float]:
 
 
 def postfix(record: dict, images_per_s: float | None, phases: tuple[str, ...]) -> dict[str, str]:
-    """The progress bar's figures after a log read: images/s and each phase's loss terms (not gradient norms)."""
+    """The progress bar's figures after a log read: images/s and each phase's loss terms (not gradient norms or
+    skipped-step flags)."""
     shown = {} if images_per_s is None else {"img/s": f"{images_per_s:.3g}"}
     shown.update({k: f"{v:.3g}" for k, v in record.items() if k.partition("_")[0] in phases
-                  and not k.endswith("grad_norm") and isinstance(v, float)})
+                  and not k.endswith(("grad_norm", "skipped")) and isinstance(v, float)})
     return shown
 
 

@@ -52,6 +52,9 @@ class RunSpec:
     sample_every: int = 100
     log_every: int = 10  # steps between reads of the logged losses (each read waits for the GPU)
     mixed_precision: bool = True
+    # autocast in this dtype with a loss scaler on the CPU, standing in for CUDA's fp16 AMP (scripts/gpu_check.py
+    # --device cpu); None: the CPU trains in fp32
+    amp_on_cpu: torch.dtype | None = None
     grid_size: int = 4
     tensorboard: bool = True  # event files in the run folder (train/dashboard.py)
     wandb_project: str | None = None  # Weights & Biases project; None: off
@@ -135,8 +138,9 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
         # a training state saved before keeps its own setting on resume (load_state_dict restores the groups)
         opts[key] = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, fused=True)
     clip = settings.grad_clip or math.inf  # inf: the norm is logged, nothing clipped
-    amp = spec.mixed_precision and device.type == "cuda"
-    scalers = {key: torch.amp.GradScaler("cuda", enabled=amp) for key in nets}
+    amp = spec.mixed_precision and (device.type == "cuda" or spec.amp_on_cpu is not None)
+    amp_dtype = torch.float16 if device.type == "cuda" or spec.amp_on_cpu is None else spec.amp_on_cpu
+    scalers = {key: torch.amp.GradScaler(device.type, enabled=amp) for key in nets}
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
                          seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
                          epoch_batches=spec.epoch_batches, preprocess=spec.preprocess,
@@ -176,9 +180,11 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
     records, pending = [], []  # pending: this log interval's records, their losses still tensors on the device
     bar = tqdm(total=spec.steps, initial=step, desc="train", unit="step", disable=not progress or rank != 0)
     batches = iter(loader)
-    t0 = time.perf_counter()
+    t0, waited = time.perf_counter(), 0.0  # waited: seconds spent waiting for the loader's batches
     while step < spec.steps:
+        before = time.perf_counter()
         batch = to_device(next(batches), device, spec.num_classes)
+        waited += time.perf_counter() - before
         masks = modality_masks(len(batch["image"]), device)
         micro = list(zip(_split(batch, rounds), _split(masks, rounds)))
         losses = {}
@@ -192,20 +198,23 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
             loss.backward = lambda t, s=scaler: s.scale(t / rounds).backward()  # gradients: the mean over rounds
             terms = []
             for micro_batch, micro_masks in micro:
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                     terms.append(loss.accumulate_gradients(phase.name, micro_batch, micro_masks, step))
             losses.update(_mean_terms(terms))
             _average_gradients(net, world)
             scaler.unscale_(opt)
             limit = clip if phase.clip else math.inf
             losses[f"{phase.name}_grad_norm"] = torch.nn.utils.clip_grad_norm_(net.parameters(), limit)
+            if amp:
+                losses[f"{phase.name}_skipped"] = skipped(scaler, opt)
             scaler.step(opt)
             scaler.update()
         loss.end_step()
         update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup))
         step += 1
         pending.append({"step": step, **losses, **loss.log_state(),
-                        "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3)})
+                        "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3),
+                        "data_sec": round(waited, 3)})
         bar.update(1)
         save = checkpoint.save_due(step, spec.steps, spec.snapshot_every, spec.keep_snapshot_every)
         if step % spec.log_every == 0 or save:
@@ -227,6 +236,13 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
     bar.close()
     dashboard.close()
     return records
+
+
+def skipped(scaler: torch.amp.GradScaler, opt: torch.optim.Optimizer) -> torch.Tensor:
+    """1 when the scaler, after `unscale_`, found inf/NaN gradients and so skips this optimiser step (while the
+    loss scale calibrates, or on an overflow), else 0: a device tensor, read with the other logged values (no sync).
+    The gradient norm logged with it is then inf/NaN and nothing was applied."""
+    return torch.stack(list(scaler._found_inf_per_device(opt).values())).sum().clamp(max=1)
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
