@@ -41,6 +41,7 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
                 click.echo(f"{network.label} parameters without the encoder: "
                            f"{count_parameters(net) - count_parameters(net.encoder)}")
         _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
+        _print_recipe(fam, cfg, section, steps)
         return
     _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
 
@@ -85,6 +86,21 @@ def _print_memory(fam, cfg, num_classes: int, batch_gpu: int | None, batch_size:
                f"{memory.largest_batch(80 * GB)} on 80 GB")
 
 
+def _schedule(fam, section, steps):
+    """The run's learning-rate schedule: over params `steps`, or `--steps` when it is longer (a shorter `--steps`
+    stops early on the params' schedule)."""
+    from train.schedule import schedule_for
+
+    return schedule_for(fam.lr_decay, max(steps or 0, section.steps), section.lr_decay_start)
+
+
+def _print_recipe(fam, cfg, section, steps) -> None:
+    batch = section.batch_size or cfg.batch_size
+    settings = fam.optimizer(cfg)
+    click.echo(f"steps: {steps or section.steps} at batch {batch} ({(steps or section.steps) * batch} images)")
+    click.echo(_schedule(fam, section, steps).describe({n.key: settings.adam(n.key)[0] for n in fam.network_keys}))
+
+
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     import dataclasses
     import importlib.util
@@ -124,7 +140,7 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
         ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every, sample_every=section.sample_every,
         log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
-        wandb_project=section.wandb_project)
+        wandb_project=section.wandb_project, lr_schedule=_schedule(fam, section, steps))
     processes = distributed.start()  # before the claim: rank 0 alone touches the run folder, the others wait
     try:
         ident = identity(model, cfg, section, urls)
