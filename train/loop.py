@@ -322,7 +322,7 @@ def _ema_key(nets: dict) -> str:
 def _check_schedule(state: dict, lr_schedule: LinearDecay) -> None:
     """Warn when a run resumes under another learning-rate schedule than the one it was saved with."""
     saved = state.get("lr_schedule")
-    if saved is not None and saved != lr_schedule.state_dict():
+    if saved is not None and not lr_schedule.same_rates(saved):
         warnings.warn(f"resuming a run saved with learning-rate schedule {saved} under {lr_schedule.state_dict()} "
                       "(params steps or lr_decay_start changed): the rates follow the new schedule from here")
 

@@ -37,6 +37,11 @@ class LinearDecay:
     def state_dict(self) -> dict:
         return {"hold": self.hold, "total": self.total}
 
+    def same_rates(self, saved: dict) -> bool:
+        """Whether the schedule of `saved` (a state_dict) gives every step the rate this one gives it."""
+        other = LinearDecay(**saved)
+        return other == self or (other.constant and self.constant)
+
 
 def schedule_for(decay_from: float | None, steps: int, decay_start: int | None = None) -> LinearDecay:
     """The schedule of a run of `steps` steps. It uses params `lr_decay_start` when set. Otherwise it holds the
