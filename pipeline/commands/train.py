@@ -15,7 +15,8 @@ from .common import stage_options
               "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
               "train_config].")
 @click.option("--steps", type=click.IntRange(min=1), help="Train up to this step [default: params].")
-@click.option("--dry-run", is_flag=True, help="Build the networks without data, print parameter counts, stop.")
+@click.option("--dry-run", is_flag=True, help="Build the networks without data, print parameter counts, memory, steps, batch and the learning-rate "
+              "schedule (the steps where it changes), stop.")
 @click.option("--restart-if-changed", is_flag=True, help="When the run folder holds a run started under other "
               "params or shards, delete it and start over (DVC's cache keeps the old one) instead of refusing.")
 def command(stage, model, config_name, steps, dry_run, restart_if_changed):
