@@ -136,9 +136,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 # training images of the real profiles (COCO-Stuff train2017; CelebAMask-HQ's 30,000 less the 6,000 test images)
 TRAIN_IMAGES = {"coco": 118_287, "mm-celeba-hq": 24_000}
-# the official recipes' epochs (docs/protocols.md); unite-conquer's length is in iterations, not epochs
-EPOCHS = {("spade-seg", "coco"): 100, ("spade-seg", "mm-celeba-hq"): 60, ("spade-seg-monce", "coco"): 200,
-          ("spade-seg-monce", "mm-celeba-hq"): 60, ("inade", "coco"): 50, ("inade", "mm-celeba-hq"): 50}
+# the official recipes' epochs (docs/protocols.md; MoNCE's: tests/test_train_monce.py); unite-conquer's length is in
+# iterations, not epochs
+EPOCHS = {("spade-seg", "coco"): 100, ("spade-seg", "mm-celeba-hq"): 60, ("inade", "coco"): 50,
+          ("inade", "mm-celeba-hq"): 50}
 
 
 def test_baselines_train_as_long_as_their_official_recipes_on_the_real_profiles():
