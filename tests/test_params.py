@@ -148,3 +148,29 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ParamsError, match="mapping"):
         load_params(bad)
+
+
+# training images of the real profiles (COCO-Stuff train2017; CelebAMask-HQ's 30,000 less the 6,000 test images)
+TRAIN_IMAGES = {"coco": 118_287, "mm-celeba-hq": 24_000}
+# the official recipes' epochs (docs/protocols.md; MoNCE's: tests/test_train_monce.py); unite-conquer's length is in
+# iterations, not epochs
+EPOCHS = {("spade-seg", "coco"): 100, ("spade-seg", "mm-celeba-hq"): 60, ("inade", "coco"): 50,
+          ("inade", "mm-celeba-hq"): 50}
+
+
+def test_baselines_train_as_long_as_their_official_recipes_on_the_real_profiles():
+    from train.models import family
+
+    params = load_params(REPO_PARAMS)
+    for (model, dataset), epochs in EPOCHS.items():
+        profile = params.for_dataset(dataset)
+        batch = family(model).config(profile.profile(dataset).train_config).batch_size
+        steps = profile.train.model(model).steps
+        assert steps == epochs * (TRAIN_IMAGES[dataset] // batch), (model, dataset)  # drop_last, as the official
+    assert all(params.for_dataset(d).train.model("unite-conquer").steps == 100_000 for d in TRAIN_IMAGES)
+    assert params.for_dataset("coco").train.spade_sketch.steps == params.for_dataset("coco").train.spade_seg.steps
+
+
+def test_a_decay_starting_after_the_run_is_rejected(tmp_path):
+    message = rejection(tmp_path, lambda raw: raw["train"]["inade"].update(steps=10, lr_decay_start=11))
+    assert "train.inade" in message and "lr_decay_start 11 is after steps 10" in message

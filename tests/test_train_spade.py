@@ -119,6 +119,9 @@ def test_ttur_halves_the_generator_rate_and_doubles_the_discriminator_rate():
 def _params(tmp_path, model, evaluate=None, **section):
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     raw["train"][model].update(section)
+    overrides = raw["datasets"]["sample"]["overrides"]  # the section's values win over the sample profile's
+    overrides.update({key: section[key.rpartition(".")[2]] for key in overrides
+                      if key.startswith(f"train.{model}.") and key.rpartition(".")[2] in section})
     raw["evaluate"].update(evaluate or {})
     raw["annotate"]["seg"].update(long_side=32, batch_size=4)
     path = tmp_path / "params.yaml"
@@ -126,10 +129,10 @@ def _params(tmp_path, model, evaluate=None, **section):
     return path
 
 
-def _train(tmp_path, data, model, steps):
+def _train(tmp_path, data, model, until, **section):
     params = _params(tmp_path, model, batch_size=2, workers=0, shuffle_buffer=4, epoch_batches=3,
-                     snapshot_every=2, sample_every=2)
-    result = _run(["--model", model, "--data-dir", str(data), "--steps", str(steps)], params)
+                     snapshot_every=2, sample_every=2, **section)
+    result = _run(["--model", model, "--data-dir", str(data), "--steps", str(until)], params)
     assert result.exit_code == 0, result.output
     return Layout(data, "sample").training(model)
 
@@ -147,23 +150,43 @@ def shards(tmp_path_factory):
     return data
 
 
-def test_tiny_spade_seg_from_the_cli_writes_outputs_and_resumes_exactly(shards, tmp_path):
-    whole = _train(tmp_path, shards, "spade-seg", 4)
+DECAY_AFTER_STEP_1 = {"steps": 4, "lr_decay_start": 1}  # params of a 4-step schedule decaying from step 2
+
+
+def test_tiny_spade_seg_from_the_cli_writes_outputs_and_decays_and_resumes_exactly(shards, tmp_path):
+    # SPADE's linear decay to 0, made to start after the first step (params lr_decay_start) of a 4-step run (params
+    # steps: the schedule's length)
+    whole = _train(tmp_path, shards, "spade-seg", 4, **DECAY_AFTER_STEP_1)
     assert {p.name for p in whole.iterdir()} >= {
         "log.jsonl", "samples-000002.png", "samples-000004.png", "network-snapshot-000002.pt",
         "training-state-000002.pt", "network-snapshot-000004.pt", "training-state-000004.pt"}
-    state = torch.load(whole / "training-state-000004.pt", weights_only=True)
-    assert [g["lr"] for g in state["opt_G"]["param_groups"]] == [0.0001]  # tiny: lr 2e-4, TTUR
-    assert [g["lr"] for g in state["opt_D"]["param_groups"]] == [0.0004]
-    assert state["opt_G"]["param_groups"][0]["betas"] == (0.0, 0.9)
     reference = _losses(whole)
     assert [r["step"] for r in reference] == [1, 2, 3, 4]
     assert {"G_hinge", "G_feat", "G_vgg", "G_kl", "D_hinge"} <= set(reference[0])
+    # tiny: lr 2e-4 under TTUR (G 1e-4, D 4e-4); step s (0-based) at min(1, (4 - s) / 3), as SPADE's epochs
+    assert [r["lr_G"] for r in reference] == pytest.approx([1e-4, 1e-4, 1e-4 * 2 / 3, 1e-4 / 3])
+    assert [r["lr_D"] for r in reference] == pytest.approx([4e-4, 4e-4, 4e-4 * 2 / 3, 4e-4 / 3])
+    state = torch.load(whole / "training-state-000004.pt", weights_only=True)
+    assert state["opt_G"]["param_groups"][0]["betas"] == (0.0, 0.9)
+    assert state["lr_schedule"] == {"hold": 1, "total": 4}
+    weights = torch.load(whole / "network-snapshot-000004.pt", weights_only=True)
 
     for name in ("network-snapshot-000004.pt", "training-state-000004.pt", "samples-000004.png"):
         (whole / name).unlink()  # as if killed after step 2's training state
-    resumed = _train(tmp_path, shards, "spade-seg", 4)
-    assert _losses(resumed) == reference
+    resumed = _train(tmp_path, shards, "spade-seg", 4, **DECAY_AFTER_STEP_1)
+    assert _losses(resumed) == reference  # the same losses and learning rates, step for step
+    again = torch.load(resumed / "network-snapshot-000004.pt", weights_only=True)
+    for net in ("G", "D", "G_ema"):
+        assert all(torch.equal(weights[net][k], again[net][k]) for k in weights[net]), net
+
+
+def test_spade_decays_over_the_second_half_of_params_steps_and_a_shorter_run_stops_on_that_schedule():
+    result = _run(["--model", "spade-seg", "--dataset", "coco", "--config", "tiny", "--steps", "10", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    steps = int(yaml.safe_load(REPO_PARAMS.read_text())["datasets"]["coco"]["overrides"]["train.spade-seg.steps"])
+    assert "steps: 10 at batch 8" in result.output
+    assert f"up to step {steps // 2 + 1}, then decaying linearly every step to 1/{steps - steps // 2} of it at " \
+           f"step {steps}" in result.output
 
 
 def test_tiny_spade_sketch_trains_from_the_cli(shards, tmp_path):

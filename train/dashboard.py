@@ -11,13 +11,14 @@ TENSORBOARD_DIR = "tensorboard"  # under the run folder: `tensorboard --logdir d
 
 def scalars(record: dict, phases: tuple[str, ...]) -> dict[str, float]:
     """The numbers of one log record by TensorBoard tag: losses and norms `<phase>_<term>` grouped by phase
-    (`G/adv`), the rest under `train/`; list values (per-level KL weights) become one tag per element."""
+    (`G/adv`), learning rates `lr_<network>` as `lr/<network>`, the rest under `train/`; list values (per-level KL
+    weights) become one tag per element."""
     tags = {}
     for key, value in record.items():
         if key == "step":
             continue
         phase, _, term = key.partition("_")
-        group, name = (phase, term) if phase in phases and term else ("train", key)
+        group, name = (phase, term) if (phase in phases or phase == "lr") and term else ("train", key)
         values = value if isinstance(value, list) else [value]
         for i, v in enumerate(values):
             if isinstance(v, numbers.Real) and not isinstance(v, bool):
@@ -38,10 +39,10 @@ class Dashboard:
     """Rank 0's live view of a run. `resume_step`: events of steps after it, left by a killed run, are dropped
     so the curves continue where the training state does."""
 
-    def __init__(self, run_dir: Path, resume_step: int, phases: tuple[str, ...], learning_rates: dict[str, float], *,
+    def __init__(self, run_dir: Path, resume_step: int, phases: tuple[str, ...], *,
                  tensorboard: bool = True, wandb_project: str | None = None, wandb_id: str | None = None,
                  config: dict | None = None):
-        self.phases, self.learning_rates = phases, learning_rates
+        self.phases = phases
         self.last: tuple[int, float] | None = None  # (images, sec) of the previous record: images/s between reads
         self.writer = self.wandb = None
         if tensorboard:
@@ -60,7 +61,7 @@ class Dashboard:
         rate = None
         for record in records:
             step = record["step"]
-            tags = scalars(record, self.phases) | {f"lr/{name}": lr for name, lr in self.learning_rates.items()}
+            tags = scalars(record, self.phases)
             if self.last is not None and record["sec"] > self.last[1]:
                 rate = (record["images"] - self.last[0]) / (record["sec"] - self.last[1])
                 tags["train/images_per_s"] = rate

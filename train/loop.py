@@ -22,6 +22,7 @@ from .data import Preprocess, ShardLoader, to_device
 from .ema import ema_beta
 from .models import ModelFamily
 from .samples import render_grid, save_grid
+from .schedule import LinearDecay, schedule_for, set_rates
 
 BETAS = (0.0, 0.99)  # B: Adam with beta1 = 0, beta2 = 0.99
 GRAD_CLIP = 10.0  # B: gradient norms clipped at 10
@@ -60,6 +61,7 @@ class RunSpec:
     wandb_project: str | None = None  # Weights & Biases project; None: off
     identity: dict | None = None  # the run's identity (train/run_identity.py): W&B run id and config
     preprocess: Preprocess = Preprocess()  # resize or random crop, flips (supplement A; the dataset profile's)
+    lr_schedule: LinearDecay | None = None  # None: the family's over `steps` (train/schedule.py)
 
 
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -137,6 +139,8 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
         # fused: one kernel over all parameters (CPU and CUDA) instead of several ops per parameter from Python;
         # a training state saved before keeps its own setting on resume (load_state_dict restores the groups)
         opts[key] = torch.optim.Adam(net.parameters(), lr=lr, betas=betas, fused=True)
+    base_lrs = {key: settings.adam(key)[0] for key in nets}
+    lr_schedule = spec.lr_schedule or schedule_for(family.lr_decay, spec.steps)
     clip = settings.grad_clip or math.inf  # inf: the norm is logged, nothing clipped
     amp = spec.mixed_precision and (device.type == "cuda" or spec.amp_on_cpu is not None)
     amp_dtype = torch.float16 if device.type == "cuda" or spec.amp_on_cpu is None else spec.amp_on_cpu
@@ -164,6 +168,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
             load_scaler_state(scaler, state["scaler"][name])
         loss.load_state_dict(state["loss"])
         step = int(state["step"])
+        _check_schedule(state, lr_schedule)
         resume_streams(state, rank, world, loader, spec.seed)
     fixed = _fixed_conditions(spec, cfg, device) if rank == 0 else None
     if rank == 0:
@@ -173,8 +178,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
 
     ident = spec.identity or {}
     phases = tuple(phase.name for phase in family.phases)
-    dashboard = Dashboard(run_dir, step, phases, {key: opt.param_groups[0]["lr"] for key, opt in opts.items()},
-                          tensorboard=spec.tensorboard and rank == 0,
+    dashboard = Dashboard(run_dir, step, phases, tensorboard=spec.tensorboard and rank == 0,
                           wandb_project=spec.wandb_project if rank == 0 else None,
                           wandb_id=ident.get("fingerprint"), config=ident.get("params"))
     records, pending = [], []  # pending: this log interval's records, their losses still tensors on the device
@@ -186,6 +190,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
         batch = to_device(next(batches), device, spec.num_classes)
         waited += time.perf_counter() - before
         masks = modality_masks(len(batch["image"]), device)
+        set_rates(opts, base_lrs, lr_schedule.factor(step))
         micro = list(zip(_split(batch, rounds), _split(masks, rounds)))
         losses = {}
         for phase in family.phases:
@@ -213,6 +218,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
         update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup))
         step += 1
         pending.append({"step": step, **losses, **loss.log_state(),
+                        **{f"lr_{key}": opt.param_groups[0]["lr"] for key, opt in opts.items()},
                         "images": step * batch_size, "sec": round(time.perf_counter() - t0, 3),
                         "data_sec": round(waited, 3)})
         bar.update(1)
@@ -230,7 +236,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
                 save_grid(run_dir / f"samples-{step:06d}.png", grid)
                 dashboard.grid(step, grid)
         if save:
-            _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader)
+            _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader, lr_schedule)
             if rank == 0:
                 checkpoint.prune(run_dir, spec.keep_states, spec.keep_snapshot_every)
     bar.close()
@@ -337,9 +343,17 @@ def _ema_key(nets: dict) -> str:
     return f"{next(iter(nets))}_ema"
 
 
-def _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader) -> None:
+def _check_schedule(state: dict, lr_schedule: LinearDecay) -> None:
+    """Warn when a run resumes under another learning-rate schedule than the one it was saved with."""
+    saved = state.get("lr_schedule")
+    if saved is not None and not lr_schedule.same_rates(saved):
+        warnings.warn(f"resuming a run saved with learning-rate schedule {saved} under {lr_schedule.state_dict()} "
+                      "(params steps or lr_decay_start changed): the rates follow the new schedule from here")
+
+
+def _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader, lr_schedule) -> None:
     """Weight snapshot (each network, then the generator's moving average) and training state of `step` (each
-    network's optimiser, every rank's loader position and RNG state)."""
+    network's optimiser, the learning-rate schedule, every rank's loader position and RNG state)."""
     loaders = _gather(loader.state_dict(), world)
     rngs = _gather(checkpoint.rng_state(), world)
     if rank != 0:
@@ -348,4 +362,5 @@ def _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader) 
                     {**{key: net.state_dict() for key, net in nets.items()}, _ema_key(nets): G_ema.state_dict()})
     checkpoint.save(checkpoint.state_path(run_dir, step), {
         "step": step, **{f"opt_{key}": opt.state_dict() for key, opt in opts.items()}, "loss": loss.state_dict(),
-        "scaler": {name: s.state_dict() for name, s in scalers.items()}, "loader": loaders, "rng": rngs})
+        "scaler": {name: s.state_dict() for name, s in scalers.items()}, "loader": loaders, "rng": rngs,
+        "lr_schedule": lr_schedule.state_dict()})

@@ -120,6 +120,9 @@ class ModelFamily:
     # configuration -> at most this many evaluation images per condition when none are asked for (what the
     # profile's sampling can afford); None: params evaluate.num_images
     eval_images: Callable[[object], int | None] | None = None
+    # fraction of the run's params `steps` trained at the full learning rate before a linear decay to 0
+    # (train/schedule.py; SPADE's --niter / (--niter + --niter_decay)); None: constant
+    lr_decay: float | None = None
 
     def takes(self, cfg) -> tuple[str, ...]:
         """The generator modalities G reads under `cfg`, in MODALITIES order."""
@@ -191,7 +194,8 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
                        MoNCELoss if monce else SPADELoss,
                        lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip),
                        conditions=(condition,),  # conditioned on one modality: only evaluated under it
-                       inputs=conditioned_on)
+                       inputs=conditioned_on,
+                       lr_decay=0.5)  # --niter = --niter_decay: the second half decays (docs/spade.md, monce.md)
 
 
 def _inade() -> ModelFamily:

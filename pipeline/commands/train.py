@@ -17,7 +17,7 @@ from .common import stage_options
 @click.option("--steps", type=click.IntRange(min=1), help="Train up to this step [default: params].")
 @click.option("--dry-run", is_flag=True, help="Without data or a GPU: print parameter counts, the per-GPU batch "
               "and its estimated peak memory, the accumulation rounds, the save plan and the most disk the run will "
-              "use; stop.")
+              "use, the steps, batch and learning-rate schedule (the steps where it changes); stop.")
 @click.option("--gpu-memory", type=click.FloatRange(min=0, min_open=True), metavar="GB", help="Memory per GPU "
               "that a null train.<model>.batch_gpu is sized for [default: the visible GPU's; a dry run without "
               "one: 80]. A CPU run takes its whole share in one round unless this is given.")
@@ -45,6 +45,7 @@ def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_
         return
     if dry_run:
         _dry_run(fam, cfg, section, labels.num_classes, model, steps or section.steps, gpu_memory, nproc)
+        _print_recipe(fam, cfg, section, steps)
         return
     if nproc:
         raise click.UsageError("--nproc is for --dry-run; start several processes with torchrun --nproc-per-node")
@@ -105,6 +106,21 @@ def _fit(stage, fam, cfg, section, labels, model, dry_run):
     click.echo(f"fitted {model} from {snapshot}; outputs in {stage.layout.training(model)}")
 
 
+def _schedule(fam, section, steps):
+    """The run's learning-rate schedule: over params `steps`, or `--steps` when it is longer (a shorter `--steps`
+    stops early on the params' schedule)."""
+    from train.schedule import schedule_for
+
+    return schedule_for(fam.lr_decay, max(steps or 0, section.steps), section.lr_decay_start)
+
+
+def _print_recipe(fam, cfg, section, steps) -> None:
+    batch = section.batch_size or cfg.batch_size
+    settings = fam.optimizer(cfg)
+    click.echo(f"steps: {steps or section.steps} at batch {batch} ({(steps or section.steps) * batch} images)")
+    click.echo(_schedule(fam, section, steps).describe({n.key: settings.adam(n.key)[0] for n in fam.network_keys}))
+
+
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu):
     import dataclasses
     import importlib.util
@@ -148,7 +164,7 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, g
         keep_snapshot_every=section.keep_snapshot_every, sample_every=section.sample_every,
         log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
-        wandb_project=section.wandb_project)
+        wandb_project=section.wandb_project, lr_schedule=_schedule(fam, section, steps))
     try:  # before the claim: rank 0 alone touches the run folder, the others wait
         processes = distributed.start(allow_cpu=allow_cpu)
     except DeviceError as e:

@@ -1,7 +1,7 @@
 """Params of training: one section per model family under `train`."""
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from .base import Section
 
@@ -11,6 +11,9 @@ class ModelTrainParams(Section):
 
     config: str | None = Field(None, description="configuration profile; default: the dataset's train_config")
     steps: int = Field(200, ge=1, description="training iterations (each: G step, D step, R1 every 16th)")
+    lr_decay_start: int | None = Field(None, ge=0, description="steps at the full learning rate before it decays "
+                                       "linearly to 0 at `steps`; null: the family's (SPADE, MoNCE: half of "
+                                       "`steps`; the others: constant)")
     seed: int = Field(0, ge=0)
     batch_size: int | None = Field(None, ge=2, description="global batch; default: the configuration's")
     batch_gpu: int | None = Field(None, ge=1, description="samples per device in one gradient accumulation "
@@ -40,6 +43,13 @@ class ModelTrainParams(Section):
                               "images/s, sample grids): `tensorboard --logdir data/runs`")
     wandb_project: str | None = Field(None, description="Weights & Biases project to log to as well (needs `pip "
                                       "install wandb` and a login); null: off, nothing leaves the machine")
+
+    @model_validator(mode="after")
+    def _decay_within_the_run(self):
+        if self.lr_decay_start is not None and self.lr_decay_start > self.steps:
+            raise ValueError(f"lr_decay_start {self.lr_decay_start} is after steps {self.steps}: set it to at most "
+                             "steps (steps itself: a constant rate), or null for the family's schedule")
+        return self
 
 
 class PoEGANParams(ModelTrainParams):

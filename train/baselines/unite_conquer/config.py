@@ -22,7 +22,9 @@ class UniteConquerConfig:
     head_channels: int = 64  # num_head_channels
     dropout: float = 0.0
     clip_dim: int = 512  # set to the shards' CLIP width by train/data.py fit_to_shards
-    lr: float = 1e-4  # ADM's training flags (--lr 1e-4, AdamW without weight decay = Adam)
+    # Nithin-GK/UniteandConquer train_code/scripts/train.py create_argparser: lr 1e-5, weight_decay 0 (AdamW without
+    # weight decay = Adam), lr_anneal_steps 0 (constant); not guided-diffusion's README 1e-4
+    lr: float = 1e-5
     timesteps: int = 1000  # T; linear betas (ADM noise_schedule linear, scaled for T = 1000)
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -52,7 +54,7 @@ class UniteConquerConfig:
 
 CONFIGS = {
     # CPU demos and tests: a few M parameters, attention at 8 px only, 50 DDIM steps; lr 2e-3 (a project choice,
-    # not ADM's 1e-4): learning within the few hundred steps a CPU test affords (docs/unite-conquer.md)
+    # not the official 1e-5): learning within the few hundred steps a CPU test affords (docs/unite-conquer.md)
     "tiny": UniteConquerConfig(32, 4, channels=32, channel_mult=(1, 2, 2), res_blocks=1, attention=(8,),
                                head_channels=32, lr=2e-3, sample_steps=50, eval_images=16),
     # the official face model (the brief's ADM flags): 192 channels, 1,1,2,2,4,4, attention 32/16/8 at 64 ch/head
