@@ -15,7 +15,7 @@ from pipeline.params.stages import EvaluateParams
 from train.metrics import MetricStream, evaluate
 from train.metrics.base import EvalContext, EvalInputs, Reference
 from train.metrics.fid import (extract_features, frechet_distance, kernel_distance, load_inception,
-                               reference_features)
+                               reference_features, trace_sqrt_product)
 
 # std of added Gaussian noise, in uint8 levels; strong enough that on 6 images the set-to-set change dominates
 # the small-sample bias of KID's estimator. Each level costs one FID (eigenvalues of a 2048 x 2048 product, seconds
@@ -61,6 +61,17 @@ def test_frechet_distance_is_the_closed_form_between_the_fitted_gaussians():
     expected = (np.sum((a.mean(0) - b.mean(0)) ** 2)
                 + np.trace(cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real))
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_fewer_samples_than_dimensions_give_the_distance_of_the_full_covariances():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(5, 12))
+    b = rng.normal(1.0, 2.0, size=(4, 12)) @ rng.normal(size=(12, 12))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)  # rank 4 and 3 of 12
+    expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov_a) + np.trace(cov_b)
+                - 2 * trace_sqrt_product(cov_a, cov_b))
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)  # the eigh path: sqrt of ~1e-13 noise
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
 
 
 def test_kid_is_the_unbiased_mmd_with_the_cubic_polynomial_kernel():

@@ -120,10 +120,25 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     import torch
     from torch_fidelity.metric_fid import fid_features_to_statistics
 
-    a, b = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, np.float64))) for f in (features_a, features_b)]
+    features_a, features_b = (np.asarray(f, np.float64) for f in (features_a, features_b))
+    a, b = [fid_features_to_statistics(torch.from_numpy(f)) for f in (features_a, features_b)]
     diff = a["mu"] - b["mu"]
-    return float(diff @ diff + np.trace(a["sigma"]) + np.trace(b["sigma"])
-                 - 2 * trace_sqrt_product(a["sigma"], b["sigma"]))
+    if 2 <= min(len(features_a), len(features_b)) and max(len(features_a), len(features_b)) <= features_a.shape[1]:
+        root_trace = trace_sqrt_product_of_few(features_a, features_b)
+    else:
+        root_trace = trace_sqrt_product(a["sigma"], b["sigma"])
+    return float(diff @ diff + np.trace(a["sigma"]) + np.trace(b["sigma"]) - 2 * root_trace)
+
+
+def trace_sqrt_product_of_few(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """tr((S_a S_b)^1/2) of the two sets' covariances when they have fewer samples than dimensions: with the
+    centred features A [N_a, D] and B [N_b, D], S_a S_b = A'A B'B / c (c = (N_a - 1)(N_b - 1)) has the nonzero
+    eigenvalues of (AB')(AB')' / c, so the trace is the sum of AB''s singular values over sqrt(c). An N_a x N_b SVD
+    instead of two D x D eigendecompositions (D = 2048, 4 and 2 samples: the whole distance in 3.2 CPU s instead
+    of 18.6, measured with time.process_time on the loaded 2-core machine)."""
+    centred_a, centred_b = features_a - features_a.mean(0), features_b - features_b.mean(0)
+    singular = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False)
+    return float(singular.sum() / np.sqrt((len(features_a) - 1) * (len(features_b) - 1)))
 
 
 def trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray) -> float:
