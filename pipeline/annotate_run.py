@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from annotators.base import build, is_device_failure
 
-from .annotate import ShardJob, annotate_shard, plan
+from .annotate import ShardJob, annotate_shard, image_fingerprint, image_shards, plan
 from shardio.layout import Layout
 from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
 from shardio.shards import keep_only, remove_temporaries
@@ -90,6 +90,8 @@ def run(stage, names: list[str], address: str | None = None, batch_size: int | N
         progress: bool = True) -> list[AnnotatorSummary]:
     """Annotate the dataset's image shards with each of `names` on Ray; returns one summary per annotator."""
     runtime = stage.params.annotate.runtime
+    for image_shard in image_shards(stage.layout):  # an unfinished or damaged one: one clear error before Ray
+        image_fingerprint(image_shard)
     for name in names:  # a missing weights file is one clear error here, not a traceback from every worker
         build(name, getattr(stage.params.annotate, name), stage.layout.weights.resolve()).check_weights()
     shape = pool_shape(connect(address), workers or runtime.workers, gpus_per_worker or runtime.gpus_per_worker,

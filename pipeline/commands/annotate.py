@@ -1,7 +1,9 @@
 """`pipeline annotate`: pseudo-label the image shards with the annotators on a Ray cluster (local by default)."""
+from contextlib import ExitStack
+
 import click
 
-from .common import stage_options
+from .common import lock, stage_options
 
 ANNOTATORS = ("seg", "sketch", "clip")
 
@@ -53,12 +55,17 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
         stage.layout.annotations(name).mkdir(parents=True, exist_ok=True)  # the (empty) output DVC expects
     if not names:
         return
+    from shardio.tarcopy import ShardError
+
     from ..annotate_run import run
 
-    try:
-        summaries = run(stage, names, ray_address, batch_size, workers, gpus_per_worker, progress)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from None
+    with ExitStack() as held:
+        for name in names:  # before Ray starts: a second run stops at once
+            held.enter_context(lock(stage.layout.annotations(name), "annotate"))
+        try:
+            summaries = run(stage, names, ray_address, batch_size, workers, gpus_per_worker, progress)
+        except (FileNotFoundError, RuntimeError, ShardError) as e:
+            raise click.ClickException(str(e)) from None
     for summary in summaries:
         click.echo(summary.line())
     # every finished shard counts, not only this run's: a rerun of a failed strict run must fail again

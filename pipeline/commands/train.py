@@ -3,7 +3,7 @@ import click
 
 from train.models import REGISTRY
 
-from .common import stage_options
+from .common import lock, stage_options
 
 
 @click.command("train")
@@ -65,7 +65,9 @@ def _fit(stage, fam, cfg, section, labels, model, dry_run):
     try:
         cfg = fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        summary = fam.fitted.fit(snapshot, stage.layout.training(model), cfg, labels.num_classes, section, device)
+        with lock(stage.layout.training(model), "train"):
+            summary = fam.fitted.fit(snapshot, stage.layout.training(model), cfg, labels.num_classes, section,
+                                     device)
     except (DataError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     for c in summary["clusters"]:
@@ -124,16 +126,20 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
         ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every, sample_every=section.sample_every,
         log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
-        wandb_project=section.wandb_project)
+        wandb_project=section.wandb_project, skip_bad_samples=section.skip_bad_samples)
     processes = distributed.start()  # before the claim: rank 0 alone touches the run folder, the others wait
+    held = []  # rank 0's lock of the run folder, for the whole run (its processes are one run)
     try:
+        distributed.on_rank0(lambda: held.append(lock(spec.run_dir, "train")), processes)
         ident = identity(model, cfg, section, urls)
         replaced = distributed.on_rank0(lambda: claim(spec.run_dir, ident, restart_if_changed), processes)
         if replaced and processes.rank == 0:
             click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)
         records = train(fam, cfg, vgg, dataclasses.replace(spec, identity=ident), processes=processes)
-    except RunMismatch as e:
+    except (RunMismatch, DataError) as e:  # DataError: a shard that reads badly mid-run
         raise click.ClickException(str(e)) from None
     finally:
+        for run_lock in held:
+            run_lock.release()
         distributed.stop()
     click.echo(f"trained to step {spec.steps} ({len(records)} steps in this run); outputs in {spec.run_dir}")
