@@ -57,11 +57,11 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
         return
     from shardio.tarcopy import ShardError
 
-    from ..annotate_run import run
-
     with ExitStack() as held:
-        for name in names:  # before Ray starts: a second run stops at once
+        for name in names:  # before Ray is even imported: a second run stops at once
             held.enter_context(lock(stage.layout.annotations(name), "annotate"))
+        from ..annotate_run import run
+
         try:
             summaries = run(stage, names, ray_address, batch_size, workers, gpus_per_worker, progress)
         except (FileNotFoundError, RuntimeError, ShardError) as e:

@@ -1,4 +1,7 @@
 """`pipeline train`: Train a model (PoE-GAN or a baseline) on the training shards."""
+import os
+from contextlib import nullcontext
+
 import click
 
 from train.models import REGISTRY
@@ -32,7 +35,8 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
     except (KeyError, AttributeError) as e:
         raise click.UsageError(str(e).strip("'\"")) from None
     if fam.fitted is not None:
-        _fit(stage, fam, cfg, section, labels, model, dry_run)
+        with _run_lock(stage.layout.training(model), dry_run):
+            _fit(stage, fam, cfg, section, labels, model, dry_run)
         return
     if dry_run:
         for network, net in zip(fam.network_keys, fam.build(cfg, labels.num_classes).values()):
@@ -42,7 +46,16 @@ def command(stage, model, config_name, steps, dry_run, restart_if_changed):
                            f"{count_parameters(net) - count_parameters(net.encoder)}")
         _print_memory(fam, cfg, labels.num_classes, section.batch_gpu, section.batch_size or cfg.batch_size)
         return
-    _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
+    with _run_lock(stage.layout.training(model)):
+        _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed)
+
+
+def _run_lock(run_dir, dry_run: bool = False):
+    """The run folder's lock, taken before anything loads so that a second run stops at once; held by the process
+    of global rank 0 alone (under torchrun the others are the same run), none for a dry run."""
+    if dry_run or os.environ.get("RANK", "0") != "0":
+        return nullcontext()
+    return lock(run_dir, "train")
 
 
 def _fit(stage, fam, cfg, section, labels, model, dry_run):
@@ -65,9 +78,7 @@ def _fit(stage, fam, cfg, section, labels, model, dry_run):
     try:
         cfg = fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        with lock(stage.layout.training(model), "train"):
-            summary = fam.fitted.fit(snapshot, stage.layout.training(model), cfg, labels.num_classes, section,
-                                     device)
+        summary = fam.fitted.fit(snapshot, stage.layout.training(model), cfg, labels.num_classes, section, device)
     except (DataError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     for c in summary["clusters"]:
@@ -128,9 +139,7 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
         wandb_project=section.wandb_project, skip_bad_samples=section.skip_bad_samples)
     processes = distributed.start()  # before the claim: rank 0 alone touches the run folder, the others wait
-    held = []  # rank 0's lock of the run folder, for the whole run (its processes are one run)
     try:
-        distributed.on_rank0(lambda: held.append(lock(spec.run_dir, "train")), processes)
         ident = identity(model, cfg, section, urls)
         replaced = distributed.on_rank0(lambda: claim(spec.run_dir, ident, restart_if_changed), processes)
         if replaced and processes.rank == 0:
@@ -139,7 +148,5 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed):
     except (RunMismatch, DataError) as e:  # DataError: a shard that reads badly mid-run
         raise click.ClickException(str(e)) from None
     finally:
-        for run_lock in held:
-            run_lock.release()
         distributed.stop()
     click.echo(f"trained to step {spec.steps} ({len(records)} steps in this run); outputs in {spec.run_dir}")
