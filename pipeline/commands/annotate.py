@@ -40,8 +40,9 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
     Writes  <data-dir>/<dataset>/<annotator>/{split}-{index:06d}.tar: the image shard's keys in the
             same order; samples whose modality the dataset provides are skipped.
     Resume  a shard whose stats file carries the same fingerprint (annotator params + weights +
-            input shard) is skipped; rerun after a crash to finish only what is missing. Shards
-            of image shards no longer on disk are deleted.
+            input shard) and the shard's size is skipped; rerun after a crash to finish only what is
+            missing. Shards of image shards no longer on disk are deleted.
+    Lock    one run per annotator folder: a second one stops at once naming the first.
     Exit    1 when a shard failed or more images failed than `annotate.runtime.max_failed_fraction`,
             counted over every finished shard, this run's and earlier ones' (each failure is listed
             with its error in the shard's .stats.json).
