@@ -43,7 +43,6 @@ def stage_options(command):
     return wrapper
 
 
-
 def lock(folder: Path, command: str) -> FolderLock:
     """The lock of the output folder this run writes (`shardio.lock`), held until released; another run holding
     it is a ClickException naming that run."""
