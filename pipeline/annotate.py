@@ -34,7 +34,8 @@ from PIL import Image
 from annotators.base import Annotator, InputSize, Item, encode, is_device_failure
 
 from shardio.layout import SHARD_RE, Layout
-from shardio.shards import class_counts, fingerprint, is_done, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import (checked_stats, class_counts, fingerprint, is_done, read_shard, read_stats, shard_writer,
+                            write_stats)
 
 CODE_VERSION = 2  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
 # Params that change how fast an annotator runs, not what it writes; left out of the fingerprint.
@@ -69,12 +70,10 @@ def sample_count(image_shard: Path) -> int:
 
 
 def image_fingerprint(image_shard: Path) -> str:
-    """The fingerprint ingest recorded in the image shard's marker; an unmarked shard is an error (unfinished)."""
-    recorded = (read_stats(image_shard) or {}).get("fingerprint")
-    if not isinstance(recorded, str):
-        raise FileNotFoundError(f"{image_shard}: image shard has no finished marker ({image_shard.stem}.stats.json); "
-                                "run `pipeline ingest`")
-    return recorded
+    """The fingerprint ingest recorded in the image shard's marker; an unfinished shard, or one that is not the
+    size its marker recorded (damaged), is a ShardError saying to run ingest again."""
+    dataset = image_shard.parent.parent.name  # <data-dir>/<dataset>/images/<shard> (shardio.layout)
+    return checked_stats(image_shard, f"pipeline ingest --dataset {dataset}")["fingerprint"]
 
 
 def shard_fingerprint(name: str, section, metadata: dict, image: str) -> str:

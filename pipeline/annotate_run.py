@@ -11,7 +11,7 @@ from tqdm import tqdm
 from annotators.base import build, is_device_failure
 from annotators.weights import WeightsError
 
-from .annotate import ShardJob, annotate_shard, plan
+from .annotate import ShardJob, annotate_shard, image_fingerprint, image_shards, plan
 from shardio.layout import Layout
 from .rate import per_image
 from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
@@ -88,6 +88,8 @@ def run(stage, names: list[str], address: str | None = None, batch_size: int | N
         progress: bool = True) -> list[AnnotatorSummary]:
     """Annotate the dataset's image shards with each of `names` on Ray; returns one summary per annotator."""
     runtime = stage.params.annotate.runtime
+    for image_shard in image_shards(stage.layout):  # an unfinished or damaged one: one clear error before Ray
+        image_fingerprint(image_shard)
     check_weights(stage, names)
     # Actors on an existing cluster have their own working directory: they get absolute paths only.
     layout = Layout(stage.layout.data_dir.resolve(), stage.dataset)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .annotate import image_fingerprint, image_shards
 from shardio.layout import Layout, classes_path
-from shardio.shards import atomic_path, fingerprint, is_done, keep_only, read_stats, write_stats
+from shardio.shards import atomic_path, checked_stats, fingerprint, is_done, keep_only, read_stats, write_stats
 from shardio.space import reporting_full_disk
 from shardio.tarcopy import Member, ShardError, TarCopier, list_members, mapped, samples as member_samples
 
@@ -38,12 +38,12 @@ CODE_VERSION = 3  # bump when the training-shard layout changes: every training 
 
 def annotation_stats(layout: Layout, annotator: str, image_shard: Path, image: str) -> dict:
     """The stats of the finished annotation shard made from `image_shard` as it is now (`image`: its fingerprint);
-    a missing, unfinished, stale or (for seg) class-count-less one is an error saying what to run."""
+    a missing, unfinished, damaged (not the size its marker recorded), stale or (for seg) class-count-less one is an
+    error saying what to run."""
     path = layout.annotations(annotator) / image_shard.name
-    stats = read_stats(path)
-    rerun = f"run `pipeline annotate --only {annotator} --dataset {layout.dataset}`"
-    if stats is None or not path.exists():
-        raise FileNotFoundError(f"{path}: annotation shard missing or unfinished; {rerun}")
+    command = f"pipeline annotate --only {annotator} --dataset {layout.dataset}"
+    stats = checked_stats(path, command)
+    rerun = f"run `{command}`"
     if stats.get("image_fingerprint") != image:
         raise ValueError(f"{path}: annotation shard made from another version of image shard {image_shard} "
                          f"(it was ingested again since); {rerun}")
@@ -198,10 +198,24 @@ def read_classes(shard: Path, fp: str | None) -> dict[str, list]:
 
 
 def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_map: str, text: str) -> int:
-    stats = pack_shard(image_shard, annotations, out, label_map, text)
+    try:
+        stats = pack_shard(image_shard, annotations, out, label_map, text)
+    except ShardError as e:
+        raise ShardError(f"{e}; {_repair(str(e), image_shard, annotations)}") from None
     write_classes(out, fp, stats.pop("seg_classes"))
     write_stats(out, {"fingerprint": fp, "image_shard": image_shard.name, **stats})
     return stats["samples"]
+
+
+def _repair(error: str, image_shard: Path, annotations: dict) -> str:
+    """How to repair the input shard a ShardError (`error`, which starts with its path) names: it is the size its
+    marker recorded (plan checked that), so its stage counts it done until it is deleted."""
+    dataset = image_shard.parent.parent.name  # <data-dir>/<dataset>/images/<shard> (shardio.layout)
+    commands = {image_shard: "pipeline ingest", **{path: f"pipeline annotate --only {name}"
+                                                   for name, (path, _) in annotations.items()}}
+    path, command = next(((path, c) for path, c in commands.items() if error.startswith(f"{path}:")),
+                         (image_shard, "pipeline ingest"))
+    return f"it is damaged: delete {path} and run `{command} --dataset {dataset}`, which writes it again"
 
 
 def run(layout: Layout, params, profile, progress: bool = True, address: str | None = None) -> dict:

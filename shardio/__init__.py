@@ -1,3 +1,3 @@
 """The lowest floor: shard files and where they live (atomic writes, checked reading, stats markers,
-fingerprints, the data-directory layout). `pipeline`, `train` and `annotators` may import it; it imports none
-of them."""
+fingerprints, the data-directory layout, one writer per output folder). `pipeline`, `train` and `annotators` may
+import it; it imports none of them."""

@@ -1,5 +1,11 @@
 """Shard files as the contract wants them: deterministic tars written atomically and durably, a stats file written
-last as the commit marker (carrying the fingerprint of what made the shard), and a checked reader.
+last as the commit marker (carrying the fingerprint of what made the shard and the shard's size), and a checked
+reader.
+
+A marker vouches for its shard only while the shard is the size the marker recorded (`damage`): a shard cut short or
+grown since (a full disk, a bad copy, a hand edit) is not done for the stage that writes it (`is_done`, so a rerun
+redoes it) and is refused by every stage that reads it (`checked_stats`, naming the rerun that repairs it). A
+change that keeps the size is not noticed: that would cost a hash of every shard at every check.
 
 Durability: a shard is fsynced before it is renamed into place, and its marker is written only after that, so a
 marker never stands for bytes that a crash could lose. The marker itself is not fsynced (that cost as much as the
@@ -78,10 +84,33 @@ def shard_writer(path: Path) -> Iterator[TarWriter]:
 
 
 def remove_temporaries(folder: Path, name: str = "*") -> None:
-    """Delete the half-written files killed runs left in `folder` (`.<name>.tmp-PID`, see `atomic_path`);
-    call only while nothing writes there."""
+    """Delete the half-written files killed runs left in `folder` (`.<name>.tmp-PID`, see `atomic_path`): those
+    whose PID no process on this machine has; call only while this run writes nothing there."""
     for tmp in folder.glob(f".{name}.tmp-*"):
-        tmp.unlink(missing_ok=True)
+        pid = tmp.name.rpartition(".tmp-")[2]
+        if not (pid.isdigit() and _running(int(pid))):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """True if a live process has this PID here: on Linux its /proc state is not zombie (a killed process stays
+    one until it is reaped, which may lag), elsewhere signal 0 reaches it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _signalled(pid)
+    except (OSError, IndexError):
+        return _signalled(pid)
+
+
+def _signalled(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # checks without sending anything
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def keep_only(folder: Path, shards: set[str]) -> None:
@@ -112,10 +141,10 @@ def class_counts(labels: np.ndarray) -> list[list[int]]:
 
 
 def write_stats(shard: Path, stats: dict) -> None:
-    """Write the shard's stats file atomically (not synced: see the module's note); call it after the shard itself
-    is in place."""
+    """Write the shard's stats file atomically (not synced: see the module's note), recording the shard's size in
+    bytes (`bytes`); call it after the shard itself is in place."""
     with atomic_path(stats_path(shard), durable=False) as tmp:
-        tmp.write_text(json.dumps(stats, sort_keys=True, indent=1) + "\n")
+        tmp.write_text(json.dumps({**stats, "bytes": shard.stat().st_size}, sort_keys=True, indent=1) + "\n")
 
 
 def read_stats(shard: Path) -> dict | None:
@@ -128,10 +157,39 @@ def read_stats(shard: Path) -> dict | None:
     return stats if isinstance(stats, dict) else None
 
 
+def damage(shard: Path, stats: dict) -> str | None:
+    """What is wrong with a marked shard, None if it is there at the size its marker (`stats`) recorded. A marker
+    without a size (written before markers recorded one) vouches for nothing."""
+    try:
+        size = shard.stat().st_size
+    except FileNotFoundError:
+        return "missing (its marker is there)"
+    if "bytes" not in stats:
+        return f"its marker ({stats_path(shard).name}) records no size: it was written before markers did"
+    if size != stats["bytes"]:
+        return (f"is {size} bytes but its marker ({stats_path(shard).name}) recorded {stats['bytes']}: cut short or "
+                "changed since it was written")
+    return None
+
+
 def is_done(shard: Path, fingerprint: str) -> bool:
-    """True if the shard and its marker exist and were made with the same fingerprint."""
+    """True if the shard and its marker exist, the shard is the size the marker recorded and was made with the
+    same fingerprint: the one done-rule of every stage."""
     stats = read_stats(shard)
-    return stats is not None and shard.exists() and stats.get("fingerprint") == fingerprint
+    return stats is not None and stats.get("fingerprint") == fingerprint and damage(shard, stats) is None
+
+
+def checked_stats(shard: Path, rerun: str) -> dict:
+    """The stats of a finished shard that is as its marker recorded it; else a ShardError naming the shard and
+    `rerun`, the command that writes it again."""
+    stats = read_stats(shard)
+    if stats is None:
+        what = "missing" if not shard.exists() else f"unfinished (no {stats_path(shard).name} marker)"
+        raise ShardError(f"{shard}: {what}; run `{rerun}`")
+    problem = damage(shard, stats)
+    if problem is not None:
+        raise ShardError(f"{shard}: {problem}; run `{rerun}`, which writes it again")
+    return stats
 
 
 def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:

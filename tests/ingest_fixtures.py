@@ -107,9 +107,9 @@ def folder_source(path: Path) -> SourceParams:
 
 
 def outputs(layout: Layout) -> dict[str, bytes]:
-    """Every file ingest wrote for a dataset, by path relative to its folder."""
+    """Every file ingest wrote for a dataset, by path relative to its folder (not the lock files of its runs)."""
     return {p.relative_to(layout.root).as_posix(): p.read_bytes() for p in sorted(layout.root.rglob("*"))
-            if p.is_file()}
+            if p.is_file() and p.suffix != ".lock"}
 
 
 def coco_tree(root: Path) -> None:

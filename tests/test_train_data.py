@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 from train_shards import drawn_sample, write_training_shards
 
+from shardio.layout import stats_path
 from shardio.shards import shard_writer
 from train.data import DataError, Preprocess, ShardLoader, make_example, shard_urls, to_device
+from train.eval_data import EvalSet, EvaluationError
 
 
 def _sample(rgb, labels, sketch, texts=None):
@@ -146,17 +148,54 @@ def test_a_resume_saved_after_an_epochs_last_batch_starts_the_next_epoch_without
     assert Counting.built == [1]  # epoch 0 was not decoded again
 
 
-def test_undecodable_sample_is_skipped_with_a_warning(tmp_path):
+def test_an_undecodable_sample_stops_the_loader_naming_it_unless_skipping_is_asked(tmp_path, caplog):
     good = write_training_shards(tmp_path / "good", images=2, per_shard=2, short_side=20)
-    path = tmp_path / "bad" / "train-000000.tar"
+    path = tmp_path / "sample" / "shards" / "train-000000.tar"
     with shard_writer(path) as w:
         w.write({"__key__": "broken", "jpg": b"not a jpeg", "seg.png": b"x", "sketch.png": b"x",
                  "clip.npy": b"x"})
-    loader = ShardLoader([str(path)] + [str(p) for p in good], 16, 182, 2, seed=0, shuffle_buffer=1,
-                         epoch_batches=2)
-    with pytest.warns(UserWarning):
-        batches = list(itertools.islice(loader, 2))
+
+    def loader(**skip):
+        return ShardLoader([str(path)] + [str(p) for p in good], 16, 182, 2, seed=0, shuffle_buffer=1,
+                           epoch_batches=2, **skip)
+
+    with pytest.raises(DataError, match=rf"{path}: sample broken is unusable .*`pipeline pack --dataset sample`"):
+        list(itertools.islice(loader(), 2))
+    batches = list(itertools.islice(loader(skip_bad=True), 2))
     assert all(b["image"].shape == (2, 3, 16, 16) for b in batches)
+    assert "skipped the sample (1 skipped by this reader so far)" in caplog.text and "broken" in caplog.text
+
+
+def test_a_shard_that_reads_badly_mid_training_is_an_error_unless_skipping_is_asked(tmp_path, caplog):
+    paths = write_training_shards(tmp_path / "shards", images=4, per_shard=4, short_side=20)
+    with open(paths[0], "r+b") as f:  # cut inside its third sample: the loader gets this far before it fails
+        f.truncate(f.seek(0, 2) // 2)
+
+    def loader(**skip):
+        return ShardLoader([str(paths[0])], 16, 182, 2, seed=0, shuffle_buffer=1, epoch_batches=4, **skip)
+
+    with pytest.raises(DataError, match=rf"{paths[0]}: unreadable past some point \(ReadError.*pipeline pack"):
+        list(itertools.islice(loader(), 4))
+    assert len(list(itertools.islice(loader(skip_bad=True), 4))) == 4
+    assert "skipped the rest of the shard" in caplog.text
+
+
+def test_a_shard_not_the_size_its_marker_recorded_is_refused_naming_the_repair(tmp_path):
+    shards = tmp_path / "sample" / "shards"
+    paths = write_training_shards(shards, images=6, per_shard=3, short_side=20, split="test")
+    assert shard_urls(shards, "test") == [str(p) for p in paths]
+    size = paths[1].stat().st_size
+    with open(paths[1], "r+b") as f:
+        f.truncate(size // 2)
+    expected = rf"{paths[1]}: is {size // 2} bytes but its marker .* recorded {size}.*`pipeline pack --dataset sample`"
+    with pytest.raises(DataError, match=expected):
+        shard_urls(shards, "test")
+    with pytest.raises(EvaluationError, match=expected):  # evaluation reads the test split through the same check
+        EvalSet(shards, 16, 182, limit=4, seed=0, batch_size=2)
+    stats_path(paths[1]).unlink()
+    with pytest.raises(DataError, match=rf"{paths[1]}: unfinished \(no test-000001.stats.json marker\); run "
+                                        "`pipeline pack --dataset sample`"):
+        shard_urls(shards, "test")
 
 
 def test_missing_shards_are_an_error_naming_the_directory(tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline.landscapes import draw_landscape
 from shardio.layout import shard_name
-from shardio.shards import shard_writer
+from shardio.shards import fingerprint, shard_writer, write_stats
 
 CLIP_DIM = 512
 
@@ -47,8 +47,9 @@ def write_training_shards(shards_dir: Path, images: int = 8, per_shard: int = 4,
                           split: str = "train", captions: bool = True, seed: int = 0,
                           jpeg_quality: int = 95, clip_dim: int = CLIP_DIM,
                           annotators: dict | None = None) -> list[Path]:
-    """Write `images` samples as {split}-NNNNNN.tar training shards (CLIP embeddings `clip_dim` wide; `annotators`:
-    the record pack puts in each json, e.g. which CLIP model made them); returns the shard paths."""
+    """Write `images` samples as {split}-NNNNNN.tar training shards with their markers, as pack does (CLIP
+    embeddings `clip_dim` wide; `annotators`: the record pack puts in each json, e.g. which CLIP model made them);
+    returns the shard paths."""
     rng = np.random.default_rng(seed)
     paths = []
     for start in range(0, images, per_shard):
@@ -68,5 +69,7 @@ def write_training_shards(shards_dir: Path, images: int = 8, per_shard: int = 4,
                     sample["txt"] = (caption + "\n").encode()
                     sample["clip_text.npy"] = _npy(_unit(rng, 2, clip_dim))
                 writer.write(sample)
+        write_stats(path, {"fingerprint": fingerprint("test-pack", split, start, per_shard, images, seed), "samples":
+                           min(per_shard, images - start), "image_shard": path.name})  # pack's marker
         paths.append(path)
     return paths

@@ -3,6 +3,7 @@ buffer, several workers, `with_epoch`; deterministic for a seed, with a position
 import dataclasses
 import io
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -13,20 +14,71 @@ from PIL import Image
 from webdataset.utils import pytorch_worker_seed
 
 from annotators.labelmaps import IGNORE
+from shardio.shards import checked_stats
+from shardio.tarcopy import ShardError
 
 MAX_PIXELS = 64_000_000  # bounded decoding: larger members are refused
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
     """Training data that cannot be used; the message names the path."""
 
+    def __str__(self) -> str:
+        # raised again by a DataLoader worker, the message is the worker's traceback: the line that says it is last
+        text = super().__str__()
+        if not text.startswith("Caught "):
+            return text
+        return text.rstrip().splitlines()[-1].removeprefix(f"{__name__}.{type(self).__name__}: ")
+
+
+def repack(shards_dir: Path) -> str:
+    """The command that writes the training shards in `shards_dir` (<data-dir>/<dataset>/shards) again."""
+    return f"pipeline pack --dataset {Path(shards_dir).absolute().parent.name}"
+
 
 def shard_urls(shards_dir: Path, split: str = "train") -> list[str]:
-    """The split's training shards, sorted; none found is an error naming the directory."""
+    """The split's training shards, sorted; none found, or one pack did not finish or that is not the size its
+    marker recorded (damaged), is an error naming it and the command that repairs it."""
     urls = sorted(str(p) for p in Path(shards_dir).glob(f"{split}-[0-9]*.tar"))
     if not urls:
         raise DataError(f"no training shards {split}-NNNNNN.tar in {shards_dir}: run `pipeline pack` first")
+    for url in urls:
+        try:
+            checked_stats(Path(url), repack(shards_dir))
+        except ShardError as e:
+            raise DataError(str(e)) from None
     return urls
+
+
+class BadData:
+    """What a reader does with a shard it cannot read on, or a sample it cannot use: by default a DataError naming
+    it and the repair; with `skip`, skip it, count it and log a warning."""
+
+    def __init__(self, skip: bool = False):
+        self.skip, self.skipped = skip, 0
+
+    def read_error(self, exn: Exception) -> bool:
+        """A webdataset handler: a read error ends its shard (True: go on with the next one, when skipping)."""
+        url = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), None)
+        if url is None:  # raised inside one member's read: the shard's own handler, which knows its url, decides
+            raise exn
+        self._bad(url, f"unreadable past some point ({type(exn).__name__}: {str(exn.args[0]).split(' @ ')[0]})",
+                  "the rest of the shard")
+        return True
+
+    def sample_error(self, sample: dict, exn: Exception) -> None:
+        """A sample that did not become an example."""
+        self._bad(sample.get("__url__", "a shard"), f"sample {sample.get('__key__')} is unusable "
+                  f"({type(exn).__name__}: {exn})", "the sample")
+
+    def _bad(self, url: str, what: str, unit: str) -> None:
+        if not self.skip:
+            raise DataError(f"{url}: {what}; if the shard is damaged, delete it and run "
+                            f"`{repack(Path(url).parent)}`, which writes it again (set the train section's "
+                            "skip_bad_samples: true to skip what cannot be read instead)")
+        self.skipped += 1
+        log.warning("skipped %s (%d skipped by this reader so far): %s: %s", unit, self.skipped, url, what)
 
 
 def fit_to_shards(cfg, urls: list[str]):
@@ -142,8 +194,9 @@ class ShardLoader:
 
     def __init__(self, urls: list[str], resolution: int, num_classes: int, batch_size: int, *, seed: int = 0,
                  workers: int = 0, shuffle_buffer: int = 1000, epoch_batches: int = 1000,
-                 preprocess: Preprocess = Preprocess(), pin_memory: bool = False):
+                 preprocess: Preprocess = Preprocess(), pin_memory: bool = False, skip_bad: bool = False):
         self.urls, self.resolution, self.num_classes, self.preprocess = urls, resolution, num_classes, preprocess
+        self.skip_bad = skip_bad  # unreadable shards and unusable samples: skipped and counted, else an error
         self.pin_memory = pin_memory  # page-locked batches: the copy to a GPU can then run asynchronously
         self.batch_size, self.seed, self.workers = batch_size, seed, workers
         self.shuffle_buffer, self.epoch_batches = shuffle_buffer, epoch_batches
@@ -151,18 +204,19 @@ class ShardLoader:
 
     def _epoch(self, epoch: int):
         seed = self.seed * 1_000_003 + epoch
+        bad = BadData(self.skip_bad)  # one per epoch and worker process: its count is logged with each skip
 
         def examples(src):
             rng = random.Random(f"{seed}-{pytorch_worker_seed()}")
             for sample in src:
                 try:
                     yield make_example(sample, self.resolution, self.num_classes, rng, self.preprocess)
-                except (OSError, ValueError, KeyError) as e:  # bad input never stops training
-                    wds.warn_and_continue(e)
+                except (OSError, ValueError, KeyError) as e:
+                    bad.sample_error(sample, e)
 
         pipeline = wds.DataPipeline(
             wds.ResampledShards(self.urls, seed=seed, deterministic=True),
-            wds.tarfile_to_samples(handler=wds.warn_and_continue),
+            wds.tarfile_to_samples(handler=bad.read_error),
             wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=random.Random(seed)),
             examples,
             wds.batched(self.batch_size, collation_fn=torch.utils.data.default_collate, partial=False),

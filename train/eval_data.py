@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from .data import DataError, Preprocess, make_example, shard_urls
+from .data import BadData, DataError, Preprocess, make_example, shard_urls
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ class EvalSet:
         return replace(self, rank=0, world=1)
 
     def __iter__(self) -> Iterator[EvalBatch]:
-        samples = wds.DataPipeline(wds.SimpleShardList(self.urls()),
-                                   wds.tarfile_to_samples(handler=wds.warn_and_continue))
+        samples = wds.DataPipeline(wds.SimpleShardList(self.urls()),  # a shard that reads badly: an error
+                                   wds.tarfile_to_samples(handler=BadData().read_error))
         examples, keys, positions, index = [], [], [], 0
         for position, sample in enumerate(samples):
             if position == self.limit:

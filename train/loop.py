@@ -62,6 +62,7 @@ class RunSpec:
     identity: dict | None = None  # the run's identity (train/run_identity.py): W&B run id and config
     preprocess: Preprocess = Preprocess()  # resize or random crop, flips (supplement A; the dataset profile's)
     lr_schedule: LinearDecay | None = None  # None: the family's over `steps` (train/schedule.py)
+    skip_bad_samples: bool = False  # an unreadable shard or unusable sample: skipped, counted, logged; else an error
 
 
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -148,7 +149,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
     loader = ShardLoader(spec.train_urls, cfg.resolution, spec.num_classes, batch_size // world,
                          seed=spec.seed * 7919 + rank, workers=spec.workers, shuffle_buffer=spec.shuffle_buffer,
                          epoch_batches=spec.epoch_batches, preprocess=spec.preprocess,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=device.type == "cuda", skip_bad=spec.skip_bad_samples)
     for module in nets.values():
         _broadcast(module, world)
     loss = family.loss(*nets.values(), vgg, cfg)

@@ -11,7 +11,7 @@ from shardio.shards import atomic_path, fingerprint, read_stats
 IDENTITY_FILE = "run.json"
 # Params that only say how far or how fast to train, or where it is watched: changing them continues the same run.
 CONTINUABLE = {"steps", "workers", "snapshot_every", "keep_states", "keep_snapshot_every", "sample_every",
-               "log_every", "batch_gpu", "tensorboard", "wandb_project"}
+               "log_every", "batch_gpu", "tensorboard", "wandb_project", "skip_bad_samples"}
 
 
 class RunMismatch(RuntimeError):

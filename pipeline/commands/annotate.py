@@ -1,7 +1,9 @@
 """`pipeline annotate`: pseudo-label the image shards with the annotators on a Ray cluster (local by default)."""
+from contextlib import ExitStack
+
 import click
 
-from .common import stage_options
+from .common import lock, stage_options
 
 ANNOTATORS = ("seg", "sketch", "clip")
 
@@ -38,8 +40,9 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
     Writes  <data-dir>/<dataset>/<annotator>/{split}-{index:06d}.tar: the image shard's keys in the
             same order; samples whose modality the dataset provides are skipped.
     Resume  a shard whose stats file carries the same fingerprint (annotator params + weights +
-            input shard) is skipped; rerun after a crash to finish only what is missing. Shards
-            of image shards no longer on disk are deleted.
+            input shard) and the shard's size is skipped; rerun after a crash to finish only what is
+            missing. Shards of image shards no longer on disk are deleted.
+    Lock    one run per annotator folder: a second one stops at once naming the first.
     Exit    1 when a shard failed or more images failed than `annotate.runtime.max_failed_fraction`,
             counted over every finished shard, this run's and earlier ones' (each failure is listed
             with its error in the shard's .stats.json).
@@ -53,12 +56,17 @@ def command(stage, only, ray_address, batch_size, workers, gpus_per_worker, prog
         stage.layout.annotations(name).mkdir(parents=True, exist_ok=True)  # the (empty) output DVC expects
     if not names:
         return
-    from ..annotate_run import run
+    from shardio.tarcopy import ShardError
 
-    try:
-        summaries = run(stage, names, ray_address, batch_size, workers, gpus_per_worker, progress)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from None
+    with ExitStack() as held:
+        for name in names:  # before Ray is even imported: a second run stops at once
+            held.enter_context(lock(stage.layout.annotations(name), "annotate"))
+        from ..annotate_run import run
+
+        try:
+            summaries = run(stage, names, ray_address, batch_size, workers, gpus_per_worker, progress)
+        except (FileNotFoundError, RuntimeError, ShardError) as e:
+            raise click.ClickException(str(e)) from None
     for summary in summaries:
         click.echo(summary.line())
     # every finished shard counts, not only this run's: a rerun of a failed strict run must fail again

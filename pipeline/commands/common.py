@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from shardio.layout import Layout
+from shardio.lock import Busy, FolderLock, acquire
 from ..params import DatasetProfile, Params, ParamsError, load_params
 
 
@@ -44,3 +45,11 @@ def stage_options(command):
 
     return wrapper
 
+
+def lock(folder: Path, command: str) -> FolderLock:
+    """The lock of the output folder this run writes (`shardio.lock`), held until released; another run holding
+    it is a ClickException naming that run."""
+    try:
+        return acquire(folder, f"pipeline {command}")
+    except Busy as e:
+        raise click.ClickException(str(e)) from None

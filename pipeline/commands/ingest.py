@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from ..params.datasets import SOURCE_KINDS
-from .common import stage_options
+from .common import lock, stage_options
 
 
 @click.command("ingest")
@@ -28,7 +28,8 @@ def command(stage, source_path, kind, workers, ray_address, progress):
     \b
     Writes under --data-dir/<dataset>/:
       images/{split}-{index:06d}.tar   jpg + json (+ provided seg.png, sketch.png, txt) per image, by content hash
-      images/*.stats.json              per-shard marker, written last (a rerun redoes only unmarked shards)
+      images/*.stats.json              per-shard marker, written last (a rerun redoes only the shards without one,
+                                       or whose size is not the one it recorded)
       manifest.parquet                 key, source, sha256, width, height, split, shard, provided (+ stamps)
       rejects.parquet                  source, reason, detail (duplicates: reason `duplicate`, detail = kept source)
     A rerun reads no file whose size and modification time are those the manifest recorded.
@@ -44,7 +45,8 @@ def command(stage, source_path, kind, workers, ray_address, progress):
     source = _source(stage.profile.source, source_path, kind)
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     try:
-        with reporting_full_disk(stage.layout.root, [], f"pipeline ingest --dataset {stage.dataset}"):
+        with lock(stage.layout.images, "ingest"), \
+                reporting_full_disk(stage.layout.root, [], f"pipeline ingest --dataset {stage.dataset}"):
             summary = ingest(stage.layout, stage.params.ingest, source, stage.profile.test_size,
                              workers=workers or (0 if address else _cores()), progress=progress,
                              use_ray=address is not None, ray_address=address,

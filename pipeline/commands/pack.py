@@ -1,7 +1,7 @@
 """`pipeline pack`: join image and annotation shards into training shards and write the dataset card."""
 import click
 
-from .common import stage_options
+from .common import lock, stage_options
 
 
 @click.command("pack")
@@ -22,14 +22,16 @@ def command(stage, ray_address, progress):
             (with their .classes.json) are skipped; training shards no image shard makes any more are
             deleted.
     Refuses an annotation shard made from an earlier version of its image shard (ingested again
-            since), or a shard written before its stage recorded class counts: rerun the stage named.
+            since), an input shard whose size is not the one its marker recorded (damaged), or a shard
+            written before its stage recorded class counts: rerun the stage named.
     Cluster with --ray-address every node must see --data-dir at the same path (a shared filesystem).
     """
     from shardio.space import DiskFull, reporting_full_disk
     from .. import card, pack
 
     try:
-        with reporting_full_disk(stage.layout.root, [], f"pipeline pack --dataset {stage.dataset}"):
+        with lock(stage.layout.shards, "pack"), \
+                reporting_full_disk(stage.layout.root, [], f"pipeline pack --dataset {stage.dataset}"):
             summary = pack.run(stage.layout, stage.params, stage.profile, progress=progress, address=ray_address)
             result = card.write_card(stage.layout, stage.profile.label_map)
     except (FileNotFoundError, ValueError, DiskFull) as e:

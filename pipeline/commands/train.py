@@ -1,9 +1,12 @@
 """`pipeline train`: Train a model (PoE-GAN or a baseline) on the training shards."""
+import os
+from contextlib import nullcontext
+
 import click
 
 from train.models import REGISTRY
 
-from .common import stage_options
+from .common import lock, stage_options
 
 
 @click.command("train")
@@ -41,7 +44,8 @@ def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_
     except (KeyError, AttributeError) as e:
         raise click.UsageError(str(e).strip("'\"")) from None
     if fam.fitted is not None:
-        _fit(stage, fam, cfg, section, labels, model, dry_run)
+        with _run_lock(stage.layout.training(model), dry_run):
+            _fit(stage, fam, cfg, section, labels, model, dry_run)
         return
     if dry_run:
         _dry_run(fam, cfg, section, labels.num_classes, model, steps or section.steps, gpu_memory, nproc)
@@ -49,7 +53,8 @@ def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_
         return
     if nproc:
         raise click.UsageError("--nproc is for --dry-run; start several processes with torchrun --nproc-per-node")
-    _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu)
+    with _run_lock(stage.layout.training(model)):
+        _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu)
 
 
 def _dry_run(fam, cfg, section, num_classes, model, steps, gpu_memory, nproc):
@@ -76,6 +81,14 @@ def _dry_run(fam, cfg, section, num_classes, model, steps, gpu_memory, nproc):
     click.echo(f"processes: {world} ({source})")
     choose_batch_gpu(fam, cfg, num_classes, model, section.batch_gpu, batch_size, world, capacity, where)
     print_save_plan(nets, section, model, steps, cfg.resolution, batch_size)
+
+
+def _run_lock(run_dir, dry_run: bool = False):
+    """The run folder's lock, taken before anything loads so that a second run stops at once; held by the process
+    of global rank 0 alone (under torchrun the others are the same run), none for a dry run."""
+    if dry_run or os.environ.get("RANK", "0") != "0":
+        return nullcontext()
+    return lock(run_dir, "train")
 
 
 def _fit(stage, fam, cfg, section, labels, model, dry_run):
@@ -164,7 +177,8 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, g
         keep_snapshot_every=section.keep_snapshot_every, sample_every=section.sample_every,
         log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
-        wandb_project=section.wandb_project, lr_schedule=_schedule(fam, section, steps))
+        wandb_project=section.wandb_project, lr_schedule=_schedule(fam, section, steps),
+        skip_bad_samples=section.skip_bad_samples)
     try:  # before the claim: rank 0 alone touches the run folder, the others wait
         processes = distributed.start(allow_cpu=allow_cpu)
     except DeviceError as e:
@@ -182,7 +196,7 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, g
         if replaced and processes.rank == 0:
             click.echo(f"{spec.run_dir}: params or shards changed since its run started; started over", err=True)
         records = train(fam, cfg, vgg, dataclasses.replace(spec, identity=ident), processes=processes)
-    except RunMismatch as e:
+    except (RunMismatch, DataError) as e:  # DataError: a shard that reads badly mid-run
         raise click.ClickException(str(e)) from None
     finally:
         distributed.stop()

@@ -21,6 +21,8 @@ class ModelTrainParams(Section):
     workers: int = Field(2, ge=0, description="data loader worker processes per rank")
     shuffle_buffer: int = Field(1000, ge=1, description="webdataset sample shuffle buffer")
     epoch_batches: int = Field(1000, ge=1, description="batches per loader epoch (webdataset with_epoch)")
+    skip_bad_samples: bool = Field(False, description="a training shard that cannot be read on, or a sample that "
+                                   "cannot be used: skipped, counted and logged; false: an error naming it")
     ema_kimg: float | None = Field(None, gt=0, description="half-life of the generator's moving average in "
                                    "thousands of images; null: global batch * 10/32 (StyleGAN2-ADA)")
     ema_rampup: float | None = Field(0.05, gt=0, description="early on the half-life is at most this fraction of "
