@@ -114,8 +114,8 @@ def ran(output: str) -> set[str]:
 
 def changed_stages(root: Path) -> set[str]:
     """The stages `dvc status` lists, asked in this process (a `dvc` process costs a second more each time)."""
-    with Repo(str(root)) as repo:
-        return set(repo.status())
+    with Repo(str(root)) as repo:  # names come as `<dvc.yaml relative to this process's cwd>:<stage>` from elsewhere
+        return {name.rsplit(":", 1)[-1] for name in repo.status()}
 
 
 def stages(root: Path) -> set[str]:

@@ -61,4 +61,4 @@ def test_pipeline_train_refuses_before_touching_the_run_folder(old_driver, tmp_p
     params = _params(tmp_path, vgg_weights="random", batch_size=2, workers=0)
     result = CliRunner().invoke(main, ["train", "--params", str(params), "--data-dir", str(data), "--steps", "1"])
     assert result.exit_code == 1 and "--allow-cpu" in result.output and "535.104.05" in result.output
-    assert not (data / "runs").exists()
+    assert not (data / "runs" / "sample" / "poegan" / "train").exists()  # only the run lock beside it

@@ -2,6 +2,7 @@
 contract, and `pipeline train --model spade-seg|spade-sketch` (files written, exact resume, dry-run counts)."""
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -198,13 +199,15 @@ def test_tiny_spade_sketch_trains_from_the_cli(shards, tmp_path):
 
 @pytest.mark.parametrize("model", ["spade-seg", "spade-seg-monce"])
 def test_evaluate_scores_a_segmentation_model_under_the_seg_condition_only(shards, tmp_path, model):
-    run = _train(tmp_path, shards, model, 2)
+    data = tmp_path / "data"  # a data folder of its own: the decay tests train spade-seg under other params
+    shutil.copytree(shards / "sample" / "shards", data / "sample" / "shards")
+    run = _train(tmp_path, data, model, 2)
     evaluate = {"metrics": ["fid", "seg_consistency", "lpips_diversity"], "num_images": 4, "batch_size": 4,
                 "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2, "lpips_weights": "random",
                 "inception_weights": str(write_random_inception(tmp_path / "inception.pth"))}
     params = _params(tmp_path, model, evaluate)
     result = CliRunner().invoke(main, ["evaluate", "--model", model, "--params", str(params),
-                                       "--data-dir", str(shards)])
+                                       "--data-dir", str(data)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run.parent / "eval" / "metrics.json").read_text())
     # SPADE-Seg takes no text or sketch (`random_weights/<score>` flag what the offline test's networks lack)
