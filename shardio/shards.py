@@ -104,6 +104,7 @@ def _running(pid: int) -> bool:
 
 
 def _signalled(pid: int) -> bool:
+    """True if signal 0 reaches a process with this PID (where there is no /proc to read)."""
     try:
         os.kill(pid, 0)  # checks without sending anything
     except ProcessLookupError:

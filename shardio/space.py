@@ -4,8 +4,9 @@ A stage wraps its shard-writing loop in `reporting_full_disk(folder, shards, com
 space (ENOSPC) or quota (EDQUOT), in this process or in a worker, becomes `DiskFull`, whose message estimates what
 the stage still needs from what it finished (bytes per finished shard, its marker and other sidecars included, x
 shards left); its command wraps the whole stage the same way without shards, for the files written outside the loop
-(manifest, card), and prints the message as its one line. Nothing half-written is trusted: shards are renamed into place only once complete and marked only
-after that (shardio.shards), so a rerun keeps every finished shard and redoes the rest.
+(manifest, card), and prints the message as its one line. Nothing half-written is trusted: shards are renamed into
+place only once complete and marked only after that (shardio.shards), so a rerun keeps every finished shard and
+redoes the rest.
 """
 import errno
 import shutil
