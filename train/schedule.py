@@ -9,8 +9,8 @@ from dataclasses import dataclass
 class LinearDecay:
     """The full rate up to step `hold`, then linear decay to 0 at step `total`. NVlabs/SPADE
     `trainers/pix2pix_trainer.py` update_learning_rate does this per epoch: after epoch e > niter,
-    lr -= lr / niter_decay. So epochs 0..niter (0-based) train at the full rate and epoch k after that trains at (niter + niter_decay - k) /
-    niter_decay. Here the unit is a step, not an epoch: step s (0-based) trains at
+    lr -= lr / niter_decay. So epochs 0..niter (0-based) train at the full rate and epoch k after that trains at
+    (niter + niter_decay - k) / niter_decay. Here the unit is a step, not an epoch: step s (0-based) trains at
     min(1, (total - s) / (total - hold)). When `hold >= total` the rate is constant."""
 
     hold: int
