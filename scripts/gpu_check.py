@@ -381,6 +381,9 @@ def main():
     parser.add_argument("--cpu-dtype", choices=["bfloat16", "float16"], default="bfloat16",
                         help="CPU autocast dtype standing in for CUDA's fp16 with --device cpu (float16 shows the "
                         "loss scaler's skipped steps as CUDA does, but its convolution backward is ~10x slower)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=MODELS, metavar="MODEL",
+                        help=f"the families whose train/resume/grid/host-sync checks run (default: all of "
+                        f"{', '.join(MODELS)})")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -400,7 +403,7 @@ def main():
         stage, urls = write_stage(tmp)  # no check can run without it: an error here ends the script
         setup = Setup(device, getattr(torch, args.cpu_dtype), tmp, urls, stage)
         steps, more = (8, 2) if setup.cuda else (2, 1)  # the CPU run: the logic, in CI's time
-        for model in MODELS:
+        for model in args.models:
             check(f"train {model}", train_check, setup, model, steps, more)
             check(f"resume {model} from a CPU run", resume_check, setup, model)
             check(f"grid {model}", grid_check, setup, model)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
@@ -19,22 +21,45 @@ def _script():
     return module
 
 
-def test_the_cpu_run_passes_every_check_or_skips_it_for_cuda(tmp_path):
+def cpu_run(tmp_path, *models: str) -> tuple[list[str], set[str]]:
+    """The script's output lines on the CPU, limited to `models` (all when none), and the names of its checks,
+    after checking that each line PASSes or SKIPs for CUDA's sake alone and the run ends with 0 failed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu"], env=env, capture_output=True, text=True,
-                          timeout=1800)
+    only = ["--models", *models] if models else []
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", *only], env=env, capture_output=True,
+                          text=True, timeout=1800)
     lines = done.stdout.splitlines()
     checks = [line for line in lines if line.split(" ", 1)[0] in ("PASS", "FAIL", "SKIP")]
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert [line for line in checks if not line.startswith(("PASS", "SKIP"))] == []
-    names = {line.split(":", 1)[0].split(" ", 1)[1] for line in checks}
-    for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer"):
-        assert {f"train {model}", f"resume {model} from a CPU run", f"grid {model}", f"host syncs {model}"} <= names
-    assert {"evaluate poegan", "generate poegan", "data wait", "annotator seg", "annotator sketch",
-            "annotator clip", "memory coco-256", "memory landscape-1024"} <= names
     skipped = [line for line in checks if line.startswith("SKIP")]
     assert skipped and all(line.startswith("SKIP memory") and "CUDA only" in line for line in skipped)
     assert lines[-1].startswith("0 failed")
+    return lines, {line.split(":", 1)[0].split(" ", 1)[1] for line in checks}
+
+
+def family_checks(model: str) -> set[str]:
+    return {f"train {model}", f"resume {model} from a CPU run", f"grid {model}", f"host syncs {model}"}
+
+
+SHARED_CHECKS = {"evaluate poegan", "generate poegan", "data wait", "annotator seg", "annotator sketch",
+                 "annotator clip", "memory coco-256", "memory landscape-1024"}
+
+
+def test_the_cpu_run_of_a_gan_and_the_diffusion_family_passes_every_check_or_skips_it_for_cuda(tmp_path):
+    """The default suite's share: a GAN and the diffusion family (the others' checks run the same code, slow test
+    below), and every check that is not per family."""
+    _, names = cpu_run(tmp_path, "poegan", "unite-conquer")
+    assert family_checks("poegan") | family_checks("unite-conquer") | SHARED_CHECKS <= names
+    assert not any(name.endswith(" inade") for name in names)  # --models limits the per-family checks
+
+
+@pytest.mark.slow
+def test_the_whole_cpu_run_passes_every_check_or_skips_it_for_cuda(tmp_path):
+    _, names = cpu_run(tmp_path)
+    for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer"):
+        assert family_checks(model) <= names
+    assert SHARED_CHECKS <= names
 
 
 def test_a_log_is_judged_on_the_steps_the_loss_scaler_took():
