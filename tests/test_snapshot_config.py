@@ -29,11 +29,12 @@ def run(*args):
 
 def write_params(path: Path, **poegan) -> Path:
     """The repository's params with the sample profile on coco-64, a two-step run of two-image batches and a
-    small FID-only evaluation of the seg row; `poegan`: more train.poegan params."""
+    small LPIPS-diversity evaluation of the seg row; `poegan`: more train.poegan params."""
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     raw["datasets"]["sample"]["train_config"] = "coco-64"
     raw["train"]["poegan"].update(batch_size=2, workers=0, snapshot_every=2, sample_every=2, **poegan)
-    raw["evaluate"].update(metrics=["fid"], conditions=["seg"], num_images=4, batch_size=4)
+    raw["evaluate"].update(metrics=["lpips_diversity"], conditions=["seg"], num_images=4, batch_size=4,
+                           diversity_groups=2, diversity_pairs=1, diversity_images=2)
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -70,7 +71,7 @@ def test_evaluate_and_generate_build_the_trained_configuration_and_name_what_the
     assert result.exit_code == 0, result.output
     report = (data / "runs" / "sample" / "poegan" / "eval" / "report.md").read_text()
     assert f"configuration tiny as trained (recorded in {SNAPSHOT})" in report and "at 32 px" in report
-    assert json.loads((data / "runs" / "sample" / "poegan" / "eval" / "metrics.json").read_text())["seg/fid"] > 0
+    assert json.loads((data / "runs" / "sample" / "poegan" / "eval" / "metrics.json").read_text())["seg/lpips_diversity"] > 0
     assert "configuration: tiny → coco-64" in caplog.text and "config.resolution: 32 → 64" in caplog.text
 
     caplog.clear()
