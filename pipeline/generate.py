@@ -13,6 +13,7 @@ from PIL import Image
 
 from annotators.labelmaps import load_label_map
 from shardio.shards import read_shard
+from train.checkpoint import newest_snapshot
 from train.configs import MODALITIES
 from train.data import shard_urls
 from train.eval_plan import trained
@@ -172,12 +173,13 @@ def generate(stage, model: str, request: Request, out: Path) -> list[Path]:
     if request.text is not None and not request.text.strip():
         raise GenerateError("--text is empty: give a prompt, or leave --text out for no text condition")
     fam = family(model)
-    snapshot = latest_snapshot(stage.layout, model)
+    snapshot = newest_snapshot(stage.layout.training(model))
     run = trained(stage, model, snapshot)  # built as trained, whatever the params say now
     cfg = run.cfg
     refusal = fam.refusal(cfg, request.modalities)
     if refusal:
         raise GenerateError(f"model {model!r} {refusal}")
+    snapshot = snapshot or latest_snapshot(stage.layout, model)  # none: the error saying to train first
     labels = load_label_map(stage.profile.label_map)
     arrays, inputs = read_conditions(request, labels.num_classes, stage.params.ingest, labels.name)
     meta = clip_metadata(stage.layout.shards) if request.text is not None else None

@@ -14,8 +14,10 @@ from click.testing import CliRunner
 from train_shards import write_training_shards
 
 from pipeline.cli import main
+from pipeline.params import load_params
 from train import run_config
 from train.configs import get_config
+from train.models import REGISTRY, family
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,6 +64,15 @@ def test_the_snapshot_records_family_configuration_and_params(trained):
     assert saved["params"]["batch_size"] == 2 and saved["params"]["fit"] == "random-crop"
     assert "steps" not in saved["params"]  # how long it trains does not shape the network
     assert torch.load(snapshot, weights_only=True)[run_config.KEY] == json.dumps(saved, sort_keys=True)
+
+
+@pytest.mark.parametrize("model", REGISTRY)
+def test_every_family_rebuilds_its_configuration_from_the_record_as_json_gives_it_back(model):
+    fam, section = family(model), load_params(REPO_PARAMS).train.model(model)
+    cfg = fam.configure("tiny", section)
+    saved = json.loads(json.dumps(run_config.record(model, "tiny", cfg, section)))
+    assert run_config.rebuild(fam, saved, Path("snapshot.pt")) == cfg
+    assert run_config.differences(saved, run_config.record(model, "tiny", cfg, section)) == []
 
 
 def test_evaluate_and_generate_build_the_trained_configuration_and_name_what_the_params_change(trained, caplog):

@@ -41,11 +41,14 @@ class Trained:
     notes: list[str]
 
 
-def trained(stage, model: str, snapshot: Path) -> Trained:
+def trained(stage, model: str, snapshot: Path | None) -> Trained:
     """The configuration `snapshot` was trained with, from its record, with a warning naming each param that now
-    gives another; a snapshot saved before snapshots carried a record: the params', with a warning saying so."""
+    gives another; a snapshot saved before snapshots carried a record: the params', with a warning saying so;
+    no snapshot (None): the params'."""
     section = stage.params.train.model(model)
     name = section.config or stage.profile.train_config
+    if snapshot is None:
+        return Trained(model_config(stage, model), name, section.fit, [])
     saved = read(snapshot)
     if saved is None:
         notice = (f"{snapshot} predates snapshots that record their configuration: built from the params "
