@@ -95,6 +95,24 @@ def test_evaluate_and_generate_build_the_trained_configuration_and_name_what_the
     assert 'train.poegan.fit: "random-crop" → "resize"' in caplog.text
 
 
+def test_cluster_guided_is_fitted_in_the_configuration_of_the_poegan_snapshot_and_records_it(trained, tmp_path):
+    _, data, _ = trained
+    params = yaml.safe_load(write_params(tmp_path / "params.yaml").read_text())
+    params["train"]["cluster-guided"].update(codes=40, kmeans_inits=1, rounds=2, steps_per_round=5,
+                                             consistency_samples=20, batch_size=20, grid_size=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    fitted = tmp_path / "data"
+    (fitted / "runs" / "sample").mkdir(parents=True)
+    (fitted / "sample").symlink_to(data / "sample", target_is_directory=True)
+    (fitted / "runs" / "sample" / "poegan").symlink_to(data / "runs" / "sample" / "poegan", target_is_directory=True)
+    result = run("train", "--params", tmp_path / "params.yaml", "--data-dir", fitted, "--dataset", "sample",
+                 "--model", "cluster-guided")
+    assert result.exit_code == 0, result.output
+    assert f"{SNAPSHOT} was trained with configuration tiny; cluster-guided is fitted in it" in result.output
+    saved = run_config.read(next((fitted / "runs" / "sample" / "cluster-guided" / "train").glob("network-*.pt")))
+    assert saved["model"] == "cluster-guided" and saved["config_name"] == "tiny"
+
+
 def test_a_snapshot_without_a_record_is_built_from_the_params_with_a_warning(trained, tmp_path, caplog):
     _, data, _ = trained
     old = tmp_path / "data"

@@ -123,7 +123,7 @@ def _fit(stage, fam, cfg, config_name, section, labels, model, dry_run):
             cfg, config_name = rebuild(fam, base, snapshot), base["config_name"]
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         summary = fam.fitted.fit(snapshot, stage.layout.training(model), cfg, labels.num_classes, section, device,
-                                 record=record(model, config_name, cfg, section))
+                                 run_record=record(model, config_name, cfg, section))
     except (DataError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     for c in summary["clusters"]:
