@@ -13,9 +13,10 @@ from PIL import Image
 
 from annotators.labelmaps import load_label_map
 from shardio.shards import read_shard
+from train.checkpoint import newest_snapshot
 from train.configs import MODALITIES
 from train.data import shard_urls
-from train.eval_plan import model_config
+from train.eval_plan import trained
 from train.evaluate import latest_snapshot, load_generator
 from train.generate import GenerateError, Given, class_ids_outside, condition_batch, sample, sha256, write_images
 from train.models import family
@@ -172,11 +173,13 @@ def generate(stage, model: str, request: Request, out: Path) -> list[Path]:
     if request.text is not None and not request.text.strip():
         raise GenerateError("--text is empty: give a prompt, or leave --text out for no text condition")
     fam = family(model)
-    cfg = model_config(stage, model)
+    snapshot = newest_snapshot(stage.layout.training(model))
+    run = trained(stage, model, snapshot)  # built as trained, whatever the params say now
+    cfg = run.cfg
     refusal = fam.refusal(cfg, request.modalities)
     if refusal:
         raise GenerateError(f"model {model!r} {refusal}")
-    snapshot = latest_snapshot(stage.layout, model)
+    snapshot = snapshot or latest_snapshot(stage.layout, model)  # none: the error saying to train first
     labels = load_label_map(stage.profile.label_map)
     arrays, inputs = read_conditions(request, labels.num_classes, stage.params.ingest, labels.name)
     meta = clip_metadata(stage.layout.shards) if request.text is not None else None
@@ -189,11 +192,10 @@ def generate(stage, model: str, request: Request, out: Path) -> list[Path]:
             raise GenerateError(f"CLIP {meta['model']} gives {len(arrays['text'])}-d text embeddings but the model "
                                 f"was trained on {text_dim}-d ones")
     given = Given(**arrays)
-    batch, masks = condition_batch(given, cfg.resolution, labels.num_classes, text_dim,
-                                   stage.params.train.model(model).fit)
+    batch, masks = condition_batch(given, cfg.resolution, labels.num_classes, text_dim, run.fit)
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
     images = sample(G, batch, masks, request.seed, request.n, device, labels.num_classes)
-    record = {"dataset": stage.dataset, "model": model, "resolution": cfg.resolution, "seed": request.seed,
-              "n": request.n, "modalities": list(given.modalities), "inputs": inputs,
+    record = {"dataset": stage.dataset, "model": model, "config": run.config_name, "resolution": cfg.resolution,
+              "seed": request.seed, "n": request.n, "modalities": list(given.modalities), "inputs": inputs,
               "snapshot": {"file": snapshot.name, "sha256": _file_sha256(snapshot)}}
     return write_images(out, images, record)

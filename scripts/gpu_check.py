@@ -39,6 +39,7 @@ from train.data import ShardLoader, fit_to_shards, to_device  # noqa: E402
 from train.distributed import Processes  # noqa: E402
 from train.loop import RunSpec, modality_masks, train  # noqa: E402
 from train.models import family  # noqa: E402
+from train.run_config import record  # noqa: E402
 from train.samples import render_grid  # noqa: E402
 from train.vgg import VGGRelu51  # noqa: E402
 
@@ -78,11 +79,14 @@ class Setup:
         return self.device.type == "cuda"
 
     def spec(self, model: str, **kw) -> RunSpec:
-        """A tiny training run of `model` in the dataset's layout (so evaluation and `generate` find it)."""
+        """A tiny training run of `model` in the dataset's layout (so evaluation and `generate` find it), its
+        snapshots recording the configuration as `pipeline train`'s do."""
         run_dir = self.stage.layout.training(model)
+        section = self.stage.params.train.model(model)
+        run = record(model, section.config or self.stage.profile.train_config, self.config(model), section)
         return replace(RunSpec(run_dir, self.urls, self.urls, LABELS.num_classes, LABELS.colours, steps=1,
                                batch_size=4, batch_gpu=2, shuffle_buffer=8, epoch_batches=4, log_every=1,
-                               tensorboard=False, amp_on_cpu=self.cpu_dtype), **kw)
+                               tensorboard=False, amp_on_cpu=self.cpu_dtype, record=run), **kw)
 
 
 def first_line(err: BaseException) -> str:
@@ -244,6 +248,7 @@ def generate_check(setup: Setup, model: str) -> tuple[bool, str]:
     from PIL import Image
 
     from pipeline.generate import Request, generate
+    from train.eval_plan import trained
     from train.evaluate import load_generator
     from train.generate import Given, condition_batch, sample
 
@@ -260,10 +265,11 @@ def generate_check(setup: Setup, model: str) -> tuple[bool, str]:
         return same, f"2 images under {'sketch' if request.sketch else 'no condition'} on the CPU, the same bytes " \
                      f"twice: {same} (against the CPU: only on a GPU)"
     given = Given(sketch=np.asarray(Image.open(sketch)) if request.sketch else None)
-    batch, masks = condition_batch(given, cfg.resolution, LABELS.num_classes, getattr(cfg, "clip_dim", 0),
-                                   stage.params.train.model(model).fit)
     snapshot = sorted(stage.layout.training(model).glob("network-snapshot-*.pt"))[-1]
-    G = load_generator(model, cfg, LABELS.num_classes, snapshot, "cpu")
+    run = trained(stage, model, snapshot)  # as `pipeline generate` builds it
+    batch, masks = condition_batch(given, run.cfg.resolution, LABELS.num_classes, getattr(run.cfg, "clip_dim", 0),
+                                   run.fit)
+    G = load_generator(model, run.cfg, LABELS.num_classes, snapshot, "cpu")
     cpu = sample(G, batch, masks, request.seed, request.n, "cpu", LABELS.num_classes).astype(int)
     close = float((np.abs(cpu - images[0].astype(int)) <= 2).mean())
     return same and close > 0.99, (f"2 images here, the same bytes twice: {same}; {close:.1%} of pixels within "

@@ -1,7 +1,9 @@
 """What an evaluation will compute, decided before any work: the model's configuration, the conditions it is
 scored under, how many test images, and the per-GPU batch it generates in (by the memory estimate of its
 generator). `pipeline evaluate --dry-run` prints it; `evaluate_run` follows it."""
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .conditions import CONDITIONS
 from .data import DataError, fit_to_shards, shard_urls
@@ -9,21 +11,69 @@ from .eval_data import EvaluationError
 from .memory import GB, GenerationEstimate, generation_estimate
 from .metrics.seg_consistency import check_segmenter
 from .models import family
+from .run_config import RecordError, differences, read, rebuild, record
 
+log = logging.getLogger(__name__)
 # metric -> (annotator, its output member, the EvalContext field it fills)
 ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
                 "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}
 
 
 def model_config(stage, model: str):
-    """The configuration `pipeline train` built the model's run with (its params or the profile's, fitted to the
-    training shards); no training shards is an EvaluationError."""
+    """The configuration the params give `model` now, as `pipeline train` builds it (its params' profile or the
+    dataset's, fitted to the training shards); no training shards is an EvaluationError."""
     section = stage.params.train.model(model)
     cfg = family(model).configure(section.config or stage.profile.train_config, section)
     try:
         return fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
     except DataError as err:
         raise EvaluationError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """How a run's snapshot is built to evaluate or generate: its configuration and that configuration's name,
+    the params `fit` its training images were brought to the resolution with, and notes for the report."""
+
+    cfg: object
+    config_name: str
+    fit: str
+    notes: list[str]
+
+
+def trained(stage, model: str, snapshot: Path | None) -> Trained:
+    """The configuration `snapshot` was trained with, from its record, with a warning naming each param that now
+    gives another; a snapshot saved before snapshots carried a record: the params', with a warning saying so;
+    no snapshot (None): the params'."""
+    section = stage.params.train.model(model)
+    name = section.config or stage.profile.train_config
+    if snapshot is None:
+        return Trained(model_config(stage, model), name, section.fit, [])
+    saved = read(snapshot)
+    if saved is None:
+        notice = (f"{snapshot} predates snapshots that record their configuration: built from the params "
+                  f"(configuration {name}); if it was trained with another (`pipeline train --config`), set "
+                  f"train.{model}.config to that one")
+        log.warning(notice)
+        return Trained(model_config(stage, model), name, section.fit, [notice])
+    if saved["model"] != model:
+        raise EvaluationError(f"{snapshot} is a snapshot of {saved['model']}, not {model}: it does not belong in "
+                              f"{model}'s run folder")
+    try:
+        cfg = rebuild(family(model), saved, snapshot)
+    except RecordError as err:
+        raise EvaluationError(str(err)) from None
+    try:
+        now = model_config(stage, model)
+    except (EvaluationError, KeyError, ValueError):  # no shards, or no such profile now: names and params compare
+        now = None
+    notes = [f"configuration {saved['config_name']} as trained (recorded in {snapshot.name})"]
+    changed = differences(saved, record(model, name, now, section))
+    if changed:
+        notes.append(f"{snapshot} is built as it was trained, not as the params now say, which differ "
+                     f"(trained → now): {'; '.join(changed)}")
+        log.warning(notes[-1])
+    return Trained(cfg, saved["config_name"], saved["params"].get("fit", section.fit), notes)
 
 
 @dataclass
@@ -102,14 +152,18 @@ def describe(stage, model: str, num_images: int | None, gpu_memory: float) -> li
 
     p, fam, labels = stage.params.evaluate, family(model), load_label_map(stage.profile.label_map)
     lines = []
-    try:
-        cfg = model_config(stage, model)
-    except EvaluationError:
-        section = stage.params.train.model(model)
-        cfg = fam.configure(section.config or stage.profile.train_config, section)
-        lines.append("no training shards yet: the profile's configuration (its CLIP width) is assumed")
-    evaluation = plan(stage, model, num_images, cfg)
     snapshot = newest_snapshot(stage.layout.training(model))
+    if snapshot is not None:
+        run = trained(stage, model, snapshot)
+        cfg, lines = run.cfg, list(run.notes)
+    else:
+        try:
+            cfg = model_config(stage, model)
+        except EvaluationError:
+            section = stage.params.train.model(model)
+            cfg = fam.configure(section.config or stage.profile.train_config, section)
+            lines.append("no training shards yet: the profile's configuration (its CLIP width) is assumed")
+    evaluation = plan(stage, model, num_images, cfg)
     test = stage.profile.test_size
     images = min(evaluation.limit, int(test)) if test >= 1 else evaluation.limit
     split = f"{int(test)} test images" if test >= 1 else f"a fraction {test} of the dataset as test images"

@@ -22,7 +22,7 @@ from . import checkpoint, distributed
 from .configs import MODALITIES
 from .data import Preprocess, to_device
 from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_uint8
-from .eval_plan import ANNOTATOR_OF, device_batch, plan
+from .eval_plan import ANNOTATOR_OF, device_batch, plan, trained
 from .metrics import REGISTRY, MetricStream
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.fid import image_features
@@ -48,9 +48,15 @@ def latest_snapshot(layout, model: str) -> Path:
 
 
 def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) -> torch.nn.Module:
-    """The snapshot's G_ema (loaded strictly, weights only), in eval mode on `device`."""
+    """The snapshot's G_ema (loaded strictly, weights only), in eval mode on `device`; weights of another shape
+    than `cfg`'s are an EvaluationError naming the snapshot."""
     G = family(model).generator(cfg, num_classes)
-    G.load_state_dict(checkpoint.load(snapshot)["G_ema"])
+    try:
+        G.load_state_dict(checkpoint.load(snapshot)["G_ema"])
+    except RuntimeError as err:
+        raise EvaluationError(f"{snapshot} does not fit {model}'s generator as configured "
+                              f"({str(err).splitlines()[0]} ...): build it in the configuration it was "
+                              f"trained with (set train.{model}.config to it)") from None
     return G.eval().requires_grad_(False).to(device)
 
 
@@ -237,19 +243,19 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     params, layout = stage.params, stage.layout
     p = params.evaluate
     processes = processes or distributed.Processes(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    evaluation = plan(stage, model, num_images)
-    cfg, notes, fam = evaluation.cfg, evaluation.notes, family(model)
-    labels = load_label_map(stage.profile.label_map)
     snapshot = latest_snapshot(layout, model)
+    run = trained(stage, model, snapshot)
+    evaluation = plan(stage, model, num_images, run.cfg)
+    cfg, notes, fam = evaluation.cfg, run.notes + evaluation.notes, family(model)
+    labels = load_label_map(stage.profile.label_map)
     device = str(processes.device)
     cache_dir = layout.data_dir / "cache" / "fid"
     random_weights = random_networks(p.metrics, p, params.annotate)
     metric_params = metric_weights(p, layout.weights, cache_dir)
-    fit = params.train.model(model).fit  # the test images as the model saw its training images (never flipped)
     batch_size, note = device_batch(p, fam, cfg, labels.num_classes, processes.device)
     notes += [note] if note else []
     test = EvalSet(layout.shards, cfg.resolution, labels.num_classes, evaluation.limit, p.seed, batch_size,
-                   Preprocess(fit), processes.rank, processes.world)
+                   Preprocess(run.fit), processes.rank, processes.world)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       gather=functools.partial(distributed.gather_to_rank0, processes=processes),
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))

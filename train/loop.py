@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, run_config
 from .configs import MODALITIES
 from .dashboard import Dashboard, postfix
 from .data import Preprocess, ShardLoader, to_device
@@ -60,6 +60,7 @@ class RunSpec:
     tensorboard: bool = True  # event files in the run folder (train/dashboard.py)
     wandb_project: str | None = None  # Weights & Biases project; None: off
     identity: dict | None = None  # the run's identity (train/run_identity.py): W&B run id and config
+    record: dict | None = None  # what each weight snapshot carries of the run's configuration (train/run_config.py)
     preprocess: Preprocess = Preprocess()  # resize or random crop, flips (supplement A; the dataset profile's)
     lr_schedule: LinearDecay | None = None  # None: the family's over `steps` (train/schedule.py)
     skip_bad_samples: bool = False  # an unreadable shard or unusable sample: skipped, counted, logged; else an error
@@ -237,7 +238,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
                 save_grid(run_dir / f"samples-{step:06d}.png", grid)
                 dashboard.grid(step, grid)
         if save:
-            _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader, lr_schedule)
+            _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader, lr_schedule, spec.record)
             if rank == 0:
                 checkpoint.prune(run_dir, spec.keep_states, spec.keep_snapshot_every)
     bar.close()
@@ -352,15 +353,17 @@ def _check_schedule(state: dict, lr_schedule: LinearDecay) -> None:
                       "(params steps or lr_decay_start changed): the rates follow the new schedule from here")
 
 
-def _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader, lr_schedule) -> None:
-    """Weight snapshot (each network, then the generator's moving average) and training state of `step` (each
-    network's optimiser, the learning-rate schedule, every rank's loader position and RNG state)."""
+def _save(run_dir, step, rank, world, nets, G_ema, opts, scalers, loss, loader, lr_schedule, record) -> None:
+    """Weight snapshot (each network, then the generator's moving average, and the run's `record`) and training
+    state of `step` (each network's optimiser, the learning-rate schedule, every rank's loader position and RNG
+    state)."""
     loaders = _gather(loader.state_dict(), world)
     rngs = _gather(checkpoint.rng_state(), world)
     if rank != 0:
         return
     checkpoint.save(checkpoint.snapshot_path(run_dir, step),
-                    {**{key: net.state_dict() for key, net in nets.items()}, _ema_key(nets): G_ema.state_dict()})
+                    {**{key: net.state_dict() for key, net in nets.items()}, _ema_key(nets): G_ema.state_dict(),
+                     **run_config.entry(record)})
     checkpoint.save(checkpoint.state_path(run_dir, step), {
         "step": step, **{f"opt_{key}": opt.state_dict() for key, opt in opts.items()}, "loss": loss.state_dict(),
         "scaler": {name: s.state_dict() for name, s in scalers.items()}, "loader": loaders, "rng": rngs,

@@ -89,7 +89,9 @@ class FitFrom:
     """A family fitted from another family's trained run instead of trained by the loop."""
 
     base: str  # the family whose newest snapshot it fits from
-    fit: Callable  # (base snapshot, run dir, config, num_classes, params section, device) -> summary dict
+    # (base snapshot, run dir, config, num_classes, params section, device, run_record=the record its snapshot
+    # carries, train/run_config.py) -> summary dict
+    fit: Callable
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,14 @@ def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_
     try:
         fam = family(model)
         section = stage.params.train.model(model)
-        cfg = fam.configure(config_name or section.config or stage.profile.train_config, section)
+        config_name = config_name or section.config or stage.profile.train_config
+        cfg = fam.configure(config_name, section)
         labels = load_label_map(stage.profile.label_map)
     except (KeyError, AttributeError) as e:
         raise click.UsageError(str(e).strip("'\"")) from None
     if fam.fitted is not None:
         with _run_lock(stage.layout.training(model), dry_run):
-            _fit(stage, fam, cfg, section, labels, model, dry_run)
+            _fit(stage, fam, cfg, config_name, section, labels, model, dry_run)
         return
     if dry_run:
         _dry_run(fam, cfg, section, labels.num_classes, model, steps or section.steps, gpu_memory, nproc)
@@ -54,7 +55,8 @@ def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_
     if nproc:
         raise click.UsageError("--nproc is for --dry-run; start several processes with torchrun --nproc-per-node")
     with _run_lock(stage.layout.training(model)):
-        _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu)
+        _train(stage, fam, cfg, config_name, section, labels, model, steps, restart_if_changed, gpu_memory,
+               allow_cpu)
 
 
 def _dry_run(fam, cfg, section, num_classes, model, steps, gpu_memory, nproc):
@@ -91,12 +93,14 @@ def _run_lock(run_dir, dry_run: bool = False):
     return lock(run_dir, "train")
 
 
-def _fit(stage, fam, cfg, section, labels, model, dry_run):
-    """A family fitted from the newest snapshot of its base family's run on the same dataset (no training loop)."""
+def _fit(stage, fam, cfg, config_name, section, labels, model, dry_run):
+    """A family fitted from the newest snapshot of its base family's run on the same dataset (no training loop),
+    in the configuration that run was trained with (its snapshot's record; before records: `cfg`)."""
     import torch
 
     from train.checkpoint import newest_snapshot
     from train.data import DataError, fit_to_shards, shard_urls
+    from train.run_config import read, rebuild, record
 
     base_run = stage.layout.training(fam.fitted.base)
     snapshot = newest_snapshot(base_run)
@@ -109,9 +113,17 @@ def _fit(stage, fam, cfg, section, labels, model, dry_run):
         click.echo(f"would fit {model} from {snapshot}")
         return
     try:
-        cfg = fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
+        base = read(snapshot)
+        if base is None:
+            cfg = fit_to_shards(cfg, shard_urls(stage.layout.shards, "train"))
+        else:
+            if base["config_name"] != config_name:
+                click.echo(f"note: {snapshot} was trained with configuration {base['config_name']}; {model} is "
+                           f"fitted in it, not in {config_name} (train.{model}.config)", err=True)
+            cfg, config_name = rebuild(fam, base, snapshot), base["config_name"]
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        summary = fam.fitted.fit(snapshot, stage.layout.training(model), cfg, labels.num_classes, section, device)
+        summary = fam.fitted.fit(snapshot, stage.layout.training(model), cfg, labels.num_classes, section, device,
+                                 run_record=record(model, config_name, cfg, section))
     except (DataError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     for c in summary["clusters"]:
@@ -134,7 +146,7 @@ def _print_recipe(fam, cfg, section, steps) -> None:
     click.echo(_schedule(fam, section, steps).describe({n.key: settings.adam(n.key)[0] for n in fam.network_keys}))
 
 
-def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu):
+def _train(stage, fam, cfg, config_name, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu):
     import dataclasses
     import importlib.util
 
@@ -143,6 +155,7 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, g
     from train.data import DataError, Preprocess, fit_to_shards, shard_urls
     from train.devices import DeviceError, describe
     from train.loop import RunSpec, train
+    from train.run_config import record
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
 
@@ -178,7 +191,7 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, g
         log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
         wandb_project=section.wandb_project, lr_schedule=_schedule(fam, section, steps),
-        skip_bad_samples=section.skip_bad_samples)
+        skip_bad_samples=section.skip_bad_samples, record=record(model, config_name, cfg, section))
     try:  # before the claim: rank 0 alone touches the run folder, the others wait
         processes = distributed.start(allow_cpu=allow_cpu)
     except DeviceError as e:

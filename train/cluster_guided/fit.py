@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from .. import checkpoint
+from .. import checkpoint, run_config
 from ..configs import GLOBAL_DIM
 from ..samples import image_grid, save_grid
 from .generator import ClusterGuidedGenerator
@@ -56,9 +56,11 @@ def base_generator(snapshot: Path, cfg, num_classes: int) -> ClusterGuidedGenera
     return model
 
 
-def fit(base_snapshot: Path, run_dir: Path, cfg, num_classes: int, section, device) -> dict:
+def fit(base_snapshot: Path, run_dir: Path, cfg, num_classes: int, section, device,
+        run_record: dict | None = None) -> dict:
     """Fit from `base_snapshot` under params `section` (train.cluster-guided) into a fresh `run_dir` (written
-    beside it, then swapped in); returns the clusters.json record."""
+    beside it, then swapped in; its snapshot carries `run_record`, train/run_config.py); returns the clusters.json
+    record."""
     check(section, cfg)
     model = base_generator(base_snapshot, cfg, num_classes).to(device).eval()
     model.base.requires_grad_(False)
@@ -91,17 +93,19 @@ def fit(base_snapshot: Path, run_dir: Path, cfg, num_classes: int, section, devi
         record["self_consistency"] = float((assigned == i).float().mean())
     summary = {"base_snapshot": base_snapshot.name, "codes": section.codes,
                "consistency_samples": section.consistency_samples, "clusters": records}
-    _write(run_dir, model, summary, losses, section, device)
+    _write(run_dir, model, summary, losses, section, device, run_record)
     return summary
 
 
-def _write(run_dir: Path, model: ClusterGuidedGenerator, summary: dict, losses: dict, section, device) -> None:
+def _write(run_dir: Path, model: ClusterGuidedGenerator, summary: dict, losses: dict, section, device,
+           run_record: dict | None) -> None:
     """The run folder, built beside `run_dir` and swapped in whole (no file of an earlier fit survives)."""
     staging = run_dir.with_name(run_dir.name + ".fitting")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     checkpoint.save(checkpoint.snapshot_path(staging, section.rounds),
-                    {"G_ema": model.state_dict(), "fitted_from": summary["base_snapshot"]})
+                    {"G_ema": model.state_dict(), "fitted_from": summary["base_snapshot"],
+                     **run_config.entry(run_record)})
     noise = torch.randn(section.grid_size ** 2, section.noise_dim,
                         generator=torch.Generator().manual_seed(section.seed + 1)).to(device)
     with torch.no_grad():
