@@ -33,11 +33,6 @@ class Cell:
     draws: int = 0  # images drawn; more than len(images) when draws repeated
 
 
-def default_out(layout) -> Path:
-    """Where `pipeline compare` writes by default: data/runs/<dataset>/compare/."""
-    return layout.data_dir / "runs" / layout.dataset / "compare"
-
-
 def request_for(sample: Sample, condition: str, seed: int, draws: int) -> Request | str:
     """The `pipeline generate` request that gives a model this sample under `condition`, or why the sample
     cannot give it (a modality it lacks)."""

@@ -21,12 +21,17 @@ def _rgb(path: Path) -> np.ndarray:
 
 
 def condition_input(sample, condition: str) -> tuple[np.ndarray | None, str]:
-    """(picture, text) of what `condition` gives a model of `sample`: its coloured segmentation or sketch, and its
-    caption where the condition gives text."""
+    """(picture, text) of what `condition` gives a model of `sample`: its coloured segmentation, sketch or both,
+    and its caption where the condition gives text."""
     caption = sample.caption or "(no caption)"
-    if condition == "seg" or condition == "all":
-        picture = _rgb(sample.seg_colour) if sample.seg_colour else None
-        return picture, caption if condition == "all" else "segmentation"
+    if condition == "seg":
+        return (_rgb(sample.seg_colour) if sample.seg_colour else None), "segmentation"
+    if condition == "all":  # the segmentation with the sketch's strokes drawn over it in white, and the caption
+        picture = _rgb(sample.seg_colour).copy() if sample.seg_colour else None
+        if picture is not None and sample.sketch:
+            strokes = np.asarray(Image.open(sample.sketch).convert("L").resize(picture.shape[1::-1])) > 127
+            picture[strokes] = 255
+        return picture, caption
     if condition == "sketch":
         return (_rgb(sample.sketch) if sample.sketch else None), "sketch"
     return None, caption if condition == "text" else "no condition"

@@ -70,13 +70,20 @@ def metric_rows(dataset: str, model: str, path: Path) -> tuple[list[MetricRow], 
     return rows, protocol
 
 
-def dry_run_protocol(stage, model: str) -> list[str]:
-    """The protocol lines `pipeline evaluate --dry-run` prints for `model` under the current params (at its
-    default --gpu-memory of 80 GB), or one line saying why they could not be made."""
-    from train.eval_plan import describe
+def planned_protocol(stage, model: str) -> list[str]:
+    """What `pipeline evaluate --dry-run` plans for `model` under the current params (train/eval_plan.py: its
+    conditions with the metrics scoring each, images per condition, weights, seed), without its GPU memory
+    estimate; or one line saying why no plan could be made."""
+    from train.eval_plan import plan, scored_by
 
+    p = stage.params.evaluate
     try:
-        return describe(stage, model, None, 80)
-    except Exception as err:  # noqa: BLE001 (any refusal of the plan is shown, not raised: the page still shows)
-        log.warning("evaluate --dry-run of %s: %s", model, err)
+        planned = plan(stage, model)
+    except Exception as err:  # noqa: BLE001 (a refused plan is shown, not raised: the page still shows the rest)
+        log.warning("the evaluation plan of %s: %s", model, err)
         return [f"the evaluation plan could not be made: {err}"]
+    rows = "; ".join(f"{c}: {', '.join(scored_by(p.metrics, c))}" for c in planned.conditions)
+    return [f"rows (condition: metrics): {rows}", f"images per condition: at most {planned.limit}",
+            f"Inception weights {p.inception_weights}; LPIPS weights {p.lpips_weights}; "
+            f"annotators: seg {stage.params.annotate.seg.weights}, sketch {stage.params.annotate.sketch.weights}, "
+            f"clip {stage.params.annotate.clip.weights}", f"seed: evaluate.seed {p.seed}", *planned.notes]

@@ -10,7 +10,7 @@ from train.conditions import CONDITIONS
 from train.report import RANDOM_MARK, random_weights_note
 
 from .compare_grids import write_grid
-from .compare_metrics import dry_run_protocol, metric_rows
+from .compare_metrics import metric_rows, planned_protocol
 from .compare_models import CURRENT, NOT_TRAINED, OUT_OF_DATE
 
 STYLE = """
@@ -115,8 +115,8 @@ def _numbers(stage, states) -> str:
         if protocol is not None:
             made = f"recorded in {_e(s.metrics.name)}:<pre>{_e(json.dumps(protocol, indent=1, sort_keys=True))}</pre>"
         else:
-            lines = "\n".join(dry_run_protocol(stage, s.name))
-            made = (f"not recorded in {_e(s.metrics.name)}; the plan <code>pipeline evaluate --dry-run</code> prints "
+            lines = "\n".join(planned_protocol(stage, s.name))
+            made = (f"not recorded in {_e(s.metrics.name)}; what <code>pipeline evaluate --dry-run</code> plans "
                     f"under the current params:<pre>{_e(lines)}</pre>")
         notes.append(f'<details class="protocol" data-model="{_e(s.name)}"><summary>{_e(s.name)}: protocol'
                      f'</summary>{made}</details>' + (f'<p class="random">{_e(s.name)}: {_e(note)}</p>' if note else ""))

@@ -1,6 +1,7 @@
 """`pipeline generate`: images from the newest snapshot of a trained model under any subset of the conditions a
 person gives (a prompt, a segmentation map, a sketch, a style image), each encoded as training saw it. Every input
 is read and checked (bounded decoding) before any network is built."""
+import functools
 import hashlib
 import io
 import json
@@ -140,15 +141,14 @@ def clip_metadata(shards: Path) -> dict:
 def encode_text(prompt: str, meta: dict, clip_params, weights_dir: Path, device: str) -> np.ndarray:
     """float32 [D]: the prompt through the CLIP text encoder the shards record, with the weights they were made
     with (a different checkpoint is an error), float16 and L2-normalised as stored in clip_text.npy."""
-    from annotators.base import build
     from annotators.clip import OPEN_CLIP
     from annotators.weights import RANDOM
 
     update = {"model": meta["model"], "weights": meta["weights"]}
     if meta["weights"] == OPEN_CLIP:
         update["pretrained"] = meta["pretrained"]
-    clip = build("clip", clip_params.model_copy(update=update), weights_dir)
-    clip.setup(device)
+    clip = _text_encoder(clip_params.model_copy(update=update).model_dump_json(), type(clip_params), str(weights_dir),
+                         device)
     if meta.get("sha256") not in (None, RANDOM) and clip.sha256 != meta["sha256"]:
         raise GenerateError(f"CLIP {meta['model']} weights {meta['weights']!r} here have sha256 {clip.sha256[:12]}…, "
                             f"but the shards' embeddings were made with {meta['sha256'][:12]}…: put that checkpoint "
@@ -157,6 +157,17 @@ def encode_text(prompt: str, meta: dict, clip_params, weights_dir: Path, device:
         log.warning("the shards' CLIP model had random weights (annotate.clip.weights: random): the prompt is encoded "
                     "by the same untrained network, so its embedding does not mean the prompt")
     return clip.embed_texts([prompt])[0].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _text_encoder(params_json: str, params_class, weights_dir: str, device: str):
+    """The CLIP annotator of these params, set up on `device`; kept for the next prompt (`pipeline compare` encodes
+    one per sample, and building the model costs seconds)."""
+    from annotators.base import build
+
+    clip = build("clip", params_class.model_validate_json(params_json), Path(weights_dir))
+    clip.setup(device)
+    return clip
 
 
 def _file_sha256(path: Path) -> str:

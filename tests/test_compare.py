@@ -6,6 +6,7 @@ chromium."""
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def write_card(data: Path, shards: list[Path]) -> None:
+def write_card(data: Path) -> None:
     """The card pack writes, as far as `pipeline browse` reads it for these shards."""
     card = {"dataset": "sample", "samples": 8, "splits": {"test": 4, "train": 4}, "label_map": "coco-stuff-182",
             "coverage": {}, "classes": [], "annotators": {"clip": CLIP}}
@@ -43,11 +44,10 @@ def compared(tmp_path_factory):
     it with spade-seg, which has no run."""
     root = tmp_path_factory.mktemp("compare")
     data = root / "data"
-    shards = [*write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36,
-                                     clip_dim=CLIP_DIM, annotators={"clip": CLIP}),
-              *write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36,
-                                     clip_dim=CLIP_DIM, annotators={"clip": CLIP}, split="test", seed=1)]
-    write_card(data, shards)
+    for split, seed in (("train", 0), ("test", 1)):
+        write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36, clip_dim=CLIP_DIM,
+                              annotators={"clip": CLIP}, split=split, seed=seed)
+    write_card(data)
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     raw["train"]["poegan"].update(batch_size=2, workers=0, snapshot_every=2, sample_every=2, steps=2)
     raw["evaluate"].update(metrics=["fid", "kid"], num_images=2, batch_size=2, kid_subsets=2)
@@ -57,8 +57,8 @@ def compared(tmp_path_factory):
     for command in (("train", "--steps", 2), ("evaluate",)):
         result = run(command[0], *prefix, "--model", "poegan", *command[1:])
         assert result.exit_code == 0, result.output
-    out = root / "compare"
-    result = run("compare", *prefix, "--models", "poegan,spade-seg", "--out", out, "--no-progress")
+    out = data / "runs" / "sample" / "compare"  # the default: where `pipeline browse` finds it
+    result = run("compare", *prefix, "--models", "poegan,spade-seg", "--no-progress")
     assert result.exit_code == 0, result.output
     assert str(out / "index.html") in result.output
     return root, prefix, out
@@ -134,3 +134,72 @@ def test_bad_choices_are_refused_before_any_output(compared, tmp_path):
     result = run("compare", "--params", tmp_path / "params.yaml", *prefix[2:], "--out", tmp_path / "b")
     assert result.exit_code == 1 and "compare.keys: not-a-test-key" in result.output
     assert not (tmp_path / "b" / "index.html").exists()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # the apt driver, never a download
+    yield driver
+    driver.quit()
+
+
+def _shows_the_comparison(driver) -> None:
+    """The comparison page is loaded: every grid has a row per sample, PoE-GAN's cells show both draws (loaded),
+    spade-seg's say it is not trained and how to train it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    grids = driver.find_elements(By.CSS_SELECTOR, "table.grid")
+    assert [g.get_attribute("data-condition") for g in grids] == list(CONDITIONS)
+    for grid in grids:
+        rows = grid.find_elements(By.CSS_SELECTOR, "tr[data-key]")
+        assert len(rows) == 2
+        for row in rows:
+            drawn = row.find_elements(By.CSS_SELECTOR, 'td[data-model="poegan"] img')
+            assert len(drawn) == 2
+            assert "not trained: pipeline train --dataset sample --model spade-seg" in \
+                row.find_element(By.CSS_SELECTOR, 'td[data-model="spade-seg"]').text
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+        "return [...document.images].every((i) => i.complete && i.naturalWidth > 0)"))
+    legend = driver.find_element(By.CSS_SELECTOR, "#inputs .legend")
+    assert legend.find_elements(By.TAG_NAME, "span") and "%" in legend.text
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_BROWSER)
+def test_the_page_opens_from_disk_in_chromium(compared, browser):
+    _, _, out = compared
+    browser.get((out / "index.html").as_uri())
+    _shows_the_comparison(browser)
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_BROWSER)
+def test_browse_reaches_it_as_its_models_view_served_and_as_a_static_site(compared, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from pipeline.browse import Dataset
+    from pipeline.browse_web import make_server, write_site
+    from shardio.layout import Layout
+
+    root, _, _ = compared
+    dataset = Dataset(Layout(root / "data", "sample"))
+    server = make_server(dataset, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{server.server_address[1]}/")
+        browser.find_element(By.ID, "view-models").click()
+        _shows_the_comparison(browser)
+    finally:
+        server.shutdown()
+        server.server_close()
+    write_site(dataset, tmp_path / "site", progress=False)
+    browser.get((tmp_path / "site" / "index.html").as_uri())
+    browser.find_element(By.ID, "view-models").click()
+    _shows_the_comparison(browser)

@@ -1,4 +1,5 @@
 """`pipeline compare`: the same test samples through every model, side by side, with the runs' numbers."""
+import re
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ from .common import lock, stage_options
 
 @click.command("compare")
 @stage_options
-@click.option("--models", metavar="M,M,...", help=f"Models to compare, comma-separated [default: every model: "
+@click.option("--models", metavar="M,M,...", help=f"Models to compare, by commas or spaces [default: every model: "
               f"{', '.join(REGISTRY)}]; one without a run is listed as not trained.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for index.html, grids/*.png, "
               "inputs/ and cells/ [default: data/runs/<dataset>/compare/].")
@@ -33,16 +34,16 @@ def command(stage, models, out, progress):
     from train.eval_data import EvaluationError
     from train.generate import GenerateError
 
-    from ..compare import default_out, run_compare
+    from ..compare import run_compare
     from ..compare_inputs import CompareError
 
     logging.basicConfig(format="%(levelname)s: %(message)s")
-    names = [m.strip() for m in models.split(",") if m.strip()] if models else list(REGISTRY)
+    names = re.split(r"[,\s]+", models.strip()) if models else list(REGISTRY)
     unknown = [m for m in names if m not in REGISTRY]
     if unknown or not names:
         raise click.UsageError(f"--models {models!r}: {', '.join(unknown) or 'no model'} not among "
                                f"{', '.join(REGISTRY)}")
-    out = out or default_out(stage.layout)
+    out = out or stage.layout.comparison
     with lock(out, "compare"):
         try:
             shown = run_compare(stage, names, out, progress)
