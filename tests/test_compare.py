@@ -50,7 +50,7 @@ def compared(tmp_path_factory):
     write_card(data)
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     raw["train"]["poegan"].update(batch_size=2, workers=0, snapshot_every=2, sample_every=2, steps=2)
-    raw["evaluate"].update(metrics=["fid", "kid"], num_images=2, batch_size=2, kid_subsets=2)
+    raw["evaluate"].update(metrics=["fid"], conditions=["unconditional", "seg"], num_images=2, batch_size=2)
     raw["compare"].update(samples=2, draws=2, seed=3)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     prefix = ("--params", root / "params.yaml", "--data-dir", data, "--dataset", "sample")
@@ -99,7 +99,7 @@ def test_the_page_marks_what_a_model_cannot_show_and_the_numbers_it_has(compared
     assert page.count("<img") >= 5 * 2 * 2  # every condition: two samples, two draws of PoE-GAN
     assert "RANDOM weights" in page  # the inputs' CLIP was random
     metrics = json.loads((root / "data/runs/sample/poegan/eval/metrics.json").read_text())
-    for condition in CONDITIONS:
+    for condition in ("unconditional", "seg"):  # the evaluated ones
         assert f"{metrics[f'{condition}/fid']:.4g}†" in page  # random Inception: marked as in report.md
     assert "not comparable" in page and "metrics out of date" not in page
     assert "pipeline evaluate --dry-run" in page  # no protocol recorded in metrics.json: the plan's
@@ -112,14 +112,18 @@ def test_a_snapshot_newer_than_its_metrics_hides_the_numbers(compared, tmp_path)
     root, prefix, _ = compared
     snapshot = root / "data/runs/sample/poegan/train/network-snapshot-000002.pt"
     metrics = root / "data/runs/sample/poegan/eval/metrics.json"
+    raw = yaml.safe_load(Path(prefix[1]).read_text())
+    raw["compare"].update(samples=1, draws=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     before = snapshot.stat().st_mtime
     os.utime(snapshot, (metrics.stat().st_mtime + 10,) * 2)
     try:
-        result = run("compare", *prefix, "--models", "poegan", "--out", tmp_path, "--no-progress")
+        result = run("compare", "--params", tmp_path / "params.yaml", *prefix[2:], "--models", "poegan",
+                     "--out", tmp_path / "out", "--no-progress")
         assert result.exit_code == 0, result.output
     finally:
         os.utime(snapshot, (before, before))
-    page = (tmp_path / "index.html").read_text()
+    page = (tmp_path / "out" / "index.html").read_text()
     assert "metrics out of date" in page and "pipeline evaluate --dataset sample --model poegan" in page
     assert "†" not in page
 

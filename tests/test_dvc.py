@@ -49,7 +49,7 @@ TINY = {
                                  "consistency_samples": 20, "batch_size": 20, "grid_size": 2}},
     "evaluate": {"num_images": 2, "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2,
                  "kid_subsets": 2},
-    "compare": {"samples": 2, "draws": 2},
+    "compare": {"samples": 1, "draws": 1},  # one sample, one image per cell: seconds
 }
 
 
@@ -210,7 +210,7 @@ RERUNS = [
     ("train.inade.seed", 1, set()),  # not in MODELS: no stage of the copy reads it
     ("train.unite-conquer.sample_steps", 3, {"train@unite-conquer", "evaluate@unite-conquer"}),
     ("evaluate.seed", 1, EVALUATE),
-    ("compare.samples", 1, {"compare"}),
+    ("compare.samples", 2, {"compare"}),
     ("datasets.sample.source", {"kind": "sample", "path": "raw/elsewhere"}, {"sample", "ingest"}),
     ("datasets.sample.test_size", 0.3, {"ingest"}),
     ("datasets.sample.label_map", "celebamask-hq-19", {"pack", "preview"} | TRAIN | EVALUATE),
