@@ -3,7 +3,6 @@ and each evaluation condition (none, text, seg, sketch, all) every trained model
 `compare.draws` images through `pipeline generate`'s own code (the sample's seg.png and sketch.png as --seg and
 --sketch, its caption as --text, `compare.seed` as --seed), so a cell holds exactly what `pipeline generate`
 writes for those inputs. The page (compare_page.py) sets the cells beside the inputs and the runs' numbers."""
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,6 @@ from .browse import Dataset
 from .compare_inputs import Sample, pick, write_inputs
 from .compare_models import NOT_TRAINED, ModelState, state
 from .generate import Request, generate
-
-log = logging.getLogger(__name__)
-
-CONDITION_NAMES = {"unconditional": "none"}  # what the page calls a condition, where not its own name
 
 
 @dataclass(frozen=True)
@@ -67,6 +62,7 @@ def run_compare(stage, models: list[str], out: Path, progress: bool = True) -> d
     dataset = Dataset(stage.layout)
     states = [state(stage, m) for m in models]  # before any work: a broken params choice fails here
     picked = pick(dataset, p.samples, p.seed, p.keys)
+    (Path(out) / "index.html").unlink(missing_ok=True)  # written last: a run killed midway leaves no page
     for stale in ("inputs", "cells", "grids"):  # a rerun shows only what this run drew
         shutil.rmtree(Path(out) / stale, ignore_errors=True)
     samples = write_inputs(dataset, picked, Path(out) / "inputs")

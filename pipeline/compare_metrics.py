@@ -55,7 +55,8 @@ def verdict(dataset: str, model: str, condition: str, metric: str, random: str |
         number = NUMBERS.get((index, model, condition, metric))
         if number is not None:
             return number, "matched", f"{table.source}: {table.protocol}"
-    return None, "no published number", f"no number of {sources} is recorded for {condition} (pipeline/compare_papers.py)"
+    return (None, "no published number",
+            f"no number of {sources} is recorded for {condition} (pipeline/compare_papers.py)")
 
 
 def metric_rows(dataset: str, model: str, path: Path) -> tuple[list[MetricRow], object]:

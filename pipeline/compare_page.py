@@ -11,8 +11,9 @@ from train.report import RANDOM_MARK, random_weights_note
 
 from .compare_grids import write_grid
 from .compare_metrics import metric_rows, planned_protocol
-from .compare_models import CURRENT, NOT_TRAINED, OUT_OF_DATE
+from .compare_models import CURRENT, NOT_EVALUATED, NOT_TRAINED, OUT_OF_DATE
 
+CONDITION_NAMES = {"unconditional": "none"}  # what the page and the grid files call a condition, if not its name
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -99,6 +100,8 @@ def _numbers(stage, states) -> str:
         if s.status == OUT_OF_DATE:
             notes.append(f'<p class="status-metrics-out-of-date">{_e(s.name)}: metrics out of date ({s.snapshot.name} '
                          f"is newer than {s.metrics}); its numbers are not shown: <code>{_e(s.command)}</code></p>")
+        if s.status == NOT_EVALUATED:
+            notes.append(f"<p>{_e(s.name)}: not evaluated: <code>{_e(s.command)}</code></p>")
         if s.status != CURRENT:
             continue
         found, protocol = metric_rows(stage.dataset, s.name, s.metrics)
@@ -119,7 +122,8 @@ def _numbers(stage, states) -> str:
             made = (f"not recorded in {_e(s.metrics.name)}; what <code>pipeline evaluate --dry-run</code> plans "
                     f"under the current params:<pre>{_e(lines)}</pre>")
         notes.append(f'<details class="protocol" data-model="{_e(s.name)}"><summary>{_e(s.name)}: protocol'
-                     f'</summary>{made}</details>' + (f'<p class="random">{_e(s.name)}: {_e(note)}</p>' if note else ""))
+                     f"</summary>{made}</details>")
+        notes += [f'<p class="random">{_e(s.name)}: {_e(note)}</p>'] if note else []
     table = ('<table id="metrics"><tr><th>model</th><th>condition</th><th>metric</th><th>this run</th>'
              "<th>paper</th><th>comparison</th><th>why</th></tr>" + "".join(rows) + "</table>")
     return table + "".join(notes)
@@ -131,7 +135,7 @@ def write_page(stage, out: Path, samples, states, cells, meta: dict) -> dict:
     models = [s.name for s in states]
     sections = []
     for condition in CONDITIONS:
-        name = "none" if condition == "unconditional" else condition
+        name = CONDITION_NAMES.get(condition, condition)
         title = (f"{stage.dataset}: condition {name}; {len(samples)} test samples; "
                  f"pipeline generate --seed {p.seed} --n {p.draws}")
         grid = write_grid(out / "grids" / f"{name}.png", condition, title, samples, models, cells)
