@@ -67,7 +67,7 @@ def run_compare(stage, models: list[str], out: Path, progress: bool = True) -> d
         shutil.rmtree(Path(out) / stale, ignore_errors=True)
     samples = write_inputs(dataset, picked, Path(out) / "inputs")
     cells = {}
-    jobs = [(c, m, s) for c in CONDITIONS for m in states for s in samples]
+    jobs = [(c, m, s) for m in states for c in CONDITIONS for s in samples]  # model by model: one load each
     for condition, model, sample in tqdm(jobs, desc="compare", unit="cell", disable=not progress):
         folder = Path(out) / "cells" / condition / model.name / sample.key
         cells[condition, model.name, sample.key] = draw_cell(stage, model, sample, condition, folder)

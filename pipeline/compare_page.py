@@ -21,6 +21,8 @@ th, td { border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; text-ali
 td.cell img, td.input img { width: 96px; height: 96px; object-fit: contain; image-rendering: pixelated; }
 td.input img { width: 128px; height: 128px; }
 .why { max-width: 14em; color: #666; font-size: 12px; }
+td.given { max-width: 16em; font-size: 12px; }
+nav a { margin-right: 0.8em; }
 .status-not-trained, .status-metrics-out-of-date, .status-not-evaluated { color: #b00; font-weight: bold; }
 .random { color: #c00; }
 .legend span { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.3em; vertical-align: middle; }
@@ -73,8 +75,16 @@ def _inputs_table(samples, out: Path) -> str:
             "<th>sketch</th><th>caption</th></tr>" + "".join(rows) + "</table>")
 
 
+def _given(condition: str, sample, out: Path) -> str:
+    """What `condition` gives the models of `sample`, as the page shows it."""
+    shown = {"seg": [sample.seg_colour], "sketch": [sample.sketch], "all": [sample.seg_colour, sample.sketch]}
+    pictures = "".join(f'<img src="{_rel(p, out)}" alt="input">' for p in shown.get(condition, []) if p)
+    caption = f"<div>{_e(sample.caption or '(no caption)')}</div>" if condition in ("text", "all") else ""
+    return pictures + caption or "nothing"
+
+
 def _grid_table(condition: str, samples, states, cells, out: Path) -> str:
-    head = "".join(f"<th>{_e(s.name)}</th>" for s in states)
+    head = "<th>given</th>" + "".join(f"<th>{_e(s.name)}</th>" for s in states)
     rows = []
     for sample in samples:
         tds = []
@@ -88,7 +98,8 @@ def _grid_table(condition: str, samples, states, cells, out: Path) -> str:
                 body = f'<div class="why">{_e(cell.why)}</div>'
             tds.append(f'<td class="cell" data-model="{_e(s.name)}">{body}</td>')
         rows.append(f'<tr data-key="{_e(sample.key)}"><td class="input">'
-                    f'<img src="{_rel(sample.photo, out)}" alt="photo"></td>{"".join(tds)}</tr>')
+                    f'<img src="{_rel(sample.photo, out)}" alt="photo"></td>'
+                    f'<td class="input given">{_given(condition, sample, out)}</td>{"".join(tds)}</tr>')
     return (f'<table class="grid" data-condition="{_e(condition)}"><tr><th>sample</th>{head}</tr>'
             + "".join(rows) + "</table>")
 
@@ -153,11 +164,13 @@ def write_page(stage, out: Path, samples, states, cells, meta: dict) -> dict:
             "(each cell's folder keeps its generate.json).")
     page = (f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(stage.dataset)}: models compared</title>'
             f"<style>{STYLE}</style></head><body data-ready=\"1\"><h1>{_e(stage.dataset)}: models compared</h1>"
-            f"<p>{made}</p>{banner}<h2>Models</h2>{_models_table(states, out)}"
+            f"<p>{made}</p>{banner}<nav>" + "".join(
+                f'<a href="#condition-{n}">condition {n}</a>' for n in (CONDITION_NAMES.get(c, c) for c in CONDITIONS))
+            + f'<a href="#numbers">numbers</a></nav><h2>Models</h2>{_models_table(states, out)}'
             + (f"<p>{len(untrained)} of {len(states)} models are not trained: their columns are marked.</p>"
                if untrained else "")
             + f"<h2>Inputs</h2>{_inputs_table(samples, out)}" + "".join(sections)
-            + f"<h2>Numbers</h2>{_numbers(stage, states)}</body></html>")
+            + f'<h2 id="numbers">Numbers</h2>{_numbers(stage, states)}</body></html>')
     with atomic_path(out / "index.html") as tmp:
         tmp.write_text(page)
     return {"samples": samples, "states": states, "cells": cells, "page": out / "index.html"}

@@ -170,6 +170,20 @@ def _text_encoder(params_json: str, params_class, weights_dir: str, device: str)
     return clip
 
 
+_LOADED: dict = {}  # the last generator loaded, by what made it
+
+
+def _generator(model: str, cfg, num_classes: int, snapshot: Path, device: str):
+    """The snapshot's G_ema, kept for the next call with the same model, configuration and snapshot file (same
+    mtime and size): `pipeline compare` draws many cells from one snapshot."""
+    stat = snapshot.stat()
+    key = (model, repr(cfg), num_classes, str(snapshot), stat.st_mtime_ns, stat.st_size, device)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_generator(model, cfg, num_classes, snapshot, device)
+    return _LOADED[key]
+
+
 def _file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -202,7 +216,7 @@ def generate(stage, model: str, request: Request, out: Path) -> list[Path]:
     given = Given(**arrays)
     batch, masks = condition_batch(given, cfg.resolution, labels.num_classes, text_dim,
                                    stage.params.train.model(model).fit)
-    G = load_generator(model, cfg, labels.num_classes, snapshot, device)
+    G = _generator(model, cfg, labels.num_classes, snapshot, device)
     images = sample(G, batch, masks, request.seed, request.n, device, labels.num_classes)
     record = {"dataset": stage.dataset, "model": model, "resolution": cfg.resolution, "seed": request.seed,
               "n": request.n, "modalities": list(given.modalities), "inputs": inputs,
