@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compare_papers import NUMBERS, tables_for
+from .compare_papers import published
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ class MetricRow:
     metric: str
     value: float | None
     random_weights: str | None  # the networks with random weights that made it; None: none did
-    paper: float | None  # the published number, where one is recorded and comparable
-    verdict: str  # "matched", "not comparable" or "no published number"
+    paper: float | None  # the published number of that row and metric, if a table has one (comparable or not)
+    verdict: str  # "matched" or "not comparable"
     why: str
 
 
@@ -43,31 +43,39 @@ def read_metrics(path: Path) -> tuple[dict[str, float | None], dict[str, str], o
     return scores, random, protocol
 
 
-def verdict(dataset: str, model: str, condition: str, metric: str, random: str | None) -> tuple:
-    """(published number or None, verdict, why) of one run's number against the published tables."""
-    tables = tables_for(dataset, model, metric)
-    if not tables:
-        return None, "not comparable", f"no published table reports {metric} of {model} on {dataset}"
-    sources = "; ".join(t.source for _, t in tables)
+def verdict(dataset: str, model: str, condition: str, metric: str, random: str | None, resolution: int | None,
+            reference: str | None) -> tuple:
+    """(published number or None, verdict, why) of one run's number against the published tables: comparable when
+    a table measured that model's metric under that condition on that dataset, with trained networks, at the
+    run's resolution and against the run's reference split (where the table states them)."""
+    found = published(dataset, model, condition, metric)
+    if not found:
+        return None, "not comparable", f"no published table reports {condition}/{metric} of {model} on {dataset}"
+    table, number = found[0]
     if random:
-        return None, "not comparable", f"made by networks with random weights ({random}); {sources} used trained ones"
-    for index, table in tables:
-        number = NUMBERS.get((index, model, condition, metric))
-        if number is not None:
-            return number, "matched", f"{table.source}: {table.protocol}"
-    return (None, "no published number",
-            f"no number of {sources} is recorded for {condition} (pipeline/compare_papers.py)")
+        return number, "not comparable", f"made by networks with random weights ({random}); {table.source} was not"
+    if table.resolution is not None and resolution != table.resolution:
+        return number, "not comparable", f"the run is at {resolution} px, {table.source} at {table.resolution} px"
+    if table.reference is not None and reference != table.reference:
+        which = f"the {reference} split" if reference else "an unrecorded split"
+        return number, "not comparable", f"FID against {which}; {table.source} against the {table.reference} split"
+    return number, "matched", table.source + (f" (but {table.caveat})" if table.caveat else "")
 
 
-def metric_rows(dataset: str, model: str, path: Path) -> tuple[list[MetricRow], object]:
-    """The rows of one run's metrics.json, and its recorded protocol (None: it records none)."""
+def metric_rows(dataset: str, model: str, path: Path, resolution: int | None) -> tuple[list[MetricRow], object]:
+    """The rows of one run's metrics.json (`resolution`: the run's, where its protocol record does not say), and
+    its recorded protocol (None: it records none)."""
     scores, random, protocol = read_metrics(path)
+    record = (protocol or {}).get(PROTOCOL_KEY)
+    record = record if isinstance(record, dict) else {}
+    reference = record.get("reference", {}).get("split") if isinstance(record.get("reference"), dict) else None
+    resolution = record.get("resolution", resolution)
     rows = []
     for key, value in scores.items():
         condition, metric = key.split("/", 1)
         networks = random.get(metric)
         rows.append(MetricRow(model, condition, metric, value, networks,
-                              *verdict(dataset, model, condition, metric, networks)))
+                              *verdict(dataset, model, condition, metric, networks, resolution, reference)))
     return rows, protocol
 
 

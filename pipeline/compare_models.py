@@ -24,6 +24,7 @@ class ModelState:
     snapshot: Path | None = None
     metrics: Path | None = None
     refusals: dict[str, str] = field(default_factory=dict)
+    resolution: int | None = None  # of its configuration under the current params
 
 
 def state(stage, model: str) -> ModelState:
@@ -47,6 +48,7 @@ def state(stage, model: str) -> ModelState:
     except EvaluationError as err:
         found.refusals = {c: str(err) for c in CONDITIONS}
         return found
+    found.resolution = cfg.resolution
     for condition in CONDITIONS:
         refusal = fam.refusal(cfg, sorted(generator_modalities(condition)))
         if refusal:

@@ -115,7 +115,7 @@ def _numbers(stage, states) -> str:
             notes.append(f"<p>{_e(s.name)}: not evaluated: <code>{_e(s.command)}</code></p>")
         if s.status != CURRENT:
             continue
-        found, protocol = metric_rows(stage.dataset, s.name, s.metrics)
+        found, protocol = metric_rows(stage.dataset, s.name, s.metrics, s.resolution)
         for r in found:
             value = "—" if r.value is None else f"{r.value:.4g}" + (RANDOM_MARK if r.random_weights else "")
             paper = "—" if r.paper is None else f"{r.paper:.4g}"

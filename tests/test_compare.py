@@ -207,3 +207,32 @@ def test_browse_reaches_it_as_its_models_view_served_and_as_a_static_site(compar
     browser.get((tmp_path / "site" / "index.html").as_uri())
     browser.find_element(By.ID, "view-models").click()
     _shows_the_comparison(browser)
+
+
+def test_a_published_number_matches_only_at_its_dataset_resolution_reference_and_trained_networks(tmp_path):
+    from pipeline.compare_metrics import metric_rows
+    from pipeline.compare_papers import NUMBERS
+    from train.report import write_metrics_json
+
+    results = {"seg": {"fid": 20.0, "seg_miou": 0.7}, "sketch": {"fid": 15.0}}
+
+    def rows(dataset, model, resolution=256, random=None, protocol=None):
+        path = write_metrics_json(tmp_path / "metrics.json", results, random)
+        if protocol is not None:
+            path.write_text(json.dumps({**json.loads(path.read_text()), "protocol": protocol}))
+        found, _ = metric_rows(dataset, model, path, resolution)
+        return {f"{r.condition}/{r.metric}": r for r in found}
+
+    matched = rows("mm-celeba-hq", "poegan")
+    assert matched["seg/fid"].verdict == "matched" and matched["seg/fid"].paper == NUMBERS["poegan-6", "seg", "fid"]
+    assert matched["seg/seg_miou"].verdict == "not comparable" and "no published table" in matched["seg/seg_miou"].why
+    small = rows("mm-celeba-hq", "poegan", resolution=32)["sketch/fid"]
+    assert small.verdict == "not comparable" and "32 px" in small.why and "256 px" in small.why
+    assert rows("mm-celeba-hq", "poegan", protocol={"resolution": 32})["seg/fid"].verdict == "not comparable"
+    untrained = rows("mm-celeba-hq", "poegan", random={"fid": ["inception"]})["seg/fid"]
+    assert untrained.verdict == "not comparable" and "random weights (inception)" in untrained.why
+    assert rows("sample", "poegan")["seg/fid"].verdict == "not comparable"
+    inade = rows("mm-celeba-hq", "inade", protocol={"reference": {"split": "test"}})["seg/fid"]
+    assert inade.verdict == "not comparable" and "train split" in inade.why  # INADE's FID is against training images
+    inade = rows("mm-celeba-hq", "inade", protocol={"reference": {"split": "train"}})["seg/seg_miou"]
+    assert inade.verdict == "matched" and inade.paper == NUMBERS["inade-1", "seg", "seg_miou"] and "28,000" in inade.why
