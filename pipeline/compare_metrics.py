@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from train.conditions import CONDITIONS
+
 from .compare_papers import published
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,12 @@ def verdict(dataset: str, model: str, condition: str, metric: str, random: str |
     return number, "matched", table.source + (f" (but {table.caveat})" if table.caveat else "")
 
 
+def _row_order(key: str) -> tuple:
+    """The supplement's conditions in their order, then a family's own rows (cluster-guided's clusters)."""
+    condition, order = key.split("/")[0], list(CONDITIONS)
+    return (order.index(condition) if condition in order else len(order), key)
+
+
 def metric_rows(dataset: str, model: str, path: Path, resolution: int | None) -> tuple[list[MetricRow], object]:
     """The rows of one run's metrics.json (`resolution`: the run's, where its protocol record does not say), and
     its recorded protocol (None: it records none)."""
@@ -71,7 +79,7 @@ def metric_rows(dataset: str, model: str, path: Path, resolution: int | None) ->
     reference = record.get("reference", {}).get("split") if isinstance(record.get("reference"), dict) else None
     resolution = record.get("resolution", resolution)
     rows = []
-    for key, value in scores.items():
+    for key, value in sorted(scores.items(), key=lambda item: _row_order(item[0])):
         condition, metric = key.split("/", 1)
         networks = random.get(metric)
         rows.append(MetricRow(model, condition, metric, value, networks,
