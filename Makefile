@@ -32,12 +32,14 @@ browser:
 	rm -f $$log
 
 ## demo: the `dvc repro` chain on the built-in sample, offline, for the models in DEMO_MODELS (PoE-GAN and the
-## SPADE baselines: within 10 minutes on 2 cores). `dvc repro` alone also trains inade, unite-conquer and
-## cluster-guided; `make demo DEMO_MODELS="poegan inade"` picks others.
+## SPADE baselines: within 10 minutes on 2 cores), ending with their comparison page (`pipeline compare`).
+## `dvc repro` alone also trains inade, unite-conquer and cluster-guided; `make demo DEMO_MODELS="poegan inade"`
+## picks others.
 DEMO_MODELS ?= poegan spade-seg spade-sketch spade-seg-monce
 demo: install
 	dvc repro preview $(addprefix evaluate@,$(DEMO_MODELS))
 	pipeline where --dataset sample
+	pipeline compare --dataset sample --models "$(DEMO_MODELS)" --no-progress
 
 ## test: the default test suite (what CI runs)
 test: install browser

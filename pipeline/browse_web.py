@@ -9,17 +9,21 @@ has its scripts and styles inline and loads nothing from elsewhere.
     GET /api/samples?split=&shard=&class=&min_share=&missing=&offset=&limit=    a page of sample records
     GET /api/rejects?reason=&offset=&limit=                                      ingest's rejects
     GET /media/<shard>/<key>.<jpg|seg.png|sketch.png|seg-overlay.png>            a picture, read by its offset
+    GET /compare/<file>                 the "models" view: `pipeline compare`'s page and pictures, if it ran
 
 The static site holds the same page, every sample's pictures under media/ (same paths) and data.js with the
-records; its page filters them itself, as the server would, so it opens from disk (file://) with no server.
+records; its page filters them itself, as the server would, so it opens from disk (file://) with no server. It
+copies `pipeline compare`'s page into compare/.
 """
+import html
 import json
 import mimetypes
+import shutil
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from tqdm import tqdm
 
@@ -27,10 +31,27 @@ from .browse import Dataset, Filters
 from shardio.shards import atomic_path
 
 PAGE = "browse.html"
+COMPARE = "compare"  # the "models" view's folder on the site, `pipeline compare`'s output
 
 
 def page_html() -> bytes:
     return (resources.files(__package__) / PAGE).read_bytes()
+
+
+def no_comparison(dataset: Dataset) -> bytes:
+    """The "models" view before `pipeline compare` ran: what to run."""
+    name = html.escape(dataset.layout.dataset)
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{name}: models</title></head>'
+            f'<body data-ready="1"><h1>{name}: no comparison of the models yet</h1><p>Run <code>pipeline compare '
+            f"--dataset {name}</code>: it writes the page this view shows.</p></body></html>").encode()
+
+
+def comparison_file(dataset: Dataset, relative: str) -> Path | None:
+    """A file of `pipeline compare`'s output folder named by a URL path under compare/, None if there is no such
+    file (or the path leaves the folder)."""
+    root = dataset.layout.comparison.resolve()
+    path = (root / relative).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
 
 
 def filters_from_query(query: dict[str, list[str]]) -> tuple[Filters, int, int]:
@@ -69,6 +90,14 @@ class Handler(BaseHTTPRequestHandler):
             if url.path == "/api/rejects":
                 _, offset, limit = filters_from_query(query)
                 return self._json(dataset.rejects(query.get("reason", [None])[0], offset, limit))
+            if url.path.startswith(f"/{COMPARE}/"):
+                relative = unquote(url.path[len(COMPARE) + 2:]) or "index.html"
+                found = comparison_file(dataset, relative)
+                if found is None and relative == "index.html":
+                    return self._send(no_comparison(dataset), "text/html; charset=utf-8")
+                if found is not None:
+                    return self._send(found.read_bytes(), mimetypes.guess_type(found.name)[0] or "text/plain")
+                raise KeyError(relative)
             parts = url.path.split("/")
             if len(parts) == 4 and parts[1] == "media" and "." in parts[3]:
                 key, name = parts[3].split(".", 1)
@@ -101,7 +130,8 @@ def make_server(dataset: Dataset, host: str, port: int) -> ThreadingHTTPServer:
 
 
 def write_site(dataset: Dataset, out: Path, progress: bool = True) -> int:
-    """Write the page, every sample's pictures and data.js (meta, records, rejects) under `out`; returns samples."""
+    """Write the page, every sample's pictures, data.js (meta, records, rejects) and the "models" view under
+    `out`; returns samples."""
     records = []
     for shard in tqdm(dataset.stats, desc="browse", unit="shard", disable=not progress):
         for entry in dataset.index(shard)[0]:
@@ -115,4 +145,10 @@ def write_site(dataset: Dataset, out: Path, progress: bool = True) -> int:
         tmp.write_text("window.BROWSE_DATA = " + json.dumps(data, separators=(",", ":")) + ";\n")
     with atomic_path(out / "index.html") as tmp:
         tmp.write_bytes(page_html())
+    shutil.rmtree(out / COMPARE, ignore_errors=True)
+    if (dataset.layout.comparison / "index.html").is_file():
+        shutil.copytree(dataset.layout.comparison, out / COMPARE)
+    else:
+        with atomic_path(out / COMPARE / "index.html") as tmp:
+            tmp.write_bytes(no_comparison(dataset))
     return len(records)

@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train",
     "evaluate": "evaluate",
     "generate": "generate",
+    "compare": "compare",
     "weights": "weights",
     "where": "where",
 }

@@ -1,6 +1,7 @@
 """`pipeline generate`: images from the newest snapshot of a trained model under any subset of the conditions a
 person gives (a prompt, a segmentation map, a sketch, a style image), each encoded as training saw it. Every input
 is read and checked (bounded decoding) before any network is built."""
+import functools
 import hashlib
 import io
 import json
@@ -141,15 +142,14 @@ def clip_metadata(shards: Path) -> dict:
 def encode_text(prompt: str, meta: dict, clip_params, weights_dir: Path, device: str) -> np.ndarray:
     """float32 [D]: the prompt through the CLIP text encoder the shards record, with the weights they were made
     with (a different checkpoint is an error), float16 and L2-normalised as stored in clip_text.npy."""
-    from annotators.base import build
     from annotators.clip import OPEN_CLIP
     from annotators.weights import RANDOM
 
     update = {"model": meta["model"], "weights": meta["weights"]}
     if meta["weights"] == OPEN_CLIP:
         update["pretrained"] = meta["pretrained"]
-    clip = build("clip", clip_params.model_copy(update=update), weights_dir)
-    clip.setup(device)
+    clip = _text_encoder(clip_params.model_copy(update=update).model_dump_json(), type(clip_params), str(weights_dir),
+                         device)
     if meta.get("sha256") not in (None, RANDOM) and clip.sha256 != meta["sha256"]:
         raise GenerateError(f"CLIP {meta['model']} weights {meta['weights']!r} here have sha256 {clip.sha256[:12]}…, "
                             f"but the shards' embeddings were made with {meta['sha256'][:12]}…: put that checkpoint "
@@ -158,6 +158,31 @@ def encode_text(prompt: str, meta: dict, clip_params, weights_dir: Path, device:
         log.warning("the shards' CLIP model had random weights (annotate.clip.weights: random): the prompt is encoded "
                     "by the same untrained network, so its embedding does not mean the prompt")
     return clip.embed_texts([prompt])[0].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _text_encoder(params_json: str, params_class, weights_dir: str, device: str):
+    """The CLIP annotator of these params, set up on `device`; kept for the next prompt (`pipeline compare` encodes
+    one per sample, and building the model costs seconds)."""
+    from annotators.base import build
+
+    clip = build("clip", params_class.model_validate_json(params_json), Path(weights_dir))
+    clip.setup(device)
+    return clip
+
+
+_LOADED: dict = {}  # the last generator loaded, by what made it
+
+
+def _generator(model: str, cfg, num_classes: int, snapshot: Path, device: str):
+    """The snapshot's G_ema, kept for the next call with the same model, configuration and snapshot file (same
+    mtime and size): `pipeline compare` draws many cells from one snapshot."""
+    stat = snapshot.stat()
+    key = (model, repr(cfg), num_classes, str(snapshot), stat.st_mtime_ns, stat.st_size, device)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_generator(model, cfg, num_classes, snapshot, device)
+    return _LOADED[key]
 
 
 def _file_sha256(path: Path) -> str:
@@ -193,7 +218,7 @@ def generate(stage, model: str, request: Request, out: Path) -> list[Path]:
                                 f"was trained on {text_dim}-d ones")
     given = Given(**arrays)
     batch, masks = condition_batch(given, cfg.resolution, labels.num_classes, text_dim, run.fit)
-    G = load_generator(model, cfg, labels.num_classes, snapshot, device)
+    G = _generator(model, cfg, labels.num_classes, snapshot, device)
     images = sample(G, batch, masks, request.seed, request.n, device, labels.num_classes)
     record = {"dataset": stage.dataset, "model": model, "config": run.config_name, "resolution": cfg.resolution,
               "seed": request.seed, "n": request.n, "modalities": list(given.modalities), "inputs": inputs,

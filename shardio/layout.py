@@ -83,6 +83,11 @@ class Layout:
         show` finds every model evaluated so far, and nothing for one that is not."""
         return self.data_dir / "runs" / self.dataset / "metrics" / f"{model}.json"
 
+    @property
+    def comparison(self) -> Path:
+        """`pipeline compare`'s page of every model on the dataset (index.html, grids/, inputs/, cells/)."""
+        return self.data_dir / "runs" / self.dataset / "compare"
+
     def source(self, path: str) -> Path:
         """A source path from params: relative paths are relative to the data directory."""
         p = Path(path).expanduser()

@@ -49,6 +49,7 @@ TINY = {
                                  "consistency_samples": 20, "batch_size": 20, "grid_size": 2}},
     "evaluate": {"num_images": 2, "diversity_groups": 2, "diversity_pairs": 1, "diversity_images": 2,
                  "kid_subsets": 2},
+    "compare": {"samples": 1, "draws": 1},  # one sample, one image per cell: seconds
 }
 
 
@@ -150,6 +151,8 @@ def test_repro_runs_every_stage_then_does_nothing(project):
         files["data/runs/sample/metrics/unite-conquer.json"]["data"])
     dvc(root, env, "plots", "show", "--out", str(root / "plots"))
     assert (root / "plots" / "index.html").is_file()
+    page = (root / "data/runs/sample/compare/index.html").read_text()  # the chain ends with the comparison
+    assert all(f'data-model="{m}"' in page for m in REGISTRY) and "not trained" in page
 
 
 def test_metrics_show_lists_the_evaluated_models_and_no_error_for_the_others(tmp_path):
@@ -174,7 +177,7 @@ def test_metrics_show_lists_the_evaluated_models_and_no_error_for_the_others(tmp
 ANNOTATE = {"annotate@seg", "annotate@sketch", "annotate@clip"}
 TRAIN = {f"train@{model}" for model in MODELS}
 EVALUATE = {f"evaluate@{model}" for model in MODELS}  # they run the annotators too
-EVERY = {"sample", "ingest", "weights", *ANNOTATE, "pack", "preview", *TRAIN, *EVALUATE}
+EVERY = {"sample", "ingest", "weights", *ANNOTATE, "pack", "preview", *TRAIN, *EVALUATE, "compare"}
 # The rerun boundary, written out by hand (never read from dvc.yaml): a changed param -> the stages it must mark
 # changed, and no others. Stages downstream of those rerun through their inputs once these have run.
 RERUNS = [
@@ -207,6 +210,7 @@ RERUNS = [
     ("train.inade.seed", 1, set()),  # not in MODELS: no stage of the copy reads it
     ("train.unite-conquer.sample_steps", 3, {"train@unite-conquer", "evaluate@unite-conquer"}),
     ("evaluate.seed", 1, EVALUATE),
+    ("compare.samples", 2, {"compare"}),
     ("datasets.sample.source", {"kind": "sample", "path": "raw/elsewhere"}, {"sample", "ingest"}),
     ("datasets.sample.test_size", 0.3, {"ingest"}),
     ("datasets.sample.label_map", "celebamask-hq-19", {"pack", "preview"} | TRAIN | EVALUATE),

@@ -22,6 +22,7 @@ ROOTS = {
     "preview": ["pipeline.commands.preview"],
     **{f"train@{m}": ["pipeline.commands.train"] for m in REGISTRY},  # every model family trains and is evaluated
     **{f"evaluate@{m}": ["pipeline.commands.evaluate"] for m in REGISTRY},
+    "compare": ["pipeline.commands.compare"],
 }
 # Stages that build annotators and metrics by registry name ("package.module:Name" strings) follow them.
 FOLLOW_REGISTRIES = {"evaluate"}

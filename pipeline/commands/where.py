@@ -15,5 +15,6 @@ def command(stage):
         snapshots = sorted(layout.training(model).glob("network-snapshot-*.pt"))
         rows += [(f"{model} checkpoint", snapshots[-1] if snapshots else layout.training(model)),
                  (f"{model} metrics", layout.evaluation(model) / "metrics.json")]
+    rows.append(("models compared", layout.comparison / "index.html"))
     for what, path in rows:
         click.echo(f"{what:>24}: {path}{'' if path.exists() else '  (not made yet)'}")

@@ -9,7 +9,7 @@ from pydantic import Field, ValidationError, model_validator
 from .annotate import AnnotateParams
 from .base import Section
 from .datasets import DatasetProfile
-from .stages import EvaluateParams, IngestParams, PackParams, PreviewParams, SampleParams
+from .stages import CompareParams, EvaluateParams, IngestParams, PackParams, PreviewParams, SampleParams
 from .train import TrainParams
 
 
@@ -24,6 +24,7 @@ class Params(Section):
     preview: PreviewParams = PreviewParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    compare: CompareParams = CompareParams()
     datasets: dict[str, DatasetProfile]
 
     @model_validator(mode="after")

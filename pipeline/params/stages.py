@@ -1,4 +1,4 @@
-"""Params of the data stages that are not annotators: sample, ingest, pack, preview."""
+"""Params of the stages that are not annotators or training: sample, ingest, pack, preview, compare, evaluate."""
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -37,6 +37,16 @@ class PreviewParams(Section):
 
     samples: int = Field(8, ge=1, le=256)
     seed: int = Field(0, ge=0)
+
+
+class CompareParams(Section):
+    """The test samples `pipeline compare` gives every model: how many (drawn with `seed`), or which keys, and how
+    many images each model draws per sample and condition (one seed, as `pipeline generate --n`)."""
+
+    samples: int = Field(3, ge=1, le=64, description="test samples drawn with `seed` when `keys` is empty")
+    keys: list[str] = Field(default_factory=list, description="these test samples instead, in this order")
+    seed: int = Field(0, ge=0, description="draws the samples and seeds every cell's noise")
+    draws: int = Field(3, ge=1, le=16, description="images per cell (a model without noise shows one)")
 
 
 class EvaluateParams(Section):
