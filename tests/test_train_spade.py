@@ -108,6 +108,30 @@ def test_generator_sees_its_condition_and_draws_style_from_the_prior_without_a_s
     assert G.modalities == ("sketch", "style")
 
 
+@pytest.mark.parametrize("model", ["spade-seg", "spade-sketch", "spade-seg-monce"])
+def test_networks_start_xavier_normal_at_gain_0_02_with_zero_biases_and_the_same_under_a_seed(model):
+    fam = family(model)
+    cfg = fam.config("tiny")
+    torch.manual_seed(3)
+    nets = fam.build(cfg, NUM_CLASSES)
+    torch.manual_seed(3)
+    again = fam.build(cfg, NUM_CLASSES)
+    for key, net in nets.items():
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again[key].state_dict().values()))
+    G, D = nets["G"], nets["D"]
+
+    def xavier_std(weight):  # NVlabs/SPADE --init_type xavier --init_variance 0.02
+        fan_in, fan_out = weight[0].numel(), weight.shape[0] * weight[0, 0].numel()
+        return 0.02 * (2 / (fan_in + fan_out)) ** 0.5
+
+    spade_conv = G.blocks[0].norm_0.gamma  # plain conv inside SPADE; PyTorch's default would be ~30x wider
+    normed = D.scales[0].blocks[1][0][0].parametrizations.weight.original  # spectral-normed: the raw weight
+    linear = G.fc.weight
+    for weight in (spade_conv.weight, normed, linear):
+        assert weight.std().item() == pytest.approx(xavier_std(weight), rel=0.1)
+    assert spade_conv.bias.abs().max() == 0 and G.conv_img.bias.abs().max() == 0
+
+
 def test_ttur_halves_the_generator_rate_and_doubles_the_discriminator_rate():
     for model in ("spade-seg", "spade-sketch"):
         fam = family(model)
