@@ -37,10 +37,12 @@ class ModelTrainParams(Section):
     log_every: int = Field(10, ge=1, description="steps between reads of the logged losses (a GPU sync each); "
                            "every step is still logged")
     mixed_precision: bool = Field(True, description="fp16 autocast with ±256 clamping; used on CUDA only")
-    fit: Literal["random-crop", "resize"] = Field(
-        "random-crop", description="to the training resolution: short side scaled then a random square crop "
-        "(Landscape), or the whole image scaled to a square (MS-COCO, MM-CelebA-HQ; supplement A)")
-    flip: bool = Field(False, description="random horizontal flips (the supplement names none)")
+    fit: Literal["random-crop", "resize", "resize-crop"] = Field(
+        "random-crop", description="to the training resolution R: short side scaled then a random square crop "
+        "(Landscape), the whole image scaled to a square (MS-COCO, MM-CelebA-HQ; supplement A), or the whole image "
+        "scaled to 286/256 R (bicubic) then a random R x R crop (the SPADE family's official loaders)")
+    flip: bool = Field(False, description="random horizontal flips (PoE-GAN's supplement names none; the SPADE "
+                       "family's loaders flip)")
     tensorboard: bool = Field(True, description="TensorBoard event files in the run folder (every logged number, "
                               "images/s, sample grids): `tensorboard --logdir data/runs`")
     wandb_project: str | None = Field(None, description="Weights & Biases project to log to as well (needs `pip "
