@@ -16,7 +16,7 @@ from train_shards import write_training_shards
 from pipeline.cli import main
 from shardio.layout import Layout
 from train.baselines.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
-                                        kl_divergence, perceptual)
+                                        kl_divergence, perceptual, vgg_features)
 from train.models import family
 from train.vgg import VGGRelu51
 
@@ -64,6 +64,8 @@ def test_perceptual_loss_taps_relu_x_1_of_vgg19_with_spade_weights():
     x = _batch()["image"]
     assert perceptual(vgg, x, x).item() == 0
     assert perceptual(vgg, x, x.flip(-1)).item() > 0
+    # the official VGG19 (architecture.py) takes the generator's [-1, 1] images as they are
+    assert torch.equal(vgg_features(vgg, x)[0], vgg.features[:2](x))
 
 
 @pytest.mark.parametrize("model", ["spade-seg", "spade-sketch"])

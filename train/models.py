@@ -201,11 +201,12 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
 def _inade() -> ModelFamily:
     """INADE (docs/inade.md): SPADE's loop settings, instance-adaptive normalisation and noise remapping."""
     from .baselines.inade import networks
-    from .baselines.inade_config import get_config
+    from .baselines.inade_config import get_config, with_params
     from .baselines.inade_loss import InadeLoss
 
     return ModelFamily(get_config, networks, InadeLoss,
-                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",))
+                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",),
+                       with_params=with_params)
 
 
 def _cluster_guided() -> ModelFamily:
