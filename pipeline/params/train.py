@@ -27,6 +27,8 @@ class ModelTrainParams(Section):
                                    "thousands of images; null: global batch * 10/32 (StyleGAN2-ADA)")
     ema_rampup: float | None = Field(0.05, gt=0, description="early on the half-life is at most this fraction of "
                                      "the images seen (StyleGAN2's ramp-up); null: none")
+    ema_rate: float | None = Field(None, gt=0, lt=1, description="a fixed decay of the moving average per step "
+                                   "(ADM's --ema_rate), replacing ema_kimg and ema_rampup; null: the half-life")
     snapshot_every: int = Field(100, ge=1, description="steps between saves (weight snapshot + training state: "
                                 "a resume point); at multiples of epoch_batches a resume replays no data")
     keep_states: int = Field(2, ge=1, description="the newest saves kept whole; older ones are deleted once a "
