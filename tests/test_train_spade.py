@@ -207,13 +207,16 @@ def test_tiny_spade_seg_from_the_cli_writes_outputs_and_decays_and_resumes_exact
         assert all(torch.equal(weights[net][k], again[net][k]) for k in weights[net]), net
 
 
-def test_spade_decays_over_the_second_half_of_params_steps_and_a_shorter_run_stops_on_that_schedule():
+def test_spade_decays_over_the_second_half_of_params_steps_and_the_dry_run_prints_its_recipe():
     result = _run(["--model", "spade-seg", "--dataset", "coco", "--config", "tiny", "--steps", "10", "--dry-run"])
     assert result.exit_code == 0, result.output
     steps = int(yaml.safe_load(REPO_PARAMS.read_text())["datasets"]["coco"]["overrides"]["train.spade-seg.steps"])
     assert "steps: 10 at batch 8" in result.output
     assert f"up to step {steps // 2 + 1}, then decaying linearly every step to 1/{steps - steps // 2} of it at " \
            f"step {steps}" in result.output
+    for line in ("initialisation: Xavier normal, gain 0.02", "preprocessing: resize-crop: whole image to 36x36, a "
+                 "random 32x32 crop", "moving average of G: half-life", "Adam betas: G (0.0, 0.9), D (0.0, 0.9)"):
+        assert line in result.output  # the rest of the recipe (tests/test_train_recipe.py)
 
 
 def test_tiny_spade_sketch_trains_from_the_cli(shards, tmp_path):

@@ -17,3 +17,12 @@ def ema_beta(images_seen: int, batch_size: int, ema_kimg: float | None, ema_ramp
     if ema_rampup is not None:
         half_life = min(half_life, images_seen * ema_rampup)
     return 0.5 ** (batch_size / max(half_life, 1e-8))
+
+
+def describe_ema(ema_kimg: float | None, ema_rampup: float | None, rate: float | None, batch_size: int) -> str:
+    """One line for `pipeline train --dry-run`: the moving average of G the loop keeps."""
+    if rate is not None:
+        return f"moving average of G: decay {rate:g} every step, no ramp-up"
+    kimg = batch_size * EMA_KIMG_PER_32 / 32 if ema_kimg is None else ema_kimg
+    rampup = "no ramp-up" if ema_rampup is None else f"ramp-up {ema_rampup:g} of the images seen"
+    return f"moving average of G: half-life {kimg:g} kimg, {rampup}"

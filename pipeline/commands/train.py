@@ -49,7 +49,9 @@ def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_
         return
     if dry_run:
         _dry_run(fam, cfg, section, labels.num_classes, model, steps or section.steps, gpu_memory, nproc)
-        _print_recipe(fam, cfg, section, steps)
+        from train.recipe import recipe
+
+        click.echo("\n".join(recipe(fam, cfg, section, steps)))
         return
     if nproc:
         raise click.UsageError("--nproc is for --dry-run; start several processes with torchrun --nproc-per-node")
@@ -119,21 +121,6 @@ def _fit(stage, fam, cfg, section, labels, model, dry_run):
     click.echo(f"fitted {model} from {snapshot}; outputs in {stage.layout.training(model)}")
 
 
-def _schedule(fam, section, steps):
-    """The run's learning-rate schedule: over params `steps`, or `--steps` when it is longer (a shorter `--steps`
-    stops early on the params' schedule)."""
-    from train.schedule import schedule_for
-
-    return schedule_for(fam.lr_decay, max(steps or 0, section.steps), section.lr_decay_start)
-
-
-def _print_recipe(fam, cfg, section, steps) -> None:
-    batch = section.batch_size or cfg.batch_size
-    settings = fam.optimizer(cfg)
-    click.echo(f"steps: {steps or section.steps} at batch {batch} ({(steps or section.steps) * batch} images)")
-    click.echo(_schedule(fam, section, steps).describe({n.key: settings.adam(n.key)[0] for n in fam.network_keys}))
-
-
 def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu):
     import dataclasses
     import importlib.util
@@ -143,6 +130,7 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, g
     from train.data import DataError, Preprocess, fit_to_shards, shard_urls
     from train.devices import DeviceError, describe
     from train.loop import RunSpec, train
+    from train.recipe import run_schedule
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
 
@@ -177,7 +165,7 @@ def _train(stage, fam, cfg, section, labels, model, steps, restart_if_changed, g
         keep_snapshot_every=section.keep_snapshot_every, sample_every=section.sample_every,
         log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
-        wandb_project=section.wandb_project, lr_schedule=_schedule(fam, section, steps),
+        wandb_project=section.wandb_project, lr_schedule=run_schedule(fam, section, steps),
         skip_bad_samples=section.skip_bad_samples)
     try:  # before the claim: rank 0 alone touches the run folder, the others wait
         processes = distributed.start(allow_cpu=allow_cpu)
