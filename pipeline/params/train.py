@@ -100,7 +100,11 @@ class ClusterGuidedParams(Section):
 
 
 class UniteConquerParams(ModelTrainParams):
-    """Unite-and-Conquer: how its experts are combined at sampling (paper Eq. 10)."""
+    """Unite-and-Conquer: ADM's moving average, and how its experts are combined at sampling (paper Eq. 10)."""
+
+    ema_rate: float | None = Field(0.9999, gt=0, lt=1, description="decay of the moving average per step (ADM's "
+                                   "--ema_rate, the official train.py), replacing ema_kimg and ema_rampup; null: "
+                                   "the half-life")
 
     sampler: Literal["ddim", "ancestral"] | None = Field(None, description="DDIM (eta 0) or ancestral sampling; "
                                                          "null: the profile's (DDIM)")
