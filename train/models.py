@@ -63,8 +63,9 @@ class Phase:
 
 
 GAN_NETWORKS = (Network("G", "generator"), Network("D", "discriminator"))
-XAVIER = "Xavier normal, gain 0.02, biases 0 (NVlabs/SPADE --init_type xavier --init_variance 0.02)"
 GAN_PHASES = (Phase("G", "G"), Phase("D", "D"))
+# the SPADE family's initialisation (train/baselines/spade.py xavier_init), as the dry run names it
+XAVIER = "Xavier normal, gain 0.02, biases 0 (NVlabs/SPADE --init_type xavier --init_variance 0.02)"
 
 
 def lazy_regularisation(lr: float, betas: tuple[float, float], interval: int) -> tuple[float, tuple]:
