@@ -112,9 +112,14 @@ def test_overrides_apply_to_their_dataset_only():
 def test_real_profiles_preprocess_and_train_as_the_supplement_says():
     params = load_params(REPO_PARAMS)
     # A: COCO, CelebA resized; Landscape randomly cropped
-    for model in ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer"):
+    for model in ("poegan", "unite-conquer"):
         fits = {name: params.for_dataset(name).train.model(model).fit for name in ("coco", "mm-celeba-hq", "landscape")}
         assert fits == {"coco": "resize", "mm-celeba-hq": "resize", "landscape": "random-crop"}
+    # the SPADE family's official loaders: resize to 286, random 256 crop, flips (docs/protocols.md)
+    for model in ("spade-seg", "spade-sketch", "spade-seg-monce", "inade"):
+        for name in ("coco", "mm-celeba-hq"):
+            section = params.for_dataset(name).train.model(model)
+            assert (section.fit, section.flip) == ("resize-crop", True)
     assert not any(params.for_dataset(name).train.poegan.flip for name in params.datasets)  # B names no flips
     # Table 4 scale: hundreds of thousands of steps for the real profiles, a short run for the sample
     assert all(params.for_dataset(n).train.poegan.steps > 500_000 for n in ("coco", "mm-celeba-hq", "landscape"))

@@ -70,6 +70,42 @@ def test_resize_keeps_the_whole_image_and_random_crop_takes_a_square_of_it():
     assert not any(c["image"][0, :, 0].mean() > -0.5 and c["image"][2, :, -1].mean() > -0.5 for c in crops)
 
 
+def test_resize_crop_is_the_spade_loaders_resize_to_286_of_256_bicubic_then_one_crop_and_flip_for_every_modality():
+    # NVlabs/SPADE resize_and_crop: the whole image to load_size 286 for crop 256 (bicubic; labels nearest), one
+    # random crop position and one flip (get_params) applied to image and label alike
+    R, L = 32, 36  # 36 = round(32 * 286 / 256)
+    labels = np.tile((np.arange(2 * L) // 2).astype(np.uint8), (2 * L, 1))  # class = column of the L-wide map
+    rgb = np.zeros((2 * L, 2 * L, 3), np.uint8)
+    rgb[:, L:, 0] = 255  # a step: bicubic overshoots next to it where bilinear does not
+    sketch = np.zeros((2 * L, 2 * L), np.uint8)
+    sketch[:, 20:28] = 255
+    sample = _sample(rgb, labels, sketch)
+    image_full = np.asarray(Image.fromarray(rgb).resize((L, L), Image.BICUBIC), np.float32) / 127.5 - 1
+    sketch_full = np.asarray(Image.fromarray(sketch).resize((L, L), Image.BILINEAR), np.float32) / 255
+    offsets, flips = set(), set()
+    for seed in range(16):
+        ex = make_example(sample, R, 40, random.Random(seed), Preprocess("resize-crop", flip=True))
+        again = make_example(sample, R, 40, random.Random(seed), Preprocess("resize-crop", flip=True))
+        assert all(torch.equal(ex[k], again[k]) for k in ex)  # the seed decides crop and flip
+        row = ex["seg"][0].numpy().astype(int)
+        flipped = row[0] > row[-1]
+        x = int(row.min())
+        assert sorted(row.tolist()) == list(range(x, x + R)) and all((ex["seg"] == ex["seg"][0]).flatten())
+        crop = (slice(None), slice(x, x + R))
+        expected_image, expected_sketch = image_full[crop][:, ::-1] if flipped else image_full[crop], \
+            sketch_full[crop][:, ::-1] if flipped else sketch_full[crop]
+        assert np.abs(ex["image"][0, 0].numpy() - expected_image[0, :, 0]).max() < 1e-5
+        assert np.abs(ex["sketch"][0, 0].numpy() - expected_sketch[0]).max() < 1e-5
+        offsets.add(x)
+        flips.add(bool(flipped))
+    assert len(offsets) > 2 and flips == {True, False}
+
+
+def test_test_images_of_resize_crop_are_resized_to_the_resolution_and_never_flipped():
+    assert Preprocess("resize-crop", flip=True).for_test() == Preprocess("resize", flip=False)
+    assert Preprocess("random-crop", flip=True).for_test() == Preprocess("random-crop", flip=False)
+
+
 def test_images_are_flipped_only_when_the_profile_asks():
     def red_on_the_left(seed, flip):
         ex = make_example(_edge_markers(), 16, 10, random.Random(seed), Preprocess(fit="resize", flip=flip))

@@ -14,10 +14,11 @@ from test_train_spade import NUM_CLASSES, _batch, _losses, _params, _train, shar
 from train_shards import write_training_shards
 
 from pipeline.cli import main
+from pipeline.params.train import SPADEParams
 from train.baselines.inade import InadeGenerator, InstanceAwareConv, instance_edges
 from train.baselines.inade_config import InadeConfig
 from train.baselines.inade_loss import LAST_INTERMEDIATE, VGG_WEIGHTS, InadeLoss
-from train.baselines.spade_loss import feature_matching, kl_divergence
+from train.baselines.spade_loss import feature_matching
 from train.models import count_parameters, family
 from train.vgg import VGGRelu51
 
@@ -153,12 +154,12 @@ def test_loss_matches_features_of_the_last_intermediate_layer_and_weighs_relu4_a
     assert VGG_WEIGHTS == (0, 0, 0, 1 / 4, 1)
 
 
-def test_generator_objective_weights_and_averages_the_scale_and_bias_kl():
+def test_generator_objective_weights_and_averages_the_scale_and_bias_kl_summed_over_the_batch():
     fam = family("inade")
-    cfg = fam.config("tiny")
+    batch = _batch()
+    cfg = fam.configure("tiny", SPADEParams(batch_size=len(batch["image"])))  # KLDLoss sums over the batch
     G, D = _generator(cfg, NUM_CLASSES)
     loss = InadeLoss(G, D, VGGRelu51(None), cfg)
-    batch = _batch()
     totals = []
     loss.backward = totals.append
     with torch.random.fork_rng(devices=[]):
@@ -166,8 +167,10 @@ def test_generator_objective_weights_and_averages_the_scale_and_bias_kl():
         terms = {k: v.item() for k, v in loss.generator_terms(batch).items()}
         torch.manual_seed(1)
         _, ((s_mu, s_logvar), (b_mu, b_logvar)) = G(batch)
-    kl = (kl_divergence(s_mu.flatten(1), s_logvar.flatten(1)) + kl_divergence(b_mu.flatten(1), b_logvar.flatten(1)))
-    assert terms["G_kl"] == pytest.approx(kl.item() / 2, rel=1e-5)
+    def kl_sum(mu, logvar):
+        return (-0.5 * (1 + logvar - mu.square() - logvar.exp())).sum()
+
+    assert terms["G_kl"] == pytest.approx((kl_sum(s_mu, s_logvar) + kl_sum(b_mu, b_logvar)).item() / 2, rel=1e-5)
     logged = loss.accumulate_gradients("G", batch, {}, 0)
     assert set(logged) == {"G_hinge", "G_feat", "G_vgg", "G_kl"}
     expected = terms["G_hinge"] + 10 * terms["G_feat"] + 10 * terms["G_vgg"] + 0.05 * terms["G_kl"]

@@ -143,7 +143,7 @@ def test_real_profiles_train_for_the_official_scripts_epochs():
     for profile, config, images, epochs in runs:
         section = params.for_dataset(profile).train.model("spade-seg-monce")
         # the official loader drops the last partial batch of each epoch
-        assert section.steps == epochs * (images // fam.config(config).batch_size) and section.fit == "resize"
+        assert section.steps == epochs * (images // fam.config(config).batch_size) and section.fit == "resize-crop"
 
 
 def test_tiny_spade_seg_monce_from_the_cli_trains_and_resumes_exactly(shards, tmp_path):  # noqa: F811

@@ -16,7 +16,7 @@ from train_shards import write_training_shards
 from pipeline.cli import main
 from shardio.layout import Layout
 from train.baselines.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
-                                        kl_divergence, perceptual)
+                                        kl_divergence, perceptual, vgg_features)
 from train.models import family
 from train.vgg import VGGRelu51
 
@@ -64,6 +64,8 @@ def test_perceptual_loss_taps_relu_x_1_of_vgg19_with_spade_weights():
     x = _batch()["image"]
     assert perceptual(vgg, x, x).item() == 0
     assert perceptual(vgg, x, x.flip(-1)).item() > 0
+    # the official VGG19 (architecture.py) takes the generator's [-1, 1] images as they are
+    assert torch.equal(vgg_features(vgg, x)[0], vgg.features[:2](x))
 
 
 @pytest.mark.parametrize("model", ["spade-seg", "spade-sketch"])
@@ -106,6 +108,30 @@ def test_generator_sees_its_condition_and_draws_style_from_the_prior_without_a_s
     assert not torch.allclose(encoded, run({**batch, "sketch": 1 - batch["sketch"]}, True))
     assert torch.allclose(encoded, run({**batch, "seg": torch.zeros_like(batch["seg"])}, True))
     assert G.modalities == ("sketch", "style")
+
+
+@pytest.mark.parametrize("model", ["spade-seg", "spade-sketch", "spade-seg-monce"])
+def test_networks_start_xavier_normal_at_gain_0_02_with_zero_biases_and_the_same_under_a_seed(model):
+    fam = family(model)
+    cfg = fam.config("tiny")
+    torch.manual_seed(3)
+    nets = fam.build(cfg, NUM_CLASSES)
+    torch.manual_seed(3)
+    again = fam.build(cfg, NUM_CLASSES)
+    for key, net in nets.items():
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again[key].state_dict().values()))
+    G, D = nets["G"], nets["D"]
+
+    def xavier_std(weight):  # NVlabs/SPADE --init_type xavier --init_variance 0.02
+        fan_in, fan_out = weight[0].numel(), weight.shape[0] * weight[0, 0].numel()
+        return 0.02 * (2 / (fan_in + fan_out)) ** 0.5
+
+    spade_conv = G.blocks[0].norm_0.gamma  # plain conv inside SPADE; PyTorch's default would be ~30x wider
+    normed = D.scales[0].blocks[1][0][0].parametrizations.weight.original  # spectral-normed: the raw weight
+    linear = G.fc.weight
+    for weight in (spade_conv.weight, normed, linear):
+        assert weight.std().item() == pytest.approx(xavier_std(weight), rel=0.1)
+    assert spade_conv.bias.abs().max() == 0 and G.conv_img.bias.abs().max() == 0
 
 
 def test_ttur_halves_the_generator_rate_and_doubles_the_discriminator_rate():
@@ -181,13 +207,16 @@ def test_tiny_spade_seg_from_the_cli_writes_outputs_and_decays_and_resumes_exact
         assert all(torch.equal(weights[net][k], again[net][k]) for k in weights[net]), net
 
 
-def test_spade_decays_over_the_second_half_of_params_steps_and_a_shorter_run_stops_on_that_schedule():
+def test_spade_decays_over_the_second_half_of_params_steps_and_the_dry_run_prints_its_recipe():
     result = _run(["--model", "spade-seg", "--dataset", "coco", "--config", "tiny", "--steps", "10", "--dry-run"])
     assert result.exit_code == 0, result.output
     steps = int(yaml.safe_load(REPO_PARAMS.read_text())["datasets"]["coco"]["overrides"]["train.spade-seg.steps"])
     assert "steps: 10 at batch 8" in result.output
     assert f"up to step {steps // 2 + 1}, then decaying linearly every step to 1/{steps - steps // 2} of it at " \
            f"step {steps}" in result.output
+    for line in ("initialisation: Xavier normal, gain 0.02", "preprocessing: resize-crop: whole image to 36x36, a "
+                 "random 32x32 crop", "moving average of G: half-life", "Adam betas: G (0.0, 0.9), D (0.0, 0.9)"):
+        assert line in result.output  # the rest of the recipe (tests/test_train_recipe.py)
 
 
 def test_tiny_spade_sketch_trains_from_the_cli(shards, tmp_path):

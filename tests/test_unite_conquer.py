@@ -10,10 +10,12 @@ import yaml
 from test_train_cli import REPO_PARAMS, _run
 from train_shards import write_training_shards
 
+from pipeline.params import load_params
 from shardio.layout import Layout
 from train.baselines.unite_conquer.config import get_config
 from train.baselines.unite_conquer.diffusion import Diffusion, discretized_gaussian_log_likelihood, normal_kl
 from train.baselines.unite_conquer.experts import Experts
+from train.ema import ema_beta
 from train.evaluate import generate
 from train.metrics.conditions import CONDITIONS
 from train.models import count_parameters, family
@@ -46,14 +48,30 @@ def test_posterior_is_the_product_of_the_two_gaussians():
     assert torch.allclose(logvar.exp(), (1 / precision).expand_as(logvar), rtol=1e-9)
 
 
-def test_one_ddim_step_matches_its_closed_form():
-    scheduler = D.sampler("ddim", 100)
-    assert scheduler.timesteps.tolist() == list(range(990, -1, -10))  # ADM's "ddim100" respacing
-    xt, eps = _gen(2, 2, 3, 4, 4).float(), _gen(3, 2, 3, 4, 4).float()
-    abar, abar_prev = D.alphas_cumprod[500].float(), D.alphas_cumprod[490].float()
-    x0 = ((xt - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
-    expected = abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps  # eta = 0: no noise
-    assert torch.allclose(scheduler.step(eps, 500, xt, eta=0.0).prev_sample, expected, atol=1e-5)
+def test_a_ddim_step_re_derives_epsilon_from_the_clipped_x0_as_adm_does():
+    # guided-diffusion gaussian_diffusion.py ddim_sample: pred_xstart clipped to [-1, 1], then
+    # eps = _predict_eps_from_xstart(x_t, t, pred_xstart), x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps
+    assert D.sampler("ddim", 100).timesteps.tolist() == list(range(990, -1, -10))  # ADM's "ddim100" respacing
+    seen = []
+
+    def model_output(x, t):  # an epsilon far outside what x_t allows: x0 leaves [-1, 1] and is clipped
+        seen.append((x.clone(), int(t[0])))
+        return torch.cat([torch.full_like(x, -3.0), torch.zeros_like(x)], 1)
+
+    D.sample(model_output, (2, 3, 4, 4), "cpu", "ddim", steps=2)
+    (xt, t), (x_prev, t_prev) = seen
+    abar, abar_prev = D.alphas_cumprod[t].float(), D.alphas_cumprod[t_prev].float()
+    x0 = ((xt + 3 * (1 - abar).sqrt()) / abar.sqrt()).clamp(-1, 1)
+    assert (x0 == 1).float().mean() > 0.5  # clipping bites
+    eps = (xt - abar.sqrt() * x0) / (1 - abar).sqrt()
+    assert torch.allclose(x_prev, abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps, atol=1e-5)
+
+
+def test_real_profiles_keep_adms_moving_average_of_0_9999_per_step():
+    params = load_params(REPO_PARAMS)
+    rates = {name: params.for_dataset(name).train.unite_conquer.ema_rate for name in ("coco", "mm-celeba-hq", "sample")}
+    assert rates == {"coco": 0.9999, "mm-celeba-hq": 0.9999, "sample": None}  # the demo's 60 steps: the half-life
+    assert ema_beta(0, 16, None, 0.05, 0.9999) == ema_beta(10**9, 16, None, 0.05, 0.9999) == 0.9999  # no ramp-up
 
 
 def test_ancestral_step_with_learned_range_variance():

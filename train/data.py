@@ -118,19 +118,49 @@ def _resize_square(img: Image.Image, side: int, resample) -> Image.Image:
 
 
 def resizer(fit: str):
-    """`Preprocess.fit`'s resize, (image, R, resample) -> image: R x R for `resize`, else short side R (the crop
-    to R x R follows)."""
-    return _resize_square if fit == "resize" else _resize_short
+    """`Preprocess.fit`'s resize, (image, side, resample) -> image: short side `side` for `random-crop`, else
+    side x side (R at test time; `resize-crop` trains on a larger side, `load_size`); the crop to R x R follows."""
+    return _resize_short if fit == "random-crop" else _resize_square
+
+
+# NVlabs/SPADE data/coco_dataset.py (and tzt101/INADE, fnzhan/MoNCE celeba/ade20k datasets): --preprocess_mode
+# resize_and_crop, --load_size 286 when training, --crop_size 256; the same ratio at other resolutions
+LOAD_SIZE, CROP_SIZE = 286, 256
+FITS = {  # fit -> (what it does, for the dry run; the image's resample)
+    "random-crop": ("short side to {R}, a random {R}x{R} crop", Image.BILINEAR),
+    "resize": ("whole image to {R}x{R}", Image.BILINEAR),
+    "resize-crop": ("whole image to {L}x{L}, a random {R}x{R} crop", Image.BICUBIC),
+}
+
+
+def load_size(fit: str, resolution: int) -> int:
+    """The side the image is resized to before the crop: LOAD_SIZE/CROP_SIZE of R for `resize-crop`, else R."""
+    return round(resolution * LOAD_SIZE / CROP_SIZE) if fit == "resize-crop" else resolution
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-    """How a sample reaches the training resolution R (supplement A): `resize` scales the whole image to R x R
-    (MS-COCO, MM-CelebA-HQ), `random-crop` scales its short side to R and crops a random R x R square
-    (Landscape); `flip`: random horizontal flips (the supplement names none)."""
+    """How a training sample reaches the resolution R: `resize` scales the whole image to R x R (PoE-GAN on
+    MS-COCO and MM-CelebA-HQ, supplement A), `random-crop` scales its short side to R and crops a random R x R
+    square (Landscape), `resize-crop` scales the whole image to 286/256 R square with bicubic resampling and crops
+    a random R x R square (the SPADE family's official loaders); `flip`: random horizontal flips. The image is
+    resampled bilinearly except under `resize-crop`; the segmentation always nearest, the sketch bilinearly."""
 
     fit: str = "random-crop"
     flip: bool = False
+
+    def for_test(self) -> "Preprocess":
+        """The preprocessing of test images: never flipped; `resize-crop` resizes to R (the official test loaders'
+        --load_size 256 for --crop_size 256 leaves nothing to crop)."""
+        return Preprocess("resize" if self.fit == "resize-crop" else self.fit)
+
+    def describe(self, resolution: int) -> str:
+        """One line for `pipeline train --dry-run`."""
+        what, resample = FITS[self.fit]
+        size = what.format(R=resolution, L=load_size(self.fit, resolution))
+        flips = "random horizontal flips" if self.flip else "no flips"
+        return (f"preprocessing: {self.fit}: {size} (image {Image.Resampling(resample).name.lower()}, seg nearest, "
+                f"sketch bilinear; the same crop and flip for every modality), {flips}")
 
 
 def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Random,
@@ -140,10 +170,10 @@ def make_example(sample: dict, resolution: int, num_classes: int, rng: random.Ra
     device by `to_device`); text = one caption's CLIP text embedding chosen at random, else the CLIP image
     embedding, which is always the pseudo-text of a dataset whose profile says `text: image` (its `json` records
     it)."""
-    fit = resizer(preprocess.fit)
-    image = fit(_image(sample["jpg"], "RGB"), resolution, Image.BILINEAR)
-    seg = fit(_image(sample["seg.png"], "L"), resolution, Image.NEAREST)
-    sketch = fit(_image(sample["sketch.png"], "L"), resolution, Image.BILINEAR)
+    fit, size = resizer(preprocess.fit), load_size(preprocess.fit, resolution)
+    image = fit(_image(sample["jpg"], "RGB"), size, FITS[preprocess.fit][1])
+    seg = fit(_image(sample["seg.png"], "L"), size, Image.NEAREST)
+    sketch = fit(_image(sample["sketch.png"], "L"), size, Image.BILINEAR)
     if not image.size == seg.size == sketch.size:
         raise DataError(f"sample {sample.get('__key__')}: image, seg and sketch sizes differ")
     x = rng.randint(0, image.width - resolution)

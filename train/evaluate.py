@@ -255,7 +255,7 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     batch_size, note = device_batch(p, fam, cfg, labels.num_classes, processes.device)
     notes += [note] if note else []
     test = EvalSet(layout.shards, cfg.resolution, labels.num_classes, evaluation.limit, p.seed, batch_size,
-                   Preprocess(run.fit), processes.rank, processes.world)
+                   Preprocess(run.fit).for_test(), processes.rank, processes.world)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       gather=functools.partial(distributed.gather_to_rank0, processes=processes),
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))

@@ -47,6 +47,7 @@ class RunSpec:
     epoch_batches: int = 1000
     ema_kimg: float | None = None  # None: batch * 10/32 kimg (train/ema.py)
     ema_rampup: float | None = 0.05
+    ema_rate: float | None = None  # a fixed decay per step (ADM's --ema_rate), replacing the two above; None: off
     snapshot_every: int = 100  # steps between saves: weight snapshot + training state (a resume point)
     keep_states: int = 2  # the newest saves kept whole; older ones pruned (train/checkpoint.py)
     keep_snapshot_every: int | None = None  # weight snapshots kept for good at these steps; None: every one
@@ -217,7 +218,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
             scaler.step(opt)
             scaler.update()
         loss.end_step()
-        update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup))
+        update_ema(G_ema, G, ema_beta(step * batch_size, batch_size, spec.ema_kimg, spec.ema_rampup, spec.ema_rate))
         step += 1
         pending.append({"step": step, **losses, **loss.log_state(),
                         **{f"lr_{key}": opt.param_groups[0]["lr"] for key, opt in opts.items()},

@@ -64,6 +64,8 @@ class Phase:
 
 GAN_NETWORKS = (Network("G", "generator"), Network("D", "discriminator"))
 GAN_PHASES = (Phase("G", "G"), Phase("D", "D"))
+# the SPADE family's initialisation (train/baselines/spade.py xavier_init), as the dry run names it
+XAVIER = "Xavier normal, gain 0.02, biases 0 (NVlabs/SPADE --init_type xavier --init_variance 0.02)"
 
 
 def lazy_regularisation(lr: float, betas: tuple[float, float], interval: int) -> tuple[float, tuple]:
@@ -125,6 +127,7 @@ class ModelFamily:
     # fraction of the run's params `steps` trained at the full learning rate before a linear decay to 0
     # (train/schedule.py; SPADE's --niter / (--niter + --niter_decay)); None: constant
     lr_decay: float | None = None
+    initialisation: str = "PyTorch's default"  # how its networks start, for `pipeline train --dry-run`
 
     def takes(self, cfg) -> tuple[str, ...]:
         """The generator modalities G reads under `cfg`, in MODALITIES order."""
@@ -182,7 +185,9 @@ def _poegan() -> ModelFamily:
         return OptimizerSettings(cfg.lr, lr_D, BETAS, GRAD_CLIP, betas_D)
 
     return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss, optimizer,
-                       phases=(*GAN_PHASES, Phase("Dreg", "D", every=R1_INTERVAL, clip=False)))  # lazy R1, unclipped
+                       phases=(*GAN_PHASES, Phase("Dreg", "D", every=R1_INTERVAL, clip=False)),  # lazy R1, unclipped
+                       initialisation="equalized learning rate: N(0, 1) weights scaled by 1/sqrt(fan_in) at run time "
+                       "(train/layers.py)")
 
 
 def _spade(condition: str, monce: bool = False) -> ModelFamily:
@@ -197,17 +202,19 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
                        lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip),
                        conditions=(condition,),  # conditioned on one modality: only evaluated under it
                        inputs=conditioned_on,
-                       lr_decay=0.5)  # --niter = --niter_decay: the second half decays (docs/spade.md, monce.md)
+                       lr_decay=0.5,  # --niter = --niter_decay: the second half decays (docs/spade.md, monce.md)
+                       initialisation=XAVIER)
 
 
 def _inade() -> ModelFamily:
     """INADE (docs/inade.md): SPADE's loop settings, instance-adaptive normalisation and noise remapping."""
     from .baselines.inade import networks
-    from .baselines.inade_config import get_config
+    from .baselines.inade_config import get_config, with_params
     from .baselines.inade_loss import InadeLoss
 
     return ModelFamily(get_config, networks, InadeLoss,
-                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",))
+                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",),
+                       with_params=with_params, initialisation=XAVIER + "; ILADE's class scales U(0, 1), offsets 0")
 
 
 def _cluster_guided() -> ModelFamily:
@@ -245,7 +252,9 @@ def _unite_conquer() -> ModelFamily:
                        lambda cfg: SharedAdam(cfg.lr, (0.9, 0.999), None),  # ADM: AdamW defaults, no clipping
                        network_keys=(Network("G", "generator"),), phases=(Phase("G", "G"),), uses_vgg=False,
                        training_forward=training_forward, with_params=with_params,
-                       eval_images=lambda cfg: cfg.eval_images)
+                       eval_images=lambda cfg: cfg.eval_images,
+                       initialisation="PyTorch's default; the residual and attention output convolutions zeroed (ADM's "
+                       "zero_module)")
 
 
 REGISTRY: dict[str, Callable[[], ModelFamily]] = {

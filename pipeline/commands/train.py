@@ -50,7 +50,9 @@ def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_
         return
     if dry_run:
         _dry_run(fam, cfg, section, labels.num_classes, model, steps or section.steps, gpu_memory, nproc)
-        _print_recipe(fam, cfg, section, steps)
+        from train.recipe import recipe
+
+        click.echo("\n".join(recipe(fam, cfg, section, steps)))
         return
     if nproc:
         raise click.UsageError("--nproc is for --dry-run; start several processes with torchrun --nproc-per-node")
@@ -131,21 +133,6 @@ def _fit(stage, fam, cfg, config_name, section, labels, model, dry_run):
     click.echo(f"fitted {model} from {snapshot}; outputs in {stage.layout.training(model)}")
 
 
-def _schedule(fam, section, steps):
-    """The run's learning-rate schedule: over params `steps`, or `--steps` when it is longer (a shorter `--steps`
-    stops early on the params' schedule)."""
-    from train.schedule import schedule_for
-
-    return schedule_for(fam.lr_decay, max(steps or 0, section.steps), section.lr_decay_start)
-
-
-def _print_recipe(fam, cfg, section, steps) -> None:
-    batch = section.batch_size or cfg.batch_size
-    settings = fam.optimizer(cfg)
-    click.echo(f"steps: {steps or section.steps} at batch {batch} ({(steps or section.steps) * batch} images)")
-    click.echo(_schedule(fam, section, steps).describe({n.key: settings.adam(n.key)[0] for n in fam.network_keys}))
-
-
 def _train(stage, fam, cfg, config_name, section, labels, model, steps, restart_if_changed, gpu_memory, allow_cpu):
     import dataclasses
     import importlib.util
@@ -155,6 +142,7 @@ def _train(stage, fam, cfg, config_name, section, labels, model, steps, restart_
     from train.data import DataError, Preprocess, fit_to_shards, shard_urls
     from train.devices import DeviceError, describe
     from train.loop import RunSpec, train
+    from train.recipe import run_schedule
     from train.run_config import record
     from train.run_identity import RunMismatch, claim, identity
     from train.vgg import VGGRelu51
@@ -186,11 +174,11 @@ def _train(stage, fam, cfg, config_name, section, labels, model, steps, restart_
         label_colours=labels.colours, steps=steps or section.steps, seed=section.seed,
         batch_size=section.batch_size, batch_gpu=section.batch_gpu, workers=section.workers,
         shuffle_buffer=section.shuffle_buffer, epoch_batches=section.epoch_batches, ema_kimg=section.ema_kimg,
-        ema_rampup=section.ema_rampup, snapshot_every=section.snapshot_every, keep_states=section.keep_states,
+        ema_rampup=section.ema_rampup, ema_rate=section.ema_rate, snapshot_every=section.snapshot_every, keep_states=section.keep_states,
         keep_snapshot_every=section.keep_snapshot_every, sample_every=section.sample_every,
         log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
-        wandb_project=section.wandb_project, lr_schedule=_schedule(fam, section, steps),
+        wandb_project=section.wandb_project, lr_schedule=run_schedule(fam, section, steps),
         skip_bad_samples=section.skip_bad_samples, record=record(model, config_name, cfg, section))
     try:  # before the claim: rank 0 alone touches the run folder, the others wait
         processes = distributed.start(allow_cpu=allow_cpu)

@@ -27,6 +27,8 @@ class ModelTrainParams(Section):
                                    "thousands of images; null: global batch * 10/32 (StyleGAN2-ADA)")
     ema_rampup: float | None = Field(0.05, gt=0, description="early on the half-life is at most this fraction of "
                                      "the images seen (StyleGAN2's ramp-up); null: none")
+    ema_rate: float | None = Field(None, gt=0, lt=1, description="a fixed decay of the moving average per step "
+                                   "(ADM's --ema_rate), replacing ema_kimg and ema_rampup; null: the half-life")
     snapshot_every: int = Field(100, ge=1, description="steps between saves (weight snapshot + training state: "
                                 "a resume point); at multiples of epoch_batches a resume replays no data")
     keep_states: int = Field(2, ge=1, description="the newest saves kept whole; older ones are deleted once a "
@@ -37,10 +39,12 @@ class ModelTrainParams(Section):
     log_every: int = Field(10, ge=1, description="steps between reads of the logged losses (a GPU sync each); "
                            "every step is still logged")
     mixed_precision: bool = Field(True, description="fp16 autocast with ±256 clamping; used on CUDA only")
-    fit: Literal["random-crop", "resize"] = Field(
-        "random-crop", description="to the training resolution: short side scaled then a random square crop "
-        "(Landscape), or the whole image scaled to a square (MS-COCO, MM-CelebA-HQ; supplement A)")
-    flip: bool = Field(False, description="random horizontal flips (the supplement names none)")
+    fit: Literal["random-crop", "resize", "resize-crop"] = Field(
+        "random-crop", description="to the training resolution R: short side scaled then a random square crop "
+        "(Landscape), the whole image scaled to a square (MS-COCO, MM-CelebA-HQ; supplement A), or the whole image "
+        "scaled to 286/256 R (bicubic) then a random R x R crop (the SPADE family's official loaders)")
+    flip: bool = Field(False, description="random horizontal flips (PoE-GAN's supplement names none; the SPADE "
+                       "family's loaders flip)")
     tensorboard: bool = Field(True, description="TensorBoard event files in the run folder (every logged number, "
                               "images/s, sample grids): `tensorboard --logdir data/runs`")
     wandb_project: str | None = Field(None, description="Weights & Biases project to log to as well (needs `pip "
@@ -97,7 +101,11 @@ class ClusterGuidedParams(Section):
 
 
 class UniteConquerParams(ModelTrainParams):
-    """Unite-and-Conquer: how its experts are combined at sampling (paper Eq. 10)."""
+    """Unite-and-Conquer: ADM's moving average, and how its experts are combined at sampling (paper Eq. 10)."""
+
+    ema_rate: float | None = Field(0.9999, gt=0, lt=1, description="decay of the moving average per step (ADM's "
+                                   "--ema_rate, the official train.py), replacing ema_kimg and ema_rampup; null: "
+                                   "the half-life")
 
     sampler: Literal["ddim", "ancestral"] | None = Field(None, description="DDIM (eta 0) or ancestral sampling; "
                                                          "null: the profile's (DDIM)")

@@ -8,14 +8,11 @@ official make_instances.py re-indexes label maps, so the instance one-hot map is
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..noise import randn_like
 from .inade_config import InadeConfig
-from .spade import MultiscaleDiscriminator, _act
-
-INIT_GAIN = 0.02  # --init_type xavier --init_variance 0.02 (normal Xavier, biases 0)
+from .spade import INIT_GAIN, MultiscaleDiscriminator, _act, xavier_init
 
 
 def instance_ids(seg: torch.Tensor) -> torch.Tensor:
@@ -204,23 +201,6 @@ class InstanceEdgeDiscriminator(MultiscaleDiscriminator):
 
     def conditioning(self, batch: dict) -> torch.Tensor:
         return torch.cat([batch["seg"], instance_edges(batch["seg"])], 1)
-
-
-def xavier_init(module: nn.Module) -> None:
-    """BaseNetwork.init_weights('xavier', 0.02): normal Xavier weights (gain 0.02) and zero biases for every
-    convolution and linear layer (spectral norm re-attached to the new weights); the ILADE class tensors and the
-    instance-aware convolutions (initialised so on construction) are left alone."""
-    for m in list(module.modules()):
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
-            continue
-        normed = parametrize.is_parametrized(m, "weight")
-        if normed:
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
-        nn.init.xavier_normal_(m.weight, INIT_GAIN)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-        if normed:
-            spectral_norm(m)
 
 
 def networks(cfg: InadeConfig, num_classes: int) -> tuple[InadeGenerator, InstanceEdgeDiscriminator]:

@@ -1,6 +1,6 @@
 """INADE configurations (Tan et al., CVPR 2021, docs/architecture.md; tzt101/INADE option defaults) and its
 optimizer settings (SPADE's TTUR)."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .spade_config import TTUR
 
@@ -56,3 +56,8 @@ def get_config(name: str) -> InadeConfig:
     if name not in CONFIGS:
         raise KeyError(f"unknown INADE config {name!r}; known: {', '.join(CONFIGS)}")
     return CONFIGS[name]
+
+
+def with_params(cfg: InadeConfig, section) -> InadeConfig:
+    """The configuration at params `batch_size` when set: the KL is summed over the batch the run trains at."""
+    return replace(cfg, batch_size=section.batch_size or cfg.batch_size)

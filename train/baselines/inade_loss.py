@@ -1,7 +1,8 @@
 """The INADE objective: SPADE's (train/baselines/spade_loss.py) with the settings tzt101/INADE
 models/pix2pix_model.py and models/networks/loss.py use when the noise path is on: feature matching on the last
 intermediate discriminator layer only (`j >= 3` of 4), VGG-19 L1 weights (0, 0, 0, 1/4, 1), and the KL of the
-scale and the bias noise averaged. The weights (10, 10, 0.05) are the configuration's (supplement Eq. 5)."""
+scale and the bias noise averaged and summed over the batch (KLDLoss's torch.sum). The weights (10, 10, 0.05) are
+the configuration's (supplement Eq. 5)."""
 import torch
 
 from .spade_loss import SPADELoss, feature_matching, kl_divergence, perceptual
@@ -21,5 +22,8 @@ class InadeLoss(SPADELoss):
         return feature_matching(fake_out, real_out, LAST_INTERMEDIATE)
 
     def kl_loss(self, posterior: tuple) -> torch.Tensor:
-        """(KL(scale) + KL(bias)) / 2, each summed over instances and noise dimensions, mean over the batch."""
-        return sum(kl_divergence(mu.flatten(1), logvar.flatten(1)) for mu, logvar in posterior) / len(posterior)
+        """(KL(scale) + KL(bias)) / 2, each summed over instances, noise dimensions and the batch, as the official
+        KLDLoss sums over the batch of its default single GPU: the mean over this round's samples times the global
+        batch (`cfg.batch_size`), so the sum is the same however the batch is split into rounds and devices."""
+        kl = sum(kl_divergence(mu.flatten(1), logvar.flatten(1)) for mu, logvar in posterior) / len(posterior)
+        return kl * self.cfg.batch_size

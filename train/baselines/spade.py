@@ -2,12 +2,14 @@
 residual blocks, convolutional image encoder (the VAE style path) and multiscale patch discriminator. Layer
 facts from NVlabs/SPADE models/networks (generator.py, architecture.py, normalization.py, encoder.py,
 discriminator.py): plain (not equalized) convolutions, spectral norm in the residual blocks, encoder and
-discriminator, parameter-free batch norm inside SPADE, instance norm in encoder and discriminator, leaky ReLU 0.2."""
+discriminator, parameter-free batch norm inside SPADE, instance norm in encoder and discriminator, leaky ReLU 0.2;
+every network Xavier-initialised as base_network.py init_weights does."""
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..noise import randn_like
@@ -15,6 +17,7 @@ from .spade_config import SPADEConfig
 
 UPSAMPLINGS = 5  # num_upsampling_layers 'normal': the generator starts at resolution / 32
 SLOPE = 0.2
+INIT_GAIN = 0.02  # base_options.py: --init_type xavier --init_variance 0.02 (the same in tzt101/INADE, fnzhan/MoNCE)
 
 
 def _act(x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +192,32 @@ class MultiscaleDiscriminator(nn.Module):
         return outputs
 
 
+def xavier_init(module: nn.Module) -> None:
+    """BaseNetwork.init_weights('xavier', 0.02) (models/networks/base_network.py), drawn from torch's global RNG:
+    normal Xavier weights (gain 0.02) and zero biases for every convolution and linear layer (a spectral norm is
+    re-attached to the new weights, so its power iteration starts from them), N(1, 0.02) weights and zero biases
+    for an affine batch norm. Other parameters (INADE's class tensors and instance-aware convolutions) are left
+    as their modules made them."""
+    for m in list(module.modules()):
+        if isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, INIT_GAIN)
+            nn.init.zeros_(m.bias)
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        normed = parametrize.is_parametrized(m, "weight")
+        if normed:
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+        nn.init.xavier_normal_(m.weight, INIT_GAIN)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if normed:
+            spectral_norm(m)
+
+
 def networks(cfg: SPADEConfig, num_classes: int) -> tuple[SPADEGenerator, MultiscaleDiscriminator]:
-    """(G, D) of one configuration; the image encoder lives in G (trained by G's optimizer, as SPADE's netE)."""
-    return SPADEGenerator(cfg, num_classes), MultiscaleDiscriminator(cfg, num_classes)
+    """(G, D) of one configuration, Xavier-initialised; the image encoder lives in G (trained by G's optimizer, as
+    SPADE's netE)."""
+    G, D = SPADEGenerator(cfg, num_classes), MultiscaleDiscriminator(cfg, num_classes)
+    xavier_init(G)
+    xavier_init(D)
+    return G, D

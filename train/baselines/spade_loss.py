@@ -41,8 +41,9 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def vgg_features(vgg, image: torch.Tensor) -> list[torch.Tensor]:
-    """relu1_1 .. relu5_1 of the shared frozen VGG-19 (train/vgg.py), on its ImageNet-normalised input."""
-    x = ((image + 1) / 2 - vgg.mean) / vgg.std
+    """relu1_1 .. relu5_1 of the shared frozen VGG-19 (train/vgg.py) on the image in [-1, 1] as it is: NVlabs/SPADE,
+    tzt101/INADE and fnzhan/MoNCE feed their VGG19 (architecture.py) the generator's range, not ImageNet's."""
+    x = image
     out = []
     for i, layer in enumerate(vgg.features):
         x = layer(x)

@@ -85,13 +85,14 @@ class Diffusion:
         Noise comes from train/noise.py (a private generator for grids and evaluation, drawn on the CPU: the same
         on every device). The schedulers' tables stay on the host, indexed by Python timesteps: their 0-d entries
         enter the device's ops as scalars, with no copy and no sync; the network's timesteps are made on the
-        device."""
+        device. DDIM clips its x_0 estimate to [-1, 1] and takes epsilon from the clipped x_0 (guided-diffusion
+        ddim_sample: _predict_eps_from_xstart after clipping pred_xstart)."""
         scheduler = self.sampler(kind, steps)
         x = randn_like(torch.empty(shape, device=device))
         for t in scheduler.timesteps.tolist():
             out = model_output(x, torch.full((shape[0],), t, device=device, dtype=torch.long)).float()
-            if kind == "ddim":
-                x = scheduler.step(out[:, :3], t, x, eta=0.0).prev_sample
+            if kind == "ddim":  # epsilon re-derived from the clipped x_0, as ADM's ddim_sample
+                x = scheduler.step(out[:, :3], t, x, eta=0.0, use_clipped_model_output=True).prev_sample
             else:
                 x = scheduler.step(out, t, x, generator=generator()).prev_sample
         return x.clamp(-1, 1)
