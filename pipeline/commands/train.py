@@ -175,8 +175,8 @@ def _train(stage, fam, cfg, config_name, section, labels, model, steps, restart_
         batch_size=section.batch_size, batch_gpu=section.batch_gpu, workers=section.workers,
         shuffle_buffer=section.shuffle_buffer, epoch_batches=section.epoch_batches, ema_kimg=section.ema_kimg,
         ema_rampup=section.ema_rampup, ema_rate=section.ema_rate, snapshot_every=section.snapshot_every,
-        keep_states=section.keep_states, keep_snapshot_every=section.keep_snapshot_every, sample_every=section.sample_every,
-        log_every=section.log_every, mixed_precision=section.mixed_precision,
+        keep_states=section.keep_states, keep_snapshot_every=section.keep_snapshot_every,
+        sample_every=section.sample_every, log_every=section.log_every, mixed_precision=section.mixed_precision,
         preprocess=Preprocess(section.fit, section.flip), tensorboard=section.tensorboard,
         wandb_project=section.wandb_project, lr_schedule=run_schedule(fam, section, steps),
         skip_bad_samples=section.skip_bad_samples, record=record(model, config_name, cfg, section))
