@@ -59,8 +59,9 @@ def available_cores() -> int:
 @contextmanager
 def shard_map(where: str, workers: int = 0, setup: Callable[[], None] | None = None, address: str | None = None,
               reserve_cpus: float = 1.0) -> Iterator[ShardMap]:
-    """A `map(fn, jobs, ordered=False)` running on `where` (one of EXECUTORS) with `workers` jobs at a time;
-    `setup` runs once in every worker process (processes) or before every task (Ray), not in this process."""
+    """A `map(fn, jobs, ordered=False)` running on `where` (one of EXECUTORS) with `workers` jobs at a time.
+    `setup` runs once in every worker process (processes) or before every task (Ray), never in this process: jobs
+    run here (threads, one local worker) get what the caller set here."""
     if where not in EXECUTORS:
         raise ValueError(f"unknown executor {where!r}; known: {', '.join(EXECUTORS)}")
     if where == "ray":

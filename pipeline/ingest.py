@@ -5,10 +5,10 @@ and rejects.parquet. Nothing per image is held in Python objects beyond one batc
    image is read and hashed (key = first 24 hex of its sha256) with its provided files, and its header checked,
    unless the previous run recorded it with the same stamp (files' sizes and modification times);
 2. plan (a pure function of the scan, on Arrow columns; `ingest_plan`): dedupe, split, cut into shards;
-3. write (parallel, one job per shard: a local process or a Ray task; `executor.shard_map`): full decode and storage. A shard whose
-   stats marker carries the same fingerprint (ingest params, source params, test_size, and the keys, names and
-   provided-file hashes of its samples) is kept untouched. Manifest and rejects are gathered from the markers and
-   written last.
+3. write (parallel, one job per shard: a local process or a Ray task; `executor.shard_map`): full decode and
+   storage. A shard whose stats marker carries the same fingerprint (ingest params, source params, test_size, and
+   the keys, names and provided-file hashes of its samples) is kept untouched. Manifest and rejects are gathered
+   from the markers and written last.
 """
 import hashlib
 import json

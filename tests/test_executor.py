@@ -3,28 +3,13 @@ the jobs' order when asked, holds at most a window of jobs, and stops at a job's
 (not wrapped by the pool or by Ray). Ray's tasks are tested beside ingest on Ray (test_ingest_scale.py), sharing
 its local Ray."""
 import os
-import time
 
 import pytest
+from executor_jobs import SETUP_VARIABLE, fails_on_five, mark, marked, pid, square
 
 from pipeline.executor import cluster_address, shard_map
 
 JOBS = list(range(12))
-
-
-def square(n: int) -> int:
-    time.sleep(0.02 * (n % 3 == 0))  # some jobs finish after later ones
-    return n * n
-
-
-def fails_on_five(n: int) -> int:
-    if n == 5:
-        raise ValueError(f"job {n} is bad")
-    return n
-
-
-def pid(_) -> int:
-    return os.getpid()
 
 
 @pytest.mark.parametrize("where, workers", [("threads", 1), ("threads", 3), ("processes", 2)])
@@ -37,17 +22,9 @@ def test_every_local_executor_gives_every_result_and_the_jobs_order_when_asked(w
 def test_one_local_worker_runs_the_jobs_in_this_process_and_processes_run_setup_in_theirs():
     with shard_map("processes", 1) as run:
         assert set(run(pid, JOBS)) == {os.getpid()}
-    with shard_map("processes", 2, setup=_mark) as run:
-        assert os.getpid() not in set(run(pid, JOBS)) and list(run(_marked, [0])) == ["set"]
-    assert "MMSYNTH_TEST_SETUP" not in os.environ  # setup runs in the workers, never here
-
-
-def _mark():
-    os.environ["MMSYNTH_TEST_SETUP"] = "set"
-
-
-def _marked(_):
-    return os.environ.get("MMSYNTH_TEST_SETUP")
+    with shard_map("processes", 2, setup=mark) as run:
+        assert os.getpid() not in set(run(pid, JOBS)) and list(run(marked, [0])) == ["set"]
+    assert SETUP_VARIABLE not in os.environ  # setup runs in the workers, never here
 
 
 @pytest.mark.parametrize("where", ["threads", "processes"])

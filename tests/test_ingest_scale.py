@@ -3,11 +3,11 @@ rejects' stamps), a touched file is read again and only it, and ingest on a loca
 shard) writes the same bytes as the local processes; the executor's Ray tasks (`executor.shard_map`) give the
 local results and raise a job's own error."""
 import os
-import sys
-import time
 
+import executor_jobs
 import pytest
 import ray
+from executor_jobs import SETUP_VARIABLE, fails_on_five, mark, marked, square
 from ingest_fixtures import LIMITS, encode, folder_source, jpeg, outputs, picture, read_table, write
 
 from pipeline.executor import shard_map
@@ -72,9 +72,9 @@ def test_a_rerun_over_unchanged_files_reads_no_image_bytes(tmp_path, raw, bytes_
 def local_ray():
     """A local Ray of 2 CPUs; ingest leaves one of them free (reserve_cpus) for reads and Ray's own work."""
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test file
+    ray.cloudpickle.register_pickle_by_value(executor_jobs)  # Ray's workers cannot import the tests' modules
     yield
-    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    ray.cloudpickle.unregister_pickle_by_value(executor_jobs)
     ray.shutdown()
 
 
@@ -87,32 +87,13 @@ def test_ingest_on_ray_writes_the_bytes_of_the_local_run(tmp_path, raw, local_ra
         "again.jpg": "duplicate", "tiny.png": "too_small", "broken.jpg": "undecodable"}
 
 
-def _square_slowly(n: int) -> int:
-    time.sleep(0.02 * (n % 3 == 0))  # some tasks finish after later ones
-    return n * n
-
-
-def _fails_on_five(n: int) -> int:
-    if n == 5:
-        raise ValueError(f"job {n} is bad")
-    return n
-
-
-def _mark():
-    os.environ["MMSYNTH_TEST_SETUP"] = "set"
-
-
-def _marked(_):
-    return os.environ.get("MMSYNTH_TEST_SETUP")
-
-
 def test_ray_tasks_give_the_local_results_and_raise_the_jobs_own_error(local_ray):
     jobs = list(range(12))
-    with shard_map("ray", 0, setup=_mark, reserve_cpus=1.0) as run:
-        assert list(run(_square_slowly, jobs, ordered=True)) == [n * n for n in jobs]
-        assert sorted(run(_square_slowly, jobs)) == [n * n for n in jobs]
-        assert list(run(_marked, [0])) == ["set"]  # setup ran in the task's worker
+    with shard_map("ray", 0, setup=mark, reserve_cpus=1.0) as run:
+        assert list(run(square, jobs, ordered=True)) == [n * n for n in jobs]
+        assert sorted(run(square, jobs)) == [n * n for n in jobs]
+        assert list(run(marked, [0])) == ["set"]  # setup ran in the task's worker
         with pytest.raises(ValueError, match="job 5 is bad") as raised:
-            list(run(_fails_on_five, jobs))
+            list(run(fails_on_five, jobs))
     assert type(raised.value) is ValueError  # not Ray's RayTaskError wrapping it
-    assert "MMSYNTH_TEST_SETUP" not in os.environ
+    assert SETUP_VARIABLE not in os.environ
