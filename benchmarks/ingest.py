@@ -17,7 +17,8 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.imageio import stored_size
-from pipeline.ingest import available_cores, ingest
+from pipeline.executor import available_cores
+from pipeline.ingest import ingest
 from shardio.layout import Layout
 from pipeline.params.datasets import SourceParams
 from pipeline.params.stages import IngestParams, SampleParams

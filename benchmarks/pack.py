@@ -27,12 +27,12 @@ import cv2
 import numpy as np
 
 from annotators.base import encode
-from pipeline.annotate import decode_image, image_fingerprint
+from pipeline.annotate import decode_image
 from pipeline.pack import run
 from pipeline.params import load_params
 from pipeline.params.stages import SampleParams
 from shardio.layout import shard_name
-from shardio.shards import class_counts, read_shard, read_stats, shard_writer, write_stats
+from shardio.shards import class_counts, image_fingerprint, read_shard, read_stats, shard_writer, write_stats
 
 # The annotate benchmark's scaled-up sample (loaded by path: benchmarks/ is a folder of scripts, not a package).
 scaled_image_shards = runpy.run_path(str(Path(__file__).with_name("annotate.py")))["scaled_image_shards"]

@@ -33,11 +33,13 @@ from PIL import Image
 
 from annotators.base import Annotator, InputSize, Item, encode, is_device_failure
 
-from shardio.layout import SHARD_RE, Layout
-from shardio.shards import (checked_stats, class_counts, fingerprint, is_done, read_shard, read_stats, shard_writer,
-                            write_stats)
+from shardio.layout import Layout, image_shards
+from shardio.shards import (class_counts, fingerprint, image_fingerprint, is_done, read_shard, read_stats,
+                            shard_writer, write_stats)
 
-CODE_VERSION = 2  # bump when what annotate writes changes for the same annotator outputs: every shard is redone
+# Bump when what annotate writes changes for the same annotator outputs (its shards or their markers): every shard
+# is redone. 3: every marker records `seg_classes`.
+CODE_VERSION = 3
 # Params that change how fast an annotator runs, not what it writes; left out of the fingerprint.
 SPEED_ONLY_PARAMS = {"batch_size"}
 
@@ -54,34 +56,10 @@ class ShardJob:
     samples: int
 
 
-def image_shards(layout: Layout) -> list[Path]:
-    """The dataset's image shards in name order; none at all is an error naming the folder."""
-    shards = sorted(p for p in layout.images.glob("*.tar") if SHARD_RE.match(p.name))
-    if not shards:
-        raise FileNotFoundError(f"{layout.images}: no image shards ({{split}}-{{index:06d}}.tar); "
-                                "run `pipeline ingest`")
-    return shards
-
-
-def sample_count(image_shard: Path) -> int:
-    """Samples in an image shard: the `count` ingest recorded in its stats, else counted by reading the shard."""
-    recorded = (read_stats(image_shard) or {}).get("count")
-    return recorded if isinstance(recorded, int) else sum(1 for _ in read_shard(image_shard))
-
-
-def image_fingerprint(image_shard: Path) -> str:
-    """The fingerprint ingest recorded in the image shard's marker; an unfinished shard, or one that is not the
-    size its marker recorded (damaged), is a ShardError saying to run ingest again."""
-    dataset = image_shard.parent.parent.name  # <data-dir>/<dataset>/images/<shard> (shardio.layout)
-    return checked_stats(image_shard, f"pipeline ingest --dataset {dataset}")["fingerprint"]
-
-
 def shard_fingerprint(name: str, section, metadata: dict, image: str) -> str:
     """What makes an annotation shard: the annotator, its output-relevant params, its weights, the input shard
     (`image`: its fingerprint)."""
-    # reduced_decode off writes what annotate wrote before the param existed: shards made then stay done
-    unchanged = set() if section.reduced_decode else {"reduced_decode"}
-    params = section.model_dump(exclude=SPEED_ONLY_PARAMS | unchanged)
+    params = section.model_dump(exclude=SPEED_ONLY_PARAMS)
     return fingerprint("annotate", CODE_VERSION, name, params, metadata, image)
 
 
@@ -93,12 +71,10 @@ def plan(layout: Layout, name: str, section, metadata: dict) -> tuple[list[Shard
         out = layout.annotations(name) / image_shard.name
         image = image_fingerprint(image_shard)
         fp = shard_fingerprint(name, section, metadata, image)
-        stats = read_stats(out) if is_done(out, fp) else None
-        # a segmentation shard from before annotate recorded its class counts is redone: pack needs them
-        if stats is not None and (name != "seg" or "seg_classes" in stats):
-            done[out.name] = stats
+        if is_done(out, fp):
+            done[out.name] = read_stats(out)
         else:
-            todo.append(ShardJob(image_shard, image, out, fp, sample_count(image_shard)))
+            todo.append(ShardJob(image_shard, image, out, fp, read_stats(image_shard)["count"]))
     return todo, done
 
 

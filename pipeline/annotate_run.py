@@ -11,11 +11,12 @@ from tqdm import tqdm
 from annotators.base import build, is_device_failure
 from annotators.weights import WeightsError
 
-from .annotate import ShardJob, annotate_shard, image_fingerprint, image_shards, plan
-from shardio.layout import Layout
+from .annotate import ShardJob, annotate_shard, plan
+from .executor import actor_pool, connect
+from shardio.layout import Layout, image_shards
 from .rate import per_image
-from .ray_runtime import ActorPool, PoolShape, connect, pool_shape
-from shardio.shards import keep_only, remove_temporaries
+from .ray_runtime import PoolShape, pool_shape
+from shardio.shards import image_fingerprint, keep_only, remove_temporaries
 
 
 class AnnotatorWorker:
@@ -145,27 +146,26 @@ def _run_annotator(stage, layout: Layout, name: str, shape: PoolShape, batch_siz
     ).remote(name, section, str(layout.weights), shape.torch_threads, shape.cpu_threads)
     summary = AnnotatorSummary(name)
     start = time.perf_counter()
-    pool = ActorPool(spawn, shape.workers)
-    try:
-        metadata = pool.call_first("metadata")
-        summary.startup_seconds = time.perf_counter() - start
-        jobs = _planned(layout, name, section, metadata, summary)
-        submit = lambda worker, job: worker.run.remote(  # noqa: E731
-            job, batch_size or section.batch_size, runtime.prefetch_batches, stage.params.ingest.max_pixels)
-        with tqdm(total=sum(j.samples for j in jobs), unit="img", desc=f"annotate {name}", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for job, stats, error in pool.map(jobs, submit, runtime.shard_attempts):
-                bar.update(job.samples)
-                summary.images += job.samples
-                if error is not None:
-                    summary.failed_shards[job.image_shard.name] = error
-                    continue
-                summary.annotated += stats["annotated"]
-                summary.provided += stats["provided"]
-                summary.failed += stats["failed"]
-        remove_temporaries(layout.annotations(name))
-    finally:
-        summary.workers_replaced = pool.replaced
-        pool.shutdown()
+    with actor_pool(spawn, shape.workers) as pool:
+        try:
+            metadata = pool.call_first("metadata")
+            summary.startup_seconds = time.perf_counter() - start
+            jobs = _planned(layout, name, section, metadata, summary)
+            submit = lambda worker, job: worker.run.remote(  # noqa: E731
+                job, batch_size or section.batch_size, runtime.prefetch_batches, stage.params.ingest.max_pixels)
+            with tqdm(total=sum(j.samples for j in jobs), unit="img", desc=f"annotate {name}", disable=not progress,
+                      dynamic_ncols=True) as bar:
+                for job, stats, error in pool.map(jobs, submit, runtime.shard_attempts):
+                    bar.update(job.samples)
+                    summary.images += job.samples
+                    if error is not None:
+                        summary.failed_shards[job.image_shard.name] = error
+                        continue
+                    summary.annotated += stats["annotated"]
+                    summary.provided += stats["provided"]
+                    summary.failed += stats["failed"]
+            remove_temporaries(layout.annotations(name))
+        finally:
+            summary.workers_replaced = pool.replaced
     summary.seconds = time.perf_counter() - start
     return summary

@@ -12,8 +12,7 @@ import pyarrow.parquet as pq
 
 from annotators.labelmaps import IGNORE, load_label_map
 
-from .annotate import image_shards
-from shardio.layout import Layout
+from shardio.layout import Layout, image_shards
 from shardio.shards import atomic_path, read_stats
 
 MAX_CARD_CLASSES = 30  # classes listed in card.md; card.json lists them all

@@ -5,14 +5,13 @@ and rejects.parquet. Nothing per image is held in Python objects beyond one batc
    image is read and hashed (key = first 24 hex of its sha256) with its provided files, and its header checked,
    unless the previous run recorded it with the same stamp (files' sizes and modification times);
 2. plan (a pure function of the scan, on Arrow columns; `ingest_plan`): dedupe, split, cut into shards;
-3. write (parallel, one job per shard: a local process or a Ray task): full decode and storage. A shard whose
-   stats marker carries the same fingerprint (ingest params, source params, test_size, and the keys, names and
-   provided-file hashes of its samples) is kept untouched. Manifest and rejects are gathered from the markers and
-   written last.
+3. write (parallel, one job per shard: a local process or a Ray task; `executor.shard_map`): full decode and
+   storage. A shard whose stats marker carries the same fingerprint (ingest params, source params, test_size, and
+   the keys, names and provided-file hashes of its samples) is kept untouched. Manifest and rejects are gathered
+   from the markers and written last.
 """
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .imageio import Rejected, encode_png, fit_labels, fit_sketch, store_jpeg
+from .executor import shard_map
+from .imageio import Rejected, encode_png, fit_labels, fit_sketch, pil_limits, set_pil_limits, store_jpeg
 from .ingest_plan import KEY_HEX, REJECTS_SCHEMA, Plan, PlannedShard, make_plan, test_count
-from .ingest_runner import runner
 from .rate import per_image
 from .ingest_scan import open_table, previous_hashes, read_image, scan, write_listing
 from shardio.layout import Layout
@@ -37,8 +36,9 @@ from shardio.shards import (atomic_path, class_counts, fingerprint, is_done, kee
 from shardio.space import reporting_full_disk
 from .sources import SourceItem, item_from_json, list_items
 
-# Bump when the stored bytes for the same inputs and params change, so old shards are redone.
-INGEST_VERSION = 1
+# Bump when the stored bytes or markers for the same inputs and params change, so old shards are redone.
+# 2: every marker records `seg_classes`.
+INGEST_VERSION = 2
 # Scratch files of a run, beside the manifest; deleted when it ends.
 LISTING, SCAN = ".ingest-listing.arrow", ".ingest-scan.arrow"
 
@@ -97,7 +97,8 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
            progress: bool = True, use_ray: bool = False, ray_address: str | None = None,
            reserve_cpus: float = 1.0) -> Summary:
     """Run the stage for `layout.dataset` reading `source` (relative paths resolved by `layout.source`), on
-    `workers` local processes, or on Ray when `use_ray` (see `ingest_runner.runner`); the bytes are the same."""
+    `workers` local processes (0: every core), or as Ray tasks when `use_ray` (on the cluster at `ray_address`;
+    `executor.shard_map`); the bytes are the same."""
     start = time.perf_counter()
     layout = Layout(layout.data_dir.resolve(), layout.dataset)  # tasks on other nodes have another working dir
     base = fingerprint(INGEST_VERSION, limits.model_dump(), source.model_dump(), test_size)
@@ -111,7 +112,9 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
         test_count(pc.sum(pc.equal(open_table(listing)["split"], "")).as_py() or 0, test_size)
         planned: list[Path] = []  # the shards, once planned: what a full disk's estimate counts
         with (reporting_full_disk(layout.images, planned, f"pipeline ingest --dataset {layout.dataset}"),
-              runner(workers, limits.max_pixels, ray_address, use_ray, reserve_cpus) as run):
+              pil_limits(limits.max_pixels),  # for jobs run in this process; `setup` sets it in workers
+              shard_map("ray" if use_ray else "processes", workers, partial(set_pil_limits, limits.max_pixels),
+                        ray_address, reserve_cpus) as run):
             table = scan(listing, scanned, previous_hashes(layout.manifest, layout.rejects), run, limits, progress)
             plan = make_plan(table, test_size, limits.shard_size)
             planned += [layout.images / shard.name for shard in plan.shards]
@@ -143,7 +146,7 @@ def _unfinished(table: pa.Table, plan: Plan, images: Path, base: str, names: lis
     """The tasks of the planned shards not done yet, one at a time; their names are appended to `names`."""
     for shard in plan.shards:
         task = shard_task(table, plan, shard, images, base)
-        if not is_done(task.path, task.fingerprint) or lacks_classes(task.path):
+        if not is_done(task.path, task.fingerprint):
             names.append(shard.name)
             yield task
 
@@ -213,12 +216,6 @@ def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], t
     return sample, provided, (stored.width, stored.height), classes
 
 
-def lacks_classes(shard: Path) -> bool:
-    """True for a finished shard written before ingest recorded the class counts of provided segmentations."""
-    stats = read_stats(shard) or {}
-    return "seg_classes" not in stats and any("seg" in provided for *_, provided in stats.get("samples", []))
-
-
 def gather(table: pa.Table, plan: Plan, images: Path) -> tuple[pa.Table, pa.Table]:
     """The manifest (sorted by key) and the rejects (sorted by source) from the plan and the shard markers, one
     shard's rows in Python at a time."""
@@ -247,7 +244,3 @@ def write_table(table: pa.Table, path: Path) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table.combine_chunks(), tmp)
 
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

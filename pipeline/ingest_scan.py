@@ -129,14 +129,15 @@ def known_hashes(listing: pa.Table, previous: pa.Table) -> pa.Table:
     return joined.filter(pa.array(first)).select([name for name, _ in HASHES])
 
 
-def scan(listing_path: Path, scan_path: Path, previous: pa.Table, run: Callable[[Callable, Iterable], Iterator],
+def scan(listing_path: Path, scan_path: Path, previous: pa.Table, run: Callable[..., Iterator],
          limits: IngestParams, progress: bool) -> pa.Table:
-    """Hash and header-check every listed image that `previous` does not answer for, on `run`, and write the
-    listing with its hashes and verdicts (SCAN_SCHEMA, listing order) to `scan_path`; returns it memory-mapped."""
+    """Hash and header-check every listed image that `previous` does not answer for, on `run` (an
+    `executor.shard_map`), and write the listing with its hashes and verdicts (SCAN_SCHEMA, listing order) to
+    `scan_path`; returns it memory-mapped."""
     listing = open_table(listing_path)
     known = known_hashes(listing, previous)
     todo = pc.and_(pc.is_null(listing["reason"]), pc.and_(pc.is_null(known["sha256"]), pc.is_null(known["reason"])))
-    results = iter(run(partial(scan_chunk, limits=limits), _jobs(listing, todo)))
+    results = iter(run(partial(scan_chunk, limits=limits), _jobs(listing, todo), ordered=True))
     waiting: deque = deque()
     bar = tqdm(total=pc.sum(todo).as_py() or 0, desc="ingest: scan", unit="img", disable=not progress)
     with bar, atomic_path(scan_path) as tmp, pa.ipc.new_file(str(tmp), SCAN_SCHEMA) as writer:

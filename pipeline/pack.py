@@ -9,21 +9,20 @@ training shard holds, by key, beside it (`<shard>.classes.json`, for `pipeline b
 image shard's keys in the same order (a key may be absent: provided by the dataset, or failed in the annotator).
 A sample missing a modality is kept without it and counted.
 
-One job per image shard, run on local threads, or as Ray tasks spread over a cluster when an address is given
-(`--ray-address` / RAY_ADDRESS); both write the same bytes and the same per-shard markers.
+One job per image shard (`executor.shard_map`), run on local threads, or as Ray tasks spread over a cluster when an
+address is given (`--ray-address` / RAY_ADDRESS); both write the same bytes and the same per-shard markers.
 """
 import json
-import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .annotate import image_fingerprint, image_shards
-from shardio.layout import Layout, classes_path
-from shardio.shards import atomic_path, checked_stats, fingerprint, is_done, keep_only, read_stats, write_stats
+from .executor import cluster_address, shard_map
+from shardio.layout import Layout, classes_path, image_shards
+from shardio.shards import (atomic_path, checked_stats, fingerprint, image_fingerprint, is_done, keep_only, read_stats,
+                            write_stats)
 from shardio.space import reporting_full_disk
 from shardio.tarcopy import Member, ShardError, TarCopier, list_members, mapped, samples as member_samples
 
@@ -197,7 +196,10 @@ def read_classes(shard: Path, fp: str | None) -> dict[str, list]:
     return recorded["seg_classes"] if recorded.get("fingerprint") == fp else {}
 
 
-def _pack_job(image_shard: Path, annotations: dict, out: Path, fp: str, label_map: str, text: str) -> int:
+def _pack_job(job: tuple[Path, dict, Path, str, str, str]) -> int:
+    """Pack one training shard, its class counts and its marker; returns its samples. `job`: (image shard, its
+    annotation shards with stats, training shard, fingerprint, label map, text)."""
+    image_shard, annotations, out, fp, label_map, text = job
     try:
         stats = pack_shard(image_shard, annotations, out, label_map, text)
     except ShardError as e:
@@ -221,58 +223,22 @@ def _repair(error: str, image_shard: Path, annotations: dict) -> str:
 def run(layout: Layout, params, profile, progress: bool = True, address: str | None = None) -> dict:
     """Pack every image shard not already packed under the same fingerprint (with its class counts beside it)
     and delete training shards no image shard makes any more; returns a summary. The shards are packed as Ray tasks
-    on the cluster at `address` (else RAY_ADDRESS) when one is given, else on `pack.workers` local threads."""
+    on the cluster at `address` (else RAY_ADDRESS) when one is given, else on `pack.workers` local threads (0: one
+    per core)."""
     for name in params.pack.modalities:
         if name not in ANNOTATION_MEMBERS:
             raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster_address(address)
     layout = Layout(layout.data_dir.resolve(), layout.dataset)  # Ray workers have their own working directory
     jobs = list(plan(layout, params, profile))
     keep_only(layout.shards, {out.name for _, _, out, _ in jobs})
     todo = [(image, annotations, out, fp, profile.label_map, profile.text) for image, annotations, out, fp in jobs
-            if not (is_done(out, fp) and classes_path(out).exists())]  # without: packed before pack wrote them
+            if not is_done(out, fp, requires=[classes_path(out)])]
     with (reporting_full_disk(layout.shards, [out for _, _, out, _ in jobs],
                               f"pipeline pack --dataset {layout.dataset}"),
-          _ray_map(address) if address else _local_map(params.pack.workers, len(todo)) as run_all):
-        samples = sum(tqdm(run_all(todo), total=len(todo), desc="pack", unit="shard", disable=not progress))
+          shard_map("ray" if address else "threads", 0 if address else params.pack.workers, address=address,
+                    reserve_cpus=params.annotate.runtime.reserve_cpus) as run_all):
+        samples = sum(tqdm(run_all(_pack_job, todo), total=len(todo), desc="pack", unit="shard",
+                           disable=not progress))
     return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}
 
-
-@contextmanager
-def _local_map(workers: int, jobs: int) -> Iterator:
-    """A map of `_pack_job` over jobs on `workers` threads of this process (0: one per core). Threads, not
-    processes: a job's writes and fsync release the GIL (its Python work per member does not: docs/scale.md),
-    and forking a process that has imported torch costs more than a shard."""
-    workers = min(workers or os.cpu_count() or 1, max(1, jobs))
-    if workers == 1:
-        yield lambda todo: (_pack_job(*job) for job in todo)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="pack") as pool:
-        yield lambda todo: pool.map(_pack_job, *zip(*todo)) if todo else iter(())
-
-
-@contextmanager
-def _ray_map(address: str) -> Iterator:
-    """A map of `_pack_job` over jobs as Ray tasks (one CPU, one shard each) spread over the cluster's nodes,
-    yielding as they finish; a task whose node is lost is retried by Ray. Every node must see the data dir at the
-    same path (as for annotate)."""
-    import ray
-    from ray.exceptions import RayTaskError
-
-    from .ray_runtime import connect
-
-    connect(address)
-    task = ray.remote(_pack_job).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=3)
-
-    def run_all(todo):
-        pending = [task.remote(*job) for job in todo]
-        while pending:
-            [ready], pending = ray.wait(pending, num_returns=1)
-            try:
-                yield ray.get(ready)
-            except RayTaskError as e:  # the job's own error, without Ray's wrapping
-                for ref in pending:
-                    ray.cancel(ref)
-                raise (e.cause if e.cause is not None else e) from None
-
-    yield run_all

@@ -1,5 +1,5 @@
-"""Ray for `pipeline annotate`: connect to a cluster, size an actor pool to it, and run shard jobs on the pool,
-replacing an actor that dies and retrying its shard.
+"""Ray actors for `pipeline annotate` (`executor.actor_pool`): size an actor pool to the cluster, and run shard jobs
+on the pool, replacing an actor that dies and retrying its shard.
 
 Sizing keeps `reserve_cpus` out of every actor's claim: Ray Data hangs when actors hold every CPU
 (ray-project/ray#44687), and more generally anything else the job or the cluster needs must still be schedulable. On GPUs
@@ -9,9 +9,7 @@ many threads; on CPUs the unreserved CPUs are split evenly, each actor's cores r
 CPU side (the reserve keeps CPU free for Ray's own reads). Actors get work only once they have started: one the
 cluster cannot place never holds a shard.
 """
-import logging
 import math
-import os
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -36,18 +34,6 @@ def start_error(err: RayActorError) -> str:
 def _not_started(workers: int) -> RuntimeError:
     return RuntimeError(f"none of the {workers} workers started within {START_TIMEOUT:.0f} s: the cluster cannot "
                         "place them; lower --workers or --gpus-per-worker, or free GPUs and CPUs")
-
-
-def connect(address: str | None = None) -> list[dict]:
-    """Join the cluster at `address` (else RAY_ADDRESS), or start a local one sized to this machine; reuse an
-    already initialised Ray. Returns the resources of each live node."""
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:  # Ray detects the machine's CPUs (cgroup limits included) and GPUs itself
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,15 @@ def stats_path(shard: Path) -> Path:
     return shard.with_suffix(".stats.json")
 
 
+def image_shards(layout: "Layout") -> list[Path]:
+    """The dataset's image shards in name order; none at all is an error naming the folder."""
+    shards = sorted(p for p in layout.images.glob("*.tar") if SHARD_RE.match(p.name))
+    if not shards:
+        raise FileNotFoundError(f"{layout.images}: no image shards ({{split}}-{{index:06d}}.tar); "
+                                "run `pipeline ingest`")
+    return shards
+
+
 def classes_path(shard: Path) -> Path:
     """A training shard's class counts per sample (`<shard>.classes.json`, written by pack before its stats)."""
     return shard.with_suffix(".classes.json")

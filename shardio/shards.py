@@ -17,14 +17,16 @@ import hashlib
 import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .layout import SHARD_RE, stats_path
 from .tarcopy import MEMBER_RE, ShardError, TarCopier
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Files kept beside a shard and named after it: its stats marker, a training shard's class counts per sample
 # (layout.classes_path) and its byte-offset index (shardio/index.py).
@@ -132,9 +134,11 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def class_counts(labels: np.ndarray) -> list[list[int]]:
+def class_counts(labels: "np.ndarray") -> list[list[int]]:
     """[[class id, pixels], ...] of the ids present in a uint8 label map: what a shard's stats record of each
     segmentation it holds (under `seg_classes`, by key), so that pack and the card never decode one."""
+    import numpy as np  # here: pack, which reads counts and never makes them, starts without numpy
+
     if labels.dtype != np.uint8:
         raise TypeError(f"label maps are uint8 class ids, got {labels.dtype}")
     counts = np.bincount(labels.ravel(), minlength=256)
@@ -173,11 +177,14 @@ def damage(shard: Path, stats: dict) -> str | None:
     return None
 
 
-def is_done(shard: Path, fingerprint: str) -> bool:
+def is_done(shard: Path, fingerprint: str, requires: Iterable[Path] = ()) -> bool:
     """True if the shard and its marker exist, the shard is the size the marker recorded and was made with the
-    same fingerprint: the one done-rule of every stage."""
+    same fingerprint, and every file in `requires` (what the stage writes beside the shard before its marker) is
+    there: the one done-rule of every stage. A marker of an older format never matches: a stage whose files change
+    bumps its code version, which is in the fingerprint."""
     stats = read_stats(shard)
-    return stats is not None and stats.get("fingerprint") == fingerprint and damage(shard, stats) is None
+    return (stats is not None and stats.get("fingerprint") == fingerprint and damage(shard, stats) is None
+            and all(path.exists() for path in requires))
 
 
 def checked_stats(shard: Path, rerun: str) -> dict:
@@ -191,6 +198,13 @@ def checked_stats(shard: Path, rerun: str) -> dict:
     if problem is not None:
         raise ShardError(f"{shard}: {problem}; run `{rerun}`, which writes it again")
     return stats
+
+
+def image_fingerprint(image_shard: Path) -> str:
+    """The fingerprint ingest recorded in the image shard's marker; an unfinished shard, or one that is not the
+    size its marker recorded (damaged), is a ShardError saying to run ingest again."""
+    dataset = image_shard.parent.parent.name  # <data-dir>/<dataset>/images/<shard> (layout.Layout)
+    return checked_stats(image_shard, f"pipeline ingest --dataset {dataset}")["fingerprint"]
 
 
 def read_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -10,12 +10,12 @@ from ingest_fixtures import LIMITS, celeba_tree, encode, face_sketch, read_table
 from PIL import Image
 
 from annotators.base import Annotator
-from pipeline.annotate import ShardJob, annotate_shard, image_fingerprint
+from pipeline.annotate import ShardJob, annotate_shard
 from pipeline.ingest import ingest
 from shardio.layout import Layout
 from pipeline.pack import pack_shard
 from pipeline.params.datasets import SourceParams
-from shardio.shards import read_shard
+from shardio.shards import image_fingerprint, read_shard
 
 RAW = "raw/mm-celeba-hq"
 

@@ -1,12 +1,16 @@
 """Ingest at scale: a rerun over unchanged files reads no image bytes (their hashes come from the manifest's and
 rejects' stamps), a touched file is read again and only it, and ingest on a local Ray cluster (one task per
-shard) writes the same bytes as the local processes."""
+shard) writes the same bytes as the local processes; the executor's Ray tasks (`executor.shard_map`) give the
+local results and raise a job's own error."""
 import os
 
+import executor_jobs
 import pytest
 import ray
+from executor_jobs import SETUP_VARIABLE, fails_on_five, mark, marked, square
 from ingest_fixtures import LIMITS, encode, folder_source, jpeg, outputs, picture, read_table, write
 
+from pipeline.executor import shard_map
 from pipeline.ingest import ingest
 from pipeline.sources import Blob
 from shardio.layout import Layout
@@ -68,7 +72,9 @@ def test_a_rerun_over_unchanged_files_reads_no_image_bytes(tmp_path, raw, bytes_
 def local_ray():
     """A local Ray of 2 CPUs; ingest leaves one of them free (reserve_cpus) for reads and Ray's own work."""
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.cloudpickle.register_pickle_by_value(executor_jobs)  # Ray's workers cannot import the tests' modules
     yield
+    ray.cloudpickle.unregister_pickle_by_value(executor_jobs)
     ray.shutdown()
 
 
@@ -79,3 +85,15 @@ def test_ingest_on_ray_writes_the_bytes_of_the_local_run(tmp_path, raw, local_ra
     assert summary.shards == summary.written == 3 and outputs(on_ray) == outputs(local)
     assert {r["source"]: r["reason"] for r in read_table(on_ray.rejects)} == {
         "again.jpg": "duplicate", "tiny.png": "too_small", "broken.jpg": "undecodable"}
+
+
+def test_ray_tasks_give_the_local_results_and_raise_the_jobs_own_error(local_ray):
+    jobs = list(range(12))
+    with shard_map("ray", 0, setup=mark, reserve_cpus=1.0) as run:
+        assert list(run(square, jobs, ordered=True)) == [n * n for n in jobs]
+        assert sorted(run(square, jobs)) == [n * n for n in jobs]
+        assert list(run(marked, [0])) == ["set"]  # setup ran in the task's worker
+        with pytest.raises(ValueError, match="job 5 is bad") as raised:
+            list(run(fails_on_five, jobs))
+    assert type(raised.value) is ValueError  # not Ray's RayTaskError wrapping it
+    assert SETUP_VARIABLE not in os.environ

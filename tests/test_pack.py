@@ -18,7 +18,7 @@ from ray.cluster_utils import Cluster
 
 from image_shards import DIM, META, write_annotations, write_image_shards
 from ingest_fixtures import encode, picture, write
-from pipeline.annotate import plan as annotate_plan, shard_fingerprint
+from pipeline.annotate import CODE_VERSION, plan as annotate_plan, shard_fingerprint
 from pipeline.cli import main
 from pipeline.pack import read_classes
 from pipeline.params import load_params
@@ -291,18 +291,19 @@ def test_shards_from_before_class_counts_were_recorded_are_refused_with_what_to_
     assert code != 0 and "images/train-000002.tar" in output and "pipeline ingest" in output
 
 
-def test_annotate_redoes_seg_shards_without_class_counts_and_keeps_the_others(dataset):
+def test_annotate_redoes_the_shards_an_older_annotate_marked_and_keeps_the_others(dataset, monkeypatch):
     layout, keys, params_file = dataset
-    params = load_params(params_file).for_dataset("sample")
-    for name in ("seg", "sketch"):
-        section = getattr(params.annotate, name)
-        for image_shard in sorted(layout.images.glob("*.tar")):  # finished under the current fingerprint
-            out = layout.annotations(name) / image_shard.name
-            fp = shard_fingerprint(name, section, META[name], read_stats(image_shard)["fingerprint"])
-            stats = {k: v for k, v in read_stats(out).items() if k != "seg_classes"}
-            write_stats(out, {**stats, "fingerprint": fp, "annotated": 1, "failed": 0})
-        todo, done = annotate_plan(layout, name, section, META[name])
-        assert (len(todo), len(done)) == ((3, 0) if name == "seg" else (0, 3))
+    section = load_params(params_file).for_dataset("sample").annotate.seg
+    image_shards = sorted(layout.images.glob("*.tar"))
+    for index, image_shard in enumerate(image_shards):  # the first one by the annotate before this version
+        with monkeypatch.context() as version:
+            version.setattr("pipeline.annotate.CODE_VERSION", CODE_VERSION - (index == 0))
+            fp = shard_fingerprint("seg", section, META["seg"], read_stats(image_shard)["fingerprint"])
+        out = layout.annotations("seg") / image_shard.name
+        write_stats(out, {**read_stats(out), "fingerprint": fp})
+    todo, done = annotate_plan(layout, "seg", section, META["seg"])
+    assert [job.out.name for job in todo] == [image_shards[0].name]
+    assert sorted(done) == [shard.name for shard in image_shards[1:]]
 
 
 @pytest.mark.slow  # starts a two-node Ray cluster (~20 s on the loaded 2-core machine)

@@ -38,17 +38,18 @@ def command(stage, source_path, kind, workers, ray_address, progress):
     Cluster every node must see --data-dir and the source at the same paths (a shared filesystem).
     """
     from shardio.space import DiskFull, reporting_full_disk
+    from ..executor import cluster_address
     from ..ingest import ingest
     from ..ingest_plan import SplitError
     from ..sources import SourceError
 
     source = _source(stage.profile.source, source_path, kind)
-    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    address = cluster_address(ray_address)
     try:
         with lock(stage.layout.images, "ingest"), \
                 reporting_full_disk(stage.layout.root, [], f"pipeline ingest --dataset {stage.dataset}"):
             summary = ingest(stage.layout, stage.params.ingest, source, stage.profile.test_size,
-                             workers=workers or (0 if address else _cores()), progress=progress,
+                             workers=workers or 0, progress=progress,
                              use_ray=address is not None, ray_address=address,
                              reserve_cpus=stage.params.annotate.runtime.reserve_cpus)
     except (SourceError, DiskFull) as e:
@@ -78,9 +79,3 @@ def _source(profile_source, path: str | None, kind: str | None):
                        f"{kind!r} does not fit it; --kind chooses)", err=True)
             kind = inferred
     return profile_source.model_copy(update={"kind": kind, "path": path})
-
-
-def _cores() -> int:
-    from ..ingest import available_cores  # imported only when the command runs: `--help` stays fast
-
-    return available_cores()
