@@ -14,10 +14,10 @@ from PIL import Image
 from train_shards import write_training_shards
 
 from pipeline.cli import main
-from train.cluster_guided.fit import FitError, check, kmeans
-from train.cluster_guided.imle import IMLESettings, fit_imle, mapper
-from train.configs import GLOBAL_DIM, get_config
-from train.poegan.generator import Generator
+from train.families.cluster_guided.fit import FitError, check, kmeans
+from train.families.cluster_guided.imle import IMLESettings, fit_imle, mapper
+from train.families.poegan.configs import GLOBAL_DIM, get_config
+from train.families.poegan.generator import Generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,7 +83,7 @@ def test_poegan_generator_takes_an_external_z0_with_fixed_local_latents_and_expo
 def test_a_snapshot_alone_rebuilds_the_clusters_and_their_images():
     from dataclasses import replace
 
-    from train.cluster_guided.generator import ClusterGuidedGenerator
+    from train.families.cluster_guided.generator import ClusterGuidedGenerator
     from train.noise import private_noise
 
     cfg = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=32, latent_base=2, latent_max=8)

@@ -18,7 +18,7 @@ from annotators.sketch.simplify import SketchSimplifier
 from pipeline.params.annotate import ClipParams, SegParams, SketchParams
 from pipeline.params.stages import EvaluateParams
 from train import evaluate, generate
-from train.configs import get_config
+from train.families.poegan.configs import get_config
 from train.data import to_device
 from train.loop import modality_masks
 from train.metrics.base import EvalContext
@@ -176,7 +176,7 @@ def _real_generator(name):
     with on_cuda():
         G = fam.generator(cfg, CLASSES)
         if name == "cluster-guided":
-            from train.cluster_guided.imle import mapper
+            from train.families.cluster_guided.imle import mapper
             for share in (0.3, 0.7):
                 G.add_cluster(8, torch.zeros(cfg.channels(8)), share, mapper(4, 8, 2, 512))
     return G.eval().requires_grad_(False), cfg
@@ -305,8 +305,8 @@ def test_evaluation_and_sample_grids_leave_every_training_rng_alone(monkeypatch,
 
 def _cluster_guided():
     """A cluster-guided generator on the GPU with two clusters at 8 px (as a fit leaves it)."""
-    from train.cluster_guided.generator import ClusterGuidedGenerator
-    from train.cluster_guided.imle import mapper
+    from train.families.cluster_guided.generator import ClusterGuidedGenerator
+    from train.families.cluster_guided.imle import mapper
 
     with on_cuda():
         G = ClusterGuidedGenerator(POEGAN, NUM_CLASSES)

@@ -14,10 +14,10 @@ from test_train_spade import NUM_CLASSES, _batch, _losses, _params, _train, shar
 from train_shards import write_training_shards
 
 from pipeline.cli import main
-from train.baselines.inade import InadeGenerator, InstanceAwareConv, instance_edges
-from train.baselines.inade_config import InadeConfig
-from train.baselines.inade_loss import LAST_INTERMEDIATE, VGG_WEIGHTS, InadeLoss
-from train.baselines.spade_loss import feature_matching, kl_divergence
+from train.families.inade.inade import InadeGenerator, InstanceAwareConv, instance_edges
+from train.families.inade.inade_config import InadeConfig
+from train.families.inade.inade_loss import LAST_INTERMEDIATE, VGG_WEIGHTS, InadeLoss
+from train.families.spade.spade_loss import feature_matching, kl_divergence
 from train.models import count_parameters, family
 from train.vgg import VGGRelu51
 

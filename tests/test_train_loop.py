@@ -10,10 +10,10 @@ from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
 from train.checkpoint import load
-from train.configs import MODALITIES, get_config
+from train.families.poegan.configs import MODALITIES, get_config
 from train.ema import ema_beta
 from train.loop import BETAS, GRAD_CLIP, MODALITY_DROPOUT, RunSpec, modality_masks, train, update_ema
-from train.loss import R1_GAMMA, R1_INTERVAL
+from train.families.poegan.loss import R1_GAMMA, R1_INTERVAL
 from train.models import family
 from train.samples import PATTERNS
 from train.vgg import VGGRelu51

@@ -9,7 +9,7 @@ from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
 from train.checkpoint import load, snapshot_path, state_path
-from train.configs import get_config
+from train.families.poegan.configs import get_config
 from train.loop import RunSpec, accumulation_rounds, train
 from train.models import ModelFamily, OptimizerSettings, family
 from train.vgg import VGGRelu51
@@ -104,7 +104,7 @@ def test_micro_batched_steps_train_the_same_weights_as_whole_batches(tmp_path):
 def test_poegan_kl_rebalancing_is_updated_once_per_step_whatever_the_rounds(tmp_path, monkeypatch):
     # Without latent noise and contrastive terms (their negatives are one round's samples), every PoE-GAN term is a
     # per-sample mean, so two rounds of 2 must train what one round of 4 trains, KL rebalancing weights included.
-    monkeypatch.setattr("train.poegan.poe.randn_like", torch.zeros_like)
+    monkeypatch.setattr("train.families.poegan.poe.randn_like", torch.zeros_like)
     cfg = replace(get_config("tiny"), resolution=16, batch_size=4, channel_base=8, channel_max=32, latent_base=2,
                   latent_max=8, kl_weights=get_config("coco-64").kl_weights, image_contrastive=0.0,
                   text_contrastive=0.0)

@@ -10,9 +10,9 @@ from test_train_cli import REPO_PARAMS, _run
 from test_train_spade import NUM_CLASSES, _batch, _losses, _train, shards  # noqa: F401 (shards: a fixture)
 
 from pipeline.params import load_params
-from train.baselines.monce_loss import (NCE_T, OT_LAYER, MoNCELoss, monce, patch_nce, sample_locations,
+from train.families.spade.monce_loss import (NCE_T, OT_LAYER, MoNCELoss, monce, patch_nce, sample_locations,
                                         sinkhorn_plan)
-from train.baselines.spade_loss import VGG_WEIGHTS, vgg_features
+from train.families.spade.spade_loss import VGG_WEIGHTS, vgg_features
 from train.models import count_parameters, family
 from train.vgg import VGGRelu51
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.configs import MODALITIES, get_config
-from train.loss import R1_GAMMA, R1_INTERVAL, PoEGANLoss, contrastive
-from train.poegan.discriminator import Discriminator
-from train.poegan.generator import Generator
+from train.families.poegan.configs import MODALITIES, get_config
+from train.families.poegan.loss import R1_GAMMA, R1_INTERVAL, PoEGANLoss, contrastive
+from train.families.poegan.discriminator import Discriminator
+from train.families.poegan.generator import Generator
 from train.vgg import VGGRelu51
 
 # Distinct, non-unit weights so a term dropped or weighted wrongly changes the total.

@@ -15,7 +15,7 @@ from train_shards import write_training_shards
 
 from pipeline.cli import main
 from shardio.layout import Layout
-from train.baselines.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
+from train.families.spade.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
                                         kl_divergence, perceptual)
 from train.models import family
 from train.vgg import VGGRelu51

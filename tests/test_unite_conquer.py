@@ -11,9 +11,9 @@ from test_train_cli import REPO_PARAMS, _run
 from train_shards import write_training_shards
 
 from shardio.layout import Layout
-from train.baselines.unite_conquer.config import get_config
-from train.baselines.unite_conquer.diffusion import Diffusion, discretized_gaussian_log_likelihood, normal_kl
-from train.baselines.unite_conquer.experts import Experts
+from train.families.unite_conquer.config import get_config
+from train.families.unite_conquer.diffusion import Diffusion, discretized_gaussian_log_likelihood, normal_kl
+from train.families.unite_conquer.experts import Experts
 from train.evaluate import generate
 from train.metrics.conditions import CONDITIONS
 from train.models import count_parameters, family

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import checkpoint, distributed
-from .configs import MODALITIES
+from .families.poegan.configs import MODALITIES
 from .dashboard import Dashboard, postfix
 from .data import Preprocess, ShardLoader, to_device
 from .ema import ema_beta

@@ -126,7 +126,7 @@ class ModelFamily:
 
     def takes(self, cfg) -> tuple[str, ...]:
         """The generator modalities G reads under `cfg`, in MODALITIES order."""
-        from .configs import MODALITIES
+        from .families.poegan.configs import MODALITIES
         from .conditions import generator_modalities
 
         if self.inputs is not None:
@@ -169,11 +169,11 @@ class ModelFamily:
 
 
 def _poegan() -> ModelFamily:
-    from .configs import get_config
+    from .families.poegan.configs import get_config
     from .loop import BETAS, GRAD_CLIP
-    from .loss import R1_INTERVAL, PoEGANLoss
-    from .poegan.discriminator import Discriminator
-    from .poegan.generator import Generator
+    from .families.poegan.loss import R1_INTERVAL, PoEGANLoss
+    from .families.poegan.discriminator import Discriminator
+    from .families.poegan.generator import Generator
 
     def optimizer(cfg):
         lr_D, betas_D = lazy_regularisation(cfg.lr, BETAS, R1_INTERVAL)  # D has lazy R1; G no regulariser
@@ -185,10 +185,10 @@ def _poegan() -> ModelFamily:
 
 def _spade(condition: str, monce: bool = False) -> ModelFamily:
     """SPADE on `condition`; `monce`: MoNCE's paired setting (deterministic SPADE, modulated patch contrast)."""
-    from .baselines.monce_loss import MoNCELoss
-    from .baselines.spade import conditioned_on, networks
-    from .baselines.spade_config import CONFIGS, MONCE_CONFIGS, config_for
-    from .baselines.spade_loss import SPADELoss
+    from .families.spade.monce_loss import MoNCELoss
+    from .families.spade.spade import conditioned_on, networks
+    from .families.spade.spade_config import CONFIGS, MONCE_CONFIGS, config_for
+    from .families.spade.spade_loss import SPADELoss
 
     return ModelFamily(config_for(condition, MONCE_CONFIGS if monce else CONFIGS), networks,
                        MoNCELoss if monce else SPADELoss,
@@ -200,9 +200,9 @@ def _spade(condition: str, monce: bool = False) -> ModelFamily:
 
 def _inade() -> ModelFamily:
     """INADE (docs/inade.md): SPADE's loop settings, instance-adaptive normalisation and noise remapping."""
-    from .baselines.inade import networks
-    from .baselines.inade_config import get_config
-    from .baselines.inade_loss import InadeLoss
+    from .families.inade.inade import networks
+    from .families.inade.inade_config import get_config
+    from .families.inade.inade_loss import InadeLoss
 
     return ModelFamily(get_config, networks, InadeLoss,
                        lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",))
@@ -210,9 +210,9 @@ def _inade() -> ModelFamily:
 
 def _cluster_guided() -> ModelFamily:
     """Cluster-guided synthesis over PoE-GAN's unconditional generator (arXiv:2112.12911)."""
-    from .cluster_guided.fit import fit
-    from .cluster_guided.generator import ClusterGuidedGenerator
-    from .configs import get_config
+    from .families.cluster_guided.fit import fit
+    from .families.cluster_guided.generator import ClusterGuidedGenerator
+    from .families.poegan.configs import get_config
 
     def unavailable(*_):
         raise TypeError("cluster-guided is fitted from a PoE-GAN run, not trained with a loss and optimizer")
@@ -229,9 +229,9 @@ def _unite_conquer() -> ModelFamily:
     """Diffusion experts per modality trained in one phase, no discriminator, no VGG; the generator samples."""
     import torch
 
-    from .baselines.unite_conquer.config import get_config, with_params
-    from .baselines.unite_conquer.experts import Experts
-    from .baselines.unite_conquer.loss import ExpertsLoss
+    from .families.unite_conquer.config import get_config, with_params
+    from .families.unite_conquer.experts import Experts
+    from .families.unite_conquer.loss import ExpertsLoss
 
     def training_forward(nets, cond, masks):  # one expert's activations are alive at a time: the largest's
         G = nets["G"]

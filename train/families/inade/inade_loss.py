@@ -4,7 +4,7 @@ intermediate discriminator layer only (`j >= 3` of 4), VGG-19 L1 weights (0, 0, 
 scale and the bias noise averaged. The weights (10, 10, 0.05) are the configuration's (supplement Eq. 5)."""
 import torch
 
-from .spade_loss import SPADELoss, feature_matching, kl_divergence, perceptual
+from ..spade.spade_loss import SPADELoss, feature_matching, kl_divergence, perceptual
 
 VGG_WEIGHTS = (0.0, 0.0, 0.0, 1 / 4, 1.0)  # VGGLoss(isNoise=True): relu4_1 and relu5_1 only
 LAST_INTERMEDIATE = slice(-2, -1)  # the discriminator layer before the logits

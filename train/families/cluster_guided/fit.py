@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from .. import checkpoint
-from ..configs import GLOBAL_DIM
-from ..samples import image_grid, save_grid
+from ... import checkpoint
+from ..poegan.configs import GLOBAL_DIM
+from ...samples import image_grid, save_grid
 from .generator import ClusterGuidedGenerator
 from .imle import IMLESettings, fit_imle, mapper
 

@@ -2,7 +2,7 @@
 optimizer settings (SPADE's TTUR)."""
 from dataclasses import dataclass
 
-from .spade_config import TTUR
+from ..spade.spade_config import TTUR
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .configs import PoEGANConfig
-from .distributed import gather_batch
+from ...distributed import gather_batch
 from .kl_balance import KLBalancer
 
 MIN_TEMPERATURE = 0.01  # not in the paper: the learnable temperatures stop here, as CLIP caps its logit scale at 100

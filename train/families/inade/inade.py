@@ -11,9 +11,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..noise import randn_like
+from ...noise import randn_like
 from .inade_config import InadeConfig
-from .spade import MultiscaleDiscriminator, _act
+from ..spade.spade import MultiscaleDiscriminator, _act
 
 INIT_GAIN = 0.02  # --init_type xavier --init_variance 0.02 (normal Xavier, biases 0)
 
