@@ -11,7 +11,7 @@ from annotators.labelmaps import load_label_map
 from train.checkpoint import load, snapshot_path, state_path
 from train.families.poegan.configs import get_config
 from train.loop import RunSpec, accumulation_rounds, train
-from train.models import ModelFamily, OptimizerSettings, family
+from train.models import ModelFamily, OptimizerSettings, Stateless, family
 from train.vgg import VGGRelu51
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,36 +29,20 @@ class PixelG(nn.Module):
         return torch.tanh(cond["sketch"] * self.scale + self.shift), None
 
 
-class PerSampleLoss:
+class PerSampleLoss(Stateless):
     """G: squared distance of the generated to the real image; D: a linear score of real vs generated."""
 
     def __init__(self, G, D, vgg, cfg):
         self.G, self.D = G, D
-        self.backward = torch.Tensor.backward
 
-    def accumulate_gradients(self, phase, batch, masks, step):
+    def accumulate_gradients(self, phase, batch, masks, backward):
         fake, _ = self.G(batch, masks)
-        if phase == "G":
+        if phase.network == "G":
             total = (fake - batch["image"]).square().mean()
         else:
             total = (self.D(fake.detach().flatten(1)) - self.D(batch["image"].flatten(1))).mean()
-        self.backward(total)
-        return {f"{phase}_loss": total.detach()}
-
-    def r1_due(self, step):
-        return False
-
-    def end_step(self):
-        pass
-
-    def log_state(self):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
+        backward(total)
+        return {f"{phase.name}_loss": total.detach()}
 
 
 class Config:

@@ -81,6 +81,12 @@ def modality_masks(batch_size: int, device) -> dict:
     return {m: torch.rand(batch_size, device=device) >= MODALITY_DROPOUT for m in MODALITIES}
 
 
+def scaled_backward(scaler: torch.amp.GradScaler, rounds: int):
+    """The backward the loop hands a loss for one phase: its total loss-scaled (under mixed precision) and divided
+    by the accumulation rounds, so the gradients are the mean over them."""
+    return lambda total: scaler.scale(total / rounds).backward()
+
+
 def synchronised_batch_norm(module: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
     """With several GPUs, batch norm layers (SPADE's) as SyncBatchNorm: statistics over the global batch, as one
     GPU would see it (NCCL only; gloo on CPU keeps per-process statistics)."""
@@ -201,11 +207,11 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
             for other in nets.values():
                 other.requires_grad_(other is net)
             opt.zero_grad(set_to_none=True)
-            loss.backward = lambda t, s=scaler: s.scale(t / rounds).backward()  # gradients: the mean over rounds
+            backward = scaled_backward(scaler, rounds)
             terms = []
             for micro_batch, micro_masks in micro:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    terms.append(loss.accumulate_gradients(phase.name, micro_batch, micro_masks, step))
+                    terms.append(loss.accumulate_gradients(phase, micro_batch, micro_masks, backward))
             losses.update(_mean_terms(terms))
             _average_gradients(net, world)
             scaler.unscale_(opt)

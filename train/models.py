@@ -5,9 +5,10 @@ names in its help and choices without paying for it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -49,9 +50,9 @@ class Network:
 
 @dataclass(frozen=True)
 class Phase:
-    """One optimisation phase of a training step: the loss's phase name (passed to `accumulate_gradients`, prefix
-    of its logged gradient norm), the network it trains with its own optimiser, the steps it is due on, and
-    whether its gradient norm is clipped at the family's `grad_clip`."""
+    """One optimisation phase of a training step: its name (prefix of its logged gradient norm), the network it
+    trains with its own optimiser, the steps it is due on, and whether its gradient norm is clipped at the family's
+    `grad_clip`. The loop runs a phase only on the steps it is due on and hands the Phase itself to the loss."""
 
     name: str
     network: str
@@ -59,11 +60,57 @@ class Phase:
     clip: bool = True
 
     def due(self, step: int) -> bool:
+        """Whether the phase runs on `step`: the one place a phase's cadence is decided."""
         return step % self.every == 0
 
 
 GAN_NETWORKS = (Network("G", "generator"), Network("D", "discriminator"))
-GAN_PHASES = (Phase("G", "G"), Phase("D", "D"))
+GENERATOR_PHASE, DISCRIMINATOR_PHASE = Phase("G", "G"), Phase("D", "D")
+GAN_PHASES = (GENERATOR_PHASE, DISCRIMINATOR_PHASE)
+
+
+class Loss(Protocol):
+    """A family's objective as the loop drives it (train/loop.py), built as `family.loss(*networks, vgg, config)`.
+    Per step, for each of the family's due phases and each accumulation round, `accumulate_gradients`; then
+    `end_step` once."""
+
+    def accumulate_gradients(self, phase: Phase, batch: dict, masks: dict,
+                             backward: Callable[[torch.Tensor], None]) -> dict[str, torch.Tensor]:
+        """Compute `phase` (one of the family's phases) on a batch with its modality masks, hand each total to
+        `backward` (the loop's: loss scaling, the mean over accumulation rounds), and return the loss terms as
+        detached device tensors (the loop reads them at its log interval)."""
+
+    def end_step(self) -> None:
+        """Fold what the step's rounds gathered into state carried to the next step (nothing for most)."""
+
+    def log_state(self) -> dict:
+        """Extra per-step log fields (device tensors or numbers)."""
+
+    def state_dict(self) -> dict:
+        """What an exact resume needs besides networks and optimisers."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`'s output."""
+
+
+class Stateless:
+    """The Loss methods of an objective that carries nothing from step to step."""
+
+    def end_step(self) -> None:
+        """Nothing carries from step to step."""
+
+    def log_state(self) -> dict:
+        """No extra log fields."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """Nothing to resume."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A training state of this objective holds nothing; anything else belongs to another objective."""
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state, got keys {sorted(state)}")
 
 
 def lazy_regularisation(lr: float, betas: tuple[float, float], interval: int) -> tuple[float, tuple]:
@@ -101,7 +148,7 @@ class ModelFamily:
 
     config: Callable[[str], object]  # profile name -> configuration
     networks: Callable[[object, int], tuple[nn.Module, ...]]  # (config, num_classes) -> one per `network_keys`
-    loss: Callable  # (*networks, vgg, config) -> loss object: accumulate_gradients per round, end_step, state_dict
+    loss: Callable[..., Loss]  # (*networks, vgg, config) -> its objective
     optimizer: Callable[[object], OptimizerSettings | SharedAdam]  # configuration -> Adam settings per network
     conditions: tuple[str, ...] | None = None  # evaluation conditions it can be scored under; None: every one
     rows: Callable[[nn.Module], list[EvalRow]] | None = None  # rows of the loaded G; None: one per condition
@@ -171,7 +218,7 @@ class ModelFamily:
 def _poegan() -> ModelFamily:
     from .families.poegan.configs import get_config
     from .loop import BETAS, GRAD_CLIP
-    from .families.poegan.loss import R1_INTERVAL, PoEGANLoss
+    from .families.poegan.loss import PHASES, R1_INTERVAL, PoEGANLoss
     from .families.poegan.discriminator import Discriminator
     from .families.poegan.generator import Generator
 
@@ -180,7 +227,7 @@ def _poegan() -> ModelFamily:
         return OptimizerSettings(cfg.lr, lr_D, BETAS, GRAD_CLIP, betas_D)
 
     return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss, optimizer,
-                       phases=(*GAN_PHASES, Phase("Dreg", "D", every=R1_INTERVAL, clip=False)))  # lazy R1, unclipped
+                       phases=PHASES)
 
 
 def _spade(condition: str, monce: bool = False) -> ModelFamily:
@@ -231,7 +278,7 @@ def _unite_conquer() -> ModelFamily:
 
     from .families.unite_conquer.config import get_config, with_params
     from .families.unite_conquer.experts import Experts
-    from .families.unite_conquer.loss import ExpertsLoss
+    from .families.unite_conquer.loss import PHASES, ExpertsLoss
 
     def training_forward(nets, cond, masks):  # one expert's activations are alive at a time: the largest's
         G = nets["G"]
@@ -241,7 +288,7 @@ def _unite_conquer() -> ModelFamily:
 
     return ModelFamily(get_config, lambda cfg, n: (Experts(cfg, n),), ExpertsLoss,
                        lambda cfg: SharedAdam(cfg.lr, (0.9, 0.999), None),  # ADM: AdamW defaults, no clipping
-                       network_keys=(Network("G", "generator"),), phases=(Phase("G", "G"),), uses_vgg=False,
+                       network_keys=(Network("G", "generator"),), phases=PHASES, uses_vgg=False,
                        training_forward=training_forward, with_params=with_params,
                        eval_images=lambda cfg: cfg.eval_images)
 
