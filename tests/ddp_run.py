@@ -15,7 +15,8 @@ import torch
 
 import train.loop
 import train.families.poegan.poe_nets
-from train.families.poegan.configs import MODALITIES, get_config
+from train.conditions import MODALITIES
+from train.families.poegan.configs import get_config
 from train.models import family
 from train.vgg import VGGRelu51
 

@@ -10,9 +10,11 @@ from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
 from train.checkpoint import load
-from train.families.poegan.configs import MODALITIES, get_config
+from train.conditions import MODALITIES
+from train.families.poegan.configs import get_config
 from train.ema import ema_beta
-from train.loop import BETAS, GRAD_CLIP, MODALITY_DROPOUT, RunSpec, modality_masks, train, update_ema
+from train.families.poegan import BETAS, GRAD_CLIP
+from train.loop import MODALITY_DROPOUT, RunSpec, modality_masks, train, update_ema
 from train.families.poegan.loss import R1_GAMMA, R1_INTERVAL
 from train.models import family
 from train.samples import PATTERNS

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from train.families.poegan.configs import MODALITIES, get_config
+from train.conditions import MODALITIES
+from train.families.poegan.configs import get_config
 from train.families.poegan.kl_balance import DECAY, KLBalancer, rebalance_weights
 from train.families.poegan.generator import Generator
 from train.families.poegan.poe import EXPERT_THETA, PRIOR_THETA, kl_gaussians, limit_logvar, product_of_experts

@@ -1,8 +1,9 @@
 """The training loop (after NVlabs stylegan3's training_loop): one code path for single-process CPU and
-multi-GPU data parallelism under `torchrun` (env://, gradients all-reduced per phase). Supplement B: Adam(0, 0.99), one constant lr for G and D, EMA of G,
-gradient norms clipped at 10, modality dropout 0.5, mixed precision (on CUDA). The family says which networks it
-trains in which phases with which Adam settings (train/models.py: ModelFamily); the first network is the generator,
-whose moving average draws the grids."""
+multi-GPU data parallelism under `torchrun` (env://, gradients all-reduced per phase). Supplement B: EMA of G,
+modality dropout 0.5, mixed precision (on CUDA). The family says which networks it trains in which phases with which
+Adam settings and gradient clipping (train/models.py: ModelFamily; PoE-GAN's Adam(0, 0.99) and clip at 10 are in
+its folder); the first network is the generator, whose moving average draws the grids. The loop drives the
+family's objective through the Loss interface (train/models.py), handing it each due phase and its backward."""
 import copy
 import json
 import math
@@ -16,7 +17,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import checkpoint, distributed
-from .families.poegan.configs import MODALITIES
+from .conditions import MODALITIES
 from .dashboard import Dashboard, postfix
 from .data import Preprocess, ShardLoader, to_device
 from .ema import ema_beta
@@ -24,8 +25,6 @@ from .models import ModelFamily
 from .samples import render_grid, save_grid
 from .schedule import LinearDecay, schedule_for, set_rates
 
-BETAS = (0.0, 0.99)  # B: Adam with beta1 = 0, beta2 = 0.99
-GRAD_CLIP = 10.0  # B: gradient norms clipped at 10
 MODALITY_DROPOUT = 0.5  # B: dropout rate of modality dropout
 
 

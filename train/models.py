@@ -1,11 +1,15 @@
-"""Model families the trainer knows: name -> builder. A baseline adds one module and one line here.
+"""What a model family is to the trainer (ModelFamily: its configurations, networks, loss, optimiser settings,
+phases, evaluation rows) and the objective's interface (Loss); `family(name)` builds a registered one
+(train/families/__init__.py lists them, each declared in its own folder).
 
-Importing this module does not import torch (only building a family does), so the command line lists REGISTRY's
-names in its help and choices without paying for it."""
+Importing this module does not import torch (only building a family does), so the command line lists the
+registry's names in its help and choices without paying for it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
+
+from .families import REGISTRY, declaration
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +157,7 @@ class ModelFamily:
     conditions: tuple[str, ...] | None = None  # evaluation conditions it can be scored under; None: every one
     rows: Callable[[nn.Module], list[EvalRow]] | None = None  # rows of the loaded G; None: one per condition
     fitted: FitFrom | None = None  # set: `pipeline train` fits it from the base's run (no loss, D, optimizer)
-    # configuration -> the generator modalities (train/configs.py MODALITIES) its G reads, i.e. what `pipeline
+    # configuration -> the generator modalities (train/conditions.py MODALITIES) its G reads, i.e. what `pipeline
     # generate` may give it; None: the modalities of `conditions` (every modality when that is None)
     inputs: Callable[[object], tuple[str, ...]] | None = None
     network_keys: tuple[Network, ...] = GAN_NETWORKS
@@ -173,8 +177,7 @@ class ModelFamily:
 
     def takes(self, cfg) -> tuple[str, ...]:
         """The generator modalities G reads under `cfg`, in MODALITIES order."""
-        from .families.poegan.configs import MODALITIES
-        from .conditions import generator_modalities
+        from .conditions import MODALITIES, generator_modalities
 
         if self.inputs is not None:
             read = set(self.inputs(cfg))
@@ -215,100 +218,10 @@ class ModelFamily:
         return self.build(cfg, num_classes)[self.network_keys[0].key]
 
 
-def _poegan() -> ModelFamily:
-    from .families.poegan.configs import get_config
-    from .loop import BETAS, GRAD_CLIP
-    from .families.poegan.loss import PHASES, R1_INTERVAL, PoEGANLoss
-    from .families.poegan.discriminator import Discriminator
-    from .families.poegan.generator import Generator
-
-    def optimizer(cfg):
-        lr_D, betas_D = lazy_regularisation(cfg.lr, BETAS, R1_INTERVAL)  # D has lazy R1; G no regulariser
-        return OptimizerSettings(cfg.lr, lr_D, BETAS, GRAD_CLIP, betas_D)
-
-    return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss, optimizer,
-                       phases=PHASES)
-
-
-def _spade(condition: str, monce: bool = False) -> ModelFamily:
-    """SPADE on `condition`; `monce`: MoNCE's paired setting (deterministic SPADE, modulated patch contrast)."""
-    from .families.spade.monce_loss import MoNCELoss
-    from .families.spade.spade import conditioned_on, networks
-    from .families.spade.spade_config import CONFIGS, MONCE_CONFIGS, config_for
-    from .families.spade.spade_loss import SPADELoss
-
-    return ModelFamily(config_for(condition, MONCE_CONFIGS if monce else CONFIGS), networks,
-                       MoNCELoss if monce else SPADELoss,
-                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip),
-                       conditions=(condition,),  # conditioned on one modality: only evaluated under it
-                       inputs=conditioned_on,
-                       lr_decay=0.5)  # --niter = --niter_decay: the second half decays (docs/spade.md, monce.md)
-
-
-def _inade() -> ModelFamily:
-    """INADE (docs/inade.md): SPADE's loop settings, instance-adaptive normalisation and noise remapping."""
-    from .families.inade.inade import networks
-    from .families.inade.inade_config import get_config
-    from .families.inade.inade_loss import InadeLoss
-
-    return ModelFamily(get_config, networks, InadeLoss,
-                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",))
-
-
-def _cluster_guided() -> ModelFamily:
-    """Cluster-guided synthesis over PoE-GAN's unconditional generator (arXiv:2112.12911)."""
-    from .families.cluster_guided.fit import fit
-    from .families.cluster_guided.generator import ClusterGuidedGenerator
-    from .families.poegan.configs import get_config
-
-    def unavailable(*_):
-        raise TypeError("cluster-guided is fitted from a PoE-GAN run, not trained with a loss and optimizer")
-
-    def rows(G):  # the mixture of all clusters, then each cluster alone
-        return [EvalRow("unconditional", "unconditional", G)] + [
-            EvalRow(name, "unconditional", call) for name, call in G.rows()]
-
-    return ModelFamily(get_config, lambda cfg, n: (ClusterGuidedGenerator(cfg, n), None), unavailable, unavailable,
-                       conditions=("unconditional",), rows=rows, fitted=FitFrom("poegan", fit))
-
-
-def _unite_conquer() -> ModelFamily:
-    """Diffusion experts per modality trained in one phase, no discriminator, no VGG; the generator samples."""
-    import torch
-
-    from .families.unite_conquer.config import get_config, with_params
-    from .families.unite_conquer.experts import Experts
-    from .families.unite_conquer.loss import PHASES, ExpertsLoss
-
-    def training_forward(nets, cond, masks):  # one expert's activations are alive at a time: the largest's
-        G = nets["G"]
-        name = max(G.experts, key=lambda n: count_parameters(G.experts[n]))
-        t = torch.zeros(len(cond["image"]), dtype=torch.long, device=cond["image"].device)
-        return G.expert(name, cond["image"], t, cond, masks[name], train=True)
-
-    return ModelFamily(get_config, lambda cfg, n: (Experts(cfg, n),), ExpertsLoss,
-                       lambda cfg: SharedAdam(cfg.lr, (0.9, 0.999), None),  # ADM: AdamW defaults, no clipping
-                       network_keys=(Network("G", "generator"),), phases=PHASES, uses_vgg=False,
-                       training_forward=training_forward, with_params=with_params,
-                       eval_images=lambda cfg: cfg.eval_images)
-
-
-REGISTRY: dict[str, Callable[[], ModelFamily]] = {
-    "poegan": _poegan,
-    "spade-seg": lambda: _spade("seg"),
-    "spade-sketch": lambda: _spade("sketch"),
-    "spade-seg-monce": lambda: _spade("seg", monce=True),
-    "inade": _inade,
-    "cluster-guided": _cluster_guided,
-    "unite-conquer": _unite_conquer,
-}
-
-
 def family(name: str) -> ModelFamily:
-    """The model family `name`; unknown names raise KeyError listing the known ones."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
-    return REGISTRY[name]()
+    """The model family `name`, built from its declaration (train/families/); unknown names raise KeyError listing
+    the known ones."""
+    return declaration(name).build()
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -2,14 +2,11 @@
 trained family shares, `ModelTrainParams`, and `VGGTrainParams` for a loss on the VGG-19), its configuration names
 and how to build it (`Declaration`, which the registry in train/families/__init__.py lists)."""
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
 from ..sections import Section
-
-if TYPE_CHECKING:
-    from ..models import ModelFamily
 
 
 @dataclass(frozen=True)
@@ -20,7 +17,7 @@ class Declaration:
 
     params: type[Section]
     configs: tuple[str, ...]
-    build: Callable[[], "ModelFamily"]
+    build: Callable[[], object]  # -> train.models.ModelFamily
 
 
 class ModelTrainParams(Section):

@@ -1,1 +1,18 @@
-"""INADE (Tan et al., CVPR 2021): instance-adaptive normalisation and noise remapping on SPADE's discriminator."""
+"""INADE (Tan et al., CVPR 2021): instance-adaptive normalisation and noise remapping on SPADE's discriminator and
+loop settings, and its declaration (imports no torch)."""
+from ..base import Declaration, VGGTrainParams
+from .inade_config import CONFIGS
+
+
+def build():
+    """INADE's ModelFamily (docs/inade.md): scored under the segmentation only."""
+    from ...models import ModelFamily, OptimizerSettings
+    from .inade import networks
+    from .inade_config import get_config
+    from .inade_loss import InadeLoss
+
+    return ModelFamily(get_config, networks, InadeLoss,
+                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",))
+
+
+INADE = Declaration(VGGTrainParams, tuple(CONFIGS), build)
