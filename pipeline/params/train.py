@@ -13,8 +13,9 @@ DEFAULTS = "defaults"
 
 
 class TrainSections(Section):
-    """`defaults` and every family's section, keyed by the model name (`spade-seg`; the attribute is `spade_seg`).
-    A trained family's section (a ModelTrainParams) takes each `defaults` key it declares and does not set itself."""
+    """`defaults` and every family's section, keyed by the model name (a hyphenated name `a-b` is the attribute
+    `a_b`). A trained family's section (a ModelTrainParams) takes each `defaults` key it declares and does not set
+    itself."""
 
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
 
@@ -72,7 +73,8 @@ TrainParams = train_sections()
 class DvcModel(Section):
     """A family `dvc repro` trains and evaluates, and what its train stage reads (dvc.yaml: data/<under><dataset>/
     <reads>): the training shards (`under` "", `reads` "shards"), or the run of the family it is fitted from
-    (`under` "runs/", `reads` "<base>/train")."""
+    (`under` "runs/", `reads` "<base>/train"); `demo`: `make demo` trains it."""
 
     under: Literal["", "runs/"] = ""
     reads: str = "shards"
+    demo: bool = False
