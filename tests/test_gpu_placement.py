@@ -136,8 +136,8 @@ def test_training_phases_backpropagate_on_a_stand_in_device(name, phase):
         loss = fam.loss(G, D, VGGRelu51(None), cfg)
     net = {"G": G, "D": D}[phase.network]
     G.requires_grad_(net is G), D.requires_grad_(net is D)
-    logged = loss.accumulate_gradients(phase, condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution,
-                                                              device=META), modality_masks(2, META), torch.Tensor.backward)
+    batch = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution, device=META)
+    logged = loss.accumulate_gradients(phase, batch, modality_masks(2, META), torch.Tensor.backward)
     grads = [p.grad for p in net.parameters() if p.grad is not None]
     assert on_device([logged, grads], META) and grads
 

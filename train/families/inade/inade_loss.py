@@ -1,4 +1,4 @@
-"""The INADE objective: SPADE's (train/baselines/spade_loss.py) with the settings tzt101/INADE
+"""The INADE objective: SPADE's (train/families/spade/spade_loss.py) with the settings tzt101/INADE
 models/pix2pix_model.py and models/networks/loss.py use when the noise path is on: feature matching on the last
 intermediate discriminator layer only (`j >= 3` of 4), VGG-19 L1 weights (0, 0, 0, 1/4, 1), and the KL of the
 scale and the bias noise averaged. The weights (10, 10, 0.05) are the configuration's (supplement Eq. 5)."""

@@ -1,5 +1,5 @@
 """The SPADE objective as one object with one entry point, `accumulate_gradients(phase, ...)`, like
-train/loss.py: hinge adversarial loss averaged over the discriminator scales, discriminator feature matching
+PoE-GAN's: hinge adversarial loss averaged over the discriminator scales, discriminator feature matching
 (weight 10), VGG-19 perceptual loss (weight 10) and the encoder's KL divergence (weight 0.05) — NVlabs/SPADE
 models/pix2pix_model.py and models/networks/loss.py; the INADE supplement (001) Eq. 5 restates the weights."""
 import torch
