@@ -111,9 +111,13 @@ def test_the_repository_params_give_each_family_the_defaults_it_does_not_set(tmp
     assert sample.poegan.workers == 1 and sample.poegan.steps == 60  # the sample's overrides of the defaults
     assert sample.model("cluster-guided").seed == 0  # fitted, no loop: it takes no loop settings
     raw["train"]["defaults"]["stpes"] = 1
+    raw["train"]["spade-seg"] = {"lr_G": 0.1, "seeed": 1}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ParamsError, match=r"train\.defaults\.stpes: unknown key \(did you mean 'steps'\?\)"):
+    with pytest.raises(ParamsError) as error:
         load_params(tmp_path / "params.yaml")
+    assert "train.defaults.stpes: unknown key (did you mean 'steps'?)" in str(error.value)
+    assert "train.spade-seg.seeed: unknown key (did you mean 'seed'?)" in str(error.value)
+    assert "train.spade-seg.lr_G: unknown key" in str(error.value)
 
 
 def test_train_lists_each_familys_configurations():

@@ -143,7 +143,8 @@ def _section_at(path: tuple) -> type[Section] | None:
     """The Section class found at a key path (dict-valued fields step over their own key)."""
     model, parts = Params, iter(path)
     for part in parts:
-        field = model.model_fields.get(str(part))
+        field = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == str(part)), None)  # `spade-seg`: an alias
         if field is None:
             return None
         annotation = field.annotation
