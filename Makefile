@@ -31,11 +31,12 @@ browser:
 		|| { tail -20 $$log; echo "make browser: apt-get failed, chromium not installed (the browser test will skip)"; }; \
 	rm -f $$log
 
-## demo: the `dvc repro` chain on the built-in sample, offline, for the models in DEMO_MODELS (PoE-GAN and the
-## SPADE baselines: within 10 minutes on 2 cores), ending with their comparison page (`pipeline compare`).
-## `dvc repro` alone also trains inade, unite-conquer and cluster-guided; `make demo DEMO_MODELS="poegan inade"`
-## picks others.
-DEMO_MODELS ?= poegan spade-seg spade-sketch spade-seg-monce
+## demo: the `dvc repro` chain on the built-in sample, offline, for the models in DEMO_MODELS (default: those
+## params.yaml's `models` marks `demo: true`, within 10 minutes on 2 cores),
+## ending with their comparison page (`pipeline compare`). `dvc repro` alone trains every one of
+## `models`; `make demo DEMO_MODELS="a b"` picks others.
+DEMO_MODELS ?= $(shell $(BIN)/python -c 'from pipeline.params import load_params; \
+	print(*(name for name, model in load_params().models.items() if model.demo))')
 demo: install
 	dvc repro preview $(addprefix evaluate@,$(DEMO_MODELS))
 	pipeline where --dataset sample

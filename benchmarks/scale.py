@@ -62,7 +62,7 @@ from PIL import Image
 
 from pipeline.params import load_params
 from shardio.layout import Layout
-from train.configs import get_config
+from train.families.poegan.configs import get_config
 
 # the other benchmarks' floors: run as a file, this script's folder is first on sys.path (and the spawned processes
 # of annotate's bare forward import its functions by module name)

@@ -65,16 +65,18 @@ def bare_seconds_per_step(fam, cfg, labels, urls, args) -> tuple[float, float]:
     batch = to_device(next(iter(loader)), torch.device("cpu"), labels.num_classes)
     torch.manual_seed(0)
     masks = modality_masks(len(batch["image"]), torch.device("cpu"))
-    G, D = fam.networks(cfg, labels.num_classes)
-    loss = fam.loss(G, D, VGGRelu51(None), cfg)
+    nets = fam.build(cfg, labels.num_classes)
+    loss = fam.loss(*nets.values(), VGGRelu51(None), cfg)
 
     def step(number: int) -> None:
-        for phase, net in (("G", G), ("D", D), ("Dreg", D)):
-            if phase == "Dreg" and not loss.r1_due(number):
+        for phase in fam.phases:
+            if not phase.due(number):
                 continue
-            G.requires_grad_(net is G), D.requires_grad_(net is D)
+            net = nets[phase.network]
+            for other in nets.values():
+                other.requires_grad_(other is net)
             net.zero_grad(set_to_none=True)
-            loss.accumulate_gradients(phase, batch, masks, number)
+            loss.accumulate_gradients(phase, batch, masks, torch.Tensor.backward)
         loss.end_step()
 
     for number in range(args.warmup):  # the same warm-up as training's window

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from train.conditions import CONDITIONS, generator_modalities
-from train.configs import MODALITIES
+from train.conditions import MODALITIES
 
 from .browse import Dataset
 from .compare_inputs import Sample, pick, write_inputs

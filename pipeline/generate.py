@@ -15,7 +15,7 @@ from PIL import Image
 from annotators.labelmaps import load_label_map
 from shardio.shards import read_shard
 from train.checkpoint import newest_snapshot
-from train.configs import MODALITIES
+from train.conditions import MODALITIES
 from train.data import shard_urls
 from train.eval_plan import trained
 from train.evaluate import latest_snapshot, load_generator

@@ -191,7 +191,7 @@ def sync_check(setup: Setup, model: str) -> tuple[bool, str]:
     loss = fam.loss(*nets.values(), vgg.to(setup.device) if vgg is not None else None, cfg)
     masks = modality_masks(4, setup.device)
     dtype = torch.float16 if setup.cuda else setup.cpu_dtype
-    phase = fam.phases[0].name
+    phase = fam.phases[0]
     for step in (1, 2):  # the first step may move loss state to the device (PoE-GAN's KL weights); count the second
         if setup.cuda:
             torch.cuda.synchronize(setup.device)
@@ -200,13 +200,13 @@ def sync_check(setup: Setup, model: str) -> tuple[bool, str]:
             if setup.cuda:
                 torch.cuda.set_sync_debug_mode("warn")
             with torch.autocast(setup.device.type, dtype=dtype):
-                loss.accumulate_gradients(phase, batch, masks, step)
+                loss.accumulate_gradients(phase, batch, masks, torch.Tensor.backward)
             loss.end_step()
             if setup.cuda:
                 torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
     how = "torch.cuda.set_sync_debug_mode" if setup.cuda else "reads of tensor values into Python"
-    return not syncs and not reads.count, (f"{len(syncs) + reads.count} in a {phase} phase after the first step "
+    return not syncs and not reads.count, (f"{len(syncs) + reads.count} in a {phase.name} phase after the first step "
                                            f"(0 expected; {how}) {syncs[:3]}")
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 import train.loop
-import train.poegan.poe_nets
-from train.configs import MODALITIES, get_config
+import train.families.poegan.poe_nets
+from train.conditions import MODALITIES
+from train.families.poegan.configs import get_config
 from train.models import family
 from train.vgg import VGGRelu51
 
@@ -73,7 +74,7 @@ def main(run_dir: str, steps: int) -> None:
     torch.optim.Adam = functools.partial(torch.optim.Adam, eps=1e-4)
     train.loop.ShardLoader = FixedBatches
     train.loop.modality_masks = fixed_masks
-    train.poegan.poe_nets.sample = fixed_sample
+    train.families.poegan.poe_nets.sample = fixed_sample
     spec = train.loop.RunSpec(Path(run_dir), ["unused"], ["unused"], CLASSES, np.zeros((CLASSES, 3), np.uint8),
                               steps=steps, snapshot_every=steps, sample_every=steps, grid_size=2)
     train.loop.train(family("poegan"), CFG, VGGRelu51(None), spec, progress=False)

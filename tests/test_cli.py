@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import COMMANDS, main
-from train.models import REGISTRY
+from train.families import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["sample", "ingest", "annotate", "pack", "preview", "train", "evaluate", "weights"]

@@ -14,10 +14,10 @@ from PIL import Image
 from train_shards import write_training_shards
 
 from pipeline.cli import main
-from train.cluster_guided.fit import FitError, check, kmeans
-from train.cluster_guided.imle import IMLESettings, fit_imle, mapper
-from train.configs import GLOBAL_DIM, get_config
-from train.poegan.generator import Generator
+from train.families.cluster_guided.fit import FitError, check, kmeans
+from train.families.cluster_guided.imle import IMLESettings, fit_imle, mapper
+from train.families.poegan.configs import GLOBAL_DIM, get_config
+from train.families.poegan.generator import Generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,7 +83,7 @@ def test_poegan_generator_takes_an_external_z0_with_fixed_local_latents_and_expo
 def test_a_snapshot_alone_rebuilds_the_clusters_and_their_images():
     from dataclasses import replace
 
-    from train.cluster_guided.generator import ClusterGuidedGenerator
+    from train.families.cluster_guided.generator import ClusterGuidedGenerator
     from train.noise import private_noise
 
     cfg = replace(get_config("tiny"), resolution=16, channel_base=8, channel_max=32, latent_base=2, latent_max=8)
@@ -106,7 +106,7 @@ def test_a_snapshot_alone_rebuilds_the_clusters_and_their_images():
 
 
 def test_params_that_do_not_fit_the_configuration_fail_before_any_work():
-    from pipeline.params.train import ClusterGuidedParams
+    from train.families.cluster_guided.params import ClusterGuidedParams
 
     with pytest.raises(FitError, match=r"resolutions \[64\].*4, 8, 16, 32"):
         check(ClusterGuidedParams(resolutions=[64]), get_config("tiny"))
@@ -118,7 +118,6 @@ def _params(root: Path) -> Path:
     """The repository's params with a short tiny PoE-GAN, a small cluster-guided fit and a small evaluation."""
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     raw["train"]["poegan"].update(batch_size=2, workers=0, snapshot_every=2, sample_every=2, steps=2)
-    raw["datasets"]["sample"]["overrides"].pop("train.poegan.steps")
     fit = dict(codes=200, kmeans_inits=2, rounds=10, steps_per_round=100, consistency_samples=200, batch_size=100,
                grid_size=3)  # as the sample's overrides, so that they win
     raw["datasets"]["sample"]["overrides"].update({f"train.cluster-guided.{k}": v for k, v in fit.items()})

@@ -17,7 +17,7 @@ import ray
 import yaml
 from dvc.repo import Repo
 
-from train.models import REGISTRY
+from train.families import REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,9 +37,7 @@ TINY = {
     "datasets": {"sample": {"overrides": {
         "annotate.seg.weights": "random", "annotate.clip.weights": "random",
         "annotate.sketch.weights": "random", "annotate.sketch.simplify": False,
-        "train.poegan.vgg_weights": "random", "train.spade-seg.vgg_weights": "random",
-        "train.spade-sketch.vgg_weights": "random", "train.spade-seg-monce.vgg_weights": "random",
-        "train.inade.vgg_weights": "random",
+        "train.defaults.vgg_weights": "random",
         "evaluate.inception_weights": "random",
         "evaluate.lpips_weights": "random"}}},
     "train": {**{model: {"steps": 2, "batch_size": 2, "workers": 0,  # one snapshot and sample grid: at the end
@@ -78,9 +76,8 @@ def project(tmp_path_factory, ray_address):
         if (REPO / name).is_file() and name != "dvc.lock":
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
-    params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
+    params = only_models(merge(yaml.safe_load((root / "params.yaml").read_text()), TINY), MODELS)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    only_models(root / "dvc.yaml", MODELS)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "RAY_ADDRESS": ray_address, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
@@ -92,15 +89,12 @@ def project(tmp_path_factory, ray_address):
     return root, env, first
 
 
-def only_models(dvc_yaml: Path, models: tuple[str, ...]) -> None:
-    """Keep only `models` in the train and evaluate stages' lists (both must list every one of them)."""
-    spec = yaml.safe_load(dvc_yaml.read_text())
-    for stage in ("train", "evaluate"):
-        listed = spec["stages"][stage]["foreach"]
-        assert set(models) <= set(listed), f"dvc.yaml's {stage} stage lists {listed}, not all of {models}"
-        spec["stages"][stage]["foreach"] = ({m: listed[m] for m in listed if m in models} if isinstance(listed, dict)
-                                            else [m for m in listed if m in models])
-    dvc_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+def only_models(params: dict, models: tuple[str, ...]) -> dict:
+    """The params with only `models` in the list DVC's train and evaluate stages take (which lists all of them)."""
+    listed = params["models"]
+    assert set(models) <= set(listed), f"params.yaml's models are {list(listed)}, not all of {models}"
+    params["models"] = {m: listed[m] for m in listed if m in models}
+    return params
 
 
 def dvc(root: Path, env: dict, *args: str) -> str:
@@ -202,6 +196,8 @@ RERUNS = [
     ("pack.modalities", ["seg", "clip"], {"pack"}),
     ("pack.workers", 2, {"pack"}),
     ("preview.samples", 3, {"preview"}),
+    ("models.cluster-guided", {"under": "", "reads": "shards"}, {"train@cluster-guided"}),  # what it reads
+    ("train.defaults.seed", 1, TRAIN | EVALUATE),
     ("train.poegan.seed", 1, {"train@poegan", "evaluate@poegan"}),
     ("train.spade-seg.seed", 1, set()),  # not in MODELS: no stage of the copy reads it
     ("train.spade-sketch.steps", 3, {"train@spade-sketch", "evaluate@spade-sketch"}),
@@ -251,7 +247,8 @@ def test_a_changed_param_marks_exactly_its_stages(project):
             *parents, leaf = key.split(".")
             for part in parents:
                 node = node[part]
-            assert leaf in node, f"params.yaml has no {key}"
+            inherited = parents[0] == "train" and leaf in params["train"]["defaults"]  # a family's own setting
+            assert leaf in node or inherited, f"params.yaml has no {key}"
             node[leaf] = value
             (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             if (changed := changed_stages(root)) != expected:

@@ -6,9 +6,10 @@ import pytest
 from dvc.repo import Repo
 
 from import_closure import REPO, closure, has_code
-from train.models import REGISTRY
+from train.families import REGISTRY
 
 CODE_DIRS = ("pipeline", "annotators", "train", "shardio")
+FAMILIES = sorted({f"train.families{REGISTRY[m].split(':')[0]}" for m in REGISTRY})  # the registry names modules
 # Stage (or foreach prefix) -> modules it runs; registries that load modules by name add theirs here.
 ROOTS = {
     "sample": ["pipeline.commands.sample"],
@@ -20,9 +21,11 @@ ROOTS = {
     "annotate@clip": ["pipeline.commands.annotate", "annotators.clip"],
     "pack": ["pipeline.commands.pack"],
     "preview": ["pipeline.commands.preview"],
-    **{f"train@{m}": ["pipeline.commands.train"] for m in REGISTRY},  # every model family trains and is evaluated
-    **{f"evaluate@{m}": ["pipeline.commands.evaluate"] for m in REGISTRY},
-    "compare": ["pipeline.commands.compare"],
+    # every model family trains and is evaluated, each stage with train/families whole (the families' code imports
+    # other families': cluster-guided PoE-GAN's generator, INADE SPADE's discriminator)
+    **{f"train@{m}": ["pipeline.commands.train", *FAMILIES] for m in REGISTRY},
+    **{f"evaluate@{m}": ["pipeline.commands.evaluate", *FAMILIES] for m in REGISTRY},
+    "compare": ["pipeline.commands.compare", *FAMILIES],
 }
 # Stages that build annotators and metrics by registry name ("package.module:Name" strings) follow them.
 FOLLOW_REGISTRIES = {"evaluate"}

@@ -18,13 +18,13 @@ from annotators.sketch.simplify import SketchSimplifier
 from pipeline.params.annotate import ClipParams, SegParams, SketchParams
 from pipeline.params.stages import EvaluateParams
 from train import evaluate, generate
-from train.configs import get_config
+from train.families.poegan.configs import get_config
 from train.data import to_device
 from train.loop import modality_masks
 from train.metrics.base import EvalContext
 from train.metrics.fid import FEATURE, generated_features
 from train.metrics.lpips_diversity import load_lpips, lpips_distances
-from train.models import family
+from train.models import DISCRIMINATOR_PHASE, GAN_PHASES, GENERATOR_PHASE, family
 from train.metrics.conditions import CONDITIONS
 from train.noise import private_noise
 from train.samples import PATTERNS, generated_rows, pattern_masks, render_grid
@@ -70,10 +70,12 @@ def test_generator_and_discriminator_forward_stay_on_the_gpu(fake_cuda, name, am
     assert image.shape == (2, 3, cfg.resolution, cfg.resolution) and on_device([image, extras, out])
 
 
+def NO_BACKWARD(total):
+    """backward needs a real CUDA context: the phases' backward passes are checked on the meta device."""
+
+
 def _loss(name, cfg, G, D):
-    loss = FAMILIES[name][0].loss(G, D, VGGRelu51(None), cfg)
-    loss.backward = lambda total: None  # backward needs a real CUDA context; checked on the meta device
-    return loss
+    return FAMILIES[name][0].loss(G, D, VGGRelu51(None), cfg)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -82,7 +84,8 @@ def test_loss_phases_run_on_the_gpu(fake_cuda, name):
     with on_cuda():
         loss = _loss(name, cfg, G, D)
     batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution), modality_masks(2, CUDA)
-    logged = {**loss.accumulate_gradients("G", batch, masks, 1), **loss.accumulate_gradients("D", batch, masks, 1)}
+    logged = {**loss.accumulate_gradients(GENERATOR_PHASE, batch, masks, NO_BACKWARD),
+              **loss.accumulate_gradients(DISCRIMINATOR_PHASE, batch, masks, NO_BACKWARD)}
     loss.end_step()
     assert on_device([logged, loss.log_state()])
 
@@ -97,8 +100,8 @@ def test_a_steps_loss_after_the_first_copies_nothing_from_the_host(fake_cuda, na
     batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution), modality_masks(2, CUDA)
     for step in (1, 2):
         with HostToDeviceCopies() as copies:
-            for phase in ("G", "D"):
-                loss.accumulate_gradients(phase, batch, masks, step)
+            for phase in GAN_PHASES:
+                loss.accumulate_gradients(phase, batch, masks, NO_BACKWARD)
             loss.end_step()
     assert copies.ops == []
 
@@ -115,26 +118,26 @@ def test_loss_phases_read_no_value_back_from_the_device(name):
     loss = _loss(name, cfg, G, D)
     batch, masks = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution, device="cpu"), modality_masks(2, "cpu")
     with ValueReads() as reads:
-        logged = {**loss.accumulate_gradients("G", batch, masks, 1),
-                  **loss.accumulate_gradients("D", batch, masks, 1), **loss.log_state()}
+        logged = {**loss.accumulate_gradients(GENERATOR_PHASE, batch, masks, NO_BACKWARD),
+                  **loss.accumulate_gradients(DISCRIMINATOR_PHASE, batch, masks, NO_BACKWARD), **loss.log_state()}
     assert reads.count == 0 and all(isinstance(v, torch.Tensor) for v in logged.values())
 
 
 META = torch.device("meta")
-PHASES = [(name, phase.name) for name, (fam, _) in FAMILIES.items() for phase in fam.phases]
+PHASES = [(name, phase) for name, (fam, _) in FAMILIES.items() for phase in fam.phases]
 
 
-@pytest.mark.parametrize("name, phase", PHASES)
+@pytest.mark.parametrize("name, phase", PHASES, ids=[f"{name}-{phase.name}" for name, phase in PHASES])
 def test_training_phases_backpropagate_on_a_stand_in_device(name, phase):
     # the meta device stands in for CUDA where fake tensors cannot run backward: no values, no host tensors
     fam, cfg = FAMILIES[name]
     with META:
         G, D = fam.networks(cfg, NUM_CLASSES)
         loss = fam.loss(G, D, VGGRelu51(None), cfg)
-    net = G if phase == "G" else D
+    net = {"G": G, "D": D}[phase.network]
     G.requires_grad_(net is G), D.requires_grad_(net is D)
-    logged = loss.accumulate_gradients(phase, condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution,
-                                                              device=META), modality_masks(2, META), 0)
+    batch = condition_batch(NUM_CLASSES, _clip_dim(cfg), cfg.resolution, device=META)
+    logged = loss.accumulate_gradients(phase, batch, modality_masks(2, META), torch.Tensor.backward)
     grads = [p.grad for p in net.parameters() if p.grad is not None]
     assert on_device([logged, grads], META) and grads
 
@@ -176,7 +179,7 @@ def _real_generator(name):
     with on_cuda():
         G = fam.generator(cfg, CLASSES)
         if name == "cluster-guided":
-            from train.cluster_guided.imle import mapper
+            from train.families.cluster_guided.imle import mapper
             for share in (0.3, 0.7):
                 G.add_cluster(8, torch.zeros(cfg.channels(8)), share, mapper(4, 8, 2, 512))
     return G.eval().requires_grad_(False), cfg
@@ -305,8 +308,8 @@ def test_evaluation_and_sample_grids_leave_every_training_rng_alone(monkeypatch,
 
 def _cluster_guided():
     """A cluster-guided generator on the GPU with two clusters at 8 px (as a fit leaves it)."""
-    from train.cluster_guided.generator import ClusterGuidedGenerator
-    from train.cluster_guided.imle import mapper
+    from train.families.cluster_guided.generator import ClusterGuidedGenerator
+    from train.families.cluster_guided.imle import mapper
 
     with on_cuda():
         G = ClusterGuidedGenerator(POEGAN, NUM_CLASSES)
@@ -342,18 +345,17 @@ def _experts(device=CUDA, cfg=UC):
 
 def test_unite_conquer_training_phase_stays_on_the_gpu_and_copies_nothing_after_its_first_step(fake_cuda):
     G, loss = _experts()
-    loss.backward = lambda total: None  # backward needs a real CUDA context; checked on the meta device
     batch, masks = condition_batch(NUM_CLASSES, 8, UC.resolution), modality_masks(2, CUDA)
-    assert on_device(loss.accumulate_gradients("G", batch, masks, 0))  # may move the schedule tables once
+    assert on_device(loss.accumulate_gradients(GENERATOR_PHASE, batch, masks, NO_BACKWARD))  # may move its tables once
     with HostToDeviceCopies() as copies:
-        logged = loss.accumulate_gradients("G", batch, masks, 1)
+        logged = loss.accumulate_gradients(GENERATOR_PHASE, batch, masks, NO_BACKWARD)
     assert copies.ops == [] and on_device(logged)
 
 
 def test_unite_conquer_training_phase_backpropagates_on_a_stand_in_device():
     G, loss = _experts(META)
-    logged = loss.accumulate_gradients("G", condition_batch(NUM_CLASSES, 8, UC.resolution, device=META),
-                                       modality_masks(2, META), 0)
+    logged = loss.accumulate_gradients(GENERATOR_PHASE, condition_batch(NUM_CLASSES, 8, UC.resolution, device=META),
+                                       modality_masks(2, META), torch.Tensor.backward)
     grads = [p.grad for p in G.parameters() if p.grad is not None]
     assert on_device([logged, grads], META) and len(grads) == len(list(G.parameters()))
 
@@ -362,7 +364,7 @@ def test_unite_conquer_training_phase_reads_no_value_back_from_the_device():
     G, loss = _experts("cpu")
     batch, masks = condition_batch(NUM_CLASSES, 8, UC.resolution, device="cpu"), modality_masks(2, "cpu")
     with ValueReads() as reads:
-        logged = loss.accumulate_gradients("G", batch, masks, 0)
+        logged = loss.accumulate_gradients(GENERATOR_PHASE, batch, masks, torch.Tensor.backward)
     assert reads.count == 0 and all(isinstance(v, torch.Tensor) for v in logged.values())
 
 

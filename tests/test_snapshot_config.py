@@ -16,7 +16,7 @@ from train_shards import write_training_shards
 from pipeline.cli import main
 from pipeline.params import load_params
 from train import run_config
-from train.configs import get_config
+from train.families.poegan.configs import get_config
 from train.models import REGISTRY, family
 
 pytestmark = pytest.mark.usefixtures("one_thread")

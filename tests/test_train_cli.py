@@ -42,7 +42,7 @@ def test_unknown_config_is_a_usage_error_listing_the_known_ones():
 def _params(tmp_path, **poegan):
     raw = yaml.safe_load(REPO_PARAMS.read_text())
     raw["train"]["poegan"].update(poegan)
-    raw["datasets"]["sample"]["overrides"].pop("train.poegan.vgg_weights", None)
+    raw["datasets"]["sample"]["overrides"].pop("train.defaults.vgg_weights", None)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

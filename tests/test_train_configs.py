@@ -1,8 +1,8 @@
 """Configurations carry the supplement's Table 3 and B.4's channel rules."""
 import pytest
 
-from train.configs import CONFIGS, GLOBAL_DIM, get_config
-from train.poegan.generator import Generator
+from train.families.poegan.configs import CONFIGS, GLOBAL_DIM, get_config
+from train.families.poegan.generator import Generator
 
 TABLE3 = {  # lr, batch, KL text/seg/sketch/style, image/text contrastive, Dec/Dis base/max, latent base/max
     "celeba-1024": (0.003, 64, 0.01, 0.01, 0.1, 0.0005, 0.3, 0.3, 16, 512, 2, 32),

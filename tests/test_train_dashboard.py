@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
-from train.configs import get_config
+from train.families.poegan.configs import get_config
 from train.dashboard import TENSORBOARD_DIR
 from train.loop import RunSpec, train
 from train.models import family

@@ -13,9 +13,9 @@ import torch.multiprocessing as mp
 
 from train.checkpoint import load
 from train.distributed import gather_batch
-from train.kl_balance import KLBalancer
+from train.families.poegan.kl_balance import KLBalancer
 from train.loop import _average_gradients
-from train.loss import contrastive
+from train.families.poegan.loss import contrastive
 
 WORLD = 2
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,12 +14,12 @@ from test_train_spade import NUM_CLASSES, _batch, _losses, _params, _train, shar
 from train_shards import write_training_shards
 
 from pipeline.cli import main
-from pipeline.params.train import SPADEParams
-from train.baselines.inade import InadeGenerator, InstanceAwareConv, instance_edges
-from train.baselines.inade_config import InadeConfig
-from train.baselines.inade_loss import LAST_INTERMEDIATE, VGG_WEIGHTS, InadeLoss
-from train.baselines.spade_loss import feature_matching
-from train.models import count_parameters, family
+from train.families.base import VGGTrainParams
+from train.families.inade.inade import InadeGenerator, InstanceAwareConv, instance_edges
+from train.families.inade.inade_config import InadeConfig
+from train.families.inade.inade_loss import LAST_INTERMEDIATE, VGG_WEIGHTS, InadeLoss
+from train.families.spade.spade_loss import feature_matching
+from train.models import GENERATOR_PHASE, count_parameters, family
 from train.vgg import VGGRelu51
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,11 +157,10 @@ def test_loss_matches_features_of_the_last_intermediate_layer_and_weighs_relu4_a
 def test_generator_objective_weights_and_averages_the_scale_and_bias_kl_summed_over_the_batch():
     fam = family("inade")
     batch = _batch()
-    cfg = fam.configure("tiny", SPADEParams(batch_size=len(batch["image"])))  # KLDLoss sums over the batch
+    cfg = fam.configure("tiny", VGGTrainParams(batch_size=len(batch["image"])))  # KLDLoss sums over the batch
     G, D = _generator(cfg, NUM_CLASSES)
     loss = InadeLoss(G, D, VGGRelu51(None), cfg)
     totals = []
-    loss.backward = totals.append
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         terms = {k: v.item() for k, v in loss.generator_terms(batch).items()}
@@ -171,13 +170,13 @@ def test_generator_objective_weights_and_averages_the_scale_and_bias_kl_summed_o
         return (-0.5 * (1 + logvar - mu.square() - logvar.exp())).sum()
 
     assert terms["G_kl"] == pytest.approx((kl_sum(s_mu, s_logvar) + kl_sum(b_mu, b_logvar)).item() / 2, rel=1e-5)
-    logged = loss.accumulate_gradients("G", batch, {}, 0)
+    logged = loss.accumulate_gradients(GENERATOR_PHASE, batch, {}, totals.append)
     assert set(logged) == {"G_hinge", "G_feat", "G_vgg", "G_kl"}
     expected = terms["G_hinge"] + 10 * terms["G_feat"] + 10 * terms["G_vgg"] + 0.05 * terms["G_kl"]
     assert (cfg.feat_weight, cfg.vgg_weight, cfg.kl_weight) == (10.0, 10.0, 0.05)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        loss.accumulate_gradients("G", batch, {}, 0)
+        loss.accumulate_gradients(GENERATOR_PHASE, batch, {}, totals.append)
     assert totals[-1].item() == pytest.approx(expected, rel=1e-5)
 
 

@@ -10,10 +10,12 @@ from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
 from train.checkpoint import load
-from train.configs import MODALITIES, get_config
+from train.conditions import MODALITIES
+from train.families.poegan.configs import get_config
 from train.ema import ema_beta
-from train.loop import BETAS, GRAD_CLIP, MODALITY_DROPOUT, RunSpec, modality_masks, train, update_ema
-from train.loss import R1_GAMMA, R1_INTERVAL
+from train.families.poegan import BETAS, GRAD_CLIP
+from train.loop import MODALITY_DROPOUT, RunSpec, modality_masks, train, update_ema
+from train.families.poegan.loss import R1_GAMMA, R1_INTERVAL
 from train.models import family
 from train.samples import PATTERNS
 from train.vgg import VGGRelu51
@@ -85,16 +87,12 @@ def test_r1_runs_only_every_16th_step():
              "seg": torch.rand(2, 5, r, r), "sketch": torch.rand(2, 1, r, r)}
     batch["style"] = batch["image"]
     masks = modality_masks(2, "cpu")
-    ran = []
-    for step in range(34):
-        D.zero_grad(set_to_none=True)
-        out = loss.accumulate_gradients("Dreg", batch, masks, step)
-        if out:
-            assert out["D_r1"] > 0 and D.from_rgb.weight.grad is not None
-            ran.append(step)
-        else:
-            assert D.from_rgb.weight.grad is None
-    assert ran == [0, 16, 32] and R1_INTERVAL == 16 and R1_GAMMA == 1.0
+    (r1,) = [phase for phase in fam.phases if phase.name == "Dreg"]  # the loop runs a phase only when it is due
+    ran = [step for step in range(34) if r1.due(step)]
+    D.zero_grad(set_to_none=True)
+    out = loss.accumulate_gradients(r1, batch, masks, torch.Tensor.backward)
+    assert out["D_r1"] > 0 and D.from_rgb.weight.grad is not None
+    assert ran == [0, 16, 32] and (r1.network, r1.clip) == ("D", False) and R1_INTERVAL == 16 and R1_GAMMA == 1.0
 
 
 def test_grad_norms_are_clipped_except_lazy_r1s(shards, tmp_path):

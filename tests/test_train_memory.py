@@ -12,7 +12,8 @@ from pipeline.cli import main
 from pipeline.commands.train_plan import choose_batch_gpu
 from pipeline.params import load_params
 from train.memory import BACKWARD_FACTOR, GB, LiveBytes, MemoryEstimate, estimate
-from train.models import REGISTRY, family
+from train.families import REGISTRY
+from train.models import family
 
 
 def test_live_bytes_counts_created_tensors_while_they_live_and_not_views():

@@ -9,9 +9,9 @@ from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
 from train.checkpoint import load, snapshot_path, state_path
-from train.configs import get_config
+from train.families.poegan.configs import get_config
 from train.loop import RunSpec, accumulation_rounds, train
-from train.models import ModelFamily, OptimizerSettings, family
+from train.models import ModelFamily, OptimizerSettings, Stateless, family
 from train.vgg import VGGRelu51
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,36 +29,20 @@ class PixelG(nn.Module):
         return torch.tanh(cond["sketch"] * self.scale + self.shift), None
 
 
-class PerSampleLoss:
+class PerSampleLoss(Stateless):
     """G: squared distance of the generated to the real image; D: a linear score of real vs generated."""
 
     def __init__(self, G, D, vgg, cfg):
         self.G, self.D = G, D
-        self.backward = torch.Tensor.backward
 
-    def accumulate_gradients(self, phase, batch, masks, step):
+    def accumulate_gradients(self, phase, batch, masks, backward):
         fake, _ = self.G(batch, masks)
-        if phase == "G":
+        if phase.network == "G":
             total = (fake - batch["image"]).square().mean()
         else:
             total = (self.D(fake.detach().flatten(1)) - self.D(batch["image"].flatten(1))).mean()
-        self.backward(total)
-        return {f"{phase}_loss": total.detach()}
-
-    def r1_due(self, step):
-        return False
-
-    def end_step(self):
-        pass
-
-    def log_state(self):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
+        backward(total)
+        return {f"{phase.name}_loss": total.detach()}
 
 
 class Config:
@@ -104,7 +88,7 @@ def test_micro_batched_steps_train_the_same_weights_as_whole_batches(tmp_path):
 def test_poegan_kl_rebalancing_is_updated_once_per_step_whatever_the_rounds(tmp_path, monkeypatch):
     # Without latent noise and contrastive terms (their negatives are one round's samples), every PoE-GAN term is a
     # per-sample mean, so two rounds of 2 must train what one round of 4 trains, KL rebalancing weights included.
-    monkeypatch.setattr("train.poegan.poe.randn_like", torch.zeros_like)
+    monkeypatch.setattr("train.families.poegan.poe.randn_like", torch.zeros_like)
     cfg = replace(get_config("tiny"), resolution=16, batch_size=4, channel_base=8, channel_max=32, latent_base=2,
                   latent_max=8, kl_weights=get_config("coco-64").kl_weights, image_contrastive=0.0,
                   text_contrastive=0.0)

@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.configs import MODALITIES, get_config
-from train.loss import R1_GAMMA, R1_INTERVAL, PoEGANLoss, contrastive
-from train.poegan.discriminator import Discriminator
-from train.poegan.generator import Generator
+from train.conditions import MODALITIES
+from train.families.poegan.configs import get_config
+from train.families.poegan.loss import R1_GAMMA, R1_INTERVAL, R1_PHASE, PoEGANLoss, contrastive
+from train.families.poegan.discriminator import Discriminator
+from train.families.poegan.generator import Generator
+from train.models import DISCRIMINATOR_PHASE, GENERATOR_PHASE
 from train.vgg import VGGRelu51
 
 # Distinct, non-unit weights so a term dropped or weighted wrongly changes the total.
@@ -36,11 +38,12 @@ def _all_present(n=4):
 
 
 def _objective():
-    """A loss object whose backward records the tensor it is given instead of backpropagating."""
+    """A loss object and the list its phases record their totals into when given its `append` as their backward
+    (instead of backpropagating)."""
     torch.manual_seed(0)
     G, D = Generator(CFG, CLASSES), Discriminator(CFG, CLASSES)
     recorded = []
-    loss = PoEGANLoss(G, D, VGGRelu51(None), CFG, backward=recorded.append)
+    loss = PoEGANLoss(G, D, VGGRelu51(None), CFG)
     return loss, recorded
 
 
@@ -50,14 +53,14 @@ def _phase(phase):
     loss, recorded = _objective()
     batch, masks = _batch(), _all_present()
     torch.manual_seed(5)
-    terms = loss.accumulate_gradients(phase, batch, masks, step=1)
+    terms = loss.accumulate_gradients(phase, batch, masks, recorded.append)
     (total,) = recorded
     torch.manual_seed(5)
     return loss, batch, masks, terms, total
 
 
 def test_generator_total_is_adversarial_plus_weighted_kl_plus_weighted_contrastive_terms():
-    loss, batch, masks, terms, total = _phase("G")
+    loss, batch, masks, terms, total = _phase(GENERATOR_PHASE)
     fake, _ = loss.G(batch, masks)  # the same latent noise: recompute every term from the networks directly
     logits, image_emb, text_emb = loss.D(fake, batch, masks)
     adv = sum(F.softplus(-logit).mean() for logit in logits)  # non-saturating: G wants D(fake) high
@@ -86,7 +89,7 @@ def test_kl_term_is_the_table_3_weighted_sum_over_modalities_and_levels():
 
 
 def test_discriminator_total_is_logistic_loss_on_fake_and_real_plus_weighted_text_contrastive():
-    loss, batch, masks, terms, total = _phase("D")
+    loss, batch, masks, terms, total = _phase(DISCRIMINATOR_PHASE)
     with torch.no_grad():
         fake, _ = loss.G(batch, masks)
     fake_logits, _, _ = loss.D(fake, batch, masks)
@@ -101,7 +104,7 @@ def test_r1_is_half_gamma_times_squared_gradient_norm_on_reals_times_the_interva
     loss, recorded = _objective()
     batch, masks = _batch(), _all_present()
     loss.G = None  # R1 must not need the generator: it is computed on real images only
-    terms = loss.accumulate_gradients("Dreg", batch, masks, step=0)
+    terms = loss.accumulate_gradients(R1_PHASE, batch, masks, recorded.append)
     (total,) = recorded
 
     real = batch["image"].clone().requires_grad_(True)
@@ -149,9 +152,9 @@ def test_r1_under_mixed_precision_is_the_fp32_penalty():
     # in fp32 whatever the surrounding autocast (PyTorch AMP notes, "gradient penalty", offer both remedies)
     loss, recorded = _objective()
     batch, masks = _batch(), _all_present()
-    loss.accumulate_gradients("Dreg", batch, masks, step=0)
+    loss.accumulate_gradients(R1_PHASE, batch, masks, recorded.append)
     with torch.autocast("cpu", dtype=torch.float16):
-        loss.accumulate_gradients("Dreg", batch, masks, step=0)
+        loss.accumulate_gradients(R1_PHASE, batch, masks, recorded.append)
     fp32, mixed = recorded
     assert mixed.dtype == torch.float32
     assert mixed.item() == pytest.approx(fp32.item(), rel=1e-6)

@@ -4,11 +4,12 @@ import math
 import pytest
 import torch
 
-from train.configs import MODALITIES, get_config
-from train.kl_balance import DECAY, KLBalancer, rebalance_weights
-from train.poegan.generator import Generator
-from train.poegan.poe import EXPERT_THETA, PRIOR_THETA, kl_gaussians, limit_logvar, product_of_experts
-from train.poegan.poe_nets import GlobalPoENet, LocalPoENet
+from train.conditions import MODALITIES
+from train.families.poegan.configs import get_config
+from train.families.poegan.kl_balance import DECAY, KLBalancer, rebalance_weights
+from train.families.poegan.generator import Generator
+from train.families.poegan.poe import EXPERT_THETA, PRIOR_THETA, kl_gaussians, limit_logvar, product_of_experts
+from train.families.poegan.poe_nets import GlobalPoENet, LocalPoENet
 
 
 def test_product_of_two_gaussians_matches_the_closed_form():

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.params import load_params
-from train.configs import get_config
+from train.families.poegan.configs import get_config
 from train.run_identity import RunMismatch, claim, identity
 
 REPO = Path(__file__).resolve().parents[1]

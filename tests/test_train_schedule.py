@@ -2,7 +2,8 @@
 schedule counts as changed."""
 import pytest
 
-from train.models import REGISTRY, family
+from train.families import REGISTRY
+from train.models import family
 from train.schedule import LinearDecay, schedule_for
 
 

@@ -15,9 +15,9 @@ from train_shards import write_training_shards
 
 from pipeline.cli import main
 from shardio.layout import Layout
-from train.baselines.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
-                                        kl_divergence, perceptual, vgg_features)
-from train.models import family
+from train.families.spade.spade_loss import (VGG_LAYERS, VGG_WEIGHTS, SPADELoss, feature_matching, hinge_d, hinge_g,
+                                             kl_divergence, perceptual, vgg_features)
+from train.models import GENERATOR_PHASE, family
 from train.vgg import VGGRelu51
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,13 +77,12 @@ def test_generator_objective_weights_feature_matching_10_vgg_10_kl_0_05(model):
     loss = SPADELoss(G, D, VGGRelu51(None), cfg)
     batch = _batch()
     totals = []
-    loss.backward = totals.append
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         terms = {k: v.item() for k, v in loss.generator_terms(batch).items()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        logged = loss.accumulate_gradients("G", batch, {}, 0)
+        logged = loss.accumulate_gradients(GENERATOR_PHASE, batch, {}, totals.append)
     assert {k: v.item() for k, v in logged.items()} == pytest.approx(terms)
     assert (cfg.feat_weight, cfg.vgg_weight, cfg.kl_weight) == (10.0, 10.0, 0.05)
     expected = terms["G_hinge"] + 10 * terms["G_feat"] + 10 * terms["G_vgg"] + 0.05 * terms["G_kl"]

@@ -12,13 +12,13 @@ from train_shards import write_training_shards
 
 from pipeline.params import load_params
 from shardio.layout import Layout
-from train.baselines.unite_conquer.config import get_config
-from train.baselines.unite_conquer.diffusion import Diffusion, discretized_gaussian_log_likelihood, normal_kl
-from train.baselines.unite_conquer.experts import Experts
+from train.families.unite_conquer.config import get_config
+from train.families.unite_conquer.diffusion import Diffusion, discretized_gaussian_log_likelihood, normal_kl
+from train.families.unite_conquer.experts import Experts
 from train.ema import ema_beta
 from train.evaluate import generate
 from train.metrics.conditions import CONDITIONS
-from train.models import count_parameters, family
+from train.models import GENERATOR_PHASE, count_parameters, family
 from train.noise import private_noise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -187,7 +187,7 @@ def test_the_text_expert_trains_on_the_clip_image_embedding_not_the_text():
     def text_grads(b):
         G.zero_grad()
         torch.manual_seed(1)
-        terms = loss.accumulate_gradients("G", b, {}, 0)
+        terms = loss.accumulate_gradients(GENERATOR_PHASE, b, {}, torch.Tensor.backward)
         assert set(terms) == {f"{e}_{k}" for e in ("seg", "sketch", "text") for k in ("mse", "vb")}
         return G.experts["text"].time_embed[0].weight.grad.clone()
 

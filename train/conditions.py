@@ -1,5 +1,8 @@
-"""The evaluation conditions of the PoE-GAN supplement's Tables 6 and 7 (unconditional, text, seg, sketch, all):
-which metric inputs each gives, and which generator modalities (train/configs.py MODALITIES) that means."""
+"""The generator modalities every family's G is given (with masks saying which are present), and the evaluation
+conditions of the PoE-GAN supplement's Tables 6 and 7 (unconditional, text, seg, sketch, all): which metric inputs
+each gives, and which generator modalities that means."""
+
+MODALITIES = ("text", "seg", "sketch", "style")
 
 # condition -> the EvalInputs fields (conditioning modalities) the generator was given under it
 CONDITIONS: dict[str, tuple[str, ...]] = {

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from annotators.weights import RANDOM, resolve
 
 from . import checkpoint, distributed
-from .configs import MODALITIES
+from .conditions import MODALITIES
 from .data import Preprocess, to_device
 from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_uint8
 from .eval_plan import ANNOTATOR_OF, device_batch, plan, trained

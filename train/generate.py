@@ -13,7 +13,7 @@ from PIL import Image
 from annotators.labelmaps import IGNORE
 from shardio.shards import atomic_path
 
-from .configs import MODALITIES
+from .conditions import MODALITIES
 from .data import resizer, to_device
 from .evaluate import to_uint8
 from .noise import private_noise

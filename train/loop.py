@@ -1,8 +1,9 @@
 """The training loop (after NVlabs stylegan3's training_loop): one code path for single-process CPU and
-multi-GPU data parallelism under `torchrun` (env://, gradients all-reduced per phase). Supplement B: Adam(0, 0.99), one constant lr for G and D, EMA of G,
-gradient norms clipped at 10, modality dropout 0.5, mixed precision (on CUDA). The family says which networks it
-trains in which phases with which Adam settings (train/models.py: ModelFamily); the first network is the generator,
-whose moving average draws the grids."""
+multi-GPU data parallelism under `torchrun` (env://, gradients all-reduced per phase). Supplement B: EMA of G,
+modality dropout 0.5, mixed precision (on CUDA). The family says which networks it trains in which phases with which
+Adam settings and gradient clipping (train/models.py: ModelFamily; PoE-GAN's Adam(0, 0.99) and clip at 10 are in
+its folder); the first network is the generator, whose moving average draws the grids. The loop drives the
+family's objective through the Loss interface (train/models.py), handing it each due phase and its backward."""
 import copy
 import json
 import math
@@ -16,7 +17,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import checkpoint, distributed, run_config
-from .configs import MODALITIES
+from .conditions import MODALITIES
 from .dashboard import Dashboard, postfix
 from .data import Preprocess, ShardLoader, to_device
 from .ema import ema_beta
@@ -24,8 +25,6 @@ from .models import ModelFamily
 from .samples import render_grid, save_grid
 from .schedule import LinearDecay, schedule_for, set_rates
 
-BETAS = (0.0, 0.99)  # B: Adam with beta1 = 0, beta2 = 0.99
-GRAD_CLIP = 10.0  # B: gradient norms clipped at 10
 MODALITY_DROPOUT = 0.5  # B: dropout rate of modality dropout
 
 
@@ -81,6 +80,12 @@ def modality_masks(batch_size: int, device) -> dict:
     """Each modality of each sample kept with probability 1 - 0.5 (modality dropout), drawn on `device` (no host
     copy per step)."""
     return {m: torch.rand(batch_size, device=device) >= MODALITY_DROPOUT for m in MODALITIES}
+
+
+def scaled_backward(scaler: torch.amp.GradScaler, rounds: int):
+    """The backward the loop hands a loss for one phase: its total loss-scaled (under mixed precision) and divided
+    by the accumulation rounds, so the gradients are the mean over them."""
+    return lambda total: scaler.scale(total / rounds).backward()
 
 
 def synchronised_batch_norm(module: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
@@ -203,11 +208,11 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
             for other in nets.values():
                 other.requires_grad_(other is net)
             opt.zero_grad(set_to_none=True)
-            loss.backward = lambda t, s=scaler: s.scale(t / rounds).backward()  # gradients: the mean over rounds
+            backward = scaled_backward(scaler, rounds)
             terms = []
             for micro_batch, micro_masks in micro:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    terms.append(loss.accumulate_gradients(phase.name, micro_batch, micro_masks, step))
+                    terms.append(loss.accumulate_gradients(phase, micro_batch, micro_masks, backward))
             losses.update(_mean_terms(terms))
             _average_gradients(net, world)
             scaler.unscale_(opt)

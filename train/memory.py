@@ -13,7 +13,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .configs import MODALITIES
+from .conditions import MODALITIES
 from .loop import modality_masks
 
 GB = 1e9

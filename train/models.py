@@ -1,13 +1,18 @@
-"""Model families the trainer knows: name -> builder. A baseline adds one module and one line here.
+"""What a model family is to the trainer (ModelFamily: its configurations, networks, loss, optimiser settings,
+phases, evaluation rows) and the objective's interface (Loss); `family(name)` builds a registered one
+(train/families/__init__.py lists them, each declared in its own folder).
 
-Importing this module does not import torch (only building a family does), so the command line lists REGISTRY's
-names in its help and choices without paying for it."""
+Importing this module does not import torch (only building a family does), so the command line lists the
+registry's names in its help and choices without paying for it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from .families import REGISTRY, declaration
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -49,9 +54,9 @@ class Network:
 
 @dataclass(frozen=True)
 class Phase:
-    """One optimisation phase of a training step: the loss's phase name (passed to `accumulate_gradients`, prefix
-    of its logged gradient norm), the network it trains with its own optimiser, the steps it is due on, and
-    whether its gradient norm is clipped at the family's `grad_clip`."""
+    """One optimisation phase of a training step: its name (prefix of its logged gradient norm), the network it
+    trains with its own optimiser, the steps it is due on, and whether its gradient norm is clipped at the family's
+    `grad_clip`. The loop runs a phase only on the steps it is due on and hands the Phase itself to the loss."""
 
     name: str
     network: str
@@ -59,13 +64,57 @@ class Phase:
     clip: bool = True
 
     def due(self, step: int) -> bool:
+        """Whether the phase runs on `step`: the one place a phase's cadence is decided."""
         return step % self.every == 0
 
 
 GAN_NETWORKS = (Network("G", "generator"), Network("D", "discriminator"))
-GAN_PHASES = (Phase("G", "G"), Phase("D", "D"))
-# the SPADE family's initialisation (train/baselines/spade.py xavier_init), as the dry run names it
-XAVIER = "Xavier normal, gain 0.02, biases 0 (NVlabs/SPADE --init_type xavier --init_variance 0.02)"
+GENERATOR_PHASE, DISCRIMINATOR_PHASE = Phase("G", "G"), Phase("D", "D")
+GAN_PHASES = (GENERATOR_PHASE, DISCRIMINATOR_PHASE)
+
+
+class Loss(Protocol):
+    """A family's objective as the loop drives it (train/loop.py), built as `family.loss(*networks, vgg, config)`.
+    Per step, for each of the family's due phases and each accumulation round, `accumulate_gradients`; then
+    `end_step` once."""
+
+    def accumulate_gradients(self, phase: Phase, batch: dict, masks: dict,
+                             backward: Callable[[torch.Tensor], None]) -> dict[str, torch.Tensor]:
+        """Compute `phase` (one of the family's phases) on a batch with its modality masks, hand each total to
+        `backward` (the loop's: loss scaling, the mean over accumulation rounds), and return the loss terms as
+        detached device tensors (the loop reads them at its log interval)."""
+
+    def end_step(self) -> None:
+        """Fold what the step's rounds gathered into state carried to the next step (nothing for most)."""
+
+    def log_state(self) -> dict:
+        """Extra per-step log fields (device tensors or numbers)."""
+
+    def state_dict(self) -> dict:
+        """What an exact resume needs besides networks and optimisers."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`'s output."""
+
+
+class Stateless:
+    """The Loss methods of an objective that carries nothing from step to step."""
+
+    def end_step(self) -> None:
+        """Nothing carries from step to step."""
+
+    def log_state(self) -> dict:
+        """No extra log fields."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """Nothing to resume."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A training state of this objective holds nothing; anything else belongs to another objective."""
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state, got keys {sorted(state)}")
 
 
 def lazy_regularisation(lr: float, betas: tuple[float, float], interval: int) -> tuple[float, tuple]:
@@ -105,12 +154,12 @@ class ModelFamily:
 
     config: Callable[[str], object]  # profile name -> configuration
     networks: Callable[[object, int], tuple[nn.Module, ...]]  # (config, num_classes) -> one per `network_keys`
-    loss: Callable  # (*networks, vgg, config) -> loss object: accumulate_gradients per round, end_step, state_dict
+    loss: Callable[..., Loss]  # (*networks, vgg, config) -> its objective
     optimizer: Callable[[object], OptimizerSettings | SharedAdam]  # configuration -> Adam settings per network
     conditions: tuple[str, ...] | None = None  # evaluation conditions it can be scored under; None: every one
     rows: Callable[[nn.Module], list[EvalRow]] | None = None  # rows of the loaded G; None: one per condition
     fitted: FitFrom | None = None  # set: `pipeline train` fits it from the base's run (no loss, D, optimizer)
-    # configuration -> the generator modalities (train/configs.py MODALITIES) its G reads, i.e. what `pipeline
+    # configuration -> the generator modalities (train/conditions.py MODALITIES) its G reads, i.e. what `pipeline
     # generate` may give it; None: the modalities of `conditions` (every modality when that is None)
     inputs: Callable[[object], tuple[str, ...]] | None = None
     network_keys: tuple[Network, ...] = GAN_NETWORKS
@@ -131,8 +180,7 @@ class ModelFamily:
 
     def takes(self, cfg) -> tuple[str, ...]:
         """The generator modalities G reads under `cfg`, in MODALITIES order."""
-        from .configs import MODALITIES
-        from .conditions import generator_modalities
+        from .conditions import MODALITIES, generator_modalities
 
         if self.inputs is not None:
             read = set(self.inputs(cfg))
@@ -173,106 +221,10 @@ class ModelFamily:
         return self.build(cfg, num_classes)[self.network_keys[0].key]
 
 
-def _poegan() -> ModelFamily:
-    from .configs import get_config
-    from .loop import BETAS, GRAD_CLIP
-    from .loss import R1_INTERVAL, PoEGANLoss
-    from .poegan.discriminator import Discriminator
-    from .poegan.generator import Generator
-
-    def optimizer(cfg):
-        lr_D, betas_D = lazy_regularisation(cfg.lr, BETAS, R1_INTERVAL)  # D has lazy R1; G no regulariser
-        return OptimizerSettings(cfg.lr, lr_D, BETAS, GRAD_CLIP, betas_D)
-
-    return ModelFamily(get_config, lambda cfg, n: (Generator(cfg, n), Discriminator(cfg, n)), PoEGANLoss, optimizer,
-                       phases=(*GAN_PHASES, Phase("Dreg", "D", every=R1_INTERVAL, clip=False)),  # lazy R1, unclipped
-                       initialisation="equalized learning rate: N(0, 1) weights scaled by 1/sqrt(fan_in) at run time "
-                       "(train/layers.py)")
-
-
-def _spade(condition: str, monce: bool = False) -> ModelFamily:
-    """SPADE on `condition`; `monce`: MoNCE's paired setting (deterministic SPADE, modulated patch contrast)."""
-    from .baselines.monce_loss import MoNCELoss
-    from .baselines.spade import conditioned_on, networks
-    from .baselines.spade_config import CONFIGS, MONCE_CONFIGS, config_for
-    from .baselines.spade_loss import SPADELoss
-
-    return ModelFamily(config_for(condition, MONCE_CONFIGS if monce else CONFIGS), networks,
-                       MoNCELoss if monce else SPADELoss,
-                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip),
-                       conditions=(condition,),  # conditioned on one modality: only evaluated under it
-                       inputs=conditioned_on,
-                       lr_decay=0.5,  # --niter = --niter_decay: the second half decays (docs/spade.md, monce.md)
-                       initialisation=XAVIER)
-
-
-def _inade() -> ModelFamily:
-    """INADE (docs/inade.md): SPADE's loop settings, instance-adaptive normalisation and noise remapping."""
-    from .baselines.inade import networks
-    from .baselines.inade_config import get_config, with_params
-    from .baselines.inade_loss import InadeLoss
-
-    return ModelFamily(get_config, networks, InadeLoss,
-                       lambda cfg: OptimizerSettings(cfg.lr_G, cfg.lr_D, cfg.betas, cfg.grad_clip), conditions=("seg",),
-                       with_params=with_params, initialisation=XAVIER + "; ILADE's class scales U(0, 1), offsets 0")
-
-
-def _cluster_guided() -> ModelFamily:
-    """Cluster-guided synthesis over PoE-GAN's unconditional generator (arXiv:2112.12911)."""
-    from .cluster_guided.fit import fit
-    from .cluster_guided.generator import ClusterGuidedGenerator
-    from .configs import get_config
-
-    def unavailable(*_):
-        raise TypeError("cluster-guided is fitted from a PoE-GAN run, not trained with a loss and optimizer")
-
-    def rows(G):  # the mixture of all clusters, then each cluster alone
-        return [EvalRow("unconditional", "unconditional", G)] + [
-            EvalRow(name, "unconditional", call) for name, call in G.rows()]
-
-    return ModelFamily(get_config, lambda cfg, n: (ClusterGuidedGenerator(cfg, n), None), unavailable, unavailable,
-                       conditions=("unconditional",), rows=rows, fitted=FitFrom("poegan", fit))
-
-
-def _unite_conquer() -> ModelFamily:
-    """Diffusion experts per modality trained in one phase, no discriminator, no VGG; the generator samples."""
-    import torch
-
-    from .baselines.unite_conquer.config import get_config, with_params
-    from .baselines.unite_conquer.experts import Experts
-    from .baselines.unite_conquer.loss import ExpertsLoss
-
-    def training_forward(nets, cond, masks):  # one expert's activations are alive at a time: the largest's
-        G = nets["G"]
-        name = max(G.experts, key=lambda n: count_parameters(G.experts[n]))
-        t = torch.zeros(len(cond["image"]), dtype=torch.long, device=cond["image"].device)
-        return G.expert(name, cond["image"], t, cond, masks[name], train=True)
-
-    return ModelFamily(get_config, lambda cfg, n: (Experts(cfg, n),), ExpertsLoss,
-                       lambda cfg: SharedAdam(cfg.lr, (0.9, 0.999), None),  # ADM: AdamW defaults, no clipping
-                       network_keys=(Network("G", "generator"),), phases=(Phase("G", "G"),), uses_vgg=False,
-                       training_forward=training_forward, with_params=with_params,
-                       eval_images=lambda cfg: cfg.eval_images,
-                       initialisation="PyTorch's default; the residual and attention output convolutions zeroed (ADM's "
-                       "zero_module)")
-
-
-REGISTRY: dict[str, Callable[[], ModelFamily]] = {
-    "poegan": _poegan,
-    "spade-seg": lambda: _spade("seg"),
-    "spade-sketch": lambda: _spade("sketch"),
-    "spade-seg-monce": lambda: _spade("seg", monce=True),
-    "inade": _inade,
-    "cluster-guided": _cluster_guided,
-    "unite-conquer": _unite_conquer,
-}
-
-
 def family(name: str) -> ModelFamily:
-    """The model family `name`; unknown names raise KeyError listing the known ones."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
-    return REGISTRY[name]()
+    """The model family `name`, built from its declaration (train/families/); unknown names raise KeyError listing
+    the known ones."""
+    return declaration(name).build()
 
 
 def count_parameters(module: nn.Module) -> int:

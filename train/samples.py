@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .configs import MODALITIES
+from .conditions import MODALITIES
 from .noise import private_noise
 
 PATTERNS: list[tuple[str, ...]] = (

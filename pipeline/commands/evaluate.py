@@ -1,15 +1,15 @@
 """`pipeline evaluate`: Evaluate a trained model on the test split (FID/KID, mIoU, CLIP score, LPIPS)."""
 import click
 
-from train.models import REGISTRY
+from train.families import REGISTRY
 
 from .common import stage_options
 
 
 @click.command("evaluate")
 @stage_options
-@click.option("--model", type=click.Choice(list(REGISTRY)), default="poegan", show_default=True,
-              help="Model family whose run to evaluate (train/models.py).")
+@click.option("--model", type=click.Choice(list(REGISTRY)), default=next(iter(REGISTRY)), show_default=True,
+              help="Model family whose run to evaluate (train/families/).")
 @click.option("--num-images", type=click.IntRange(min=1), help="At most this many test images (and reference "
               "images) [default: params evaluate.num_images].")
 @click.option("--dry-run", is_flag=True, help="Print what the evaluation will compute, its per-GPU batch and "
@@ -18,8 +18,8 @@ from .common import stage_options
               help="With --dry-run: the GPU memory the per-GPU batch must fit (a real run reads its GPU's).")
 def command(stage, model, num_images, dry_run, gpu_memory):
     """Evaluate the newest snapshot (G_ema) of data/runs/<dataset>/<model>/train/ on the test shards
-    data/<dataset>/shards/test-*.tar under each of evaluate.conditions (a SPADE baseline only under its own; cluster-guided as its mixture and each
-    cluster, unconditionally);
+    data/<dataset>/shards/test-*.tar under each of evaluate.conditions the family can be scored under, in the
+    family's rows (e.g. a fitted family's mixture and each cluster);
     writes metrics.json, report.md and plots into data/runs/<dataset>/<model>/eval/. Inception and AlexNet weights
     come from the weight registry (`pipeline weights`); params `evaluate.inception_weights: random` /
     `lpips_weights: random` allow untrained networks, with a warning (and a mark on each number they made).

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import click
 
-from train.models import REGISTRY
+from train.families import REGISTRY
 
 from .common import stage_options
 
@@ -12,8 +12,8 @@ IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @click.command("generate")
 @stage_options
-@click.option("--model", type=click.Choice(list(REGISTRY)), default="poegan", show_default=True,
-              help="Model family whose run to sample (train/models.py).")
+@click.option("--model", type=click.Choice(list(REGISTRY)), default=next(iter(REGISTRY)), show_default=True,
+              help="Model family whose run to sample (train/families/).")
 @click.option("--text", metavar="PROMPT", help="A prompt, encoded by the CLIP text encoder that made the training "
               "shards' embeddings (named in their json).")
 @click.option("--seg", type=IMAGE, metavar="MAP.png", help="Segmentation map: a PNG of class ids of the dataset's "

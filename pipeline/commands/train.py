@@ -4,19 +4,19 @@ from contextlib import nullcontext
 
 import click
 
-from train.models import REGISTRY
+from train.families import REGISTRY, declaration
 
 from .common import lock, stage_options
 
 
 @click.command("train")
 @stage_options
-@click.option("--model", type=click.Choice(list(REGISTRY)), default="poegan", show_default=True,
-              help="Model family (train/models.py); a fitted family is fitted from the newest snapshot of its base "
+@click.option("--model", type=click.Choice(list(REGISTRY)), default=next(iter(REGISTRY)), show_default=True,
+              help="Model family (train/families/); a fitted family is fitted from the newest snapshot of its base "
               "family's run instead of trained.")
-@click.option("--config", "config_name", metavar="PROFILE", help="Configuration profile: celeba-1024, celeba-256, "
-              "coco-256, coco-64, landscape-1024, tiny [default: params train.<model>.config, else the dataset's "
-              "train_config].")
+@click.option("--config", "config_name", metavar="CONFIG", help="Configuration of the model family: "
+              + "; ".join(f"{name}: {', '.join(declaration(name).configs)}" for name in REGISTRY)
+              + " [default: params train.<model>.config, else the dataset's train_config].")
 @click.option("--steps", type=click.IntRange(min=1), help="Train up to this step [default: params].")
 @click.option("--dry-run", is_flag=True, help="Without data or a GPU: print parameter counts, the per-GPU batch "
               "and its estimated peak memory, the accumulation rounds, the save plan and the most disk the run will "

@@ -1,6 +1,8 @@
 """`pipeline where`: where a dataset's outputs are, and which of them exist."""
 import click
 
+from train.families import REGISTRY
+
 from .common import stage_options
 
 
@@ -10,8 +12,7 @@ def command(stage):
     """Print where the dataset's shards, preview, checkpoints and metrics are (and whether they exist)."""
     layout = stage.layout
     rows = [("training shards", layout.shards), ("dataset card", layout.card_md), ("preview", layout.preview)]
-    for name, field in type(stage.params.train).model_fields.items():
-        model = field.alias or name  # the model name (`spade-seg`), not the Python field name
+    for model in REGISTRY:
         snapshots = sorted(layout.training(model).glob("network-snapshot-*.pt"))
         rows += [(f"{model} checkpoint", snapshots[-1] if snapshots else layout.training(model)),
                  (f"{model} metrics", layout.evaluation(model) / "metrics.json")]

@@ -6,11 +6,13 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from train.families import REGISTRY
+
 from .annotate import AnnotateParams
 from .base import Section
 from .datasets import DatasetProfile
 from .stages import CompareParams, EvaluateParams, IngestParams, PackParams, PreviewParams, SampleParams
-from .train import TrainParams
+from .train import DvcModel, TrainParams
 
 
 class Params(Section):
@@ -22,6 +24,7 @@ class Params(Section):
     annotate: AnnotateParams = AnnotateParams()
     pack: PackParams = PackParams()
     preview: PreviewParams = PreviewParams()
+    models: dict[str, DvcModel] = Field({}, description="the model families `dvc repro` trains and evaluates")
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     compare: CompareParams = CompareParams()
@@ -31,6 +34,14 @@ class Params(Section):
     def _dataset_is_a_profile(self):
         if self.dataset not in self.datasets:
             raise ValueError(f"dataset {self.dataset!r} is not a profile under `datasets` ({', '.join(self.datasets)})")
+        return self
+
+    @model_validator(mode="after")
+    def _models_are_families(self):
+        unknown = [name for name in self.models if name not in REGISTRY]
+        if unknown:
+            raise ValueError(f"models {', '.join(unknown)} are no model family (train/families/: "
+                             f"{', '.join(REGISTRY)})")
         return self
 
     def profile(self, name: str | None = None) -> DatasetProfile:
@@ -45,7 +56,7 @@ class Params(Section):
         overrides = self.profile(name).overrides
         if not overrides:
             return self
-        raw = self.model_dump()
+        raw = {**self.model_dump(), "train": self.train.given()}  # so an override of a default reaches the families
         for dotted, value in overrides.items():
             *parents, leaf = dotted.split(".")
             node = raw
@@ -63,7 +74,7 @@ class Params(Section):
         name = name or self.dataset
         raw = self.model_dump()
         defaults = {key: field.get_default(call_default_factory=True).model_dump()
-                    for key, field in type(self).model_fields.items() if key not in ("dataset", "datasets")}
+                    for key, field in type(self).model_fields.items() if key not in ("dataset", "datasets", "models")}
         found = []
         for dotted, override in self.profile(name).overrides.items():
             value, default = _at(raw, dotted), _at(defaults, dotted)
@@ -133,7 +144,8 @@ def _section_at(path: tuple) -> type[Section] | None:
     """The Section class found at a key path (dict-valued fields step over their own key)."""
     model, parts = Params, iter(path)
     for part in parts:
-        field = model.model_fields.get(str(part))
+        field = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == str(part)), None)  # `spade-seg`: an alias
         if field is None:
             return None
         annotation = field.annotation

@@ -1,8 +1,5 @@
-"""The base every params section derives from: unknown keys and loose types are errors."""
-from pydantic import BaseModel, ConfigDict
+"""The base every params section derives from (defined in train/sections.py, where the model families' sections
+derive from it too)."""
+from train.sections import Section
 
-
-class Section(BaseModel):
-    """A typed, frozen params section; a key it does not declare is rejected."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+__all__ = ["Section"]

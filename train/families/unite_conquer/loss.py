@@ -5,36 +5,22 @@ shared, so each trains as if alone (Adam is per parameter; ADM clips no gradient
 backpropagated before the next one's forward, so only one expert's activations are alive at a time."""
 import torch
 
+from ...models import GENERATOR_PHASE, Phase, Stateless
 from .config import NULL_FRACTION
 from .experts import Experts
 
-PHASES = ("G",)
+PHASES = (GENERATOR_PHASE,)
 
 
-class ExpertsLoss:
-    """The loss object the training loop drives (train/loop.py): `accumulate_gradients("G", batch, masks, step)`.
-    The loop's modality masks (PoE-GAN's dropout) are not used: each expert drops its own condition."""
+class ExpertsLoss(Stateless):
+    """The loss object the training loop drives (train/loop.py) in its one phase, G. The loop's modality masks
+    (PoE-GAN's dropout) are not used: each expert drops its own condition."""
 
-    def __init__(self, G: Experts, vgg=None, cfg=None, backward=torch.Tensor.backward):
+    def __init__(self, G: Experts, vgg=None, cfg=None):
         self.G, self.cfg = G, cfg or G.cfg
-        self.backward = backward
 
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def log_state(self) -> dict:
-        return {}
-
-    def end_step(self) -> None:
-        pass
-
-    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
-        """Backpropagate each expert's hybrid loss; return each one's MSE and VLB terms."""
-        if phase != "G":
-            raise ValueError(f"unknown loss phase {phase!r}; expected one of {PHASES}")
+    def accumulate_gradients(self, phase: Phase, batch: dict, masks: dict, backward) -> dict[str, torch.Tensor]:
+        """Hand each expert's hybrid loss to `backward` in turn; return each one's MSE and VLB terms."""
         x0 = batch["image"]
         diffusion, terms = self.G.diffusion, {}
         for name in self.G.experts:
@@ -43,6 +29,6 @@ class ExpertsLoss:
             keep = torch.rand(len(x0), device=x0.device) >= NULL_FRACTION[name]
             xt = diffusion.q_sample(x0, t, noise)
             mse, vb = diffusion.hybrid_loss(self.G.expert(name, xt, t, batch, keep, train=True), x0, xt, t, noise)
-            self.backward(mse.mean() + vb.mean())
+            backward(mse.mean() + vb.mean())
             terms[f"{name}_mse"], terms[f"{name}_vb"] = mse.mean().detach(), vb.mean().detach()
         return terms

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import GLOBAL_DIM, SPATIAL, PoEGANConfig
-from ..layers import EqualConv2d, EqualLinear, Upsample, lrelu
+from .configs import GLOBAL_DIM, SPATIAL, PoEGANConfig
+from ...layers import EqualConv2d, EqualLinear, Upsample, lrelu
 from .encoders import ModalityEncoders
 from .poe_nets import GlobalPoENet, LocalPoENet
 

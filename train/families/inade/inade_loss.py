@@ -1,11 +1,11 @@
-"""The INADE objective: SPADE's (train/baselines/spade_loss.py) with the settings tzt101/INADE
+"""The INADE objective: SPADE's (train/families/spade/spade_loss.py) with the settings tzt101/INADE
 models/pix2pix_model.py and models/networks/loss.py use when the noise path is on: feature matching on the last
 intermediate discriminator layer only (`j >= 3` of 4), VGG-19 L1 weights (0, 0, 0, 1/4, 1), and the KL of the
 scale and the bias noise averaged and summed over the batch (KLDLoss's torch.sum). The weights (10, 10, 0.05) are
 the configuration's (supplement Eq. 5)."""
 import torch
 
-from .spade_loss import SPADELoss, feature_matching, kl_divergence, perceptual
+from ..spade.spade_loss import SPADELoss, feature_matching, kl_divergence, perceptual
 
 VGG_WEIGHTS = (0.0, 0.0, 0.0, 1 / 4, 1.0)  # VGGLoss(isNoise=True): relu4_1 and relu5_1 only
 LAST_INTERMEDIATE = slice(-2, -1)  # the discriminator layer before the logits

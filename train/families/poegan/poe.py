@@ -1,7 +1,7 @@
 """Product of Gaussian experts with a prior expert that is always present (main paper Sec. 3.1, supplement B)."""
 import torch
 
-from ..noise import randn_like
+from ...noise import randn_like
 
 PRIOR_THETA = 1.0  # B: log-variance of the prior expert limited to (-1, 1)
 EXPERT_THETA = 10.0  # B: log-variance of experts predicted from modalities limited to (-10, 10)

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import PoEGANConfig
-from ..layers import MLP, EqualConv2d, lrelu
+from .configs import PoEGANConfig
+from ...layers import MLP, EqualConv2d, lrelu
 
 
 class TextEncoder(nn.Module):

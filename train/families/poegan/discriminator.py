@@ -4,8 +4,8 @@ import math
 import torch
 from torch import nn
 
-from ..configs import GLOBAL_DIM, SPATIAL, PoEGANConfig
-from ..layers import EqualConv2d, EqualLinear, lrelu
+from .configs import GLOBAL_DIM, SPATIAL, PoEGANConfig
+from ...layers import EqualConv2d, EqualLinear, lrelu
 from .encoders import ModalityEncoders
 
 

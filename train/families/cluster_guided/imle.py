@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import MLP
+from ...layers import MLP
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,21 @@
-"""The PoE-GAN objective as one object with one entry point, `accumulate_gradients(phase, ...)`
-(main paper Eq. 9 and Sec. 3.3; supplement B and Table 3)."""
+"""The PoE-GAN objective as one object with one entry point, `accumulate_gradients(phase, ...)` (the loop's Loss,
+train/models.py; main paper Eq. 9 and Sec. 3.3; supplement B and Table 3)."""
 import math
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
+from ...models import DISCRIMINATOR_PHASE, GENERATOR_PHASE, Phase
 from .configs import PoEGANConfig
-from .distributed import gather_batch
+from ...distributed import gather_batch
 from .kl_balance import KLBalancer
 
 MIN_TEMPERATURE = 0.01  # not in the paper: the learnable temperatures stop here, as CLIP caps its logit scale at 100
 R1_GAMMA = 1.0  # B: R1 gradient penalty with weight 1 ...
 R1_INTERVAL = 16  # ... and lazy regularization every 16 iterations
-PHASES = ("G", "D", "Dreg")
+R1_PHASE = Phase("Dreg", "D", every=R1_INTERVAL, clip=False)  # lazy R1 on D, its gradient norm unclipped
+PHASES = (GENERATOR_PHASE, DISCRIMINATOR_PHASE, R1_PHASE)
 
 
 def contrastive(query: torch.Tensor, keys: torch.Tensor, log_temperature: torch.Tensor,
@@ -42,11 +44,12 @@ class PoEGANLoss:
     """Adversarial (non-saturating logistic, MPD at every scale), per-modality KL rebalanced per resolution,
     image contrastive on VGG-19 relu5_1, text contrastive, lazy R1."""
 
-    def __init__(self, G, D, vgg, cfg: PoEGANConfig, backward=torch.Tensor.backward):
+    def __init__(self, G, D, vgg, cfg: PoEGANConfig):
         self.G, self.D, self.vgg, self.cfg = G, D, vgg, cfg
         self.kl_balance = KLBalancer(cfg.resolutions)
         self._step_kls = []  # this step's spatial KL per accumulation round, folded in by `end_step`
-        self.backward = backward  # the loop passes a GradScaler-aware backward under mixed precision
+        self._phases = {GENERATOR_PHASE: self._generator, DISCRIMINATOR_PHASE: self._discriminator,
+                        R1_PHASE: self._r1}
 
     def state_dict(self) -> dict:
         """What an exact resume needs: the running KL rebalancing weights."""
@@ -59,10 +62,6 @@ class PoEGANLoss:
         """Extra per-step log fields: the current KL rebalancing weights."""
         return {"kl_balance": self.kl_balance.weights.clone()}  # read at the loop's log interval
 
-    def r1_due(self, step: int) -> bool:
-        """Lazy regularisation: R1 runs only on every 16th step."""
-        return step % R1_INTERVAL == 0
-
     def end_step(self) -> None:
         """Fold the step's KL (the mean over its accumulation rounds, so the whole step's) into the rebalancing
         weights: once per step, however the step was split into rounds."""
@@ -70,18 +69,12 @@ class PoEGANLoss:
             self.kl_balance.update(torch.stack(self._step_kls).mean(0))
             self._step_kls = []
 
-    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
-        """Compute phase `phase` ("G", "D" or "Dreg") on a batch, backpropagate, return the loss terms (detached
-        tensors on the device: reading one is a GPU sync, left to the loop's log interval)."""
-        if phase == "G":
-            return self._generator(batch, masks)
-        if phase == "D":
-            return self._discriminator(batch, masks)
-        if phase == "Dreg":
-            return self._r1(batch, masks) if self.r1_due(step) else {}
-        raise ValueError(f"unknown loss phase {phase!r}; expected one of {PHASES}")
+    def accumulate_gradients(self, phase: Phase, batch: dict, masks: dict, backward) -> dict[str, torch.Tensor]:
+        """Compute `phase` (one of PHASES) on a batch, hand its total to `backward`, return the loss terms
+        (detached tensors on the device: reading one is a GPU sync, left to the loop's log interval)."""
+        return self._phases[phase](batch, masks, backward)
 
-    def _generator(self, batch, masks):
+    def _generator(self, batch, masks, backward):
         fake, kls = self.G(batch, masks)
         logits, image_emb, text_emb = self.D(fake, batch, masks)
         adv = sum(F.softplus(-logit).mean() for logit in logits)
@@ -90,28 +83,28 @@ class PoEGANLoss:
         img_c = contrastive(fake_feats, real_feats, self.G.log_temperature)
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
         total = adv + kl + self.cfg.image_contrastive * img_c + self.cfg.text_contrastive * txt_c
-        self.backward(total)
+        backward(total)
         return {"G_adv": adv.detach(), "G_kl": kl.detach(), "G_img_contrastive": img_c.detach(),
                 "G_text_contrastive": txt_c.detach(), **kl_terms}
 
-    def _discriminator(self, batch, masks):
+    def _discriminator(self, batch, masks, backward):
         with torch.no_grad():
             fake, _ = self.G(batch, masks)
         fake_logits, _, _ = self.D(fake, batch, masks)
         real_logits, image_emb, text_emb = self.D(batch["image"], batch, masks)
         adv = sum(F.softplus(f).mean() + F.softplus(-r).mean() for f, r in zip(fake_logits, real_logits))
         txt_c = self._text_contrastive(image_emb, text_emb, masks["text"])
-        self.backward(adv + self.cfg.text_contrastive * txt_c)
+        backward(adv + self.cfg.text_contrastive * txt_c)
         return {"D_adv": adv.detach(), "D_text_contrastive": txt_c.detach()}
 
-    def _r1(self, batch, masks):
+    def _r1(self, batch, masks, backward):
         real = batch["image"].detach().float().requires_grad_(True)
         device = real.device.type  # fp32: the inner gradient is not loss-scaled (meta, a stand-in, has no autocast)
         with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
             logits, _, _ = self.D(real, batch, masks)
             (grad,) = torch.autograd.grad(sum(l.sum() for l in logits), real, create_graph=True)
         penalty = grad.square().sum((1, 2, 3)).mean()
-        self.backward(penalty * (R1_GAMMA / 2 * R1_INTERVAL))  # lazy: scaled by the interval (StyleGAN2)
+        backward(penalty * (R1_GAMMA / 2 * R1_INTERVAL))  # lazy: scaled by the interval (StyleGAN2)
         return {"D_r1": penalty.detach()}
 
     def _text_contrastive(self, image_emb, text_emb, text_mask):

@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from ..configs import GLOBAL_DIM
-from ..layers import MLP, EqualConv2d, LeakyReLU
+from .configs import GLOBAL_DIM
+from ...layers import MLP, EqualConv2d, LeakyReLU
 from .poe import EXPERT_THETA, PRIOR_THETA, limit_logvar, product_of_experts, sample, single_modality_kls
 
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import MLP
-from ..noise import randn_like
+from ...layers import MLP
+from ...noise import randn_like
 from ..poegan.generator import Generator
 
 

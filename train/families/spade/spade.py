@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..noise import randn_like
+from ...noise import randn_like
 from .spade_config import SPADEConfig
 
 UPSAMPLINGS = 5  # num_upsampling_layers 'normal': the generator starts at resolution / 32

@@ -1,13 +1,13 @@
 """The SPADE objective as one object with one entry point, `accumulate_gradients(phase, ...)`, like
-train/loss.py: hinge adversarial loss averaged over the discriminator scales, discriminator feature matching
+PoE-GAN's: hinge adversarial loss averaged over the discriminator scales, discriminator feature matching
 (weight 10), VGG-19 perceptual loss (weight 10) and the encoder's KL divergence (weight 0.05) — NVlabs/SPADE
 models/pix2pix_model.py and models/networks/loss.py; the INADE supplement (001) Eq. 5 restates the weights."""
 import torch
 import torch.nn.functional as F
 
+from ...models import DISCRIMINATOR_PHASE, GENERATOR_PHASE, Phase, Stateless
 from .spade_config import SPADEConfig
 
-PHASES = ("G", "D")
 # VGGLoss: L1 on relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (torchvision vgg19().features indices) ...
 VGG_LAYERS = (1, 6, 11, 20, 29)
 VGG_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)  # ... weighted 1/32, 1/16, 1/8, 1/4, 1
@@ -59,37 +59,19 @@ def perceptual(vgg, fake: torch.Tensor, real: torch.Tensor, weights: tuple = VGG
     return sum(w * F.l1_loss(f, t) for w, f, t in zip(weights, vgg_features(vgg, fake), targets) if w)
 
 
-class SPADELoss:
+class SPADELoss(Stateless):
     """G phase: hinge + 10 feature matching + 10 VGG + 0.05 KL (with the VAE); D phase: hinge on real and
     (detached) fake. No regularisation phase (SPADE has no R1); nothing to carry across a resume."""
 
-    def __init__(self, G, D, vgg, cfg: SPADEConfig, backward=torch.Tensor.backward):
+    def __init__(self, G, D, vgg, cfg: SPADEConfig):
         self.G, self.D, self.vgg, self.cfg = G, D, vgg, cfg
-        self.backward = backward  # the loop passes a GradScaler-aware backward under mixed precision
 
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state:
-            raise ValueError(f"SPADE's loss has no state, got keys {sorted(state)}")
-
-    def log_state(self) -> dict:
-        """Extra per-step log fields: none for SPADE."""
-        return {}
-
-    def end_step(self) -> None:
-        """Nothing carries from step to step."""
-
-    def accumulate_gradients(self, phase: str, batch: dict, masks: dict, step: int) -> dict[str, torch.Tensor]:
-        """Compute phase "G" or "D" on a batch, backpropagate, return the loss terms (detached device tensors).
-        With the VAE the generator always encodes the real image's style (SPADE trains that path on every
-        sample), so `masks` are unused."""
-        if phase == "G":
-            return self._generator(batch)
-        if phase == "D":
-            return self._discriminator(batch)
-        raise ValueError(f"unknown loss phase {phase!r}; expected one of {PHASES}")
+    def accumulate_gradients(self, phase: Phase, batch: dict, masks: dict, backward) -> dict[str, torch.Tensor]:
+        """Compute the G or D phase on a batch, hand its total to `backward`, return the loss terms (detached
+        device tensors). With the VAE the generator always encodes the real image's style (SPADE trains that path
+        on every sample), so `masks` are unused."""
+        step = {GENERATOR_PHASE: self._generator, DISCRIMINATOR_PHASE: self._discriminator}[phase]
+        return step(batch, backward)
 
     image_term = "G_vgg"  # the name of the term comparing fake and real images through the VGG-19
 
@@ -117,18 +99,18 @@ class SPADELoss:
         """The KL of the encoder's (mu, logvar) to N(0, I)."""
         return kl_divergence(*posterior)
 
-    def _generator(self, batch):
+    def _generator(self, batch, backward):
         terms = self.generator_terms(batch)
         c = self.cfg
         weights = {"G_hinge": 1.0, "G_feat": c.feat_weight, self.image_term: c.vgg_weight, "G_kl": c.kl_weight}
-        self.backward(sum(weights[name] * t for name, t in terms.items()))
+        backward(sum(weights[name] * t for name, t in terms.items()))
         return {name: t.detach() for name, t in terms.items()}
 
-    def _discriminator(self, batch):
+    def _discriminator(self, batch, backward):
         with torch.no_grad():
             fake, _ = self.G(batch)
         fake_logits = [o[-1] for o in self.D(fake.detach(), batch)]
         real_logits = [o[-1] for o in self.D(batch["image"], batch)]
         loss = hinge_d(real_logits, fake_logits)
-        self.backward(loss)
+        backward(loss)
         return {"D_hinge": loss.detach()}

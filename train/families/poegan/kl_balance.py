@@ -1,7 +1,7 @@
 """KL rebalancing across resolutions (supplement B, Eq. 1), after NVAE."""
 import torch
 
-from .distributed import mean_over_ranks
+from ...distributed import mean_over_ranks
 
 DECAY = 0.99  # B: running average of the rebalancing weights with decay 0.99
 

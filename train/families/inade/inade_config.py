@@ -2,7 +2,7 @@
 optimizer settings (SPADE's TTUR)."""
 from dataclasses import dataclass, replace
 
-from .spade_config import TTUR
+from ..spade.spade_config import TTUR
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..noise import randn_like
+from ...noise import randn_like
 from .inade_config import InadeConfig
-from .spade import INIT_GAIN, MultiscaleDiscriminator, _act, xavier_init
+from ..spade.spade import INIT_GAIN, MultiscaleDiscriminator, _act, xavier_init
 
 
 def instance_ids(seg: torch.Tensor) -> torch.Tensor:

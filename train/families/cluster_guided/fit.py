@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from .. import checkpoint, run_config
-from ..configs import GLOBAL_DIM
-from ..samples import image_grid, save_grid
+from ... import checkpoint, run_config
+from ...samples import image_grid, save_grid
+from ..poegan.configs import GLOBAL_DIM
 from .generator import ClusterGuidedGenerator
 from .imle import IMLESettings, fit_imle, mapper
 
