@@ -105,8 +105,8 @@ def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
 
 
 def test_fid_against_the_training_split_when_asked(trained):
-    """evaluate.reference_split: train (INADE's official evaluation) scores FID against as many training images,
-    and the protocol says so."""
+    """evaluate.reference_split: train (INADE's official evaluation) scores FID against the training images (up to
+    evaluate.num_images: all 4 here), and the protocol says so."""
     root, data = trained
     out = data / "runs" / "sample" / "poegan" / "eval"
     fids = {}
@@ -116,8 +116,9 @@ def test_fid_against_the_training_split_when_asked(trained):
         result = run("evaluate", "--params", str(params), "--data-dir", str(data), "--num-images", "3")
         assert result.exit_code == 0, result.output
         metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["protocol"]["reference"] == {"split": split, "images": 3}
-        assert "reference set (FID/KID): 3 " + split + " images" in (out / "report.md").read_text()
+        images = {"test": 3, "train": 4}[split]
+        assert metrics["protocol"]["reference"] == {"split": split, "images": images}
+        assert f"reference set (FID/KID): {images} {split} images" in (out / "report.md").read_text()
         fids[split] = metrics["seg/fid"]
     # the same generated images, other real ones; both reference sets cached under their own split's name
     assert fids["train"] != fids["test"]

@@ -115,10 +115,12 @@ def describe(stage, model: str, num_images: int | None, gpu_memory: float) -> li
     images = min(evaluation.limit, int(test)) if test >= 1 else evaluation.limit
     split = f"{int(test)} test images" if test >= 1 else f"a fraction {test} of the dataset as test images"
     evaluation.notes.insert(0, f"images per condition: at most evaluate.num_images {p.num_images} of {split} (the "
-                               f"profile's test_size); the reference set at most as many {p.reference_split} images")
+                               f"profile's test_size)" + ("" if p.reference_split == "test" else
+                                                          f"; the reference set at most {p.num_images} training images"))
     if fam.rows:
         evaluation.notes.append("rows: the mixture of every fitted cluster, then one row per cluster")
-    record = protocol.record(stage, evaluation, images, images, snapshot=snapshot.name if snapshot else None)
+    reference = images if p.reference_split == "test" else p.num_images
+    record = protocol.record(stage, evaluation, images, reference, snapshot=snapshot.name if snapshot else None)
     lines += protocol.lines(record)
     memory = generation_estimate(fam, cfg, labels.num_classes)
     batch = per_gpu_batch(memory, p.batch_size, gpu_memory * GB)

@@ -251,8 +251,9 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     notes += [note] if note else []
     test = EvalSet(layout.shards, cfg.resolution, labels.num_classes, evaluation.limit, p.seed, batch_size,
                    Preprocess(fit), processes.rank, processes.world)
-    # FID/KID's real images: the test images themselves, or as many training images read the same way
-    real_set = test if p.reference_split == "test" else dataclasses.replace(test, split="train")
+    # FID/KID's real images: the test images themselves, or up to evaluate.num_images training images read the
+    # same way (INADE compares with the whole training set's statistics)
+    real_set = test if p.reference_split == "test" else dataclasses.replace(test, split="train", limit=p.num_images)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       gather=functools.partial(distributed.gather_to_rank0, processes=processes),
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
