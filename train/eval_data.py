@@ -41,8 +41,8 @@ class EvalBatch:
 
 @dataclass(frozen=True)
 class EvalSet:
-    """At most `limit` samples of the `split` (test) in shard order, brought to `resolution` as training brings them (resized, or
-    short side scaled and cropped at random); iterating yields this process's `EvalBatch`es. Each sample's crop
+    """At most `limit` samples of the `split` (test) in shard order, brought to `resolution` as training brings
+    them (resized, or short side scaled and cropped at random); iterating yields this process's `EvalBatch`es. Each sample's crop
     and caption are drawn from `seed` and its key alone, so they are the same whichever process reads it."""
 
     shards_dir: Path

@@ -114,12 +114,12 @@ def describe(stage, model: str, num_images: int | None, gpu_memory: float) -> li
     test = stage.profile.test_size
     images = min(evaluation.limit, int(test)) if test >= 1 else evaluation.limit
     split = f"{int(test)} test images" if test >= 1 else f"a fraction {test} of the dataset as test images"
-    evaluation.notes.insert(0, f"images per condition: at most evaluate.num_images {p.num_images} of {split} (the "
-                               f"profile's test_size)" + ("" if p.reference_split == "test" else
-                                                          f"; the reference set at most {p.num_images} training images"))
+    reference = images if p.reference_split == "test" else p.num_images
+    evaluation.notes.insert(0, f"images per condition: the fewer of {evaluation.limit} and {split} (the profile's "
+                               f"test_size)" + ("" if reference == images else
+                                                f"; reference set: at most {reference} training images"))
     if fam.rows:
         evaluation.notes.append("rows: the mixture of every fitted cluster, then one row per cluster")
-    reference = images if p.reference_split == "test" else p.num_images
     record = protocol.record(stage, evaluation, images, reference, snapshot=snapshot.name if snapshot else None)
     lines += protocol.lines(record)
     memory = generation_estimate(fam, cfg, labels.num_classes)

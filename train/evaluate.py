@@ -57,8 +57,9 @@ def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) ->
 
 def reference_set(dataset: str, test: EvalSet, digests: list[bytes], resolution: int) -> Reference:
     """The images of `test` (the test split, or the training split under evaluate.reference_split: train) as the
-    FID/KID reference set, named by a hash of their pixels (`digests`: each image's, in the split's order): whatever changes them (re-ingest with another jpeg_quality or max_short_side, repacking,
-    preprocessing, seed) gets its own cached features, and the same pixels find theirs again (the extractor's
+    FID/KID reference set, named by a hash of their pixels (`digests`: each image's, in the split's order):
+    whatever changes them (re-ingest with another jpeg_quality or max_short_side, repacking, preprocessing, seed)
+    gets its own cached features, and the same pixels find theirs again (the extractor's
     weights are in the cache key too). Its images are read again only when the cache has no features for them."""
     name = hashlib.sha256(b"".join(digests)).hexdigest()[:16]
     whole = test.whole()
