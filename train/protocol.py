@@ -17,7 +17,10 @@
 
 `dvc metrics show` lists the record's scalars beside the numbers (protocol.images, protocol.reference.split, ...)
 and leaves out its lists (rows, metrics, seeding, notes)."""
+from annotators.labelmaps import load_label_map
+
 from .eval_plan import ANNOTATOR_OF, EvalPlan, scored_by
+from .metrics import REGISTRY
 
 VERSION = 1
 
@@ -25,8 +28,6 @@ VERSION = 1
 def _metric(name: str, stage) -> dict:
     """One entry of the record's "metrics": the metric, its score keys, the network that scores and its
     settings."""
-    from .metrics import REGISTRY
-
     p = stage.params.evaluate
     entry = {"name": name, "keys": list(REGISTRY[name].keys)}
     if name in ("fid", "kid"):
@@ -48,8 +49,6 @@ def _metric(name: str, stage) -> dict:
         if hasattr(section, "model"):
             entry.update(model=section.model)
         if annotator == "seg":
-            from annotators.labelmaps import load_label_map
-
             labels = load_label_map(stage.profile.label_map)
             entry.update(label_map=labels.name, classes=labels.num_classes)
         if name == "sketch_fscore":
