@@ -14,6 +14,7 @@ from PIL import Image
 from train_shards import write_training_shards
 
 from pipeline.cli import main
+from pipeline.params.train import TrainParams
 from train.families.cluster_guided.fit import FitError, check, kmeans
 from train.families.cluster_guided.imle import IMLESettings, fit_imle, mapper
 from train.families.poegan.configs import GLOBAL_DIM, get_config
@@ -57,6 +58,10 @@ def test_kmeans_is_stable_for_a_fixed_seed_and_finds_separated_groups():
     again = kmeans(features, 2, 3, seed=5)
     assert np.array_equal(labels, again[0]) and np.array_equal(centroids, again[1])
     assert len(set(labels[:60])) == 1 and len(set(labels[60:])) == 1 and labels[0] != labels[-1]
+    # one cluster (the supplement's FID check: IMLE over every code) holds them all, its centroid their mean
+    labels, centroids = kmeans(features, 1, 1, seed=5)
+    assert not labels.any() and np.allclose(centroids[0], features.mean(0), atol=1e-4)
+    assert TrainParams.model_validate({"cluster-guided": {"clusters": 1}}).model("cluster-guided").clusters == 1
 
 
 def _tiny_generator() -> Generator:

@@ -136,7 +136,12 @@ def test_repro_runs_every_stage_then_does_nothing(project):
     assert not any("error" in result for result in files.values()), files
     assert {f"data/runs/sample/metrics/{m}.json" for m in MODELS} <= set(files)  # side by side
     evaluation = files["data/runs/sample/metrics/poegan.json"]["data"]
-    assert evaluation == json.loads((root / "data/runs/sample/poegan/eval/metrics.json").read_text())
+    written = json.loads((root / "data/runs/sample/poegan/eval/metrics.json").read_text())
+    protocol = written.pop("protocol")
+    assert {k: v for k, v in evaluation.items() if k != "protocol"} == written  # every number, where it was
+    # beside them the protocol's scalars (its lists of rows and metrics are in the file, not in the table)
+    assert evaluation["protocol"]["reference"] == protocol["reference"] == {"split": "test", "images": 2}
+    assert evaluation["protocol"]["images"] == 2 and "rows" not in evaluation["protocol"]  # evaluate.num_images
     assert {"unconditional/fid", "seg/fid", "all/fid"} <= set(evaluation)
     assert "sketch/fid" in files["data/runs/sample/metrics/spade-sketch.json"]["data"]
     assert {"unconditional/fid", "cluster-r8-0/fid", "cluster-r8-1/fid"} <= set(
@@ -160,12 +165,18 @@ def test_metrics_show_lists_the_evaluated_models_and_no_error_for_the_others(tmp
     (tmp_path / "data/sample/card.json").write_text('{"samples": 4}')
     (tmp_path / "data/runs/sample/metrics").mkdir(parents=True)
     (tmp_path / "data/runs/sample/metrics/poegan.json").write_text('{"all/fid": 1.5}')
+    # a protocol record (docs/protocols.md) beside the numbers: its lists and nulls are left out, not an error
+    protocol = {"images": 8, "reference": {"split": "test", "images": 8}, "snapshot": None, "seed": 0,
+                "rows": [{"name": "all", "condition": "all", "metrics": ["fid"]}], "seeding": ["noise: (0, i)"]}
+    (tmp_path / "data/runs/sample/metrics/inade.json").write_text(json.dumps({"seg/fid": 2.5, "protocol": protocol}))
     shown = subprocess.run([str(BIN / "dvc"), "metrics", "show", "--json"], cwd=tmp_path, env=env,
                            capture_output=True, text=True)
     assert shown.returncode == 0 and "failed to load" not in shown.stdout + shown.stderr, shown.stdout + shown.stderr
     files = json.loads(shown.stdout.strip().splitlines()[-1])[""]["data"]
     assert files == {"data/sample/card.json": {"data": {"samples": 4}},
-                     "data/runs/sample/metrics/poegan.json": {"data": {"all/fid": 1.5}}}
+                     "data/runs/sample/metrics/poegan.json": {"data": {"all/fid": 1.5}},
+                     "data/runs/sample/metrics/inade.json": {"data": {"seg/fid": 2.5, "protocol": {
+                         "images": 8, "reference": {"split": "test", "images": 8}, "seed": 0}}}}
 
 
 ANNOTATE = {"annotate@seg", "annotate@sketch", "annotate@clip"}

@@ -65,7 +65,8 @@ def trained(tmp_path_factory):
 
 def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
     root, data = trained
-    params = write_params(root / "eval-params.yaml", inception_weights="random", lpips_weights="random")
+    params = write_params(root / "eval-params.yaml", inception_weights="random", lpips_weights="random",
+                          metrics=["fid", "kid", "seg_consistency", "lpips_diversity", "ssim", "lpips_gt"])
     result = run("evaluate", "--params", str(params), "--data-dir", str(data), "--num-images", "3")
     assert result.exit_code == 0, result.output
     assert "evaluate.inception_weights is 'random'" in caplog.text
@@ -88,6 +89,40 @@ def test_evaluates_every_condition_into_metrics_and_report(trained, caplog):
     assert "† Computed by networks with random weights" in report and "fid, kid, kid_std by inception" in report
     assert all(f"samples_{c}.png" in report and (out / f"samples_{c}.png").is_file() for c in CONDITIONS)
     assert "3 test images at 32 px" in report and (out / "fid_per_condition.png").is_file()
+    # closeness to the test image each condition came from, on every row but the unconditional one
+    assert {k.split("/")[0] for k in metrics if k.endswith("/ssim")} == set(CONDITIONS) - {"unconditional"}
+    assert all(0 < metrics[f"{c}/lpips_gt"] and -1 <= metrics[f"{c}/ssim"] < 1 for c in CONDITIONS[1:])
+    assert metrics["random_weights/lpips_gt"] == "alexnet"
+    # the protocol travels with the numbers, and the dry run printed the same one before the run
+    record = metrics["protocol"]
+    assert record["images"] == 3 and record["reference"] == {"split": "test", "images": 3}
+    assert [row["name"] for row in record["rows"]] == CONDITIONS and record["snapshot"].startswith("network-")
+    assert record["rows"][0]["metrics"] == ["fid", "kid", "lpips_diversity"]  # no ground truth unconditionally
+    assert json.loads((data / "runs" / "sample" / "metrics" / "poegan.json").read_text()) == metrics
+    section = report.split("## Protocol\n\n")[1].split("\n\n")[0].splitlines()
+    dry = run("evaluate", "--params", str(params), "--data-dir", str(data), "--num-images", "3", "--dry-run")
+    assert dry.exit_code == 0 and section and all(line[2:] in dry.output.splitlines() for line in section)
+
+
+def test_fid_against_the_training_split_when_asked(trained):
+    """evaluate.reference_split: train (INADE's official evaluation) scores FID against the training images (up to
+    evaluate.num_images: all 4 here), and the protocol says so."""
+    root, data = trained
+    out = data / "runs" / "sample" / "poegan" / "eval"
+    fids = {}
+    for split in ("test", "train"):
+        params = write_params(root / f"reference-{split}.yaml", inception_weights="random", metrics=["fid"],
+                              conditions=["seg"], reference_split=split)
+        result = run("evaluate", "--params", str(params), "--data-dir", str(data), "--num-images", "3")
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        images = {"test": 3, "train": 4}[split]
+        assert metrics["protocol"]["reference"] == {"split": split, "images": images}
+        assert f"reference set (FID/KID): {images} {split} images" in (out / "report.md").read_text()
+        fids[split] = metrics["seg/fid"]
+    # the same generated images, other real ones; both reference sets cached under their own split's name
+    assert fids["train"] != fids["test"]
+    assert {"train", "test"} <= {path.name.split("-")[2] for path in (data / "cache" / "fid").glob("*.npz")}
 
 
 def _pipeline(args, tmp_path, torchrun: int = 0) -> subprocess.CompletedProcess:

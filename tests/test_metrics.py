@@ -40,19 +40,21 @@ def test_registry_refuses_an_unknown_metric_listing_the_known_ones():
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_miou_and_pixel_accuracy_of_a_shifted_map(k):
     reference = halves()
-    assert seg_scores(reference, reference) == {"seg_miou": 1.0, "seg_pixel_accuracy": 1.0}
+    assert seg_scores(reference, reference) == {"seg_miou": 1.0, "seg_f1": 1.0, "seg_pixel_accuracy": 1.0}
     # 4 columns per class; moving the boundary k columns right: the left class predicted on 4 + k columns of
-    # which 4 are right (IoU 4 / (4 + k)), the right class on 4 - k columns all right (IoU (4 - k) / 4);
-    # k of the 8 columns are wrong.
+    # which 4 are right (IoU 4 / (4 + k), F1 2·4 / (4 + 4 + k)), the right class on 4 - k columns all right
+    # (IoU (4 - k) / 4, F1 2(4 - k) / (4 + 4 - k)); k of the 8 columns are wrong.
     scores = seg_scores(shift_right(reference, k), reference)
     assert scores["seg_miou"] == pytest.approx((4 / (4 + k) + (4 - k) / 4) / 2)
+    assert scores["seg_f1"] == pytest.approx((8 / (8 + k) + 2 * (4 - k) / (8 - k)) / 2)
     assert scores["seg_pixel_accuracy"] == pytest.approx((8 - k) / 8)
 
 
 def test_seg_scores_ignore_255_and_pool_over_images():
     reference = halves()
     reference[:, 4] = 255  # the column a one-pixel shift gets wrong is ignored
-    assert seg_scores(shift_right(halves(), 1), reference) == {"seg_miou": 1.0, "seg_pixel_accuracy": 1.0}
+    assert seg_scores(shift_right(halves(), 1), reference) == {"seg_miou": 1.0, "seg_f1": 1.0,
+                                                                "seg_pixel_accuracy": 1.0}
 
     # two images: one perfect, one with a third class predicted everywhere (an absent class with union > 0)
     predicted = np.stack([halves(), np.full((8, 8), 5, np.uint8)])
@@ -123,7 +125,7 @@ def test_evaluate_runs_the_metrics_whose_inputs_are_given(tmp_path):
     names = ["seg_consistency", "clip_score", "sketch_fscore", "lpips_diversity"]
 
     scores = evaluate(names, EvalInputs(images, seg=maps), ctx)
-    assert scores == {"seg_miou": 1.0, "seg_pixel_accuracy": 1.0}
+    assert scores == {"seg_miou": 1.0, "seg_f1": 1.0, "seg_pixel_accuracy": 1.0}
 
     scores = evaluate(names, EvalInputs(images, seg=shift_right_batch(maps, 1),
                                         embeddings=images.reshape(4, -1, 3).mean(1)), ctx)
@@ -174,7 +176,7 @@ def test_each_condition_is_scored_by_the_metrics_of_its_modalities(tmp_path):
     table = evaluate_conditions(["seg_consistency", "sketch_fscore", "clip_score"],
                                 {c: inputs_for(c, images, **modalities) for c in CONDITIONS}, ctx)
     assert table["unconditional"] == {}
-    assert set(table["seg"]) == {"seg_miou", "seg_pixel_accuracy"}
+    assert set(table["seg"]) == {"seg_miou", "seg_f1", "seg_pixel_accuracy"}
     assert set(table["sketch"]) == {"sketch_fscore", "sketch_precision", "sketch_recall"}
     assert table["text"] == {"clip_score": pytest.approx(100.0)}
     assert set(table["all"]) == set(table["seg"]) | set(table["sketch"]) | set(table["text"])

@@ -30,6 +30,21 @@ def test_metrics_json_is_flat_and_dvc_readable(tmp_path):
     assert flat_metrics({"text": {"fid": 1}}) == {"text/fid": 1.0}
 
 
+def test_the_protocol_goes_beside_the_numbers_and_into_the_report(tmp_path):
+    protocol = {"version": 1, "model": "inade", "dataset": "coco", "resolution": 256, "snapshot": None,
+                "images": 5000, "reference": {"split": "train", "images": 50000}, "seed": 0,
+                "rows": [{"name": "seg", "condition": "seg", "metrics": ["fid"]}],
+                "metrics": [{"name": "fid", "keys": ["fid"], "network": "inception", "weights": "w"}],
+                "seeding": ["noise of test batch i: (0, i)"], "notes": ["a note"]}
+    write_report(tmp_path, RESULTS, protocol=protocol)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics.pop("protocol") == protocol and metrics == flat_metrics(RESULTS)  # the numbers as before
+    report = (tmp_path / "report.md").read_text()
+    assert "## Protocol\n\n- model: inade on coco at 256 px, snapshot none yet\n" in report
+    assert "- reference set (FID/KID): 50000 train images at 256 px\n" in report and "- a note\n" in report
+    assert "- fid: inception (weights w)\n" in report and "- rows (condition: metrics): seg: fid\n" in report
+
+
 def test_report_has_the_table_grids_and_plots(tmp_path):
     samples = {"seg": np.full((5, 16, 16, 3), 200, np.uint8), "unconditional": np.zeros((3, 16, 16, 3), np.uint8)}
     written = write_report(tmp_path, RESULTS, samples=samples, log=write_log(tmp_path / "log.jsonl"), title="poegan")

@@ -41,8 +41,8 @@ class EvalBatch:
 
 @dataclass(frozen=True)
 class EvalSet:
-    """At most `limit` test samples in shard order, brought to `resolution` as training brings them (resized, or
-    short side scaled and cropped at random); iterating yields this process's `EvalBatch`es. Each sample's crop
+    """At most `limit` samples of the `split` (test) in shard order, brought to `resolution` as training brings
+    them (resized, or short side scaled and cropped at random); iterating yields this process's `EvalBatch`es. Each sample's crop
     and caption are drawn from `seed` and its key alone, so they are the same whichever process reads it."""
 
     shards_dir: Path
@@ -54,13 +54,14 @@ class EvalSet:
     preprocess: Preprocess = Preprocess()
     rank: int = 0
     world: int = 1
+    split: str = "test"  # "train": the training images (the FID reference of evaluate.reference_split: train)
 
     def __post_init__(self):
-        self.urls()  # no test shards: an EvaluationError before any work
+        self.urls()  # no shards of the split: an EvaluationError before any work
 
     def urls(self) -> list[str]:
         try:
-            return shard_urls(self.shards_dir, "test")
+            return shard_urls(self.shards_dir, self.split)
         except DataError as err:
             raise EvaluationError(str(err)) from None
 

@@ -111,9 +111,9 @@ def plan(stage, model: str, num_images: int | None = None, cfg=None) -> EvalPlan
 def scored_by(metrics: list[str], condition: str) -> list[str]:
     """The metrics of `metrics` that score the row of `condition` (those whose inputs it gives)."""
     from .metrics import REGISTRY
+    from .metrics.conditions import given_inputs
 
-    given = {"reference", "groups", *CONDITIONS[condition]}
-    return [m for m in metrics if set(REGISTRY[m].needs) <= given]
+    return [m for m in metrics if set(REGISTRY[m].needs) <= given_inputs(condition)]
 
 
 def per_gpu_batch(memory: GenerationEstimate, batch_size: int, capacity: float) -> int:
@@ -144,10 +144,11 @@ def device_batch(p, fam, cfg, num_classes: int, device) -> tuple[int, str | None
 
 
 def describe(stage, model: str, num_images: int | None, gpu_memory: float) -> list[str]:
-    """The lines `pipeline evaluate --dry-run` prints: what the evaluation will compute and its per-GPU batch and
-    estimated peak on a GPU of `gpu_memory` GB."""
+    """The lines `pipeline evaluate --dry-run` prints: the evaluation's protocol (`train.protocol`, as the report
+    records it) and its per-GPU batch and estimated peak on a GPU of `gpu_memory` GB."""
     from annotators.labelmaps import load_label_map
 
+    from . import protocol
     from .checkpoint import newest_snapshot
 
     p, fam, labels = stage.params.evaluate, family(model), load_label_map(stage.profile.label_map)
@@ -167,29 +168,14 @@ def describe(stage, model: str, num_images: int | None, gpu_memory: float) -> li
     test = stage.profile.test_size
     images = min(evaluation.limit, int(test)) if test >= 1 else evaluation.limit
     split = f"{int(test)} test images" if test >= 1 else f"a fraction {test} of the dataset as test images"
-    scored = {c: scored_by(p.metrics, c) for c in evaluation.conditions}
-    rows = "; ".join(f"{c}: {', '.join(metrics)}" for c, metrics in scored.items())
-    lines += [
-        f"model: {model} at {cfg.resolution} px, snapshot "
-        f"{snapshot.name if snapshot else f'none yet in {stage.layout.training(model)}'}",
-        f"rows (condition: metrics): {rows}"
-        + (" (the mixture of every fitted cluster, then one row per cluster)" if fam.rows else ""),
-        f"images per condition: {images} (evaluate.num_images {p.num_images}; {split}, the profile's test_size)",
-        f"reference set (FID/KID): those {images} test images at {cfg.resolution} px; Inception weights "
-        f"{p.inception_weights}",
-    ]
-    used = {m for metrics in scored.values() for m in metrics}
-    for metric in (m for m in ANNOTATOR_OF if m in used):
-        name = ANNOTATOR_OF[metric][0]
-        section = getattr(stage.params.annotate, name)
-        what = f"{section.model}, " if hasattr(section, "model") else ""
-        lines.append(f"{metric}: the {name} annotator ({what}weights {section.weights}) on the generated images"
-                     + (f", label map {labels.name} ({labels.num_classes} classes)" if name == "seg" else ""))
-    if "lpips_diversity" in p.metrics:
-        lines.append(f"lpips_diversity: {p.diversity_groups} groups of the first {p.diversity_images} conditions, "
-                     f"{p.diversity_pairs} random pairs; AlexNet weights {p.lpips_weights}")
-    lines.append(f"seeds: batch i's noise from (evaluate.seed {p.seed}, i); diversity groups from seed + 1 ... "
-                 f"seed + {p.diversity_groups - 1}; crops and captions from the seed and each sample's key")
+    reference = images if p.reference_split == "test" else p.num_images
+    evaluation.notes.insert(0, f"images per condition: the fewer of {evaluation.limit} and {split} (the profile's "
+                               f"test_size)" + ("" if reference == images else
+                                                f"; reference set: at most {reference} training images"))
+    if fam.rows:
+        evaluation.notes.append("rows: the mixture of every fitted cluster, then one row per cluster")
+    record = protocol.record(stage, evaluation, images, reference, snapshot=snapshot.name if snapshot else None)
+    lines += protocol.lines(record)
     memory = generation_estimate(fam, cfg, labels.num_classes)
     batch = per_gpu_batch(memory, p.batch_size, gpu_memory * GB)
     lines.append("processes: one, or under torchrun one per GPU, each generating every world-th batch; rank 0 "

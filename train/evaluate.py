@@ -7,6 +7,7 @@ The test split streams through in batches: each batch is generated under every r
 is collected and the images are dropped (only the first SAMPLES_SHOWN are kept for the report). Under `torchrun`
 each process takes every world-th batch; the metrics' parts are gathered to rank 0, which finishes them and writes
 the report, with the same numbers as one process."""
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from annotators.weights import RANDOM, resolve
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, protocol
 from .conditions import MODALITIES
 from .data import Preprocess, to_device
 from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_uint8
@@ -61,13 +62,14 @@ def load_generator(model: str, cfg, num_classes: int, snapshot: Path, device) ->
 
 
 def reference_set(dataset: str, test: EvalSet, digests: list[bytes], resolution: int) -> Reference:
-    """The test images as the FID/KID reference set, named by a hash of their pixels (`digests`: each image's, in
-    the split's order): whatever changes them (re-ingest with another jpeg_quality or max_short_side, repacking,
-    preprocessing, seed) gets its own cached features, and the same pixels find theirs again (the extractor's
+    """The images of `test` (the test split, or the training split under evaluate.reference_split: train) as the
+    FID/KID reference set, named by a hash of their pixels (`digests`: each image's, in the split's order):
+    whatever changes them (re-ingest with another jpeg_quality or max_short_side, repacking, preprocessing, seed)
+    gets its own cached features, and the same pixels find theirs again (the extractor's
     weights are in the cache key too). Its images are read again only when the cache has no features for them."""
     name = hashlib.sha256(b"".join(digests)).hexdigest()[:16]
     whole = test.whole()
-    return Reference(f"{dataset}-{name}", "test", len(digests), resolution,
+    return Reference(f"{dataset}-{name}", test.split, len(digests), resolution,
                      lambda: (batch.images for batch in whole))
 
 
@@ -170,7 +172,7 @@ def random_networks(metrics, params, annotate_params) -> dict[str, list[str]]:
     """{score key: the networks behind it whose weights are random} for the scores of `metrics`, from the evaluate
     params (Inception, AlexNet) and the annotate params (the annotators that score the generated images)."""
     networks = {"fid": [("inception", params.inception_weights)], "kid": [("inception", params.inception_weights)],
-                "lpips_diversity": [("alexnet", params.lpips_weights)]}
+                "lpips_diversity": [("alexnet", params.lpips_weights)], "lpips_gt": [("alexnet", params.lpips_weights)]}
     for name, (annotator, _, _) in ANNOTATOR_OF.items():
         section = getattr(annotate_params, annotator)
         networks[name] = [(f"{annotator} annotator", section.weights)]
@@ -188,7 +190,7 @@ def metric_weights(params, weights_dir: Path, cache_dir: Path):
     weights the metrics need but the registry cannot give stop here, before any generation, with its message."""
     update = {}
     for field, kind, metrics in (("inception_weights", "inception", {"fid", "kid"}),
-                                 ("lpips_weights", "alexnet", {"lpips_diversity"})):
+                                 ("lpips_weights", "alexnet", {"lpips_diversity", "lpips_gt"})):
         if getattr(params, field) == RANDOM:
             log.warning("evaluate.%s is 'random': the %s network is untrained, its scores are not meaningful",
                         field, kind)
@@ -220,16 +222,16 @@ def _in_order(parts: list[dict[int, np.ndarray]]) -> np.ndarray:
 
 
 def _name_reference(reference: Reference, dataset: str, test: EvalSet, gathered: list) -> int:
-    """Name `reference` after the pixels of the test images every process saw (its cache key) and give it their
-    features when the processes computed them; returns their number, or EvaluationError when no sample was
-    usable."""
+    """Name `reference` after the pixels of the images of `test` (the reference split) every process saw (its
+    cache key) and give it their features when the processes computed them; returns their number, or
+    EvaluationError when no sample was usable."""
     merged = {index: d for digests, *_ in gathered for index, d in digests.items()}
     if not merged:
-        raise EvaluationError(f"no usable test samples in {test.shards_dir}")
+        raise EvaluationError(f"no usable {test.split} samples in {test.shards_dir}")
     named = reference_set(dataset, test, [d for index in sorted(merged) for d in merged[index]], reference.resolution)
     # the metric streams hold `reference` since the first batch; it gets its name now that every pixel is seen
     reference.dataset, reference.limit, reference.batches = named.dataset, named.limit, named.batches
-    features = [real for _, _, real, _ in gathered if real]
+    features = [real for _, _, real, *_ in gathered if real]
     reference.features = _in_order(features) if features else None
     return named.limit
 
@@ -256,37 +258,52 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     notes += [note] if note else []
     test = EvalSet(layout.shards, cfg.resolution, labels.num_classes, evaluation.limit, p.seed, batch_size,
                    Preprocess(run.fit).for_test(), processes.rank, processes.world)
+    # FID/KID's real images: the test images themselves, or up to evaluate.num_images training images read the
+    # same way (INADE compares with the whole training set's statistics)
+    real_set = test if p.reference_split == "test" else dataclasses.replace(test, split="train", limit=p.num_images)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       gather=functools.partial(distributed.gather_to_rank0, processes=processes),
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
-    reference = Reference(stage.dataset, "test", 0, cfg.resolution, lambda: ())  # named once its pixels are seen
+    reference = Reference(stage.dataset, real_set.split, 0, cfg.resolution, lambda: ())  # named once pixels are seen
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
     rows = [row for row in (fam.rows(G) if fam.rows else [EvalRow(c, c, G) for c in CONDITIONS])
             if row.condition in evaluation.conditions]
     streams = {row.name: MetricStream(p.metrics, ctx, reference) for row in rows}
-    digests, shown, real = {}, {row.name: {} for row in rows}, {}
-    # every process embeds its own test images for FID/KID: no process embeds the whole split while others wait
+    digests, shown, real, tested = {}, {row.name: {} for row in rows}, {}, {}
+    # every process embeds its own reference images for FID/KID: no process embeds them all while others wait
     embed_real = bool({"fid", "kid"} & set(p.metrics))
-    for batch in tqdm(test, desc="test batches", unit="batch", disable=processes.rank != 0):
+
+    def keep_reference(batch):
         digests[batch.index] = pixel_digests(batch.images)
         if embed_real:
-            real[batch.index] = image_features(batch.images, ctx, "test images")
+            real[batch.index] = image_features(batch.images, ctx, f"{real_set.split} images")
+
+    for batch in tqdm(test, desc="test batches", unit="batch", disable=processes.rank != 0):
+        tested[batch.index] = len(batch)
+        if real_set is test:
+            keep_reference(batch)
         for row, generated, groups in generate_rows(rows, batch, labels.num_classes, p, device):
             streams[row.name].add(batch.index, inputs_for(row.condition, generated, reference, groups=groups,
-                                                          seg=batch.seg, sketch=batch.sketch,
+                                                          real=batch.images, seg=batch.seg, sketch=batch.sketch,
                                                           embeddings=batch.embeddings))
             if batch.positions[0] < SAMPLES_SHOWN:
                 shown[row.name][batch.index] = generated[:SAMPLES_SHOWN]
+    if real_set is not test:
+        for batch in tqdm(real_set, desc="reference batches", unit="batch", disable=processes.rank != 0):
+            keep_reference(batch)
     # one gather of everything: rank 0 finishes the metrics after it, while no other process waits for it
-    gathered = ctx.gather((digests, shown, real, {name: stream.local() for name, stream in streams.items()}))
-    images = distributed.on_rank0(lambda: _name_reference(reference, stage.dataset, test, gathered), processes)
+    gathered = ctx.gather((digests, shown, real, tested, {name: stream.local() for name, stream in streams.items()}))
+    reference_images = distributed.on_rank0(lambda: _name_reference(reference, stage.dataset, real_set, gathered),
+                                            processes)
     if processes.rank != 0:
         return {}
     table = {name: stream.finish([parts[name] for *_, parts in gathered]) for name, stream in streams.items()}
     samples = {row.name: _in_order([rank_shown[row.name] for _, rank_shown, *_ in gathered])[:SAMPLES_SHOWN]
                for row in rows}
-    notes.insert(0, f"snapshot {snapshot.name}, {images} test images at {cfg.resolution} px, seed {p.seed}")
+    images = sum(count for *_, counts, _ in gathered for count in counts.values())
+    record = protocol.record(stage, evaluation, images, reference_images, [(row.name, row.condition) for row in rows],
+                             snapshot.name)
     written = write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
-                           title=f"{model} on {stage.dataset}", notes=notes, random_weights=random_weights)
-    written["dvc_metrics"] = write_metrics_json(layout.metrics(model), table, random_weights)
+                           title=f"{model} on {stage.dataset}", random_weights=random_weights, protocol=record)
+    written["dvc_metrics"] = write_metrics_json(layout.metrics(model), table, random_weights, record)
     return written

@@ -7,7 +7,9 @@ scores per condition and a sample grid per condition, and PNG plots (FID per con
 
 A score computed by a network with random weights (`random_weights`: score key -> those networks) is marked
 where it stands: a dagger in the table with a note naming the networks, and in metrics.json a string
-`random_weights/<key>` naming them beside the numbers (`dvc metrics show` lists it as a column).
+`random_weights/<key>` naming them beside the numbers (`dvc metrics show` lists it as a column). The evaluation's
+protocol record (`train.protocol`: rows, metrics and their networks, reference set, images, seeds) goes into
+metrics.json under "protocol" and into report.md as a section, so the numbers never travel without it.
 """
 import json
 import math
@@ -24,6 +26,7 @@ from PIL import Image  # noqa: E402
 from shardio.shards import atomic_path  # noqa: E402
 
 from .metrics.conditions import CONDITIONS  # noqa: E402
+from .protocol import lines as protocol_lines  # noqa: E402
 
 CONDITION_ORDER = list(CONDITIONS)  # the rows of the supplement's Tables 6 and 7
 
@@ -59,10 +62,14 @@ def flat_metrics(results: dict[str, dict[str, float]],
 
 
 def write_metrics_json(path: Path, results: dict[str, dict[str, float]],
-                       random_weights: dict[str, list[str]] | None = None) -> Path:
-    """Write the flat metrics as JSON (sorted keys, atomic)."""
+                       random_weights: dict[str, list[str]] | None = None, protocol: dict | None = None) -> Path:
+    """Write the flat metrics as JSON (sorted keys, atomic), with the evaluation's protocol record
+    (`train.protocol`) under the key "protocol" when given."""
+    metrics = flat_metrics(results, random_weights)
+    if protocol is not None:
+        metrics["protocol"] = protocol
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(flat_metrics(results, random_weights), indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return Path(path)
 
 
@@ -181,18 +188,21 @@ def random_weights_note(results: dict[str, dict[str, float]], random_weights: di
 
 def write_report(out_dir: Path, results: dict[str, dict[str, float]], samples: dict[str, np.ndarray] | None = None,
                  log: Path | None = None, title: str = "Evaluation", notes: list[str] | None = None,
-                 random_weights: dict[str, list[str]] | None = None) -> dict[str, Path]:
+                 random_weights: dict[str, list[str]] | None = None, protocol: dict | None = None) -> dict[str, Path]:
     """Write metrics.json, report.md, fid_per_condition.png, training_curves.png (when `log` exists) and
     samples_<condition>.png into `out_dir`; returns the written paths by name. `random_weights` maps a score key
-    to the networks with random weights that made it."""
+    to the networks with random weights that made it; `protocol` (`train.protocol.record`) goes into metrics.json
+    and, as lines, under the table."""
     out_dir = Path(out_dir)
     if not results:
         raise ReportError("no results to report")
-    written = {"metrics": write_metrics_json(out_dir / "metrics.json", results, random_weights)}
+    written = {"metrics": write_metrics_json(out_dir / "metrics.json", results, random_weights, protocol)}
     sections = [f"# {title}", "", markdown_table(results, random_weights), ""]
     note = random_weights_note(results, random_weights)
     sections += [note, ""] if note else []
     sections += [f"- {note}" for note in notes or []] + ([""] if notes else [])
+    if protocol is not None:
+        sections += ["## Protocol", "", *(f"- {line}" for line in protocol_lines(protocol)), ""]
     if any("fid" in scores for scores in results.values()):
         written["fid_plot"] = plot_fid_per_condition(out_dir / "fid_per_condition.png", results,
                                                     "fid" in (random_weights or {}))

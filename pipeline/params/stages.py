@@ -68,6 +68,9 @@ class EvaluateParams(Section):
     diversity_pairs: int = Field(10, ge=1, description="random pairs of groups averaged (INADE: 10)")
     diversity_images: int = Field(100, ge=1, description="conditions in each diversity group")
     sketch_tolerance: float = Field(0.0075, gt=0, lt=1, description="match distance / image diagonal (BSDS500)")
+    # FID/KID's real images: the held-out test images (every paper's rows but INADE's), or as many training
+    # images (INADE's official evaluation; docs/protocols.md)
+    reference_split: Literal["test", "train"] = "test"
 
     @field_validator("metrics")
     @classmethod

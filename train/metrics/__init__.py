@@ -36,7 +36,7 @@ REGISTRY: dict[str, Entry] = {
     "fid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:fid", ("reference",), ("fid",)),
     "kid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:kid", ("reference",), ("kid", "kid_std")),
     "seg_consistency": Entry("train.metrics.seg_consistency:seg_counts", "train.metrics.seg_consistency:seg_consistency",
-                             ("seg",), ("seg_miou", "seg_pixel_accuracy"), summed=True),
+                             ("seg",), ("seg_miou", "seg_f1", "seg_pixel_accuracy"), summed=True),
     "sketch_fscore": Entry("train.metrics.sketch_consistency:sketch_counts",
                            "train.metrics.sketch_consistency:sketch_fscore", ("sketch",),
                            ("sketch_fscore", "sketch_precision", "sketch_recall"), summed=True),
@@ -44,6 +44,10 @@ REGISTRY: dict[str, Entry] = {
                         ("embeddings",), ("clip_score",)),
     "lpips_diversity": Entry("train.metrics.lpips_diversity:pair_distances",
                              "train.metrics.lpips_diversity:lpips_diversity", ("groups",), ("lpips_diversity",)),
+    "ssim": Entry("train.metrics.reconstruction:ssim_scores", "train.metrics.reconstruction:mean_ssim", ("real",),
+                  ("ssim",)),
+    "lpips_gt": Entry("train.metrics.reconstruction:lpips_gt_scores", "train.metrics.reconstruction:mean_lpips_gt",
+                      ("real",), ("lpips_gt",)),
 }
 
 

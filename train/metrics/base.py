@@ -41,6 +41,7 @@ class EvalInputs:
     sketch: np.ndarray | None = None  # uint8 [N, H, W] input sketches, 255 = stroke
     embeddings: np.ndarray | None = None  # float [N, D] conditioning CLIP embeddings (text or image)
     groups: np.ndarray | None = None  # uint8 [G, N, H, W, 3]: G samples of the same N conditions, new noise each
+    real: np.ndarray | None = None  # uint8 [N, H, W, 3] the test image each condition came from (ground truth)
 
 
 @dataclass

@@ -7,10 +7,19 @@ from . import evaluate
 from .base import EvalContext, EvalInputs, MetricError, Reference
 
 
+def given_inputs(condition: str) -> set[str]:
+    """The EvalInputs fields a row generated under `condition` gets: the reference set and diversity groups, the
+    modalities the condition gives, and the test images as ground truth unless it gives none (an unconditional
+    sample was not drawn from any test image)."""
+    return {"reference", "groups", *CONDITIONS[condition], *(("real",) if CONDITIONS[condition] else ())}
+
+
 def inputs_for(condition: str, generated: np.ndarray, reference: Reference | None = None,
-               groups: np.ndarray | None = None, **modalities: np.ndarray | None) -> EvalInputs:
+               groups: np.ndarray | None = None, real: np.ndarray | None = None,
+               **modalities: np.ndarray | None) -> EvalInputs:
     """EvalInputs of images generated under `condition`, keeping only the modalities that condition gave the
-    generator (seg=, sketch=, embeddings=), so that e.g. the unconditional row gets no seg mIoU."""
+    generator (seg=, sketch=, embeddings=), so that e.g. the unconditional row gets no seg mIoU, and the test
+    images `real` only where `given_inputs` says."""
     if condition not in CONDITIONS:
         raise MetricError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
     unknown = set(modalities) - {"seg", "sketch", "embeddings"}
@@ -20,7 +29,8 @@ def inputs_for(condition: str, generated: np.ndarray, reference: Reference | Non
     if missing:
         raise MetricError(f"condition {condition!r} needs {', '.join(missing)}")
     given = {m: modalities[m] for m in CONDITIONS[condition]}
-    return EvalInputs(generated, reference=reference, groups=groups, **given)
+    return EvalInputs(generated, reference=reference, groups=groups,
+                      real=real if "real" in given_inputs(condition) else None, **given)
 
 
 def evaluate_conditions(names, inputs: dict[str, EvalInputs], ctx: EvalContext) -> dict[str, dict[str, float]]:

@@ -88,14 +88,18 @@ def diversity(groups: np.ndarray, model, pairs: int, seed: int, batch_size: int 
     return _mean_over_pairs(_distances(groups, model, pairs, seed, batch_size, device))
 
 
+def lpips_network(ctx: EvalContext):
+    """The run's LPIPS network (backbone `evaluate.lpips_weights`), loaded once and shared by every LPIPS metric."""
+    return ctx.model("lpips", lambda: load_lpips(ctx.params.lpips_weights, ctx.weights_dir, ctx.device))
+
+
 def pair_distances(inputs: EvalInputs, ctx: EvalContext) -> np.ndarray:
     """The LPIPS distances [P, N] of `evaluate.diversity_pairs` random pairs of the input groups (the same pairs
     in every batch)."""
     if inputs.groups is None:
         raise MetricError("lpips_diversity needs groups of samples generated from the same conditions")
     p = ctx.params
-    model = ctx.model("lpips", lambda: load_lpips(p.lpips_weights, ctx.weights_dir, ctx.device))
-    return _distances(inputs.groups, model, p.diversity_pairs, p.seed, p.batch_size, ctx.device)
+    return _distances(inputs.groups, lpips_network(ctx), p.diversity_pairs, p.seed, p.batch_size, ctx.device)
 
 
 def lpips_diversity(parts: list[np.ndarray], ctx: EvalContext, reference=None) -> dict[str, float]:

@@ -41,14 +41,17 @@ def confusion_matrix(predicted: np.ndarray, reference: np.ndarray, num_classes: 
 
 
 def scores(confusion: np.ndarray, valid_pixels: int) -> dict[str, float]:
-    """mIoU (mean over classes present in the reference or the prediction) and pixel accuracy of a confusion
-    matrix accumulated over a dataset; `valid_pixels` counts every non-ignored reference pixel."""
+    """mIoU and mean F1 (2 hits / (reference + predicted pixels), i.e. Dice; Unite-and-Conquer's "F1" of parsed
+    maps), each a mean over the classes present in the reference or the prediction, and pixel accuracy of a
+    confusion matrix accumulated over a dataset; `valid_pixels` counts every non-ignored reference pixel."""
     hits = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - hits
+    sizes = confusion.sum(0) + confusion.sum(1)
+    union = sizes - hits
     present = union > 0
     miou = float((hits[present] / union[present]).mean()) if present.any() else float("nan")
+    f1 = float((2 * hits[present] / sizes[present]).mean()) if present.any() else float("nan")
     accuracy = float(hits.sum() / valid_pixels) if valid_pixels else float("nan")
-    return {"seg_miou": miou, "seg_pixel_accuracy": accuracy}
+    return {"seg_miou": miou, "seg_f1": f1, "seg_pixel_accuracy": accuracy}
 
 
 def seg_counts(inputs: EvalInputs, ctx: EvalContext) -> tuple[np.ndarray, int]:
@@ -67,11 +70,11 @@ def _counts(predicted: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, i
 
 
 def seg_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """mIoU and pixel accuracy of predicted class maps against reference maps (uint8 [N, H, W] or [H, W]),
+    """mIoU, mean F1 and pixel accuracy of predicted class maps against reference maps (uint8 [N, H, W] or [H, W]),
     pooled over all images as the SPADE evaluation does; reference pixels of 255 are ignored."""
     return scores(*_counts(predicted, reference))
 
 
 def seg_consistency(counts: tuple[np.ndarray, int], ctx: EvalContext, reference=None) -> dict[str, float]:
-    """mIoU and pixel accuracy of the seg annotator's maps of the generated images against their input maps."""
+    """mIoU, mean F1 and pixel accuracy of the seg annotator's maps of the generated images against their input maps."""
     return scores(*counts)

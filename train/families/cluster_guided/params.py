@@ -19,7 +19,8 @@ class ClusterGuidedParams(Section):
     codes: int = Field(10000, ge=2, description="latent codes z^0 ~ N(0, I) sampled and clustered")
     resolutions: list[int] = Field([8], min_length=1, description="decoder resolutions whose features are "
                                    "clustered, each on its own (one attribute per layer)")
-    clusters: int = Field(2, ge=2, description="k-means clusters per resolution (the supplement: 2 is best)")
+    clusters: int = Field(2, ge=1, description="k-means clusters per resolution (the supplement: 2 is best; 1: "
+                          "one mapper over every code, the supplement's FID check of IMLE's domain gap)")
     pool: int = Field(4, ge=1, description="features average-pooled to pool x pool before k-means")
     kmeans_inits: int = Field(10, ge=1, description="k-means restarts (the best inertia is kept)")
     noise_dim: int = Field(64, ge=1, description="auxiliary noise e of the mappers T_c")
