@@ -2,7 +2,6 @@
 protocol it was computed under, the random-weight networks that made it (marked as in report.md) and, where a
 published table measured that model on that dataset, its number and whether the two are comparable."""
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,6 @@ from train.conditions import CONDITIONS
 
 from .compare_papers import published
 
-log = logging.getLogger(__name__)
 
 RANDOM_PREFIX = "random_weights/"
 PROTOCOL_KEY = "protocol"  # evaluate's record of how the numbers were made, when metrics.json carries one
@@ -38,7 +36,7 @@ def read_metrics(path: Path) -> tuple[dict[str, float | None], dict[str, str], o
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not readable as JSON ({err}); run `pipeline evaluate` for that model again") \
             from None
-    protocol = {k: v for k, v in flat.items() if k == PROTOCOL_KEY or k.startswith(PROTOCOL_KEY + "/")} or None
+    protocol = flat.get(PROTOCOL_KEY) if isinstance(flat.get(PROTOCOL_KEY), dict) else None
     random = {k[len(RANDOM_PREFIX):]: v for k, v in flat.items() if k.startswith(RANDOM_PREFIX)}
     scores = {k: v for k, v in flat.items() if "/" in k and not k.startswith((RANDOM_PREFIX, PROTOCOL_KEY))
               and (v is None or isinstance(v, (int, float)))}
@@ -74,8 +72,7 @@ def metric_rows(dataset: str, model: str, path: Path, resolution: int | None) ->
     """The rows of one run's metrics.json (`resolution`: the run's, where its protocol record does not say), and
     its recorded protocol (None: it records none)."""
     scores, random, protocol = read_metrics(path)
-    record = (protocol or {}).get(PROTOCOL_KEY)
-    record = record if isinstance(record, dict) else {}
+    record = protocol or {}
     reference = record.get("reference", {}).get("split") if isinstance(record.get("reference"), dict) else None
     resolution = record.get("resolution", resolution)
     rows = []
@@ -85,22 +82,3 @@ def metric_rows(dataset: str, model: str, path: Path, resolution: int | None) ->
         rows.append(MetricRow(model, condition, metric, value, networks,
                               *verdict(dataset, model, condition, metric, networks, resolution, reference)))
     return rows, protocol
-
-
-def planned_protocol(stage, model: str) -> list[str]:
-    """What `pipeline evaluate --dry-run` plans for `model` under the current params (train/eval_plan.py: its
-    conditions with the metrics scoring each, images per condition, weights, seed), without its GPU memory
-    estimate; or one line saying why no plan could be made."""
-    from train.eval_plan import plan, scored_by
-
-    p = stage.params.evaluate
-    try:
-        planned = plan(stage, model)
-    except Exception as err:  # noqa: BLE001 (a refused plan is shown, not raised: the page still shows the rest)
-        log.warning("the evaluation plan of %s: %s", model, err)
-        return [f"the evaluation plan could not be made: {err}"]
-    rows = "; ".join(f"{c}: {', '.join(scored_by(p.metrics, c))}" for c in planned.conditions)
-    return [f"rows (condition: metrics): {rows}", f"images per condition: at most {planned.limit}",
-            f"Inception weights {p.inception_weights}; LPIPS weights {p.lpips_weights}; "
-            f"annotators: seg {stage.params.annotate.seg.weights}, sketch {stage.params.annotate.sketch.weights}, "
-            f"clip {stage.params.annotate.clip.weights}", f"seed: evaluate.seed {p.seed}", *planned.notes]

@@ -2,15 +2,15 @@
 folder, nothing loaded from elsewhere, so it opens from disk) with the models' states, the inputs, one grid per
 condition and the numbers, plus the grids as PNG files (compare_grids.py)."""
 import html
-import json
 from pathlib import Path
 
 from shardio.shards import atomic_path
 from train.conditions import CONDITIONS
+from train.protocol import lines as protocol_lines
 from train.report import RANDOM_MARK, random_weights_note
 
 from .compare_grids import write_grid
-from .compare_metrics import metric_rows, planned_protocol
+from .compare_metrics import metric_rows
 from .compare_models import CURRENT, NOT_EVALUATED, NOT_TRAINED, OUT_OF_DATE
 
 CONDITION_NAMES = {"unconditional": "none"}  # what the page and the grid files call a condition, if not its name
@@ -127,11 +127,11 @@ def _numbers(stage, states) -> str:
         random = {r.metric: [r.random_weights] for r in found if r.random_weights}
         note = random_weights_note(results, random)
         if protocol is not None:
-            made = f"recorded in {_e(s.metrics.name)}:<pre>{_e(json.dumps(protocol, indent=1, sort_keys=True))}</pre>"
+            recorded = "\n".join(protocol_lines(protocol))
+            made = f"recorded in {_e(s.metrics.name)}:<pre>{_e(recorded)}</pre>"
         else:
-            lines = "\n".join(planned_protocol(stage, s.name))
-            made = (f"not recorded in {_e(s.metrics.name)}; what <code>pipeline evaluate --dry-run</code> plans "
-                    f"under the current params:<pre>{_e(lines)}</pre>")
+            made = (f"not recorded in {_e(s.metrics.name)} (evaluated before evaluations recorded it): <code>pipeline "
+                    f"evaluate --dataset {_e(stage.dataset)} --model {_e(s.name)}</code> writes it")
         notes.append(f'<details class="protocol" data-model="{_e(s.name)}"><summary>{_e(s.name)}: protocol'
                      f"</summary>{made}</details>")
         notes += [f'<p class="random">{_e(s.name)}: {_e(note)}</p>'] if note else []

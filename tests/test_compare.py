@@ -3,6 +3,7 @@ model without a run: every cell is byte for byte what `pipeline generate` writes
 the same seed; columns a model cannot fill say why; the numbers are the evaluation's, marked where random weights
 made them, and hidden once the snapshot is newer; the page opens from disk, and from `pipeline browse`, in
 chromium."""
+import html
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from train_shards import write_training_shards
 
 from pipeline.cli import main
 from shardio.shards import read_shard
+from train.protocol import lines as protocol_lines
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,7 +104,8 @@ def test_the_page_marks_what_a_model_cannot_show_and_the_numbers_it_has(compared
     for condition in ("unconditional", "seg"):  # the evaluated ones
         assert f"{metrics[f'{condition}/fid']:.4g}†" in page  # random Inception: marked as in report.md
     assert "not comparable" in page and "metrics out of date" not in page
-    assert "pipeline evaluate --dry-run" in page  # no protocol recorded in metrics.json: the plan's
+    protocol = "\n".join(protocol_lines(metrics["protocol"]))  # as evaluate recorded it and its dry run prints it
+    assert html.escape(protocol) in page
     for name in CONDITIONS.values():
         assert (out / "grids" / f"{name}.png").stat().st_size > 1000
     assert "http" not in page.replace("http-equiv", "")  # nothing loaded from elsewhere
