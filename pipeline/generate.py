@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from annotators.labelmaps import load_label_map
+from shardio.modalities import MODEL_MODALITIES
 from shardio.shards import read_shard
-from train.configs import MODALITIES
 from train.data import shard_urls
 from train.eval_plan import model_config
 from train.evaluate import latest_snapshot, load_generator
@@ -42,7 +42,7 @@ class Request:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
+        return tuple(m for m in MODEL_MODALITIES if getattr(self, m) is not None)
 
 
 def _read(path: Path, what: str) -> bytes:

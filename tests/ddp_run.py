@@ -15,7 +15,8 @@ import torch
 
 import train.loop
 import train.poegan.poe_nets
-from train.configs import MODALITIES, get_config
+from shardio.modalities import MODEL_MODALITIES as MODALITIES
+from train.configs import get_config
 from train.models import family
 from train.vgg import VGGRelu51
 

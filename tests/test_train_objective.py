@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.configs import MODALITIES, get_config
+from shardio.modalities import MODEL_MODALITIES as MODALITIES
+from train.configs import get_config
 from train.loss import R1_GAMMA, R1_INTERVAL, PoEGANLoss, contrastive
 from train.poegan.discriminator import Discriminator
 from train.poegan.generator import Generator

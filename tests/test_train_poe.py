@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from train.configs import MODALITIES, get_config
+from shardio.modalities import MODEL_MODALITIES as MODALITIES
+from train.configs import get_config
 from train.kl_balance import DECAY, KLBalancer, rebalance_weights
 from train.poegan.generator import Generator
 from train.poegan.poe import EXPERT_THETA, PRIOR_THETA, kl_gaussians, limit_logvar, product_of_experts

@@ -1,7 +1,6 @@
 """PoE-GAN configurations: the supplement's Table 3 (B.4) per dataset, plus `tiny` for CPU demos and tests."""
 from dataclasses import dataclass, field
 
-MODALITIES = ("text", "seg", "sketch", "style")
 SPATIAL = ("seg", "sketch")  # modalities with a local (per-resolution) expert, main paper Sec. 3.1 / Fig. 4b
 GLOBAL_DIM = 512  # z^0 and w are 512-dimensional (supplement B.1)
 

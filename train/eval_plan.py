@@ -3,6 +3,8 @@ scored under, how many test images, and the per-GPU batch it generates in (by th
 generator). `pipeline evaluate --dry-run` prints it; `evaluate_run` follows it."""
 from dataclasses import dataclass, field
 
+from shardio.modalities import MEMBER_OF
+
 from .conditions import CONDITIONS
 from .data import DataError, fit_to_shards, shard_urls
 from .eval_data import EvaluationError
@@ -11,8 +13,9 @@ from .metrics.seg_consistency import check_segmenter
 from .models import family
 
 # metric -> (annotator, its output member, the EvalContext field it fills)
-ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
-                "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}
+ANNOTATOR_OF = {"seg_consistency": ("seg", MEMBER_OF["seg"], "segment"),
+                "sketch_fscore": ("sketch", MEMBER_OF["sketch"], "detect_sketch"),
+                "clip_score": ("clip", MEMBER_OF["clip"], "embed_images")}
 
 
 def model_config(stage, model: str):

@@ -15,8 +15,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from shardio.modalities import MODEL_MODALITIES
+
 from . import checkpoint, distributed
-from .configs import MODALITIES
 from .dashboard import Dashboard, postfix
 from .data import Preprocess, ShardLoader, to_device
 from .ema import ema_beta
@@ -78,7 +79,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def modality_masks(batch_size: int, device) -> dict:
     """Each modality of each sample kept with probability 1 - 0.5 (modality dropout), drawn on `device` (no host
     copy per step)."""
-    return {m: torch.rand(batch_size, device=device) >= MODALITY_DROPOUT for m in MODALITIES}
+    return {m: torch.rand(batch_size, device=device) >= MODALITY_DROPOUT for m in MODEL_MODALITIES}
 
 
 def synchronised_batch_norm(module: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
