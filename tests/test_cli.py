@@ -41,15 +41,6 @@ def dummy_arguments(command: click.Command, tmp_path: Path) -> list[str]:
     return values
 
 
-def bad_params(tmp_path: Path, change) -> Path:
-    """params.yaml with `change(raw dict)` applied, written under tmp_path."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    change(raw)
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
 def test_main_help_lists_the_stable_surface():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
@@ -68,7 +59,10 @@ def test_each_command_help_explains_the_common_options(argv):
 
 @pytest.mark.parametrize("argv", [argv for argv, _ in leaf_commands()], ids=" ".join)
 def test_each_command_rejects_a_misspelled_key_before_writing(argv, tmp_path):
-    bad = bad_params(tmp_path, lambda raw: raw["ingest"].update(shard_szie=raw["ingest"].pop("shard_size")))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["ingest"]["shard_szie"] = raw["ingest"].pop("shard_size")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
     data_dir = tmp_path / "data"
     command = dict((tuple(a), c) for a, c in leaf_commands())[tuple(argv)]
     args = [*argv, *dummy_arguments(command, tmp_path), "--params", str(bad), "--data-dir", str(data_dir)]
@@ -101,24 +95,6 @@ def test_an_unknown_model_family_is_a_usage_error_naming_the_known_ones(command,
     result = CliRunner().invoke(main, [command, "--model", "stylegan", "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 2 and "'stylegan' is not one of" in result.output
     assert all(f"'{name}'" in result.output for name in REGISTRY) and not (tmp_path / "data").exists()
-
-
-@pytest.mark.parametrize("command", ["train", "evaluate", "generate"])
-def test_an_unknown_configuration_is_a_usage_error_before_any_work(command, tmp_path):
-    params = bad_params(tmp_path, lambda raw: raw["datasets"]["sample"].update(train_config="huge"))
-    result = CliRunner().invoke(main, [command, "--dataset", "sample", "--params", str(params),
-                                       "--data-dir", str(tmp_path / "data")])
-    assert result.exit_code == 2 and "unknown PoE-GAN config 'huge'; known:" in result.output, result.output
-    assert not (tmp_path / "data").exists()
-
-
-def test_an_unknown_metric_stops_evaluate_and_no_data_stage(tmp_path):
-    params = bad_params(tmp_path, lambda raw: raw["evaluate"].update(metrics=["fid", "miou"]))
-    common = ["--dataset", "sample", "--params", str(params), "--data-dir", str(tmp_path / "data")]
-    result = CliRunner().invoke(main, ["evaluate", *common])
-    assert result.exit_code == 2 and "evaluate.metrics: unknown metric 'miou'; known: fid" in result.output
-    assert not (tmp_path / "data").exists()
-    assert CliRunner().invoke(main, ["where", *common]).exit_code == 0  # the data stages do not read it
 
 
 def test_console_script_is_installed():
