@@ -28,8 +28,8 @@ MODALITIES = (
     Modality("txt", "txt", None, True, None),  # captions; the models read their CLIP embeddings (clip_text)
     Modality("clip_text", "clip_text.npy", "clip", False, "text"),
 )
-IMAGE = "jpg"  # the image member, the `style` modality of the models
-# The generator modalities, in the order the models' masks and sample grids take them.
+# The generator modalities, in the order the models' masks and sample grids take them; `style` is the image itself
+# (the `jpg` member).
 MODEL_MODALITIES = ("text", "seg", "sketch", "style")
 
 MEMBER_OF = {m.name: m.ext for m in MODALITIES}  # modality name -> its member

@@ -12,7 +12,7 @@ from .common import lock, stage_options
 @click.option("--source", "source_path", metavar="PATH",
               help="Read this folder / list / tar pattern instead of the profile's `source.path` "
                    "(relative to the current directory).")
-@click.option("--kind", type=click.Choice(SOURCE_KINDS),
+@click.option("--kind", type=click.Choice(list(SOURCE_KINDS)),
               help="Source kind for --source [default: the profile's `source.kind` if the path fits it, else "
                    "inferred: a `.tar` pattern, a .txt/.csv/.parquet list, or a folder of images].")
 @click.option("--workers", type=click.IntRange(min=0), default=None, show_default="0: all cores; on Ray, the "
