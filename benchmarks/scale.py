@@ -62,6 +62,7 @@ from PIL import Image
 
 from pipeline.params import load_params
 from shardio.layout import Layout
+from shardio.modalities import ANNOTATORS
 from train.families.poegan.configs import get_config
 
 # the other benchmarks' floors: run as a file, this script's folder is first on sys.path (and the spawned processes
@@ -71,7 +72,6 @@ from ingest import bare_rate  # benchmarks/ingest.py
 from pack import byte_copy, replicate  # benchmarks/pack.py
 
 REPO = Path(__file__).resolve().parents[1]
-ANNOTATORS = ("seg", "sketch", "clip")
 TRAIN_STEPS = 2  # the evaluated model only has to exist: its quality does not change evaluation's cost
 # (width, height, format) of the raw images, in turn: landscape photos above, at and below the stored size
 SIZES = ((2048, 1365, "JPEG"), (1600, 1200, "JPEG"), (1280, 960, "PNG"), (1536, 1024, "JPEG"), (800, 600, "PNG"))

@@ -24,9 +24,10 @@ from annotators.weights import made_with_random_weights, random_weight_annotator
 
 from shardio.index import IndexEntry, load_index, read_member
 from shardio.layout import SHARD_RE, Layout
+from shardio.modalities import MEMBER_OF
 from shardio.shards import class_counts, read_stats
 
-from .pack import COVERAGE, read_classes
+from .pack import read_classes
 
 INDEX_TAG = "browse-classes/1"  # what `_describe` stores per sample; bump when it changes
 MEDIA = ("jpg", "seg.png", "sketch.png")  # members the page shows as pictures
@@ -37,7 +38,7 @@ CACHED_INDEXES = 64  # shard indexes kept in memory at once
 
 @dataclass(frozen=True)
 class Filters:
-    """What a page asks for; None is no restriction. `missing` is a modality of pack's COVERAGE."""
+    """What a page asks for; None is no restriction. `missing` is a modality name of `shardio.modalities`."""
 
     split: str | None = None
     shard: str | None = None
@@ -88,7 +89,7 @@ class Dataset:
         colours = self.labels.colours
         return {
             "dataset": self.layout.dataset, "samples": self.card["samples"], "label_map": self.card["label_map"],
-            "splits": self.card["splits"], "modalities": list(COVERAGE), "coverage": self.card["coverage"],
+            "splits": self.card["splits"], "modalities": list(MEMBER_OF), "coverage": self.card["coverage"],
             "shards": [{"name": name, "split": SHARD_RE.match(name)["split"], "samples": s["samples"]}
                        for name, s in self.stats.items()],
             "classes": [{**c, "colour": _hex(colours[c["id"]]) if c["id"] < len(colours) else "#000000"}
@@ -106,8 +107,8 @@ class Dataset:
             raise ValueError(f"split {f.split!r}: the dataset has {', '.join(self.card['splits'])}")
         if f.cls is not None and not 0 <= f.cls < self.labels.num_classes:
             raise ValueError(f"class {f.cls}: label map {self.labels.name!r} has ids 0..{self.labels.num_classes - 1}")
-        if f.missing is not None and f.missing not in COVERAGE:
-            raise ValueError(f"missing {f.missing!r}: modalities are {', '.join(COVERAGE)}")
+        if f.missing is not None and f.missing not in MEMBER_OF:
+            raise ValueError(f"missing {f.missing!r}: modalities are {', '.join(MEMBER_OF)}")
         if not 0 <= f.min_share <= 1:
             raise ValueError(f"min_share {f.min_share}: a share of pixels, 0..1")
 
@@ -172,7 +173,7 @@ class Dataset:
             media["overlay"] = f"{base}.{OVERLAY}"
         return {"key": entry.key, "shard": shard, "media": media, "captions": captions, "json": info,
                 "classes": entry.info["classes"],
-                "missing": [name for name, ext in COVERAGE.items() if ext not in entry.members],
+                "missing": [name for name, ext in MEMBER_OF.items() if ext not in entry.members],
                 "random_weights": random_weight_annotators(info.get("annotators", {}))}
 
     def media(self, shard_stem: str, key: str, name: str) -> bytes:
@@ -207,7 +208,7 @@ class Dataset:
 
 def matches(entry: IndexEntry, f: Filters) -> bool:
     """Whether a sample passes the filter's per-sample criteria (class with its share, missing modality)."""
-    if f.missing is not None and COVERAGE[f.missing] in entry.members:
+    if f.missing is not None and MEMBER_OF[f.missing] in entry.members:
         return False
     return f.cls is None or any(i == f.cls and share >= f.min_share for i, share in entry.info["classes"])
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from shardio.modalities import MODEL_MODALITIES
 from train.conditions import CONDITIONS, generator_modalities
-from train.conditions import MODALITIES
 
 from .browse import Dataset
 from .compare_inputs import Sample, pick, write_inputs
@@ -31,7 +31,7 @@ class Cell:
 def request_for(sample: Sample, condition: str, seed: int, draws: int) -> Request | str:
     """The `pipeline generate` request that gives a model this sample under `condition`, or why the sample
     cannot give it (a modality it lacks)."""
-    given = {m: sample.given(m) for m in MODALITIES if m in generator_modalities(condition)}
+    given = {m: sample.given(m) for m in MODEL_MODALITIES if m in generator_modalities(condition)}
     lacking = [m for m, value in given.items() if value is None]
     if lacking:
         return f"this sample has no {' or '.join('caption' if m == 'text' else m for m in lacking)}"

@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 
 from annotators.labelmaps import load_label_map
+from shardio.modalities import MODEL_MODALITIES
 from shardio.shards import read_shard
 from train.checkpoint import newest_snapshot
-from train.conditions import MODALITIES
 from train.data import shard_urls
 from train.eval_plan import trained
 from train.evaluate import latest_snapshot, load_generator
@@ -44,7 +44,7 @@ class Request:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
+        return tuple(m for m in MODEL_MODALITIES if getattr(self, m) is not None)
 
 
 def _read(path: Path, what: str) -> bytes:

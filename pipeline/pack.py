@@ -19,19 +19,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .executor import cluster_address, shard_map
 from shardio.layout import Layout, classes_path, image_shards
+from shardio.modalities import ANNOTATOR_MEMBERS, MEMBER_OF, PROVIDED_MEMBERS
 from shardio.shards import (atomic_path, checked_stats, fingerprint, image_fingerprint, is_done, keep_only, read_stats,
                             write_stats)
 from shardio.space import reporting_full_disk
 from shardio.tarcopy import Member, ShardError, TarCopier, list_members, mapped, samples as member_samples
 
-# Members each annotator contributes to a training sample (docs/architecture.md, "Training sample").
-ANNOTATION_MEMBERS = {"seg": ("seg.png",), "sketch": ("sketch.png",), "clip": ("clip.npy", "clip_text.npy")}
-# What the image shard may carry itself when the dataset provides it.
-PROVIDED_MEMBERS = ("seg.png", "sketch.png", "txt")
-# Modalities counted for coverage: one member each that says the modality is there.
-COVERAGE = {"seg": "seg.png", "sketch": "sketch.png", "clip": "clip.npy", "txt": "txt", "clip_text": "clip_text.npy"}
+from .executor import cluster_address, shard_map
+
 CODE_VERSION = 3  # bump when the training-shard layout changes: every training shard is then redone
 
 
@@ -46,7 +42,7 @@ def annotation_stats(layout: Layout, annotator: str, image_shard: Path, image: s
     if stats.get("image_fingerprint") != image:
         raise ValueError(f"{path}: annotation shard made from another version of image shard {image_shard} "
                          f"(it was ingested again since); {rerun}")
-    if "seg.png" in ANNOTATION_MEMBERS[annotator] and "seg_classes" not in stats:
+    if "seg.png" in ANNOTATOR_MEMBERS[annotator] and "seg_classes" not in stats:
         raise ValueError(f"{path}: annotation shard made before annotate recorded the class counts of its label "
                          f"maps (no `seg_classes` in its stats), which pack needs for the card; {rerun}")
     return stats
@@ -84,7 +80,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                for name in annotations}
     classes = {image_shard: (read_stats(image_shard) or {}).get("seg_classes")}
     classes.update({path: stats.get("seg_classes") for path, stats in annotations.values()})
-    counts = {name: 0 for name in COVERAGE}
+    counts = {name: 0 for name in MEMBER_OF}  # coverage: the samples holding each modality's member
     pixels, images, seg_classes = [0] * 256, [0] * 256, {}
     n, splits = 0, {}
     with ExitStack() as stack:
@@ -103,7 +99,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                 used = {}
                 for name, reader in readers.items():
                     fresh = {ext: (reader.path, member) for ext, member in reader.take(key).items()
-                             if ext in ANNOTATION_MEMBERS[name] and ext not in sample}
+                             if ext in ANNOTATOR_MEMBERS[name] and ext not in sample}
                     if fresh:
                         used[name] = used_as[name]
                     sample.update(fresh)
@@ -116,7 +112,7 @@ def pack_shard(image_shard: Path, annotations: dict[str, tuple[Path, dict]], out
                         writer.add(f"{key}.{ext}", _bytes_of(data[source], member))
                 n += 1
                 splits[info["split"]] = splits.get(info["split"], 0) + 1
-                for name, ext in COVERAGE.items():
+                for name, ext in MEMBER_OF.items():
                     counts[name] += ext in sample
                 if "seg.png" in sample:
                     seg_classes[key] = _seg_classes(classes, sample["seg.png"][0], key, annotations)
@@ -223,11 +219,7 @@ def _repair(error: str, image_shard: Path, annotations: dict) -> str:
 def run(layout: Layout, params, profile, progress: bool = True, address: str | None = None) -> dict:
     """Pack every image shard not already packed under the same fingerprint (with its class counts beside it)
     and delete training shards no image shard makes any more; returns a summary. The shards are packed as Ray tasks
-    on the cluster at `address` (else RAY_ADDRESS) when one is given, else on `pack.workers` local threads (0: one
-    per core)."""
-    for name in params.pack.modalities:
-        if name not in ANNOTATION_MEMBERS:
-            raise ValueError(f"pack.modalities: unknown modality {name!r}; known: {', '.join(ANNOTATION_MEMBERS)}")
+    on the cluster at `address` (else RAY_ADDRESS) when one is given, else on `pack.workers` local threads."""
     address = cluster_address(address)
     layout = Layout(layout.data_dir.resolve(), layout.dataset)  # Ray workers have their own working directory
     jobs = list(plan(layout, params, profile))

@@ -15,7 +15,7 @@ import torch
 
 import train.loop
 import train.families.poegan.poe_nets
-from train.conditions import MODALITIES
+from shardio.modalities import MODEL_MODALITIES as MODALITIES
 from train.families.poegan.configs import get_config
 from train.models import family
 from train.vgg import VGGRelu51

@@ -64,3 +64,9 @@ def test_stage_depends_on_exactly_the_code_it_imports(stage):
 
 def test_every_stage_is_checked():
     assert {name.split("@")[0] for name in stage_deps()} <= {name.split("@")[0] for name in ROOTS}
+
+
+@pytest.mark.parametrize("stage", [s for s in sorted(ROOTS) if s.split("@")[0] not in ("train", "evaluate")])
+def test_a_data_stage_depends_on_no_trainer_code(stage):
+    """Registering a metric or changing a model family reruns no data stage."""
+    assert not [str(p) for p in closure(ROOTS[stage]) if p.parts[0] == "train"]

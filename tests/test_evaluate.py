@@ -245,9 +245,8 @@ def test_each_condition_generates_from_exactly_its_modalities_and_never_from_the
     G, _ = family(model).networks(family(model).config("tiny"), 182)
     G.eval().requires_grad_(False)
     cond, other = random_conditions(0), random_conditions(1)
-    field = {"embeddings": "text", "seg": "seg", "sketch": "sketch"}  # EvalInputs modality -> condition tensor
     for condition in family(model).conditions or MODALITIES_OF:
-        given = {field[m] for m in MODALITIES_OF[condition]}
+        given = set(MODALITIES_OF[condition])  # generator modalities, named as the condition tensors are
         images = generate(G, cond, condition, seed=0, batch_size=1, device="cpu")
         # every input the condition excludes, the real image (the style input) included, is ignored to the bit
         excluded = {k: other[k] if k not in given else v for k, v in cond.items()}

@@ -179,3 +179,28 @@ def test_baselines_train_as_long_as_their_official_recipes_on_the_real_profiles(
 def test_a_decay_starting_after_the_run_is_rejected(tmp_path):
     message = rejection(tmp_path, lambda raw: raw["train"]["inade"].update(steps=10, lr_decay_start=11))
     assert "train.inade" in message and "lr_decay_start 11 is after steps 10" in message
+
+
+def test_a_modality_no_annotator_makes_is_rejected_with_the_known_ones(tmp_path):
+    message = rejection(tmp_path, lambda raw: raw["pack"].update(modalities=["seg", "depth"]))
+    assert "pack.modalities.1" in message and "'seg', 'sketch' or 'clip'" in message
+    message = rejection(tmp_path, lambda raw: raw["datasets"]["sample"].update(annotate=["depth"]))
+    assert "datasets.sample.annotate.0" in message and "'seg', 'sketch' or 'clip'" in message
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "generate"])
+def test_an_unknown_configuration_is_a_usage_error_before_any_work(command, tmp_path):
+    params = write_params(tmp_path, lambda raw: raw["datasets"]["sample"].update(train_config="huge"))
+    result = CliRunner().invoke(main, [command, "--dataset", "sample", "--params", str(params),
+                                       "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2 and "unknown PoE-GAN config 'huge'; known:" in result.output, result.output
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_unknown_metric_stops_evaluate_and_no_data_stage(tmp_path):
+    params = write_params(tmp_path, lambda raw: raw["evaluate"].update(metrics=["fid", "miou"]))
+    common = ["--dataset", "sample", "--params", str(params), "--data-dir", str(tmp_path / "data")]
+    result = CliRunner().invoke(main, ["evaluate", *common])
+    assert result.exit_code == 2 and "evaluate.metrics: unknown metric 'miou'; known: fid" in result.output
+    assert not (tmp_path / "data").exists()
+    assert CliRunner().invoke(main, ["where", *common]).exit_code == 0  # the data stages do not read it

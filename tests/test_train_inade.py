@@ -225,7 +225,7 @@ def test_tiny_inade_overfits_four_images_follows_their_layout_and_remaps_noise_t
     to it than N(0, I) noise does."""
     from annotators.labelmaps import load_label_map
     from train.data import ShardLoader, to_device
-    from train.layout import class_colours, layout_agreement
+    from layout_measures import class_colours, layout_agreement
     from train.loop import RunSpec, train
     from train.samples import pattern_masks
 

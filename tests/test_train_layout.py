@@ -3,10 +3,10 @@ import itertools
 
 import numpy as np
 
+from layout_measures import class_colours, layout_agreement, layout_sketch
 from train_shards import write_training_shards
 
 from train.data import ShardLoader, to_device
-from train.layout import class_colours, layout_agreement, layout_sketch
 from train.metrics.sketch_consistency import sketch_scores
 
 

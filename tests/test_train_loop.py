@@ -10,7 +10,7 @@ from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
 from train.checkpoint import load
-from train.conditions import MODALITIES
+from shardio.modalities import MODEL_MODALITIES as MODALITIES
 from train.families.poegan.configs import get_config
 from train.ema import ema_beta
 from train.families.poegan import BETAS, GRAD_CLIP
@@ -199,7 +199,7 @@ def test_tiny_overfits_four_images_and_follows_their_segmentation(tmp_path):
     """~1,500 steps (8-25 min on 2 cores): conditioned on a training segmentation the samples reproduce its
     layout (nearest class colour agreement), far better than unconditioned or against another image's layout."""
     from train.data import ShardLoader, to_device
-    from train.layout import class_colours, layout_agreement
+    from layout_measures import class_colours, layout_agreement
     from train.samples import pattern_masks
 
     urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=4, per_shard=4)]

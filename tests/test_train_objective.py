@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.conditions import MODALITIES
+from shardio.modalities import MODEL_MODALITIES as MODALITIES
 from train.families.poegan.configs import get_config
 from train.families.poegan.loss import R1_GAMMA, R1_INTERVAL, R1_PHASE, PoEGANLoss, contrastive
 from train.families.poegan.discriminator import Discriminator

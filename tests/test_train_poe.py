@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from train.conditions import MODALITIES
+from shardio.modalities import MODEL_MODALITIES as MODALITIES
 from train.families.poegan.configs import get_config
 from train.families.poegan.kl_balance import DECAY, KLBalancer, rebalance_weights
 from train.families.poegan.generator import Generator

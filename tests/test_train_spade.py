@@ -274,7 +274,7 @@ def test_tiny_segmentation_model_overfits_four_images_and_follows_their_segmenta
     reproduce its layout (nearest class colour agreement) far better than another image's layout."""
     from annotators.labelmaps import load_label_map
     from train.data import ShardLoader, to_device
-    from train.layout import class_colours, layout_agreement
+    from layout_measures import class_colours, layout_agreement
     from train.loop import RunSpec, train
     from train.samples import pattern_masks
 

@@ -1,5 +1,5 @@
 """Unite-and-Conquer learns on CPU (issue 13's slow test): the tiny experts, trained on 4 sample images, follow the
-segmentation or sketch they are given. The measures are the GAN baselines' learning tests' (train/layout.py):
+segmentation or sketch they are given. The measures are the GAN baselines' learning tests' (tests/layout_measures.py):
 nearest class colour agreement with the segmentation, and the F-score of the class boundaries of what the image
 shows against the input sketch (the test shards' sketches are label boundaries), each against another image's."""
 from dataclasses import replace
@@ -7,12 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from layout_measures import class_colours, layout_agreement, layout_sketch
 from train_shards import write_training_shards
 
 from annotators.labelmaps import load_label_map
 from train.data import ShardLoader, to_device
 from train.evaluate import generate
-from train.layout import class_colours, layout_agreement, layout_sketch
 from train.loop import RunSpec, train
 from train.metrics.sketch_consistency import sketch_scores
 from train.models import family

@@ -5,6 +5,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shardio.modalities import MEMBER_OF
+
 from .conditions import CONDITIONS
 from .data import DataError, fit_to_shards, shard_urls
 from .eval_data import EvaluationError
@@ -15,8 +17,9 @@ from .run_config import RecordError, differences, read, rebuild, record
 
 log = logging.getLogger(__name__)
 # metric -> (annotator, its output member, the EvalContext field it fills)
-ANNOTATOR_OF = {"seg_consistency": ("seg", "seg.png", "segment"), "sketch_fscore": ("sketch", "sketch.png",
-                "detect_sketch"), "clip_score": ("clip", "clip.npy", "embed_images")}
+ANNOTATOR_OF = {"seg_consistency": ("seg", MEMBER_OF["seg"], "segment"),
+                "sketch_fscore": ("sketch", MEMBER_OF["sketch"], "detect_sketch"),
+                "clip_score": ("clip", MEMBER_OF["clip"], "embed_images")}
 
 
 def model_config(stage, model: str):

@@ -18,9 +18,9 @@ import torch
 from tqdm import tqdm
 
 from annotators.weights import RANDOM, resolve
+from shardio.modalities import MODEL_MODALITIES
 
 from . import checkpoint, distributed, protocol
-from .conditions import MODALITIES
 from .data import Preprocess, to_device
 from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_uint8
 from .eval_plan import ANNOTATOR_OF, device_batch, plan, trained
@@ -76,7 +76,7 @@ def reference_set(dataset: str, test: EvalSet, digests: list[bytes], resolution:
 def condition_masks(condition: str, batch: int, device) -> dict:
     """Generator modality masks giving every sample exactly the modalities of `condition`."""
     given = generator_modalities(condition)
-    return {m: torch.full((batch,), m in given, dtype=torch.bool, device=device) for m in MODALITIES}
+    return {m: torch.full((batch,), m in given, dtype=torch.bool, device=device) for m in MODEL_MODALITIES}
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -285,7 +285,7 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
         for row, generated, groups in generate_rows(rows, batch, labels.num_classes, p, device):
             streams[row.name].add(batch.index, inputs_for(row.condition, generated, reference, groups=groups,
                                                           real=batch.images, seg=batch.seg, sketch=batch.sketch,
-                                                          embeddings=batch.embeddings))
+                                                          text=batch.embeddings))
             if batch.positions[0] < SAMPLES_SHOWN:
                 shown[row.name][batch.index] = generated[:SAMPLES_SHOWN]
     if real_set is not test:

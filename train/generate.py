@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from annotators.labelmaps import IGNORE
+from shardio.modalities import MODEL_MODALITIES
 from shardio.shards import atomic_path
 
-from .conditions import MODALITIES
 from .data import resizer, to_device
 from .evaluate import to_uint8
 from .noise import private_noise
@@ -38,8 +38,8 @@ class Given:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """The given modalities, in MODALITIES order."""
-        return tuple(m for m in MODALITIES if getattr(self, m) is not None)
+        """The given modalities, in MODEL_MODALITIES order."""
+        return tuple(m for m in MODEL_MODALITIES if getattr(self, m) is not None)
 
 
 def class_ids_outside(labels: np.ndarray, num_classes: int) -> list[int]:
@@ -74,7 +74,7 @@ def condition_batch(given: Given, resolution: int, num_classes: int, text_dim: i
         batch["sketch"] = torch.from_numpy(sketch.copy()).float()[None, None] / 255
     if given.text is not None:
         batch["text"] = torch.from_numpy(given.text.astype(np.float32))[None]
-    masks = {m: torch.tensor([m in given.modalities]) for m in MODALITIES}
+    masks = {m: torch.tensor([m in given.modalities]) for m in MODEL_MODALITIES}
     return batch, masks
 
 

@@ -16,8 +16,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from shardio.modalities import MODEL_MODALITIES
+
 from . import checkpoint, distributed, run_config
-from .conditions import MODALITIES
 from .dashboard import Dashboard, postfix
 from .data import Preprocess, ShardLoader, to_device
 from .ema import ema_beta
@@ -79,7 +80,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def modality_masks(batch_size: int, device) -> dict:
     """Each modality of each sample kept with probability 1 - 0.5 (modality dropout), drawn on `device` (no host
     copy per step)."""
-    return {m: torch.rand(batch_size, device=device) >= MODALITY_DROPOUT for m in MODALITIES}
+    return {m: torch.rand(batch_size, device=device) >= MODALITY_DROPOUT for m in MODEL_MODALITIES}
 
 
 def scaled_backward(scaler: torch.amp.GradScaler, rounds: int):

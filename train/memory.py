@@ -13,7 +13,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .conditions import MODALITIES
+from shardio.modalities import MODEL_MODALITIES
+
 from .loop import modality_masks
 
 GB = 1e9
@@ -141,7 +142,7 @@ def generation_peak(family, nets: dict, cfg, num_classes: int, batch: int, devic
     loader = {"image": torch.rand(batch, 3, r, r), "seg": torch.zeros(batch, r, r, dtype=torch.uint8),
               "sketch": torch.rand(batch, 1, r, r), "text": torch.randn(batch, dim),
               "clip_image": torch.randn(batch, dim)}
-    masks = {m: torch.full((batch,), m != "style", device=device) for m in MODALITIES}  # all given but the image
+    masks = {m: torch.full((batch,), m != "style", device=device) for m in MODEL_MODALITIES}  # all given but the image
     with torch.no_grad(), LiveBytes() as live:
         cond = to_device(loader, device, num_classes)
         out = family.training_forward(nets, cond, masks) if family.training_forward else nets["G"](cond, masks)

@@ -152,14 +152,14 @@ class ModelFamily:
     is the generator: the loop keeps its moving average (`<key>_ema` in snapshots), which draws the sample grids
     and is evaluated, as `G(batch, masks) -> (image, extra)`."""
 
-    config: Callable[[str], object]  # profile name -> configuration
+    config: Callable[[str], object]  # configuration name -> configuration
     networks: Callable[[object, int], tuple[nn.Module, ...]]  # (config, num_classes) -> one per `network_keys`
     loss: Callable[..., Loss]  # (*networks, vgg, config) -> its objective
     optimizer: Callable[[object], OptimizerSettings | SharedAdam]  # configuration -> Adam settings per network
     conditions: tuple[str, ...] | None = None  # evaluation conditions it can be scored under; None: every one
     rows: Callable[[nn.Module], list[EvalRow]] | None = None  # rows of the loaded G; None: one per condition
     fitted: FitFrom | None = None  # set: `pipeline train` fits it from the base's run (no loss, D, optimizer)
-    # configuration -> the generator modalities (train/conditions.py MODALITIES) its G reads, i.e. what `pipeline
+    # configuration -> the generator modalities (shardio.modalities MODEL_MODALITIES) its G reads, i.e. what `pipeline
     # generate` may give it; None: the modalities of `conditions` (every modality when that is None)
     inputs: Callable[[object], tuple[str, ...]] | None = None
     network_keys: tuple[Network, ...] = GAN_NETWORKS
@@ -179,16 +179,17 @@ class ModelFamily:
     initialisation: str = "PyTorch's default"  # how its networks start, for `pipeline train --dry-run`
 
     def takes(self, cfg) -> tuple[str, ...]:
-        """The generator modalities G reads under `cfg`, in MODALITIES order."""
-        from .conditions import MODALITIES, generator_modalities
+        """The generator modalities G reads under `cfg`, in MODEL_MODALITIES order."""
+        from shardio.modalities import MODEL_MODALITIES
+        from .conditions import generator_modalities
 
         if self.inputs is not None:
             read = set(self.inputs(cfg))
         elif self.conditions is None:
-            read = set(MODALITIES)
+            read = set(MODEL_MODALITIES)
         else:
             read = set().union(*(generator_modalities(c) for c in self.conditions))
-        return tuple(m for m in MODALITIES if m in read)
+        return tuple(m for m in MODEL_MODALITIES if m in read)
 
     def refusal(self, cfg, given) -> str | None:
         """Why G cannot generate from exactly the modalities `given` (a modality it does not read, or too few for
@@ -206,9 +207,9 @@ class ModelFamily:
             return f"cannot generate from {'+'.join(given) or 'no condition'}: it needs {needed}"
         return None
 
-    def configure(self, profile: str, section) -> object:
-        """The configuration `profile` with the params section's settings applied."""
-        cfg = self.config(profile)
+    def configure(self, name: str, section) -> object:
+        """The configuration `name` with the params section's settings applied."""
+        cfg = self.config(name)
         return self.with_params(cfg, section) if self.with_params else cfg
 
     def build(self, cfg, num_classes: int) -> dict[str, nn.Module]:

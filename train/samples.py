@@ -6,16 +6,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .conditions import MODALITIES
+from shardio.modalities import MODEL_MODALITIES
+
 from .noise import private_noise
 
 PATTERNS: list[tuple[str, ...]] = (
-    [()] + [(m,) for m in MODALITIES] + list(combinations(MODALITIES, 2)) + [MODALITIES])
+    [()] + [(m,) for m in MODEL_MODALITIES] + list(combinations(MODEL_MODALITIES, 2)) + [MODEL_MODALITIES])
 
 
 def pattern_masks(pattern: tuple[str, ...], batch: int, device="cpu") -> dict:
     """Modality masks on `device` with exactly the modalities of `pattern` present for every sample."""
-    return {m: torch.full((batch,), m in pattern, dtype=torch.bool, device=device) for m in MODALITIES}
+    return {m: torch.full((batch,), m in pattern, dtype=torch.bool, device=device) for m in MODEL_MODALITIES}
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:

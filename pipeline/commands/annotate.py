@@ -3,9 +3,8 @@ from contextlib import ExitStack
 
 import click
 
+from shardio.modalities import ANNOTATORS
 from .common import lock, stage_options
-
-ANNOTATORS = ("seg", "sketch", "clip")
 
 
 def _names(only: str | None, profile_annotate: list[str]) -> tuple[list[str], list[str]]:
@@ -20,14 +19,15 @@ def _names(only: str | None, profile_annotate: list[str]) -> tuple[list[str], li
 
 @click.command("annotate")
 @stage_options
-@click.option("--only", metavar="NAMES", help="Comma-separated annotators to run (seg,sketch,clip) "
+@click.option("--only", metavar="NAMES", help=f"Comma-separated annotators to run ({','.join(ANNOTATORS)}) "
               "[default: every one in the dataset profile's `annotate` list].")
 @click.option("--ray-address", metavar="ADDR", help="Existing Ray cluster to join [default: $RAY_ADDRESS, "
               "else a local Ray sized to this machine].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per model call [default: each "
               "annotator's `batch_size` param]. Never changes the output.")
-@click.option("--workers", type=click.IntRange(min=1), help="Actors per annotator [default: "
-              "`annotate.runtime.workers`; 0 there = one per GPU, else CPUs minus reserved].")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray actors per annotator, each "
+              "holding its own copy of the model [default: `annotate.runtime.workers`; 0 there = one per GPU, else "
+              "CPUs minus reserved].")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0, max=1, min_open=True), help="GPUs each actor "
               "claims when the cluster has GPUs: 1, or a fraction to share one (an annotator runs on one GPU) "
               "[default: `annotate.runtime.gpus_per_worker`].")

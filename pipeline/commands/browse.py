@@ -14,8 +14,9 @@ from .common import stage_options
               help="Port to serve on (0: any free one).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Write a static site (page, pictures, data.js) to DIR instead of serving; opens from disk.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (for --out).")
-def command(stage, host, port, out, no_progress):
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar while --out writes the site.")
+def command(stage, host, port, out, progress):
     """Browse the packed dataset: samples with their segmentation overlay, sketch, captions and JSON.
 
     \b
@@ -32,7 +33,7 @@ def command(stage, host, port, out, no_progress):
     try:
         dataset = Dataset(stage.layout)
         if out is not None:
-            samples = write_site(dataset, out, progress=not no_progress)
+            samples = write_site(dataset, out, progress=progress)
             click.echo(f"browse: {samples} sample(s) written to {out / 'index.html'} (open it in a browser)")
             return
         server = make_server(dataset, host, port)

@@ -4,6 +4,7 @@ import click
 from train.families import REGISTRY
 
 from .common import stage_options
+from .model_args import resolve
 
 
 @click.command("evaluate")
@@ -31,9 +32,15 @@ def command(stage, model, num_images, dry_run, gpu_memory):
     from annotators.weights import WeightsError
     from train import distributed
     from train.evaluate import EvaluationError, evaluate_run
+    from train.metrics import UnknownMetricError, check_names
     from train.metrics.base import MetricError
 
     logging.basicConfig(format="%(levelname)s: %(message)s")
+    resolve(stage, model)  # unknown names are usage errors, before any work
+    try:
+        check_names(stage.params.evaluate.metrics)
+    except UnknownMetricError as e:
+        raise click.UsageError(f"evaluate.metrics: {e}") from None
     if dry_run:
         from train.eval_plan import describe
 
@@ -45,8 +52,6 @@ def command(stage, model, num_images, dry_run, gpu_memory):
     processes = distributed.start()  # one process, or one per GPU under torchrun (each its share of the batches)
     try:
         written = evaluate_run(stage, model, num_images, processes)
-    except KeyError as e:
-        raise click.UsageError(str(e).strip("'\"")) from None
     except (EvaluationError, WeightsError, MetricError) as e:
         raise click.ClickException(str(e)) from None
     finally:

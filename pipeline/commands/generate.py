@@ -6,6 +6,7 @@ import click
 from train.families import REGISTRY
 
 from .common import stage_options
+from .model_args import resolve
 
 IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -48,11 +49,10 @@ def command(stage, model, text, seg, sketch, style, seed, n, out):
     from ..generate import Request, generate
 
     logging.basicConfig(format="%(levelname)s: %(message)s")
+    resolve(stage, model)  # unknown names are usage errors, before any work
     out = out or stage.layout.run(model) / "generate"
     try:
         written = generate(stage, model, Request(text, seg, sketch, style, seed, n), out)
-    except KeyError as e:
-        raise click.UsageError(str(e).strip("'\"")) from None
     except (GenerateError, EvaluationError, WeightsError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{n} image(s) in {out} (record: {written[-1].name})")

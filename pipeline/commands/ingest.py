@@ -12,12 +12,12 @@ from .common import lock, stage_options
 @click.option("--source", "source_path", metavar="PATH",
               help="Read this folder / list / tar pattern instead of the profile's `source.path` "
                    "(relative to the current directory).")
-@click.option("--kind", type=click.Choice(SOURCE_KINDS),
+@click.option("--kind", type=click.Choice(list(SOURCE_KINDS)),
               help="Source kind for --source [default: the profile's `source.kind` if the path fits it, else "
                    "inferred: a `.tar` pattern, a .txt/.csv/.parquet list, or a folder of images].")
 @click.option("--workers", type=click.IntRange(min=0), default=None, show_default="0: all cores; on Ray, the "
-              "cluster's CPUs less `annotate.runtime.reserve_cpus`", help="Processes (or Ray tasks at a time) that "
-              "scan and write shards.")
+              "cluster's CPUs less `annotate.runtime.reserve_cpus`", help="Local worker processes that scan "
+              "images and write shards; on Ray, the most shard tasks running at once.")
 @click.option("--ray-address", metavar="ADDR", help="Run on this Ray cluster, one task per shard [default: "
               "$RAY_ADDRESS; without either, local processes]. The bytes written are the same.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")

@@ -7,6 +7,7 @@ import click
 from train.families import REGISTRY, declaration
 
 from .common import lock, stage_options
+from .model_args import resolve
 
 
 @click.command("train")
@@ -14,7 +15,7 @@ from .common import lock, stage_options
 @click.option("--model", type=click.Choice(list(REGISTRY)), default=next(iter(REGISTRY)), show_default=True,
               help="Model family (train/families/); a fitted family is fitted from the newest snapshot of its base "
               "family's run instead of trained.")
-@click.option("--config", "config_name", metavar="CONFIG", help="Configuration of the model family: "
+@click.option("--config", "config_name", metavar="CONFIG", help="Architecture configuration of the model family: "
               + "; ".join(f"{name}: {', '.join(declaration(name).configs)}" for name in REGISTRY)
               + " [default: params train.<model>.config, else the dataset's train_config].")
 @click.option("--steps", type=click.IntRange(min=1), help="Train up to this step [default: params].")
@@ -33,17 +34,8 @@ from .common import lock, stage_options
 def command(stage, model, config_name, steps, dry_run, gpu_memory, nproc, allow_cpu, restart_if_changed):
     """Train a model on data/<dataset>/shards/train-*.tar; resumes from the newest training state in
     data/runs/<dataset>/<model>/train/ (snapshots, training state, sample grids, log.jsonl)."""
-    from annotators.labelmaps import load_label_map
-    from train.models import family
-
-    try:
-        fam = family(model)
-        section = stage.params.train.model(model)
-        config_name = config_name or section.config or stage.profile.train_config
-        cfg = fam.configure(config_name, section)
-        labels = load_label_map(stage.profile.label_map)
-    except (KeyError, AttributeError) as e:
-        raise click.UsageError(str(e).strip("'\"")) from None
+    fam, section, cfg, labels = resolve(stage, model, config_name)
+    config_name = config_name or section.config or stage.profile.train_config
     if fam.fitted is not None:
         with _run_lock(stage.layout.training(model), dry_run):
             _fit(stage, fam, cfg, config_name, section, labels, model, dry_run)

@@ -3,16 +3,24 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from shardio.modalities import ANNOTATORS
 from .base import Section
 
-SOURCE_KINDS = ("sample", "folder", "list", "webdataset", "coco", "mm-celeba-hq")
-MODALITIES = ("seg", "sketch", "clip", "txt")
+# Source kind (`datasets.<name>.source.kind`) -> the module of `pipeline.sources` that lists it.
+SOURCE_KINDS = {
+    "sample": "sample",
+    "folder": "folder",
+    "list": "filelist",
+    "webdataset": "tars",
+    "coco": "coco",
+    "mm-celeba-hq": "celeba",
+}
 
 
 class SourceParams(Section):
     """A raw collection; a relative `path` is resolved against `--data-dir`."""
 
-    kind: Literal[SOURCE_KINDS]
+    kind: Literal[tuple(SOURCE_KINDS)]
     path: str
 
 
@@ -22,7 +30,7 @@ class DatasetProfile(Section):
     source: SourceParams
     test_size: float = Field(0.1, gt=0, description="a fraction (< 1) or a count (>= 1) of test images")
     label_map: str = "coco-stuff-182"
-    annotate: list[Literal["seg", "sketch", "clip"]] = Field(default_factory=lambda: ["seg", "sketch", "clip"])
+    annotate: list[Literal[ANNOTATORS]] = Field(default_factory=lambda: list(ANNOTATORS))
     text: Literal["captions", "image"] = Field(
         "captions", description="pseudo-text: CLIP text of captions, or the CLIP image embedding (landscape)"
     )

@@ -1,8 +1,9 @@
 """Params of the stages that are not annotators or training: sample, ingest, pack, preview, compare, evaluate."""
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from shardio.modalities import ANNOTATORS
 from .base import Section
 
 
@@ -28,8 +29,10 @@ class IngestParams(Section):
 class PackParams(Section):
     """How `pipeline pack` joins image and annotation shards."""
 
-    modalities: list[str] = Field(default_factory=lambda: ["seg", "sketch", "clip"])
-    workers: int = Field(0, ge=0, description="threads packing shards in parallel (without Ray); 0 = one per core")
+    modalities: list[Literal[ANNOTATORS]] = Field(default_factory=lambda: list(ANNOTATORS),
+                                                  description="annotators whose shards pack joins")
+    workers: int = Field(0, ge=0, description="local threads packing shards; 0 = one per core. "
+                       "Unused on Ray, which runs one task per shard on every free CPU")
 
 
 class PreviewParams(Section):
@@ -52,6 +55,8 @@ class CompareParams(Section):
 class EvaluateParams(Section):
     """Which metrics `pipeline evaluate` reports, under which conditions, on how many test images."""
 
+    # names of train.metrics' registry, checked by `pipeline evaluate` before any work: the data stages read this
+    # file too, and must not depend on (and rerun with) the metric registry
     metrics: list[str] = Field(default_factory=lambda: ["fid", "kid", "seg_consistency", "sketch_fscore",
                                                         "clip_score", "lpips_diversity"])
     # the per-condition FID rows of the PoE-GAN supplement's Tables 6 and 7
@@ -72,9 +77,3 @@ class EvaluateParams(Section):
     # images (INADE's official evaluation; docs/protocols.md)
     reference_split: Literal["test", "train"] = "test"
 
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, names: list[str]) -> list[str]:
-        from train.metrics import check_names  # light: the registry imports no metric code
-
-        return check_names(names)

@@ -15,16 +15,8 @@ import numpy as np
 
 from shardio.shards import fingerprint
 from ..imageio import Rejected, decode_labels, decode_sketch
+from ..params.datasets import SOURCE_KINDS as KINDS  # kind -> module in this package
 
-# Source kind (params: datasets.<name>.source.kind) -> module in this package.
-KINDS = {
-    "sample": "sample",
-    "folder": "folder",
-    "list": "filelist",
-    "webdataset": "tars",
-    "coco": "coco",
-    "mm-celeba-hq": "celeba",
-}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Kinds tried, in order, for a path whose kind is not given and does not fit the profile's kind.
 INFERRED_KINDS = ("webdataset", "list", "folder")

@@ -13,7 +13,7 @@ several processes (`EvalContext.gather`) before one of them finishes.
 
 A metric only scores a set that has the inputs it needs (seg consistency needs the input maps, diversity needs
 groups of samples, ...), so one stream per condition gives that condition's row of the table. This module imports
-nothing heavy: params validation uses `check_names` without loading torch.
+nothing heavy; `pipeline evaluate` checks `evaluate.metrics` with `check_names` before any work.
 """
 import importlib
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ REGISTRY: dict[str, Entry] = {
                            "train.metrics.sketch_consistency:sketch_fscore", ("sketch",),
                            ("sketch_fscore", "sketch_precision", "sketch_recall"), summed=True),
     "clip_score": Entry("train.metrics.clip_score:image_scores", "train.metrics.clip_score:clip_score",
-                        ("embeddings",), ("clip_score",)),
+                        ("text",), ("clip_score",)),
     "lpips_diversity": Entry("train.metrics.lpips_diversity:pair_distances",
                              "train.metrics.lpips_diversity:lpips_diversity", ("groups",), ("lpips_diversity",)),
     "ssim": Entry("train.metrics.reconstruction:ssim_scores", "train.metrics.reconstruction:mean_ssim", ("real",),

@@ -31,7 +31,8 @@ class Reference:
 class EvalInputs:
     """One evaluation set: images generated under one condition, and whatever conditioned them.
 
-    Arrays are aligned on their first axis (image i was generated from seg[i], sketch[i], embeddings[i]).
+    The conditioning arrays are named after the generator modalities (`shardio.modalities`). Arrays are aligned
+    on their first axis (image i was generated from seg[i], sketch[i], text[i]).
     A metric whose inputs are absent (None) does not apply to this set.
     """
 
@@ -39,7 +40,7 @@ class EvalInputs:
     reference: Reference | None = None
     seg: np.ndarray | None = None  # uint8 [N, H, W] input class maps, 255 = ignore
     sketch: np.ndarray | None = None  # uint8 [N, H, W] input sketches, 255 = stroke
-    embeddings: np.ndarray | None = None  # float [N, D] conditioning CLIP embeddings (text or image)
+    text: np.ndarray | None = None  # float [N, D] the CLIP embeddings given as the text (of captions or the image)
     groups: np.ndarray | None = None  # uint8 [G, N, H, W, 3]: G samples of the same N conditions, new noise each
     real: np.ndarray | None = None  # uint8 [N, H, W, 3] the test image each condition came from (ground truth)
 

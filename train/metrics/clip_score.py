@@ -22,9 +22,9 @@ def clip_scores(condition: np.ndarray, image: np.ndarray) -> np.ndarray:
 def image_scores(inputs: EvalInputs, ctx: EvalContext) -> np.ndarray:
     """The CLIP score of each generated image against the embedding that conditioned it (float [N])."""
     images = check_images("generated", inputs.generated)
-    if inputs.embeddings is None or len(inputs.embeddings) != len(images):
+    if inputs.text is None or len(inputs.text) != len(images):
         raise MetricError(f"clip_score needs one conditioning embedding per generated image ({len(images)})")
-    return clip_scores(inputs.embeddings, ctx.require("clip_score", "embed_images")(images))
+    return clip_scores(inputs.text, ctx.require("clip_score", "embed_images")(images))
 
 
 def clip_score(parts: list[np.ndarray], ctx: EvalContext, reference=None) -> dict[str, float]:

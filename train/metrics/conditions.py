@@ -18,13 +18,13 @@ def inputs_for(condition: str, generated: np.ndarray, reference: Reference | Non
                groups: np.ndarray | None = None, real: np.ndarray | None = None,
                **modalities: np.ndarray | None) -> EvalInputs:
     """EvalInputs of images generated under `condition`, keeping only the modalities that condition gave the
-    generator (seg=, sketch=, embeddings=), so that e.g. the unconditional row gets no seg mIoU, and the test
+    generator (seg=, sketch=, text=), so that e.g. the unconditional row gets no seg mIoU, and the test
     images `real` only where `given_inputs` says."""
     if condition not in CONDITIONS:
         raise MetricError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
-    unknown = set(modalities) - {"seg", "sketch", "embeddings"}
+    unknown = set(modalities) - set(CONDITIONS["all"])
     if unknown:
-        raise MetricError(f"unknown modalities {sorted(unknown)}; expected seg, sketch, embeddings")
+        raise MetricError(f"unknown modalities {sorted(unknown)}; expected {', '.join(CONDITIONS['all'])}")
     missing = [m for m in CONDITIONS[condition] if modalities.get(m) is None]
     if missing:
         raise MetricError(f"condition {condition!r} needs {', '.join(missing)}")

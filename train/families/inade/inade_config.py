@@ -52,7 +52,7 @@ CONFIGS: dict[str, InadeConfig] = {
 
 
 def get_config(name: str) -> InadeConfig:
-    """The INADE configuration of profile `name`; unknown names raise KeyError listing the known ones."""
+    """The INADE configuration `name`; unknown names raise KeyError listing the known ones."""
     if name not in CONFIGS:
         raise KeyError(f"unknown INADE config {name!r}; known: {', '.join(CONFIGS)}")
     return CONFIGS[name]

@@ -70,7 +70,7 @@ MONCE_CONFIGS: dict[str, SPADEConfig] = {
 
 
 def config_for(condition: str, configs: dict[str, SPADEConfig] = CONFIGS):
-    """The configuration lookup of a SPADE family on `condition`: profile name -> SPADEConfig."""
+    """The configuration lookup of a SPADE family on `condition`: configuration name -> SPADEConfig."""
 
     def get(name: str) -> SPADEConfig:
         if name not in configs:

@@ -2,7 +2,11 @@
 expert as ADM configures it (openai/guided-diffusion README model flags), the diffusion, and the sampler."""
 from dataclasses import dataclass, field, replace
 
-EXPERTS = ("seg", "sketch", "text")  # one expert per modality; its condition is the modality of the same name
+from shardio.modalities import MODEL_MODALITIES
+
+# One expert per generator modality but the style (the image itself); its condition is the modality of the same
+# name. Built in name order: seg, sketch, text.
+EXPERTS = tuple(sorted(set(MODEL_MODALITIES) - {"style"}))
 # Fraction of training samples whose condition is dropped to null, so each expert also predicts the unconditional
 # epsilon. Nithin-GK/UniteandConquer train_code/guided_diffusion/image_datasets.py: the spatial maps are given to half
 # the samples; of the other half, 3/4 get the CLIP embedding, so it is null for 1 - 0.5 * 0.75 of them.
@@ -11,7 +15,7 @@ NULL_FRACTION = {"seg": 0.5, "sketch": 0.5, "text": 0.625}
 
 @dataclass(frozen=True)
 class UniteConquerConfig:
-    """One profile: UNet widths, diffusion and sampling settings, product-of-experts weights."""
+    """One configuration: UNet widths, diffusion and sampling settings, product-of-experts weights."""
 
     resolution: int
     batch_size: int
@@ -75,7 +79,7 @@ def with_params(cfg: UniteConquerConfig, section) -> UniteConquerConfig:
 
 
 def get_config(name: str) -> UniteConquerConfig:
-    """The profile `name`; unknown names raise KeyError listing the known ones."""
+    """The configuration `name`; unknown names raise KeyError listing the known ones."""
     if name not in CONFIGS:
         raise KeyError(f"unite-conquer has no configuration {name!r}; known: {', '.join(CONFIGS)}")
     return CONFIGS[name]

@@ -1,5 +1,6 @@
-"""Does a generated image follow its segmentation or its sketch? Pixel agreement of a simple colour-to-class
-mapping, and the class boundaries of that mapping as the image's sketch."""
+"""The learning tests' measure (PoE-GAN and the baselines): does a generated image follow its segmentation or its
+sketch? Pixel agreement of a simple colour-to-class mapping, and the class boundaries of that mapping as the
+image's sketch."""
 import numpy as np
 import torch
 
