@@ -66,7 +66,14 @@ def test_every_stage_is_checked():
     assert {name.split("@")[0] for name in stage_deps()} <= {name.split("@")[0] for name in ROOTS}
 
 
-@pytest.mark.parametrize("stage", [s for s in sorted(ROOTS) if s.split("@")[0] not in ("train", "evaluate")])
+# what the params schema reads of the trainer: the family registry and the sections' base classes (a data stage's
+# command validates the whole params file, `train` included)
+REGISTRY_MODULES = {"train/sections.py", "train/families/__init__.py", "train/families/base.py"}
+
+
+@pytest.mark.parametrize("stage", [s for s in sorted(ROOTS)
+                                   if s.split("@")[0] not in ("train", "evaluate", "compare")])
 def test_a_data_stage_depends_on_no_trainer_code(stage):
-    """Registering a metric or changing a model family reruns no data stage."""
-    assert not [str(p) for p in closure(ROOTS[stage]) if p.parts[0] == "train"]
+    """Registering a metric or changing a model family's code reruns no data stage (adding a family does: the
+    params schema lists it)."""
+    assert not [str(p) for p in closure(ROOTS[stage]) if p.parts[0] == "train" and str(p) not in REGISTRY_MODULES]
