@@ -325,7 +325,7 @@ def data_wait_check(setup: Setup) -> tuple[bool, str]:
     if setup.cuda:
         urls = [str(p) for p in write_training_shards(setup.tmp / "shards-256", images=16, per_shard=8,
                                                       short_side=256)]
-    spec = setup.spec("timing", run_dir=setup.tmp / "timing", train_urls=urls, sample_urls=urls, steps=steps,
+    spec = setup.spec("poegan", run_dir=setup.tmp / "timing", train_urls=urls, sample_urls=urls, steps=steps,
                       workers=workers)
     records = train(fam, cfg, VGGRelu51(None), spec, progress=False, processes=Processes(0, 1, setup.device))
     first, last = records[0], records[-1]

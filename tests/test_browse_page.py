@@ -2,24 +2,18 @@
 
 `make test` installs them first (`make browser`, apt-get as root or through sudo); where they could not be
 installed these tests skip, saying so."""
-import shutil
 import threading
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from browse_fixtures import NO_SKETCH, packed_landscapes
+from headless import browser, needs_browser  # noqa: F401 (browser: a fixture)
 from pipeline.browse import Dataset, Filters
 from pipeline.browse_web import make_server, write_site
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="Debian's chromium and chromium-driver are not installed: `make browser` installs them with apt-get "
-           "(as root or through sudo), and said why it could not")
+pytestmark = needs_browser
 SKY = 156  # sky-other: drawn in half of the landscapes
 
 
@@ -35,17 +29,6 @@ def site(tmp_path_factory):
     yield dataset, f"http://127.0.0.1:{server.server_address[1]}/", tmp
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # the apt driver, never a download
-    yield driver
-    driver.quit()
 
 
 def _ready(driver, url):

@@ -6,13 +6,13 @@ chromium."""
 import html
 import json
 import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from headless import browser, needs_browser  # noqa: F401 (browser: a fixture)
 from train_shards import write_training_shards
 
 from pipeline.cli import main
@@ -25,8 +25,6 @@ REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 CLIP = {"model": "ViT-S-32", "pretrained": "random", "weights": "random", "sha256": "random"}  # as annotate records
 CLIP_DIM = 384
 CONDITIONS = {"unconditional": "none", "text": "text", "seg": "seg", "sketch": "sketch", "all": "all"}
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-NO_BROWSER = "Debian's chromium and chromium-driver are not installed: `make browser` installs them"
 
 
 def run(*args):
@@ -143,20 +141,6 @@ def test_bad_choices_are_refused_before_any_output(compared, tmp_path):
     assert not (tmp_path / "b" / "index.html").exists()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # the apt driver, never a download
-    yield driver
-    driver.quit()
-
-
 def _shows_the_comparison(driver) -> None:
     """The comparison page is loaded: every grid has a row per sample, PoE-GAN's cells show both draws (loaded),
     spade-seg's say it is not trained and how to train it."""
@@ -180,14 +164,14 @@ def _shows_the_comparison(driver) -> None:
     assert legend.find_elements(By.TAG_NAME, "span") and "%" in legend.text
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_BROWSER)
+@needs_browser
 def test_the_page_opens_from_disk_in_chromium(compared, browser):
     _, _, out = compared
     browser.get((out / "index.html").as_uri())
     _shows_the_comparison(browser)
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_BROWSER)
+@needs_browser
 def test_browse_reaches_it_as_its_models_view_served_and_as_a_static_site(compared, browser, tmp_path):
     from selenium.webdriver.common.by import By
 

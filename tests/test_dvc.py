@@ -258,7 +258,7 @@ def test_a_changed_param_marks_exactly_its_stages(project):
             *parents, leaf = key.split(".")
             for part in parents:
                 node = node[part]
-            inherited = parents[0] == "train" and leaf in params["train"]["defaults"]  # a family's own setting
+            inherited = parents[:1] == ["train"] and leaf in params["train"]["defaults"]  # a family's own setting
             assert leaf in node or inherited, f"params.yaml has no {key}"
             node[leaf] = value
             (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -70,7 +70,7 @@ def test_lpips_to_the_ground_truth_is_the_diversity_networks_distance(ctx):
 def test_only_rows_given_a_condition_are_scored_against_the_ground_truth(ctx):
     images = constant(90, 2)
     given = {"seg": np.zeros((2, 32, 32), np.uint8), "sketch": np.zeros((2, 32, 32), np.uint8),
-             "embeddings": np.ones((2, 4))}
+             "text": np.ones((2, 4))}
     table = evaluate_conditions(["ssim"], {c: inputs_for(c, images, real=constant(100, 2), **given)
                                            for c in ("unconditional", "text", "seg", "sketch", "all")}, ctx)
     assert table["unconditional"] == {}  # an unconditional sample comes from no test image

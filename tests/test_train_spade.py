@@ -239,7 +239,7 @@ def test_evaluate_scores_a_segmentation_model_under_the_seg_condition_only(shard
     assert result.exit_code == 0, result.output
     metrics = json.loads((run.parent / "eval" / "metrics.json").read_text())
     # SPADE-Seg takes no text or sketch (`random_weights/<score>` flag what the offline test's networks lack)
-    assert {k.split("/")[0] for k in metrics} - {"random_weights"} == {"seg"}
+    assert {k.split("/")[0] for k in metrics} - {"random_weights", "protocol"} == {"seg"}
     assert 0 <= metrics["seg/seg_miou"] <= 1 and metrics["seg/fid"] > 0
     if model == "spade-seg":
         assert metrics["seg/lpips_diversity"] > 0  # without a style image the style code is drawn anew

@@ -23,7 +23,7 @@ from shardio.modalities import MODEL_MODALITIES
 from . import checkpoint, distributed, protocol
 from .data import Preprocess, to_device
 from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_uint8
-from .eval_plan import ANNOTATOR_OF, device_batch, plan, trained
+from .eval_plan import ANNOTATOR_OF, check_segmenter, device_batch, plan, trained
 from .metrics import REGISTRY, MetricStream
 from .metrics.base import EvalContext, Reference, annotator_fn
 from .metrics.fid import image_features
@@ -245,10 +245,12 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     params, layout = stage.params, stage.layout
     p = params.evaluate
     processes = processes or distributed.Processes(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    check_segmenter(p.metrics, params.annotate.seg, stage.dataset, stage.profile.label_map)  # params before the run
     snapshot = latest_snapshot(layout, model)
     run = trained(stage, model, snapshot)
     evaluation = plan(stage, model, num_images, run.cfg)
-    cfg, notes, fam = evaluation.cfg, run.notes + evaluation.notes, family(model)
+    evaluation.notes[:0] = run.notes  # the protocol record carries how the network was built too
+    cfg, notes, fam = evaluation.cfg, evaluation.notes, family(model)
     labels = load_label_map(stage.profile.label_map)
     device = str(processes.device)
     cache_dir = layout.data_dir / "cache" / "fid"

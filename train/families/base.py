@@ -21,9 +21,9 @@ class Declaration:
 
 
 class ModelTrainParams(Section):
-    """Training of one model family: configuration profile, length, seed, data loading, checkpoint cadence."""
+    """Training of one model family: architecture configuration, length, seed, data loading, checkpoint cadence."""
 
-    config: str | None = Field(None, description="configuration profile; default: the dataset's train_config")
+    config: str | None = Field(None, description="architecture configuration; default: the dataset's train_config")
     steps: int = Field(200, ge=1, description="training iterations (each: G step, D step, R1 every 16th)")
     lr_decay_start: int | None = Field(None, ge=0, description="steps at the full learning rate before it decays "
                                        "linearly to 0 at `steps`; null: the family's (SPADE, MoNCE: half of "

@@ -10,7 +10,7 @@ class ClusterGuidedParams(Section):
     """Cluster-guided synthesis fitted on the newest PoE-GAN snapshot (docs/cluster-guided.md). The supplement gives
     binary clusters per layer as best and k-means; every number here is a project choice."""
 
-    config: str | None = Field(None, description="configuration profile of the PoE-GAN run it fits from, for a "
+    config: str | None = Field(None, description="architecture configuration of the PoE-GAN run it fits from, for a "
                                "snapshot that does not record its own (saved before snapshots did); default: the "
                                "dataset's train_config")
     seed: int = Field(0, ge=0, description="codes, fixed local latents, k-means, mapper init, IMLE draws")
