@@ -207,7 +207,7 @@ RERUNS = [
     ("pack.modalities", ["seg", "clip"], {"pack"}),
     ("pack.workers", 2, {"pack"}),
     ("preview.samples", 3, {"preview"}),
-    ("models.cluster-guided", {"under": "", "reads": "shards"}, {"train@cluster-guided"}),  # what it reads
+    ("models.poegan", {"under": "", "reads": "shards", "demo": False}, set()),  # `make demo`'s choice alone
     ("train.defaults.seed", 1, TRAIN | EVALUATE),
     ("train.poegan.seed", 1, {"train@poegan", "evaluate@poegan"}),
     ("train.spade-seg.seed", 1, set()),  # not in MODELS: no stage of the copy reads it
