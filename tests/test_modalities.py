@@ -3,7 +3,7 @@ generator's inputs, the evaluation conditions and the Unite-and-Conquer experts 
 from annotators.base import REGISTRY as ANNOTATOR_REGISTRY
 from pipeline.params import AnnotateParams
 from shardio.modalities import ANNOTATOR_MEMBERS, ANNOTATORS, MEMBER_OF, MODALITIES, MODEL_MODALITIES
-from train.baselines.unite_conquer.config import EXPERTS
+from train.families.unite_conquer.config import EXPERTS
 from train.conditions import CONDITIONS
 
 
