@@ -63,7 +63,7 @@ def verdict(dataset: str, model: str, condition: str, metric: str, random: str |
 
 
 def _row_order(key: str) -> tuple:
-    """The supplement's conditions in their order, then a family's own rows (cluster-guided's clusters)."""
+    """The supplement's conditions in their order, then a family's own rows (e.g. one per fitted cluster)."""
     condition, order = key.split("/")[0], list(CONDITIONS)
     return (order.index(condition) if condition in order else len(order), key)
 

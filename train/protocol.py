@@ -3,7 +3,7 @@
 (`lines`), so a number never travels without its protocol. metrics.json carries it under the key "protocol":
 
     {"version": 1,                       # of this layout
-     "model": "poegan", "dataset": "coco", "resolution": 256,
+     "model": "<family>", "dataset": "coco", "resolution": 256,
      "snapshot": "network-snapshot-001000.pt",        # null in a dry run before training
      "images": 5000,                     # test images generated per row (each row: one image per test image)
      "reference": {"split": "test", "images": 5000},  # FID/KID's real images (evaluate.reference_split)
@@ -13,7 +13,7 @@
                   "network": "seg annotator", "model": "deeplabv2-resnet101", "weights": "deeplabv2-cocostuff164k",
                   "label_map": "coco-stuff-182", "classes": 182}, ...],   # each metric some row uses
      "seeding": ["noise of test batch i: SeedSequence(seed, i)", ...],
-     "notes": ["unite-conquer evaluates at most 500 test images per condition ...", ...]}
+     "notes": ["<family> evaluates at most 500 test images per condition ...", ...]}  # train/eval_plan.py
 
 `dvc metrics show` lists the record's scalars beside the numbers (protocol.images, protocol.reference.split, ...)
 and leaves out its lists (rows, metrics, seeding, notes)."""

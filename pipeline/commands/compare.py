@@ -25,8 +25,9 @@ def command(stage, models, out, progress):
     numbers where dataset and protocol match. The page opens from disk; `pipeline browse` links to it.
 
     \b
-    Example:
-      pipeline compare --dataset sample --models poegan,spade-seg
+    Examples (M1, M2: names --models lists):
+      pipeline compare --dataset sample                   # every model
+      pipeline compare --dataset sample --models M1,M2
     """
     import logging
 

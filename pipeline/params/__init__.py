@@ -145,7 +145,7 @@ def _section_at(path: tuple) -> type[Section] | None:
     model, parts = Params, iter(path)
     for part in parts:
         field = model.model_fields.get(str(part)) or next(
-            (f for f in model.model_fields.values() if f.alias == str(part)), None)  # `spade-seg`: an alias
+            (f for f in model.model_fields.values() if f.alias == str(part)), None)  # a hyphenated name: an alias
         if field is None:
             return None
         annotation = field.annotation
