@@ -1,7 +1,8 @@
 """What a model family declares besides its code, importing no torch: its params section (the loop settings every
-trained family shares, `ModelTrainParams`, and `VGGTrainParams` for a loss on the VGG-19), its configuration names
-and how to build it (`Declaration`, which the registry in train/families/__init__.py lists)."""
-from dataclasses import dataclass
+trained family shares, `ModelTrainParams`, and `VGGTrainParams` for a loss on the VGG-19), its configuration names,
+how to build it and the published tables that measured it (`Declaration`, which the registry in
+train/families/__init__.py lists; `PaperTable`)."""
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from pydantic import Field, model_validator
@@ -10,14 +11,30 @@ from ..sections import Section
 
 
 @dataclass(frozen=True)
+class PaperTable:
+    """One published table that measured a family, for `pipeline compare` to set a run's numbers beside: where it
+    is, the dataset profile it corresponds to, the resolution and FID reference split it was measured at (None:
+    not stated), its numbers in metrics.json's units (fractions where the paper prints percentages), and what
+    differs from the project's profile even when those match."""
+
+    source: str
+    dataset: str
+    resolution: int | None
+    reference: str | None
+    numbers: dict[tuple[str, str], float]  # (condition, metric key) -> the printed number
+    caveat: str = ""
+
+
+@dataclass(frozen=True)
 class Declaration:
     """One model family as the registry lists it: its params section class (`train.<name>` in params.yaml), the
-    names of its configurations (`pipeline train --config`), and `build()`, which imports its code (and torch)
-    and returns its ModelFamily."""
+    names of its configurations (`pipeline train --config`), `build()`, which imports its code (and torch)
+    and returns its ModelFamily, and the published tables that measured it, by an id unique among families."""
 
     params: type[Section]
     configs: tuple[str, ...]
     build: Callable[[], object]  # -> train.models.ModelFamily
+    published: dict[str, PaperTable] = field(default_factory=dict)
 
 
 class ModelTrainParams(Section):

@@ -3,6 +3,7 @@ loop settings, and its declaration (imports no torch)."""
 from ..base import Declaration, VGGTrainParams
 from ..spade import XAVIER
 from .inade_config import CONFIGS
+from .published import PUBLISHED
 
 
 def build():
@@ -17,4 +18,4 @@ def build():
                        with_params=with_params, initialisation=XAVIER + "; ILADE's class scales U(0, 1), offsets 0")
 
 
-INADE = Declaration(VGGTrainParams, tuple(CONFIGS), build)
+INADE = Declaration(VGGTrainParams, tuple(CONFIGS), build, PUBLISHED)

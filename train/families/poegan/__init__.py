@@ -2,6 +2,7 @@
 and configurations, and its declaration (imports no torch)."""
 from ..base import Declaration, VGGTrainParams
 from .configs import CONFIGS
+from .published import PUBLISHED
 
 BETAS = (0.0, 0.99)  # B: Adam with beta1 = 0, beta2 = 0.99
 GRAD_CLIP = 10.0  # B: gradient norms clipped at 10
@@ -26,4 +27,4 @@ def build():
                        "(train/layers.py)")
 
 
-POEGAN = Declaration(VGGTrainParams, tuple(CONFIGS), build)
+POEGAN = Declaration(VGGTrainParams, tuple(CONFIGS), build, PUBLISHED)

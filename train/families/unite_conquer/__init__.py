@@ -3,6 +3,7 @@
 from ..base import Declaration
 from .config import CONFIGS
 from .params import UniteConquerParams
+from .published import PUBLISHED
 
 
 def build():
@@ -29,4 +30,4 @@ def build():
                        "zero_module)")
 
 
-UNITE_CONQUER = Declaration(UniteConquerParams, tuple(CONFIGS), build)
+UNITE_CONQUER = Declaration(UniteConquerParams, tuple(CONFIGS), build, PUBLISHED)
