@@ -16,10 +16,11 @@ ratio to the stage's floor measured in the same run:
               two eigendecompositions of 2048 x 2048 covariances, seconds each whatever the number of images),
               the report, and its start-up (torch, the generator snapshot, the extractor)
 
-Evaluation needs a trained model: a `tiny` PoE-GAN is trained for two steps on the N run's shards (not timed; its
-snapshot is copied to the 4N run) and evaluated with FID and KID only, under evaluate's conditions, on all of each
-run's test split (about test_size of the accepted images). The other metrics run annotators (their cost is
-annotate's) or LPIPS, which the features floor does not cover.
+Evaluation needs a trained model: the `--model` family (default: the project's own method) is trained for two
+steps in the profile's configuration on the N run's shards (not timed; its snapshot is copied to the 4N run) and
+evaluated with FID and KID only, under evaluate's conditions, on all of each run's test split (about test_size of
+the accepted images). The other metrics run annotators (their cost is annotate's) or LPIPS, which the features
+floor does not cover.
 
 A stage's images/s is the 4N run's images over the time its work took: its wall time less its fixed cost, measured
 in the same minute by running the stage again at once on the finished data dir, where every shard is done and the
@@ -37,7 +38,7 @@ Annotators run on random weights at small model input sizes (`--seg-long-side`, 
 its fixed 224 px) so the CPU-bound run finishes: the stored images stay at the dataset's size, so decoding and
 pre-processing cost what they cost at scale while the forward is kept small.
 
-    .venv/bin/python benchmarks/scale.py [--images 40] [--short-side 1024]
+    .venv/bin/python benchmarks/scale.py [--images 40] [--short-side 1024] [--model M]
     .venv/bin/python benchmarks/scale.py --quick    # the smallest run, without annotate and evaluate (a local
                                                     # Ray cluster's start-up alone would break the test suite's
                                                     # budget, and evaluation needs the annotations): checks that
@@ -63,7 +64,8 @@ from PIL import Image
 from pipeline.params import load_params
 from shardio.layout import Layout
 from shardio.modalities import ANNOTATORS
-from train.families.poegan.configs import get_config
+from train.families import REGISTRY, declaration, default_model
+from train.models import family
 
 # the other benchmarks' floors: run as a file, this script's folder is first on sys.path (and the spawned processes
 # of annotate's bare forward import its functions by module name)
@@ -112,13 +114,15 @@ def _encoded(array: np.ndarray, fmt: str) -> bytes:
 
 
 def write_params(path: Path, annotate: list[str], short_side: int, shard_size: int, seg_long_side: int,
-                 sketch_resolution: int) -> None:
+                 sketch_resolution: int, model: str) -> None:
     """The repo's params with a `scale` dataset profile: raw files from a folder, pseudo-labelled by `annotate`
     as the sample profile does offline (random weights, one scale, no simplification) at small model inputs; a
-    two-step PoE-GAN training (random VGG) and an FID/KID evaluation (random Inception)."""
+    two-step training of `model` (a VGG-19 its loss takes: random) and an FID/KID evaluation (random Inception)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["poegan"].update(steps=TRAIN_STEPS, batch_size=2, workers=0, snapshot_every=TRAIN_STEPS,
-                                     sample_every=TRAIN_STEPS, tensorboard=False)
+    params["train"][model].update(steps=TRAIN_STEPS, batch_size=2, workers=0, snapshot_every=TRAIN_STEPS,
+                                  sample_every=TRAIN_STEPS, tensorboard=False)
+    random_vgg = {f"train.{model}.vgg_weights": "random"} if "vgg_weights" in declaration(model).params.model_fields \
+        else {}
     params["evaluate"].update(metrics=["fid", "kid"])
     params["datasets"]["scale"] = {
         **{k: params["datasets"]["sample"][k] for k in ("test_size", "label_map", "text", "train_config")},
@@ -129,7 +133,7 @@ def write_params(path: Path, annotate: list[str], short_side: int, shard_size: i
                       "annotate.seg.long_side": seg_long_side, "annotate.clip.weights": "random",
                       "annotate.sketch.weights": "random", "annotate.sketch.pooling": "ceil",
                       "annotate.sketch.simplify": False, "annotate.sketch.resolution": sketch_resolution,
-                      "train.poegan.vgg_weights": "random", "evaluate.inception_weights": "random"}}
+                      **random_vgg, "evaluate.inception_weights": "random"}}
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -207,6 +211,8 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="workers of each stage and its floor")
     parser.add_argument("--pack-replicate", type=int, default=20, help="pack is timed on the 4N run's shards "
                         "copied this many times over (its work on the 4N shards alone is lost in its start-up)")
+    parser.add_argument("--model", choices=list(REGISTRY), default=default_model(),
+                        help="the family trained and evaluated [default: %(default)s, the project's own method]")
     parser.add_argument("--quick", action="store_true", help="the smallest run (4 and 16 small files, no "
                         "annotator: no Ray start-up): checks that it works")
     args = parser.parse_args()
@@ -218,17 +224,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         params_file = root / "params.yaml"
-        write_params(params_file, only, args.short_side, args.shard_size, args.seg_long_side, args.sketch_resolution)
+        write_params(params_file, only, args.short_side, args.shard_size, args.seg_long_side, args.sketch_resolution,
+                     args.model)
         seconds, peak, work, fixed = {}, {}, {}, {}
         for size in sizes:
             data = root / f"n{size}"
             write_raw(data / "raw" / "scale", size, scale)
             for stage in stages:
                 if stage == "evaluate":
-                    trained_model(root / f"n{sizes[0]}", data, params_file)
-                seconds[stage, size], peak[stage, size] = run_stage(STAGE_ARGS[stage](args.cores), data, params_file)
+                    trained_model(root / f"n{sizes[0]}", data, params_file, args.model)
+                seconds[stage, size], peak[stage, size] = run_stage(STAGE_ARGS[stage](args), data, params_file)
                 if stage in RERUN_DOES_NOTHING:
-                    fixed[stage, size] = run_stage(STAGE_ARGS[stage](args.cores), data, params_file)[0]
+                    fixed[stage, size] = run_stage(STAGE_ARGS[stage](args), data, params_file)[0]
             images = data / "scale" / "images"
             # ingest reads every raw file (bad ones too); annotate and pack see the accepted samples, evaluate the
             # test split's
@@ -239,11 +246,11 @@ def main() -> None:
         timing = {stage: (seconds[stage, sizes[1]], fixed.get((stage, sizes[1]), 0.0), work[stage, sizes[1]])
                   for stage in stages}
         replicated = replicated_data(large, root / "pack", only, args.pack_replicate)
-        pack_wall = run_stage(STAGE_ARGS["pack"](args.cores), replicated, params_file)[0]
-        timing["pack"] = (pack_wall, run_stage(STAGE_ARGS["pack"](args.cores), replicated, params_file)[0],
+        pack_wall = run_stage(STAGE_ARGS["pack"](args), replicated, params_file)[0]
+        timing["pack"] = (pack_wall, run_stage(STAGE_ARGS["pack"](args), replicated, params_file)[0],
                           count_samples(replicated / "scale" / "images", "*"))
         floor = floors(load_params(params_file), large, replicated, only,
-                       {stage: count for stage, (_, _, count) in timing.items()}, args.cores)
+                       {stage: count for stage, (_, _, count) in timing.items()}, args.cores, args.model)
         stored = {kind: sum(p.stat().st_size for p in (large / "scale" / kind).glob("*.tar")) / work["pack", sizes[1]]
                   for kind in ("images", *only, "shards")}
     lines = [("images", sizes[0], "raw files (N)"), ("images_large", sizes[1], "raw files (4N)"),
@@ -273,19 +280,19 @@ def main() -> None:
 # the stages whose rerun on a finished data dir does nothing (their fixed cost); evaluate's recomputes, and pack's is
 # taken on the replicated shards it is timed on
 RERUN_DOES_NOTHING = ("ingest", "annotate")
-# each stage's command line (the common options are run_stage's)
-STAGE_ARGS = {"ingest": lambda cores: ["ingest", "--workers", str(cores), "--no-progress"],
-              "annotate": lambda cores: ["annotate", "--workers", str(cores), "--no-progress"],
-              "pack": lambda cores: ["pack", "--no-progress"],
-              "evaluate": lambda cores: ["evaluate", "--model", "poegan"]}
+# each stage's command line from the benchmark's arguments (the common options are run_stage's)
+STAGE_ARGS = {"ingest": lambda args: ["ingest", "--workers", str(args.cores), "--no-progress"],
+              "annotate": lambda args: ["annotate", "--workers", str(args.cores), "--no-progress"],
+              "pack": lambda args: ["pack", "--no-progress"],
+              "evaluate": lambda args: ["evaluate", "--model", args.model]}
 
 
-def trained_model(first: Path, data: Path, params: Path) -> None:
-    """A trained PoE-GAN run in `data`: trained (untimed) on the shards of the first run's data dir `first`, and
+def trained_model(first: Path, data: Path, params: Path, model: str) -> None:
+    """A trained run of `model` in `data`: trained (untimed) on the shards of the first run's data dir `first`, and
     copied from there into the others'."""
-    run = Path("runs") / "scale" / "poegan" / "train"
+    run = Path("runs") / "scale" / model / "train"
     if not (first / run).is_dir():
-        run_stage(["train", "--model", "poegan"], first, params)
+        run_stage(["train", "--model", model], first, params)
     if data != first:
         shutil.copytree(first / run, data / run)
 
@@ -300,10 +307,10 @@ def replicated_data(large: Path, data: Path, annotators: list[str], times: int) 
 
 
 def floors(all_params, data: Path, replicated: Path, annotators: list[str], work: dict[str, int],
-           cores: int) -> dict[str, float]:
+           cores: int, model: str) -> dict[str, float]:
     """Each stage's floor in its own unit (raw files/s for ingest, samples/s for annotate and pack, test samples/s
-    for evaluate) on the large run's files in its data dir `data` (pack's: on the `replicated` one); `work` is
-    each stage's count of them."""
+    for evaluate of `model`) on the large run's files in its data dir `data` (pack's: on the `replicated` one);
+    `work` is each stage's count of them."""
     params, dataset = all_params.for_dataset("scale"), data / "scale"
     floor = {"ingest": bare_ingest_rate(sorted((data / "raw" / "scale").iterdir()), params.ingest, cores)}
     if annotators:  # every annotator sees every sample (none is provided by a folder source)
@@ -318,7 +325,7 @@ def floors(all_params, data: Path, replicated: Path, annotators: list[str], work
     floor["pack"] = work["pack"] / (time.perf_counter() - start)
     if "evaluate" in work:
         extractions = work["evaluate"] * (len(params.evaluate.conditions) + 1)  # each condition's, the reference
-        resolution = get_config(all_params.profile("scale").train_config).resolution
+        resolution = family(model).config(all_params.profile("scale").train_config).resolution
         floor["evaluate"] = work["evaluate"] / bare_feature_seconds(data, resolution, params.evaluate.batch_size,
                                                                     extractions)
     return floor

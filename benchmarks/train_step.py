@@ -1,6 +1,6 @@
-"""The trainer's own overhead: a training step of the `tiny` PoE-GAN on CPU (loader, G / D / R1 phases, optimizer
-steps, EMA, gradient clipping, logging) against the bare forward + backward of the same networks and loss on one
-batch held in memory, over the same step numbers (so R1 runs on the same steps).
+"""The trainer's own overhead: a training step of a family's `tiny` configuration on CPU (loader, its phases, e.g.
+G / D / R1, optimizer steps, EMA, gradient clipping, logging) against the bare forward + backward of the same
+networks and loss on one batch held in memory, over the same step numbers (so a lazy phase runs on the same steps).
 
 Both run in one process with the same torch threads (default one: on a loaded machine two threads mostly wait on
 each other, which swamps what is measured) and denormals flushed as the loop does, in `--rounds` alternating
@@ -11,7 +11,7 @@ the CPU time by a few percent. Prints one JSON object per line: per clock the me
 median, lowest and highest of the rounds' ratios bare s/step / training s/step; the last line, `ratio`, is the
 CPU one (1: the trainer costs nothing beyond the networks' own forward and backward; target >= 0.9).
 
-    .venv/bin/python benchmarks/train_step.py [--steps 20] [--rounds 3] [--workers 2] [--threads 1]
+    .venv/bin/python benchmarks/train_step.py [--model M] [--steps 20] [--rounds 3] [--workers 2] [--threads 1]
     .venv/bin/python benchmarks/train_step.py --quick    # the smallest run: checks that it works, figures mean nothing
 """
 import argparse
@@ -31,8 +31,14 @@ from train_shards import write_training_shards  # noqa: E402
 from annotators.labelmaps import load_label_map  # noqa: E402
 from train.data import ShardLoader, to_device  # noqa: E402
 from train.loop import RunSpec, modality_masks, train  # noqa: E402
+from train.families import REGISTRY, default_model  # noqa: E402
 from train.models import family  # noqa: E402
 from train.vgg import VGGRelu51  # noqa: E402
+
+
+def vgg_of(fam):
+    """The random-weight VGG-19 a family's loss takes, or None."""
+    return VGGRelu51(None) if fam.uses_vgg else None
 
 
 def emit(name, value, unit):
@@ -49,7 +55,7 @@ def training_seconds_per_step(fam, cfg, labels, urls, run_dir: Path, args) -> tu
                        batch_size=args.batch_size, workers=args.workers, shuffle_buffer=64, snapshot_every=10_000,
                        sample_every=10_000, grid_size=1, log_every=10)
         cpu = time.process_time()
-        records = train(fam, cfg, VGGRelu51(None), spec, progress=False)
+        records = train(fam, cfg, vgg_of(fam), spec, progress=False)
         return records, time.process_time() - cpu
 
     _, warmup_cpu = run(args.warmup, "warmup")
@@ -66,7 +72,7 @@ def bare_seconds_per_step(fam, cfg, labels, urls, args) -> tuple[float, float]:
     torch.manual_seed(0)
     masks = modality_masks(len(batch["image"]), torch.device("cpu"))
     nets = fam.build(cfg, labels.num_classes)
-    loss = fam.loss(*nets.values(), VGGRelu51(None), cfg)
+    loss = fam.loss(*nets.values(), vgg_of(fam), cfg)
 
     def step(number: int) -> None:
         for phase in fam.phases:
@@ -89,6 +95,8 @@ def bare_seconds_per_step(fam, cfg, labels, urls, args) -> tuple[float, float]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=list(REGISTRY), default=default_model(),
+                        help="the family trained [default: %(default)s, the project's own method]")
     parser.add_argument("--steps", type=int, default=20, help="steps timed per window (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=3, help="steps run before timing (at least 1)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating training and bare windows")
@@ -105,7 +113,7 @@ def main():
         parser.error("--warmup and --steps must be at least 1")
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as `train` sets it: the bare window must not be the one slowed by denormals
-    fam = family("poegan")
+    fam = family(args.model)
     cfg = fam.config("tiny")
     args.batch_size = args.batch_size or cfg.batch_size
     labels = load_label_map("coco-stuff-182")

@@ -1,6 +1,7 @@
 """The model families the trainer knows, one line each: the family's name (`--model`, params `train.<name>`, its
 run folder) -> where its Declaration (train/families/base.py) is, "module:attribute", the module relative to this
-package. A family's folder holds its code, its configurations, its params section and that declaration.
+package. A family's folder holds its code, its configurations, its params section and that declaration. The first
+line is the project's own method: what a benchmark or check measures unless told otherwise (`default_model`).
 
 Nothing is imported here until asked for, and a declaration imports no torch: the params schema, `--help` and the
 `--model` / `--config` choices read names, sections and configuration names cheaply; a family's networks and loss
@@ -24,3 +25,9 @@ def declaration(name: str):
         raise KeyError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
     module, attribute = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module, __name__), attribute)
+
+
+def default_model() -> str:
+    """The family a benchmark or check measures unless told otherwise: the registry's first, the project's own
+    method."""
+    return next(iter(REGISTRY))
