@@ -4,11 +4,12 @@ Trains each model family's `tiny` configuration for a few steps with mixed preci
 pinned batches), judging only the steps the loss scaler did not skip; resumes it, and a CPU run's state; checks
 that a sample grid leaves the device's RNG alone and counts the host syncs of a training phase; evaluates and
 samples (`pipeline evaluate`, `pipeline generate`) a trained run on the device; compares the peak memory of one
-real-profile training step with the estimate (CUDA only), the time a step waits for data with the step time, and
-each annotator's output under its autocast with its fp32 CPU output. One line per check (PASS, FAIL with the
+real-profile training step of the project's own method (the registry's first family) with the estimate (CUDA
+only), the time a step waits for data with the step time, and each annotator's output under its autocast with its
+fp32 CPU output. One line per check (PASS, FAIL with the
 error's first line, or SKIP with the reason); the script goes on after a failure and exits 1 if any failed.
 `--device cpu` runs the same checks on the CPU, autocast and a loss scaler standing in for CUDA's (CI).
-Usage: .venv/bin/python scripts/gpu_check.py [--device cuda:0 | cpu] [--cpu-dtype bfloat16 | float16]
+Usage: .venv/bin/python scripts/gpu_check.py [--device cuda:0 | cpu] [--cpu-dtype bfloat16 | float16] [--models M ...]
 """
 import argparse
 import gc
@@ -37,6 +38,7 @@ from annotators.runtime import computed_on, effective_precision  # noqa: E402
 from pipeline.params.annotate import ClipParams, SegParams, SketchParams  # noqa: E402
 from train.data import ShardLoader, fit_to_shards, to_device  # noqa: E402
 from train.distributed import Processes  # noqa: E402
+from train.families import REGISTRY, default_model  # noqa: E402
 from train.loop import RunSpec, modality_masks, train  # noqa: E402
 from train.models import family  # noqa: E402
 from train.run_config import record  # noqa: E402
@@ -44,7 +46,8 @@ from train.samples import render_grid  # noqa: E402
 from train.vgg import VGGRelu51  # noqa: E402
 
 LABELS = load_label_map("coco-stuff-182")
-MODELS = ("poegan", "spade-seg", "spade-sketch", "spade-seg-monce", "inade", "unite-conquer")
+MODELS = tuple(m for m in REGISTRY if family(m).fitted is None)  # every trained family (a fitted one has no loop)
+MEASURED = default_model()  # the family whose memory estimate and data wait are checked
 DATASET = "sample"  # the params' dataset profile whose layout the evaluation and `generate` read
 MEMORY_PROFILES = ("coco-256", "landscape-1024")
 NO_GPU_MEMORY = 80e9  # the GPU memory the CPU run reports its batches for (an 80 GB GPU)
@@ -285,7 +288,7 @@ def memory_batches(estimate, capacity: float) -> list[int]:
 def memory_check(setup: Setup, profile: str) -> tuple[bool, str]:
     from train.memory import estimate as estimate_of
 
-    fam = family("poegan")
+    fam = family(MEASURED)
     cfg = fit_to_shards(fam.config(profile), setup.urls)  # the text encoder's width: the shards' CLIP's
     est = estimate_of(fam, cfg, LABELS.num_classes)
     capacity = torch.cuda.get_device_properties(setup.device).total_memory if setup.cuda else NO_GPU_MEMORY
@@ -295,7 +298,7 @@ def memory_check(setup: Setup, profile: str) -> tuple[bool, str]:
         return False, f"the estimate fits no batch in {capacity / 1e9:.0f} GB ({est.peak(1) / 1e9:.1f} GB at 1)"
     if not setup.cuda:
         raise Skip(f"CUDA only (torch.cuda.max_memory_allocated); on an {capacity / 1e9:.0f} GB GPU it trains one "
-                   f"poegan step at each per-GPU batch and estimate {plan} and wants each peak below its estimate")
+                   f"{MEASURED} step at each per-GPU batch and estimate {plan} and wants each peak below its estimate")
     found = []
     for b in batches:
         gc.collect()
@@ -305,7 +308,7 @@ def memory_check(setup: Setup, profile: str) -> tuple[bool, str]:
         spec = setup.spec("memory", run_dir=setup.tmp / f"memory-{profile}-{b}", batch_size=b, batch_gpu=b,
                           grid_size=2)
         try:
-            train(fam, cfg, VGGRelu51(None), spec, progress=False, processes=Processes(0, 1, setup.device))
+            train(fam, cfg, _vgg(fam), spec, progress=False, processes=Processes(0, 1, setup.device))
             peak = torch.cuda.max_memory_allocated(setup.device) - base
         except torch.cuda.OutOfMemoryError:
             peak = float("inf")
@@ -319,22 +322,31 @@ def memory_check(setup: Setup, profile: str) -> tuple[bool, str]:
 def data_wait_check(setup: Setup) -> tuple[bool, str]:
     """The share of a few steps' time the loop waited for the loader, after the first step (which starts it)."""
     profile, workers, steps = ("coco-256", 2, 6) if setup.cuda else ("tiny", 0, 3)
-    fam = family("poegan")
-    cfg = fit_to_shards(fam.config(profile), setup.urls) if setup.cuda else setup.config("poegan")
+    fam = family(MEASURED)
+    cfg = fit_to_shards(fam.config(profile), setup.urls) if setup.cuda else setup.config(MEASURED)
     urls = setup.urls
     if setup.cuda:
         urls = [str(p) for p in write_training_shards(setup.tmp / "shards-256", images=16, per_shard=8,
                                                       short_side=256)]
-    spec = setup.spec("poegan", run_dir=setup.tmp / "timing", train_urls=urls, sample_urls=urls, steps=steps,
+    spec = setup.spec(MEASURED, run_dir=setup.tmp / "timing", train_urls=urls, sample_urls=urls, steps=steps,
                       workers=workers)
-    records = train(fam, cfg, VGGRelu51(None), spec, progress=False, processes=Processes(0, 1, setup.device))
+    records = train(fam, cfg, _vgg(fam), spec, progress=False, processes=Processes(0, 1, setup.device))
     first, last = records[0], records[-1]
     busy = last["sec"] - first["sec"]
     waited = last["data_sec"] - first["data_sec"]
     share = waited / busy
-    return share <= MAX_WAIT, (f"steps 2-{steps} of poegan {profile} (batch 4 in rounds of 2, {workers} loader "
+    return share <= MAX_WAIT, (f"steps 2-{steps} of {MEASURED} {profile} (batch 4 in rounds of 2, {workers} loader "
                                f"workers): {busy / (steps - 1):.3f} s a step, {waited / (steps - 1):.3f} s of it "
                                f"waiting for data ({share:.0%}; at most {MAX_WAIT:.0%} wanted)")
+
+
+def evaluated(models: list[str], cuda: bool) -> list[str]:
+    """The trained families evaluated and sampled from: on CUDA the first of `models` with each network layout (a
+    GAN's generator and discriminator, a diffusion model's one network), on the CPU the first alone (CI's time)."""
+    layouts: dict = {}
+    for model in models:
+        layouts.setdefault(family(model).network_keys, model)
+    return list(layouts.values()) if cuda else models[:1]
 
 
 def hed_weights() -> tuple[str, str]:
@@ -387,8 +399,9 @@ def main():
     parser.add_argument("--cpu-dtype", choices=["bfloat16", "float16"], default="bfloat16",
                         help="CPU autocast dtype standing in for CUDA's fp16 with --device cpu (float16 shows the "
                         "loss scaler's skipped steps as CUDA does, but its convolution backward is ~10x slower)")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=MODELS, metavar="MODEL",
-                        help=f"the families whose train/resume/grid/host-sync checks run (default: all of "
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), metavar="MODEL",
+                        help=f"the families whose train/resume/grid/host-sync checks run, and of which the first "
+                        f"(CUDA: the first of each network layout) is evaluated and sampled from (default: all of "
                         f"{', '.join(MODELS)})")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -414,7 +427,7 @@ def main():
             check(f"resume {model} from a CPU run", resume_check, setup, model)
             check(f"grid {model}", grid_check, setup, model)
             check(f"host syncs {model}", sync_check, setup, model)
-        for model in ("poegan", "unite-conquer") if setup.cuda else ("poegan",):
+        for model in evaluated(args.models, setup.cuda):
             check(f"evaluate {model}", evaluate_check, setup, model)
             check(f"generate {model}", generate_check, setup, model)
         for profile in MEMORY_PROFILES:
