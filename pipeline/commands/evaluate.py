@@ -1,7 +1,7 @@
 """`pipeline evaluate`: Evaluate a trained model on the test split (FID/KID, mIoU, CLIP score, LPIPS)."""
 import click
 
-from train.families import REGISTRY
+from train.families import REGISTRY, default_model
 
 from .common import stage_options
 from .model_args import resolve
@@ -9,7 +9,7 @@ from .model_args import resolve
 
 @click.command("evaluate")
 @stage_options
-@click.option("--model", type=click.Choice(list(REGISTRY)), default=next(iter(REGISTRY)), show_default=True,
+@click.option("--model", type=click.Choice(list(REGISTRY)), default=default_model(), show_default=True,
               help="Model family whose run to evaluate (train/families/).")
 @click.option("--num-images", type=click.IntRange(min=1), help="At most this many test images (and reference "
               "images) [default: params evaluate.num_images].")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import click
 
-from train.families import REGISTRY
+from train.families import REGISTRY, default_model
 
 from .common import stage_options
 from .model_args import resolve
@@ -13,7 +13,7 @@ IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @click.command("generate")
 @stage_options
-@click.option("--model", type=click.Choice(list(REGISTRY)), default=next(iter(REGISTRY)), show_default=True,
+@click.option("--model", type=click.Choice(list(REGISTRY)), default=default_model(), show_default=True,
               help="Model family whose run to sample (train/families/).")
 @click.option("--text", metavar="PROMPT", help="A prompt, encoded by the CLIP text encoder that made the training "
               "shards' embeddings (named in their json).")

@@ -4,7 +4,7 @@ from contextlib import nullcontext
 
 import click
 
-from train.families import REGISTRY, declaration
+from train.families import REGISTRY, declaration, default_model
 
 from .common import lock, stage_options
 from .model_args import resolve
@@ -12,7 +12,7 @@ from .model_args import resolve
 
 @click.command("train")
 @stage_options
-@click.option("--model", type=click.Choice(list(REGISTRY)), default=next(iter(REGISTRY)), show_default=True,
+@click.option("--model", type=click.Choice(list(REGISTRY)), default=default_model(), show_default=True,
               help="Model family (train/families/); a fitted family is fitted from the newest snapshot of its base "
               "family's run instead of trained.")
 @click.option("--config", "config_name", metavar="CONFIG", help="Architecture configuration of the model family: "

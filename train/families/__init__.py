@@ -1,7 +1,8 @@
 """The model families the trainer knows, one line each: the family's name (`--model`, params `train.<name>`, its
 run folder) -> where its Declaration (train/families/base.py) is, "module:attribute", the module relative to this
 package. A family's folder holds its code, its configurations, its params section and that declaration. The first
-line is the project's own method: what a benchmark or check measures unless told otherwise (`default_model`).
+line is the project's own method: the commands' default `--model`, and what a benchmark or check measures unless
+told otherwise (`default_model`).
 
 Nothing is imported here until asked for, and a declaration imports no torch: the params schema, `--help` and the
 `--model` / `--config` choices read names, sections and configuration names cheaply; a family's networks and loss
@@ -28,6 +29,6 @@ def declaration(name: str):
 
 
 def default_model() -> str:
-    """The family a benchmark or check measures unless told otherwise: the registry's first, the project's own
-    method."""
+    """The registry's first family, the project's own method: the commands' default `--model`, and what a benchmark
+    or check measures unless told otherwise."""
     return next(iter(REGISTRY))
