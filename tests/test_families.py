@@ -1,6 +1,10 @@
 """A model family is its folder, one registry line and its params section: a toy family registered that way is
-in the params schema (taking train.defaults), in `pipeline train`'s choices, and trains a step in the real loop."""
+in the params schema (taking train.defaults), in `pipeline train`'s choices, and trains a step in the real loop;
+no other file of the repository names a registered family."""
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -126,3 +130,26 @@ def test_train_lists_each_familys_configurations():
     listed = " ".join(result.output.split())
     assert "poegan: celeba-1024, celeba-256, coco-256, coco-64, landscape-1024, tiny" in listed
     assert "spade-seg-monce: coco-256, celeba-256, tiny" in listed
+
+
+REPO = Path(__file__).resolve().parents[1]
+WHERE_NAMED = ("train/families/__init__.py", "params.yaml")  # the registry line and the params section
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists() or shutil.which("git") is None, reason="needs a git checkout")
+def test_no_file_outside_its_folder_tests_and_docs_names_a_family():
+    """`git grep` of each family's name and folder name finds it only in the registry, params.yaml, its own folder,
+    tests/, docs/, and the folder of a family that declares it is fitted from it (`ModelFamily.fitted.base`: such a
+    family builds on the base's code, a dependency the declaration states)."""
+    offending = {}
+    for name, where in REGISTRY.items():
+        folder = "train/families/" + where.split(":")[0].lstrip(".")
+        fitted_on_it = ["train/families/" + REGISTRY[other].split(":")[0].lstrip(".") for other in REGISTRY
+                        if getattr(family(other).fitted, "base", None) == name]
+        excluded = [f":!{path}" for path in ("tests", "docs", folder, *fitted_on_it)]
+        for word in {name, name.replace("-", "_")}:
+            found = subprocess.run(["git", "grep", "-l", "-F", "-e", word, "--", ".", *excluded], cwd=REPO,
+                                   capture_output=True, text=True).stdout.split()
+            if set(found) - set(WHERE_NAMED):
+                offending[word] = sorted(set(found) - set(WHERE_NAMED))
+    assert not offending, f"files that name a family (read it from the registry or its declaration): {offending}"
