@@ -21,8 +21,8 @@ from train_shards import write_training_shards  # noqa: E402
 
 from annotators.labelmaps import load_label_map  # noqa: E402
 from train.data import ShardLoader  # noqa: E402
-from train.loop import RunSpec, train  # noqa: E402
 from train.families import REGISTRY, default_model  # noqa: E402
+from train.loop import RunSpec, train  # noqa: E402
 from train.models import family  # noqa: E402
 from train.vgg import VGGRelu51  # noqa: E402
 

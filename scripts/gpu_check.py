@@ -6,8 +6,8 @@ that a sample grid leaves the device's RNG alone and counts the host syncs of a 
 samples (`pipeline evaluate`, `pipeline generate`) a trained run on the device; compares the peak memory of one
 real-profile training step of the project's own method (the registry's first family) with the estimate (CUDA
 only), the time a step waits for data with the step time, and each annotator's output under its autocast with its
-fp32 CPU output. One line per check (PASS, FAIL with the
-error's first line, or SKIP with the reason); the script goes on after a failure and exits 1 if any failed.
+fp32 CPU output. One line per check (PASS, FAIL with the error's first line, or SKIP with the reason); the script
+goes on after a failure and exits 1 if any failed.
 `--device cpu` runs the same checks on the CPU, autocast and a loss scaler standing in for CUDA's (CI).
 Usage: .venv/bin/python scripts/gpu_check.py [--device cuda:0 | cpu] [--cpu-dtype bfloat16 | float16] [--models M ...]
 """
