@@ -152,9 +152,15 @@ class Gaussian:
     def root(self) -> np.ndarray:
         """The covariance's PSD square root (one symmetric eigendecomposition, on first use)."""
         if self._root is None:
-            values, vectors = np.linalg.eigh(self.cov)
-            self._root = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+            self._root = psd_root(self.cov)
         return self._root
+
+
+def psd_root(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric PSD square root of a covariance matrix, from its symmetric eigendecomposition (negative
+    rounding noise in the eigenvalues clipped to 0)."""
+    values, vectors = np.linalg.eigh(sigma)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, gaussian_b: Gaussian | None = None) -> float:
@@ -186,9 +192,7 @@ def trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray, root_b: np.ndar
     so their eigenvalues agree; one symmetric eigendecomposition for S_b's root (`root_b` when the caller has it)
     and one for the product. torch-fidelity takes the general eigvals of S_a S_b instead, which at D = 2048 costs
     ~10x more (seconds per condition; half of a small evaluation)."""
-    if root_b is None:
-        values, vectors = np.linalg.eigh(sigma_b)
-        root_b = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    root_b = psd_root(sigma_b) if root_b is None else root_b
     inner = root_b @ sigma_a @ root_b
     return float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum())
 
