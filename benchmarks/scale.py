@@ -70,6 +70,7 @@ from train.models import family
 # the other benchmarks' floors: run as a file, this script's folder is first on sys.path (and the spawned processes
 # of annotate's bare forward import its functions by module name)
 from annotate import bare_rates as bare_forward_rates  # benchmarks/annotate.py
+from evaluation import bare_feature_seconds  # benchmarks/evaluation.py
 from ingest import bare_rate  # benchmarks/ingest.py
 from pack import byte_copy, replicate  # benchmarks/pack.py
 
@@ -137,10 +138,10 @@ def write_params(path: Path, annotate: list[str], short_side: int, shard_size: i
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def run_stage(args: list[str], data_dir: Path, params: Path) -> tuple[float, float]:
-    """(wall seconds, peak MB of resident memory summed over the process tree) of `pipeline <args>` as a fresh
-    subprocess; raises with its stderr when it fails."""
-    command = [sys.executable, "-c", "from pipeline.cli import main; main()", *args, "--dataset", "scale",
+def run_stage(args: list[str], data_dir: Path, params: Path, dataset: str = "scale") -> tuple[float, float]:
+    """(wall seconds, peak MB of resident memory summed over the process tree) of `pipeline <args>` on `dataset`
+    as a fresh subprocess; raises with its stderr when it fails."""
+    command = [sys.executable, "-c", "from pipeline.cli import main; main()", *args, "--dataset", dataset,
                "--params", str(params), "--data-dir", str(data_dir)]
     peak = 0
     start = time.perf_counter()
@@ -326,29 +327,10 @@ def floors(all_params, data: Path, replicated: Path, annotators: list[str], work
     if "evaluate" in work:
         extractions = work["evaluate"] * (len(params.evaluate.conditions) + 1)  # each condition's, the reference
         resolution = family(model).config(all_params.profile("scale").train_config).resolution
-        floor["evaluate"] = work["evaluate"] / bare_feature_seconds(data, resolution, params.evaluate.batch_size,
-                                                                    extractions)
+        weights = data / "cache" / "fid" / "random-inception.pth"  # the file evaluate used
+        floor["evaluate"] = work["evaluate"] / bare_feature_seconds(weights, resolution, params.evaluate.batch_size,
+                                                                    extractions)[0]
     return floor
-
-
-def bare_feature_seconds(data: Path, resolution: int, batch_size: int, images: int) -> float:
-    """Seconds of the bare Inception feature extraction of `images` pictures of `resolution` px (the evaluated
-    model's) in batches of `batch_size`, with the weights file evaluate used in the data dir `data` (the network
-    built before the clock: evaluate's start-up is not the floor's)."""
-    import torch
-
-    from train.metrics.fid import load_inception
-
-    weights = data / "cache" / "fid" / "random-inception.pth"
-    extractor, _ = load_inception(str(weights), data / "weights")
-    batch = torch.from_numpy(np.stack([picture(resolution, resolution, seed) for seed in range(batch_size)]))
-    batch = batch.permute(0, 3, 1, 2)
-    with torch.no_grad():
-        extractor(batch[:1])
-        start = time.perf_counter()
-        for first in range(0, images, batch_size):
-            extractor(batch[:min(batch_size, images - first)].contiguous())
-        return time.perf_counter() - start
 
 
 if __name__ == "__main__":

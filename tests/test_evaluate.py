@@ -122,7 +122,7 @@ def test_fid_against_the_training_split_when_asked(trained):
         fids[split] = metrics["seg/fid"]
     # the same generated images, other real ones; both reference sets cached under their own split's name
     assert fids["train"] != fids["test"]
-    assert {"train", "test"} <= {path.name.split("-")[2] for path in (data / "cache" / "fid").glob("*.npz")}
+    assert {"train", "test"} <= {path.name.split("-")[2] for path in (data / "cache" / "fid").glob("*.npy")}
 
 
 def _pipeline(args, tmp_path, torchrun: int = 0) -> subprocess.CompletedProcess:

@@ -34,7 +34,7 @@ def _stage(root) -> StageContext:
 
 
 def _cold_cache(root) -> None:
-    for cached in (root / "data" / "cache" / "fid").glob("*.npz"):  # the reference features
+    for cached in (root / "data" / "cache" / "fid").glob("*.npy"):  # the reference features
         cached.unlink()
 
 

@@ -12,9 +12,12 @@ from metric_fixtures import add_noise, smooth_images, write_random_inception
 
 from annotators.weights import WeightsError
 from pipeline.params.stages import EvaluateParams
-from train.metrics import MetricStream, evaluate
+from torch_fidelity.metric_kid import kid_features_to_metric
+
+from train.metrics import MetricStream, evaluate, fid
 from train.metrics.base import EvalContext, EvalInputs, Reference
-from train.metrics.fid import (extract_features, frechet_distance, kernel_distance, load_inception,
+from train.metrics.feature_files import Appender, Rows, assemble
+from train.metrics.fid import (Gaussian, extract_features, frechet_distance, kernel_distance, load_inception,
                                reference_features, trace_sqrt_product)
 
 # std of added Gaussian noise, in uint8 levels; strong enough that on 6 images the set-to-set change dominates
@@ -124,7 +127,8 @@ def test_a_reference_that_brings_its_features_is_cached_without_reading_its_imag
     def unread():
         raise AssertionError("the reference images were read again")
 
-    computed = Reference("sample", "test", 4, 64, unread, features=features.astype(np.float32))
+    computed = Reference("sample", "test", 4, 64, unread, features=[features[:3].astype(np.float32),
+                                                                    features[3:].astype(np.float32)])
     assert np.array_equal(reference_features(computed, make_context(tmp_path, inception_file)), features)
     # the next run finds them in the cache
     cached = Reference("sample", "test", 4, 64, unread)
@@ -161,4 +165,37 @@ def test_streaming_generated_images_one_at_a_time_gives_the_fid_and_kid_of_the_w
     stream = MetricStream(["fid", "kid"], ctx, reference)
     for index in (3, 1, 0, 2):  # one image a batch, in any order: each batch's features are placed by its index
         stream.add(index, EvalInputs(images[index:index + 1], reference=reference))
+    # what the stream holds of a batch is where its features are on disk, not the features
+    kept = stream.local()[0]["train.metrics.fid:inception_features"]
+    assert sorted(kept) == [0, 1, 2, 3] and all(isinstance(rows, Rows) and rows.count == 1 for rows in kept.values())
     assert stream.result() == whole and whole["fid"] > 0
+
+
+def test_fid_and_kid_of_features_spilled_to_disk_equal_those_of_all_features_at_once(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    # more samples than dimensions (FID's moments path, not the few-samples SVD), float32 as Inception gives them
+    a = rng.normal(0.5, 1.0, size=(41, 6)).astype(np.float32)
+    b = (rng.normal(1.0, 2.0, size=(30, 6)) @ rng.normal(size=(6, 6))).astype(np.float32)
+    monkeypatch.setattr(fid, "CHUNK", 7)  # moments over several chunks, the last one short
+    spill = Appender(tmp_path / "spill")
+    mapped = assemble([spill.append(a[start:start + 8]) for start in range(0, len(a), 8)], tmp_path / "a.npy")
+    whole_a, whole_b = a.astype(np.float64), b.astype(np.float64)
+    assert np.array_equal(mapped, a)
+
+    # the chunked float64 moments are the moments of all features at once, to float64 rounding
+    gaussian = Gaussian(mapped)
+    assert np.allclose(gaussian.mean, whole_a.mean(0), rtol=1e-13, atol=1e-15)
+    assert np.allclose(gaussian.cov, np.cov(whole_a, rowvar=False), rtol=1e-12, atol=1e-14)
+    cov_a, cov_b = np.cov(whole_a, rowvar=False), np.cov(whole_b, rowvar=False)
+    expected = (np.sum((whole_a.mean(0) - whole_b.mean(0)) ** 2)
+                + np.trace(cov_a + cov_b - 2 * scipy.linalg.sqrtm(cov_a @ cov_b).real))
+    assert frechet_distance(mapped, b) == pytest.approx(expected, rel=1e-9)
+    # ... and exactly the FID of the same features held in memory, with the reference's Gaussian given or not
+    assert frechet_distance(mapped, b) == frechet_distance(whole_a, whole_b) == \
+        frechet_distance(mapped, b, Gaussian(b))
+
+    # KID reads its subsets from the map: exactly torch-fidelity's KID of the features in memory
+    reference = kid_features_to_metric(torch.from_numpy(whole_a), torch.from_numpy(whole_b), kid_subsets=5,
+                                       kid_subset_size=20, rng_seed=7, verbose=False)
+    assert kernel_distance(mapped, b, 5, 20, 7) == (reference["kernel_inception_distance_mean"],
+                                                   reference["kernel_inception_distance_std"])

@@ -4,13 +4,17 @@ for LPIPS diversity), one row per condition or per row the family names (`ModelF
 each row and `write_report` writes metrics.json, report.md, plots.
 
 The test split streams through in batches: each batch is generated under every row, what the metrics keep of it
-is collected and the images are dropped (only the first SAMPLES_SHOWN are kept for the report). Under `torchrun`
-each process takes every world-th batch; the metrics' parts are gathered to rank 0, which finishes them and writes
-the report, with the same numbers as one process."""
+is collected and the images are dropped (only the first SAMPLES_SHOWN are kept for the report); the Inception
+features of the generated and the reference images go to files under the eval folder as they come
+(`metrics.feature_files`), so memory stays flat in the number of images. Under `torchrun` each process takes
+every world-th batch; the metrics' parts (for the features: where they are on disk, so the processes must share
+the data dir's filesystem) are gathered to rank 0, which finishes them and writes the report, with the same
+numbers as one process."""
 import dataclasses
 import functools
 import hashlib
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from .eval_data import EvaluationError, EvalBatch, EvalSet, pixel_digests, to_ui
 from .eval_plan import ANNOTATOR_OF, check_segmenter, device_batch, plan, trained
 from .metrics import REGISTRY, MetricStream
 from .metrics.base import EvalContext, Reference, annotator_fn
+from .metrics.feature_files import Appender
 from .metrics.fid import image_features
 from .conditions import CONDITIONS, generator_modalities
 from .metrics.conditions import inputs_for
@@ -223,16 +228,16 @@ def _in_order(parts: list[dict[int, np.ndarray]]) -> np.ndarray:
 
 def _name_reference(reference: Reference, dataset: str, test: EvalSet, gathered: list) -> int:
     """Name `reference` after the pixels of the images of `test` (the reference split) every process saw (its
-    cache key) and give it their features when the processes computed them; returns their number, or
-    EvaluationError when no sample was usable."""
+    cache key) and give it their features (in batch order, as the processes spilled them) when the processes
+    computed them; returns their number, or EvaluationError when no sample was usable."""
     merged = {index: d for digests, *_ in gathered for index, d in digests.items()}
     if not merged:
         raise EvaluationError(f"no usable {test.split} samples in {test.shards_dir}")
     named = reference_set(dataset, test, [d for index in sorted(merged) for d in merged[index]], reference.resolution)
     # the metric streams hold `reference` since the first batch; it gets its name now that every pixel is seen
     reference.dataset, reference.limit, reference.batches = named.dataset, named.limit, named.batches
-    features = [real for _, _, real, *_ in gathered if real]
-    reference.features = _in_order(features) if features else None
+    features = {index: rows for _, _, real, *_ in gathered for index, rows in real.items()}
+    reference.features = [features[index] for index in sorted(features)] if features else None
     return named.limit
 
 
@@ -263,8 +268,13 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     # FID/KID's real images: the test images themselves, or up to evaluate.num_images training images read the
     # same way (INADE compares with the whole training set's statistics)
     real_set = test if p.reference_split == "test" else dataclasses.replace(test, split="train", limit=p.num_images)
+    # FID's and KID's features are spilled here as they come (8 KB an image), each process into its own folder,
+    # which a run killed before its end leaves behind for the next to clear
+    spilled = layout.evaluation(model) / "features"
+    shutil.rmtree(spilled / f"process-{processes.rank}", ignore_errors=True)
     ctx = EvalContext(metric_params, weights_dir=layout.weights, cache_dir=cache_dir, device=device,
                       gather=functools.partial(distributed.gather_to_rank0, processes=processes),
+                      scratch_dir=spilled / f"process-{processes.rank}",
                       **annotator_functions(p.metrics, params.annotate, layout.weights, device))
     reference = Reference(stage.dataset, real_set.split, 0, cfg.resolution, lambda: ())  # named once pixels are seen
     G = load_generator(model, cfg, labels.num_classes, snapshot, device)
@@ -273,12 +283,12 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     streams = {row.name: MetricStream(p.metrics, ctx, reference) for row in rows}
     digests, shown, real, tested = {}, {row.name: {} for row in rows}, {}, {}
     # every process embeds its own reference images for FID/KID: no process embeds them all while others wait
-    embed_real = bool({"fid", "kid"} & set(p.metrics))
+    real_file = Appender(ctx.scratch()) if {"fid", "kid"} & set(p.metrics) else None
 
     def keep_reference(batch):
         digests[batch.index] = pixel_digests(batch.images)
-        if embed_real:
-            real[batch.index] = image_features(batch.images, ctx, f"{real_set.split} images")
+        if real_file:
+            real[batch.index] = real_file.append(image_features(batch.images, ctx, f"{real_set.split} images"))
 
     for batch in tqdm(test, desc="test batches", unit="batch", disable=processes.rank != 0):
         tested[batch.index] = len(batch)
@@ -308,4 +318,5 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     written = write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
                            title=f"{model} on {stage.dataset}", random_weights=random_weights, protocol=record)
     written["dvc_metrics"] = write_metrics_json(layout.metrics(model), table, random_weights, record)
+    shutil.rmtree(spilled)  # every process's: the others are done with theirs since the gather
     return written

@@ -2,7 +2,8 @@
 a batch of generated images into the little the metric keeps of it (Inception features, per-image scores,
 pixel counts), and `finish(parts, EvalContext, reference)` turns what was kept into {key: float}. So an
 evaluation set streams through in batches that are dropped once collected, and its parts can be gathered from
-several processes (`EvalContext.gather`) before one of them finishes.
+several processes (`EvalContext.gather`) before one of them finishes. Parts that grow with the images (FID's and
+KID's features) are spilled to files as they come (`feature_files`), so memory does not.
 
     from train.metrics import MetricStream, evaluate
     scores = evaluate(["fid", "seg_consistency"], EvalInputs(generated, reference=ref, seg=maps), ctx)  # one batch
@@ -16,7 +17,11 @@ groups of samples, ...), so one stream per condition gives that condition's row 
 nothing heavy; `pipeline evaluate` checks `evaluate.metrics` with `check_names` before any work.
 """
 import importlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+
+from .feature_files import Appender, assemble
 
 
 class UnknownMetricError(ValueError):
@@ -30,11 +35,16 @@ class Entry:
     needs: tuple[str, ...]  # EvalInputs fields that must be present for the metric to apply
     keys: tuple[str, ...]  # the score keys `finish` returns
     summed: bool = False  # parts are counts added up as they come (finish gets the sum), else kept in batch order
+    # parts are float32 feature rows, spilled to a file of the stream's as they come; finish gets them as one
+    # [N, D] array mapped from disk, in batch order
+    spilled: bool = False
 
 
 REGISTRY: dict[str, Entry] = {
-    "fid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:fid", ("reference",), ("fid",)),
-    "kid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:kid", ("reference",), ("kid", "kid_std")),
+    "fid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:fid", ("reference",), ("fid",),
+                 spilled=True),
+    "kid": Entry("train.metrics.fid:inception_features", "train.metrics.fid:kid", ("reference",), ("kid", "kid_std"),
+                 spilled=True),
     "seg_consistency": Entry("train.metrics.seg_consistency:seg_counts", "train.metrics.seg_consistency:seg_consistency",
                              ("seg",), ("seg_miou", "seg_f1", "seg_pixel_accuracy"), summed=True),
     "sketch_fscore": Entry("train.metrics.sketch_consistency:sketch_counts",
@@ -92,6 +102,7 @@ class MetricStream:
         self.names, self.ctx, self.reference = check_names(names), ctx, reference
         self.parts: dict[str, dict[int, object]] = {}  # collect function -> {batch index: part}
         self.sums: dict[str, tuple] = {}  # collect function of a summed metric -> running total
+        self.files: dict[str, Appender] = {}  # collect function of a spilled metric -> this process's file
 
     def add(self, index: int, inputs) -> None:
         """Collect batch number `index` (EvalInputs of one batch); the batch itself is not kept."""
@@ -105,6 +116,10 @@ class MetricStream:
             if entry.summed:
                 self.sums[entry.collect] = _add(self.sums.get(entry.collect), part)
             else:
+                if entry.spilled:
+                    if entry.collect not in self.files:
+                        self.files[entry.collect] = Appender(self.ctx.scratch())
+                    part = self.files[entry.collect].append(part)
                 self.parts.setdefault(entry.collect, {})[index] = part
 
     def local(self) -> tuple[dict, dict]:
@@ -126,14 +141,18 @@ class MetricStream:
                 parts.setdefault(collect, {}).update(by_index)
             for collect, total in process_sums.items():
                 sums[collect] = _add(sums.get(collect), total)
+        ordered = {collect: [by_index[index] for index in sorted(by_index)] for collect, by_index in parts.items()}
+        spilled = {REGISTRY[name].collect for name in self.names if REGISTRY[name].spilled}
+        for collect in spilled & set(ordered):  # once for every metric that shares them
+            with tempfile.NamedTemporaryFile(dir=self.ctx.scratch(), suffix=".npy", delete=False) as f:
+                ordered[collect] = assemble(ordered[collect], Path(f.name))
         scores: dict[str, float] = {}
         for name in self.names:
             entry = REGISTRY[name]
             if entry.summed and entry.collect in sums:
                 scores.update(_function(entry.finish)(sums[entry.collect], self.ctx, self.reference))
-            elif not entry.summed and entry.collect in parts:
-                ordered = [parts[entry.collect][index] for index in sorted(parts[entry.collect])]
-                scores.update(_function(entry.finish)(ordered, self.ctx, self.reference))
+            elif not entry.summed and entry.collect in ordered:
+                scores.update(_function(entry.finish)(ordered[entry.collect], self.ctx, self.reference))
         return scores
 
 

@@ -1,5 +1,6 @@
 """What every metric receives: the generated images and their conditions (`EvalInputs`), and the shared,
 lazily loaded evaluation networks and settings (`EvalContext`)."""
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,9 @@ class Reference:
     resolution: int  # side the images are resized to before Inception (the model's output size); in the key
     batches: Callable[[], Iterable[np.ndarray]]  # yields uint8 [B, H, W, 3]; only called when the cache misses
     # their Inception features when the caller computed them already (as evaluation does, batch by batch on every
-    # process): a cache miss stores these instead of reading `batches`
-    features: np.ndarray | None = None
+    # process), as parts in order (`feature_files.Rows` on disk, or arrays): a cache miss stores these instead of
+    # reading `batches`
+    features: list | None = None
 
 
 @dataclass
@@ -63,12 +65,20 @@ class EvalContext:
     # every process's object as a list in the process that finishes the metrics, None in the others
     gather: Callable[[object], list | None] = lambda obj: [obj]
     models: dict = field(default_factory=dict)  # networks loaded once per run, by name
+    # where metrics spill what they keep of each batch (`feature_files`); None: a temporary folder of this context's
+    scratch_dir: Path | None = None
 
     def model(self, name: str, load: Callable[[], object]):
         """The network `name`, loaded by `load()` on first use."""
         if name not in self.models:
             self.models[name] = load()
         return self.models[name]
+
+    def scratch(self) -> Path:
+        """The folder metrics spill to: `scratch_dir`, else a temporary one removed with this context."""
+        if self.scratch_dir is not None:
+            return Path(self.scratch_dir)
+        return Path(self.model("scratch", lambda: tempfile.TemporaryDirectory(prefix="metrics-")).name)
 
     def require(self, metric: str, what: str):
         """The annotator function `what` of this context, or a MetricError naming the metric that needs it."""

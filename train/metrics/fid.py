@@ -1,6 +1,12 @@
 """FID and KID with torch-fidelity's InceptionV3 (the TF 2015-12-05 graph ported to PyTorch), its weights coming
 through the project's weight registry; the reference set's features are cached on disk per reference set (its
-name), split, resolution, extractor version, weights file and image count."""
+name), split, resolution, extractor version, weights file and image count.
+
+Features are float32 [N, 2048] arrays, mapped from disk in evaluation (`feature_files`): FID reads them in
+chunks of CHUNK rows into float64 moments (mean, then the centred scatter: two passes in row order, so the same
+rows give the same numbers however they were computed), KID reads its random subsets. Memory holds a chunk and
+the 2048 x 2048 moments, whatever the number of images. The reference's moments and the square root of its
+covariance are computed once per run (`EvalContext.model`), not once per condition."""
 import hashlib
 import importlib.metadata
 import io
@@ -12,9 +18,11 @@ from tqdm import tqdm
 from shardio.shards import atomic_path
 
 from .base import EvalContext, EvalInputs, MetricError, Reference, batches, check_images
+from .feature_files import Appender, assemble, load
 
 FEATURE = "2048"  # pool3 features, the layer FID and KID are defined on
 EXTRACTOR = f"torch-fidelity-{importlib.metadata.version('torch-fidelity')}-inception-v3-compat-{FEATURE}"
+CHUNK = 2048  # feature rows read at a time (16 MB in float64)
 
 
 def load_inception(weights: str, weights_dir: Path, device: str = "cpu"):
@@ -51,22 +59,17 @@ def _inception(ctx: EvalContext):
     return ctx.model("inception", lambda: load_inception(ctx.params.inception_weights, ctx.weights_dir, ctx.device))
 
 
-def extract_features(images_batches, ctx: EvalContext, desc: str, limit: int | None = None,
-                     progress: bool = True) -> np.ndarray:
-    """Inception pool features (float64 [N, 2048]) of uint8 image batches, at most `limit` images."""
+def extract_features(images_batches, ctx: EvalContext, desc: str, progress: bool = True) -> np.ndarray:
+    """Inception pool features (float64 [N, 2048]) of uint8 image batches."""
     import torch
 
     extractor, _ = _inception(ctx)
-    features, seen = [], 0
+    features = []
     with torch.no_grad(), tqdm(desc=desc, unit="img", leave=False, disable=not progress) as bar:
         for batch in images_batches:
-            batch = check_images(desc, batch)[: None if limit is None else limit - seen]
-            x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(ctx.device)
+            x = torch.from_numpy(np.ascontiguousarray(check_images(desc, batch))).permute(0, 3, 1, 2).to(ctx.device)
             features.append(extractor(x)[0].double().cpu().numpy())
-            seen += len(batch)
             bar.update(len(batch))
-            if limit is not None and seen >= limit:
-                break
     if not features:
         raise MetricError(f"{desc}: no images")
     return np.concatenate(features)
@@ -93,41 +96,84 @@ def inception_features(inputs: EvalInputs, ctx: EvalContext) -> np.ndarray:
 def reference_cache_path(ref: Reference, weights_sha256: str, cache_dir: Path) -> Path:
     """Where the features of `ref` are cached: one file per dataset, split, resolution, extractor, weights and
     image limit."""
-    name = f"{ref.dataset}-{ref.split}-{ref.resolution}px-{EXTRACTOR}-{weights_sha256[:16]}-n{ref.limit}.npz"
+    name = f"{ref.dataset}-{ref.split}-{ref.resolution}px-{EXTRACTOR}-{weights_sha256[:16]}-n{ref.limit}.npy"
     return Path(cache_dir) / name
 
 
 def reference_features(ref: Reference, ctx: EvalContext) -> np.ndarray:
-    """Inception features of the reference set, read from the cache, else its own (`ref.features`) or computed
-    from its images, and cached."""
+    """Inception features of the reference set (float32 [N, 2048], mapped from the cache file), read from the
+    cache, else its own (`ref.features`) or computed from its images a batch at a time, and cached."""
     _, weights_sha256 = _inception(ctx)
     path = reference_cache_path(ref, weights_sha256, ctx.cache_dir)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as cached:
-            return cached["features"]
-    if ref.features is not None:
-        features = np.asarray(ref.features, np.float64)
-    else:
-        features = extract_features(ref.batches(), ctx, f"inception: {ref.dataset}/{ref.split}", ref.limit)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, features=features)
-    return features
+    if not path.is_file():
+        parts = ref.features
+        if parts is None:
+            spill = Appender(ctx.scratch())
+            parts = [spill.append(extract_features([batch], ctx, f"inception: {ref.dataset}/{ref.split}", False))
+                     for batch in _limited(ref.batches(), ref.limit)]
+        if not parts:
+            raise MetricError(f"inception: {ref.dataset}/{ref.split}: no images")
+        with atomic_path(path) as tmp:
+            assemble(parts, tmp)
+    return load(path)
 
 
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+def _limited(images_batches, limit: int | None):
+    """The uint8 image batches, cut to at most `limit` images in all."""
+    seen = 0
+    for batch in images_batches:
+        if limit is not None and seen >= limit:
+            return
+        batch = batch[: None if limit is None else limit - seen]
+        seen += len(batch)
+        yield batch
+
+
+class Gaussian:
+    """The mean and covariance (float64, unbiased) of a feature set [N, D] (an array or a map of a file), read in
+    chunks of CHUNK rows in row order: the mean, then the scatter of the centred rows."""
+
+    def __init__(self, features: np.ndarray):
+        self.count, dim = features.shape
+        if self.count < 2:
+            raise MetricError(f"a Gaussian needs at least 2 feature rows, got {self.count}")
+        total = np.zeros(dim)
+        for start in range(0, self.count, CHUNK):
+            total += np.asarray(features[start:start + CHUNK], np.float64).sum(0)
+        self.mean = total / self.count
+        scatter = np.zeros((dim, dim))
+        for start in range(0, self.count, CHUNK):
+            centred = np.asarray(features[start:start + CHUNK], np.float64) - self.mean
+            scatter += centred.T @ centred
+        self.cov = scatter / (self.count - 1)
+        self._root = None
+
+    @property
+    def root(self) -> np.ndarray:
+        """The covariance's PSD square root (one symmetric eigendecomposition, on first use)."""
+        if self._root is None:
+            self._root = psd_root(self.cov)
+        return self._root
+
+
+def psd_root(sigma: np.ndarray) -> np.ndarray:
+    """The symmetric PSD square root of a covariance matrix, from its symmetric eigendecomposition (negative
+    rounding noise in the eigenvalues clipped to 0)."""
+    values, vectors = np.linalg.eigh(sigma)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray, gaussian_b: Gaussian | None = None) -> float:
     """The Fréchet distance between Gaussians fitted to two feature sets [N, D] (FID on Inception features):
-    |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^1/2), the statistics as torch-fidelity fits them."""
-    import torch
-    from torch_fidelity.metric_fid import fid_features_to_statistics
-
-    features_a, features_b = (np.asarray(f, np.float64) for f in (features_a, features_b))
-    a, b = [fid_features_to_statistics(torch.from_numpy(f)) for f in (features_a, features_b)]
-    diff = a["mu"] - b["mu"]
-    if 2 <= min(len(features_a), len(features_b)) and max(len(features_a), len(features_b)) <= features_a.shape[1]:
-        root_trace = trace_sqrt_product_of_few(features_a, features_b)
+    |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^1/2), with the unbiased covariances torch-fidelity fits.
+    `gaussian_b`: `Gaussian(features_b)` when the caller keeps it (the reference's, across conditions)."""
+    a, b = Gaussian(features_a), gaussian_b or Gaussian(features_b)
+    diff = a.mean - b.mean
+    if max(a.count, b.count) <= features_a.shape[1]:  # at most D rows each: they fit in memory whatever N
+        root_trace = trace_sqrt_product_of_few(*(np.asarray(f, np.float64) for f in (features_a, features_b)))
     else:
-        root_trace = trace_sqrt_product(a["sigma"], b["sigma"])
-    return float(diff @ diff + np.trace(a["sigma"]) + np.trace(b["sigma"]) - 2 * root_trace)
+        root_trace = trace_sqrt_product(a.cov, b.cov, b.root)
+    return float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2 * root_trace)
 
 
 def trace_sqrt_product_of_few(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -141,44 +187,52 @@ def trace_sqrt_product_of_few(features_a: np.ndarray, features_b: np.ndarray) ->
     return float(singular.sum() / np.sqrt((len(features_a) - 1) * (len(features_b) - 1)))
 
 
-def trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray) -> float:
-    """tr((S_a S_b)^1/2) of two covariance matrices, from two symmetric eigendecompositions: S_a S_b is similar to
-    the symmetric PSD S_a^1/2 S_b S_a^1/2, so their eigenvalues agree. torch-fidelity takes the general eigvals of
-    S_a S_b instead, which at D = 2048 costs ~10x more (seconds per condition; half of a small evaluation)."""
-    values, vectors = np.linalg.eigh(sigma_a)
-    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    inner = root_a @ sigma_b @ root_a
+def trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray, root_b: np.ndarray | None = None) -> float:
+    """tr((S_a S_b)^1/2) of two covariance matrices: S_a S_b is similar to the symmetric PSD S_b^1/2 S_a S_b^1/2,
+    so their eigenvalues agree; one symmetric eigendecomposition for S_b's root (`root_b` when the caller has it)
+    and one for the product. torch-fidelity takes the general eigvals of S_a S_b instead, which at D = 2048 costs
+    ~10x more (seconds per condition; half of a small evaluation)."""
+    root_b = psd_root(sigma_b) if root_b is None else root_b
+    inner = root_b @ sigma_a @ root_b
     return float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum())
 
 
 def kernel_distance(features_a: np.ndarray, features_b: np.ndarray, subsets: int, subset_size: int,
                     seed: int) -> tuple[float, float]:
-    """KID: mean and std over random subsets of the unbiased squared MMD with the cubic polynomial kernel; the
-    subset size is capped at the smaller set's size."""
-    import torch
-    from torch_fidelity.metric_kid import kid_features_to_metric
+    """KID: mean and std over random subsets of the unbiased squared MMD with the cubic polynomial kernel (the
+    subset size capped at the smaller set's size), each subset read from the feature sets (arrays or maps of
+    files) and widened to float64; the subsets are drawn as torch-fidelity draws them (`np.random.RandomState`
+    of `seed`, each subset without replacement, the first set's then the second's), and scored by its
+    `kernel_mmd`."""
+    from torch_fidelity.metric_kid import kernel_mmd
 
     size = min(subset_size, len(features_a), len(features_b))
-    out = kid_features_to_metric(torch.from_numpy(features_a), torch.from_numpy(features_b), kid_subsets=subsets,
-                                 kid_subset_size=size, rng_seed=seed, verbose=False)
-    return out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"]
+    rng = np.random.RandomState(seed)
+    mmds = []
+    for _ in range(subsets):
+        a = np.asarray(features_a[rng.choice(len(features_a), size, replace=False)], np.float64)
+        b = np.asarray(features_b[rng.choice(len(features_b), size, replace=False)], np.float64)
+        mmds.append(kernel_mmd(a, b))
+    return float(np.mean(mmds)), float(np.std(mmds))
 
 
-def _pair(parts: list[np.ndarray], reference: Reference | None, ctx: EvalContext,
-          metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _reference(reference: Reference | None, ctx: EvalContext, metric: str) -> np.ndarray:
     if reference is None:
         raise MetricError(f"metric {metric!r} needs a reference set")
-    return np.concatenate(parts).astype(np.float64), reference_features(reference, ctx)
+    return reference_features(reference, ctx)
 
 
-def fid(parts: list[np.ndarray], ctx: EvalContext, reference: Reference | None) -> dict[str, float]:
-    """FID of the generated images (their features in `parts`) against the reference set."""
-    return {"fid": frechet_distance(*_pair(parts, reference, ctx, "fid"))}
+def fid(features: np.ndarray, ctx: EvalContext, reference: Reference | None) -> dict[str, float]:
+    """FID of the generated images (their features [N, D], in batch order) against the reference set, whose
+    Gaussian is fitted once per run."""
+    real = _reference(reference, ctx, "fid")
+    gaussian = ctx.model(f"gaussian of {real.filename}", lambda: Gaussian(real))
+    return {"fid": frechet_distance(features, real, gaussian)}
 
 
-def kid(parts: list[np.ndarray], ctx: EvalContext, reference: Reference | None) -> dict[str, float]:
-    """KID (mean and std over subsets) of the generated images (their features in `parts`) against the reference
-    set."""
-    mean, std = kernel_distance(*_pair(parts, reference, ctx, "kid"), ctx.params.kid_subsets,
+def kid(features: np.ndarray, ctx: EvalContext, reference: Reference | None) -> dict[str, float]:
+    """KID (mean and std over subsets) of the generated images (their features [N, D], in batch order) against the
+    reference set."""
+    mean, std = kernel_distance(features, _reference(reference, ctx, "kid"), ctx.params.kid_subsets,
                                 ctx.params.kid_subset_size, ctx.params.seed)
     return {"kid": mean, "kid_std": std}
