@@ -16,8 +16,9 @@ CLI subprocess on one data dir:
     evaluate        `pipeline evaluate` (FID and KID, random Inception) of a `tiny` PoE-GAN trained two steps
                     (untimed) on at most `--eval-images` test images
 
-Per stage it prints wall time, CPU seconds per image (the children's rusage of the driver: the stage's process and
-every process it waited for), peak resident memory of the whole process tree (sampled every 50 ms), the files and
+Per stage it prints wall time, CPU seconds per image (the larger of the children's rusage of the driver, which
+counts the stage's process and every process it waited for, and the sum of the CPU times of every process of the
+stage's tree when last seen, sampled every 50 ms, which counts Ray's workers: their raylet does not reap them), peak resident memory of the whole process tree (sampled every 50 ms), the files and
 bytes the stage left written or changed in the data dir (temporaries it deleted are not counted), and, where
 benchmarks/scale.py defines a floor, the ratio of its rate (with its fixed cost) to that floor measured on a
 slice of the same data in the same run. The images a stage's CPU time is divided by: raw files for ingest, the
@@ -143,7 +144,7 @@ class Measured:
         self.start = time.perf_counter()
         self.process = subprocess.Popen(self.command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=self.err,
                                         env={**os.environ, "PYTHONPATH": str(REPO)})
-        self.peak, self.stop = 0, threading.Event()
+        self.peak, self.stop, self.cpu_seen = 0, threading.Event(), {}
         self.sampler = threading.Thread(target=self._sample, args=(psutil.Process(self.process.pid),))
         self.sampler.start()
         return self
@@ -151,6 +152,15 @@ class Measured:
     def _sample(self, root: psutil.Process) -> None:
         while not self.stop.is_set():
             self.peak = max(self.peak, tree_rss(root))
+            try:
+                processes = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                processes = []
+            for process in processes:
+                try:
+                    self.cpu_seen[process.pid, process.create_time()] = sum(process.cpu_times()[:2])
+                except psutil.NoSuchProcess:
+                    pass
             time.sleep(0.05)
 
     def __exit__(self, *failure):
@@ -161,7 +171,10 @@ class Measured:
         self.stop.set()
         self.sampler.join()
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.cpu = sum(getattr(usage, f) - getattr(self.usage, f) for f in ("ru_utime", "ru_stime"))
+        # what the driver reaped, or what the tree's processes had used when last seen (Ray's workers are not reaped
+        # by the processes that started them): each a lower bound
+        reaped = sum(getattr(usage, f) - getattr(self.usage, f) for f in ("ru_utime", "ru_stime"))
+        self.cpu = max(reaped, sum(self.cpu_seen.values()))
         after = written_files(self.data)
         changed = [path for path, stamp in after.items() if self.files.get(path) != stamp]
         self.written, self.bytes = len(changed), sum(after[path][0] for path in changed)
@@ -237,7 +250,7 @@ def stage_rows(name: str, run: Measured, images: int) -> list[tuple]:
     """The JSON lines of one measured stage."""
     return [(f"{name}_images", images, "images the CPU time is divided by"),
             (f"{name}_wall_s", round(run.seconds, 2), "s"),
-            (f"{name}_cpu_s_per_image", round(run.cpu / max(images, 1), 5), "CPU s/image (children's rusage)"),
+            (f"{name}_cpu_s_per_image", round(run.cpu / max(images, 1), 5), "CPU s/image (process tree)"),
             (f"{name}_peak_rss_mb", round(run.peak / 1e6, 1), "MB (process tree, sampled every 50 ms)"),
             (f"{name}_files_written", run.written, "files"), (f"{name}_bytes_written", run.bytes, "bytes")]
 
@@ -268,8 +281,8 @@ def main() -> None:
     """Run the rehearsal and print its JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="raw files drawn (N)")
-    parser.add_argument("--work", type=Path, help="work folder (raw files kept there for a rerun at the same N; "
-                        "its data dir n<N>/ is replaced) [default: a temporary folder]")
+    parser.add_argument("--work", type=Path, help="work folder: the raw files in raw<N>/ (kept for a rerun at the same "
+                        "N), the data dir in n<N>/ (replaced), weights/ [default: a temporary folder]")
     parser.add_argument("--shard-size", type=int, default=100)
     parser.add_argument("--short-side", type=int, default=64, help="stored short side, px (ingest.max_short_side)")
     parser.add_argument("--sketch-resolution", type=int, default=64, help="HED input long side, px")
@@ -291,14 +304,15 @@ def main() -> None:
         baseline = {row["name"]: row["value"] for row in map(json.loads, args.baseline.read_text().splitlines())}
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.work or Path(tmp)).resolve()
-        data, params_file = work / f"n{args.images}", work / "params.yaml"
-        write_params(params_file, args.shard_size, args.short_side, args.sketch_resolution, args.clip_model,
-                     annotators)
+        data = work / f"n{args.images}"
+        params_file = data / "params.yaml"
         start = time.perf_counter()
-        write_raw(work / "raw" / DATASET, args.images, args.cores)
+        write_raw(work / f"raw{args.images}", args.images, args.cores)
         shutil.rmtree(data, ignore_errors=True)
         (data / "raw").mkdir(parents=True)
-        (data / "raw" / DATASET).symlink_to(work / "raw" / DATASET)
+        (data / "raw" / DATASET).symlink_to(work / f"raw{args.images}")
+        write_params(params_file, args.shard_size, args.short_side, args.sketch_resolution, args.clip_model,
+                     annotators)
         (work / "weights").mkdir(exist_ok=True)
         (data / "weights").symlink_to(work / "weights")
         if annotators:
