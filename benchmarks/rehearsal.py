@@ -294,6 +294,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="workers of each stage and its floor")
     parser.add_argument("--baseline", type=Path, help="JSON lines of a run at another N: print each stage's growth")
     parser.add_argument("--quick", action="store_true", help="40 files; ingest, pack and browse only")
+    parser.add_argument("--no-clip", action="store_true", help="HED only: no CLIP, and so no loader or evaluate")
     parser.add_argument("--resume-at", choices=STAGES, help="keep the data dir of an earlier run at the same N and "
                         "run from this stage on (the stages before it are neither run nor printed)")
     parser.add_argument("--epoch-of", type=Path, help=argparse.SUPPRESS)  # the loader stage's own process
@@ -301,7 +302,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.epoch_of:
         return one_epoch(args.epoch_of, args.batches, 32)
-    annotators = [] if args.quick else ["sketch", "clip"]
+    annotators = [] if args.quick else ["sketch"] if args.no_clip else ["sketch", "clip"]
     if args.quick:
         args.images, args.shard_size = 40, 8
     baseline = {}
@@ -366,7 +367,7 @@ def run_stages(args, data: Path, params_file: Path, annotators: list[str], basel
     shutil.rmtree(data / "floor", ignore_errors=True)
     if "browse" not in skipped:
         emit(stage_rows("browse", browse(data, params_file), samples), baseline)
-    if not annotators:
+    if "clip" not in annotators:  # the loader reads clip.npy, the evaluated model is trained on it
         return ratios
     train = count_samples(images, "train-*")
     stage("loader", [sys.executable, str(Path(__file__)), "--epoch-of", str(data / DATASET / "shards"),
