@@ -329,6 +329,8 @@ def main() -> None:
               ("setup_s", round(time.perf_counter() - start, 1), "s (drawing the raw files, untimed otherwise)"),
               ("load_average_start", round(os.getloadavg()[0], 2), "1-min load average")], baseline)
         result = run_stages(args, data, params_file, annotators, baseline)
+        emit([(f"{name}_ratio", round(ratio, 3), "x its floor (rates with the fixed cost)")
+              for name, ratio in result.items()], baseline)
         emit([("load_average_end", round(os.getloadavg()[0], 2), "1-min load average"),
               ("ratio", round(min(result.values()), 3), f"x (the slowest stage's ratio to its floor: "
                                                         f"{min(result, key=result.get)})")], baseline)
