@@ -182,7 +182,7 @@ class Measured:
         self.err.seek(0)
         stderr = self.err.read().decode(errors="replace")
         self.err.close()
-        if self.process.returncode and not failure[0] and self.process.returncode != -signal.SIGINT:
+        if self.process.returncode and not failure[0] and self.process.returncode != -signal.SIGTERM:
             raise RuntimeError(f"{' '.join(self.command[3:])} failed ({self.process.returncode}):\n{stderr[-3000:]}")
 
 
@@ -230,7 +230,7 @@ def browse(data: Path, params: Path) -> Measured:
                                                      timeout=600).read())
             if not page["samples"]:
                 raise RuntimeError("browse: the filtered page (sky >= 30%) is empty")
-            run.process.send_signal(signal.SIGINT)
+            run.process.terminate()  # SIGINT would do, where a background shell has not set it ignored
     return run
 
 
