@@ -16,17 +16,20 @@ CLI subprocess on one data dir:
     evaluate        `pipeline evaluate` (FID and KID, random Inception) of a `tiny` PoE-GAN trained two steps
                     (untimed) on at most `--eval-images` test images
 
-Per stage it prints wall time, CPU seconds per image (the larger of the children's rusage of the driver, which
-counts the stage's process and every process it waited for, and the sum of the CPU times of every process of the
-stage's tree when last seen, sampled every 50 ms, which counts Ray's workers: their raylet does not reap them), peak resident memory of the whole process tree (sampled every 50 ms), the files and
-bytes the stage left written or changed in the data dir (temporaries it deleted are not counted), and, where
-benchmarks/scale.py defines a floor, the ratio of its rate (with its fixed cost) to that floor measured on a
-slice of the same data in the same run. The images a stage's CPU time is divided by: raw files for ingest, the
-accepted samples for annotate, pack, browse and the loader's epoch, the evaluated test images for evaluate.
-`--baseline` (the JSON lines of a run at another N) adds each stage's growth: peak memory and CPU s/image over
-the baseline's. The last line is the slowest stage's ratio to its floor.
+Per stage it prints wall time, CPU seconds per image (the larger of the driver's children rusage, which counts
+the stage's process and every process it waited for, and the sum of the CPU times of the stage's processes when
+last seen, sampled every 50 ms, which counts Ray's workers: their raylet does not reap them), peak resident
+memory of the whole process tree (sampled every 50 ms), the files and bytes the stage left written or changed
+in the data dir (temporaries it deleted are not counted), and, where benchmarks/scale.py defines a floor, the
+ratio of its rate (with its fixed cost) to that floor measured on a slice of the same data in the same run. The
+images a stage's CPU time is divided by: raw files for ingest, the accepted samples for annotate, pack, browse
+and the loader's epoch, the evaluated test images for evaluate. `--baseline` (the JSON lines of a run at another
+N) adds each stage's growth: peak memory and CPU s/image over the baseline's. The last line is the slowest
+stage's ratio to its floor.
 
     nice -n 10 .venv/bin/python benchmarks/rehearsal.py --images 10000 --work /tmp/rehearsal [--baseline 1k.jsonl]
+    ... --resume-at pack [--no-clip]   # again from pack on that run's data dir (--no-clip: HED only, no loader
+                                       # or evaluate)
     .venv/bin/python benchmarks/rehearsal.py --quick   # 40 files, ingest + pack + browse: checks that it works
 """
 import argparse
