@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install browser demo test test-all bench clean
+.PHONY: install browser demo test test-all bench rehearsal clean
 
 install: $(STAMP)
 
@@ -50,9 +50,16 @@ test: install browser
 test-all: install browser
 	pytest -m ''
 
-## bench: every benchmark in benchmarks/, one JSON object per line (tests/test_benchmarks.py runs each with --quick)
+## bench: every benchmark in benchmarks/ but the rehearsal, one JSON object per line (tests/test_benchmarks.py runs
+## each with --quick)
 bench: install
-	for b in benchmarks/*.py; do echo "# $$b"; python $$b || exit 1; done
+	for b in $(filter-out benchmarks/rehearsal.py,$(wildcard benchmarks/*.py)); do echo "# $$b"; python $$b || exit 1; done
+
+## rehearsal: a first real run rehearsed at REHEARSAL_N raw files through every stage (benchmarks/rehearsal.py; minutes
+## at 1,000, an hour at 10,000 on 2 cores), its work folder in REHEARSAL_WORK (default: a temporary one)
+REHEARSAL_N ?= 1000
+rehearsal: install
+	nice -n 10 python benchmarks/rehearsal.py --images $(REHEARSAL_N) $(if $(REHEARSAL_WORK),--work $(REHEARSAL_WORK))
 
 clean:
 	rm -rf $(VENV) build *.egg-info

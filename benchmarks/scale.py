@@ -119,14 +119,8 @@ def write_params(path: Path, annotate: list[str], short_side: int, shard_size: i
     """The repo's params with a `scale` dataset profile: raw files from a folder, pseudo-labelled by `annotate`
     as the sample profile does offline (random weights, one scale, no simplification) at small model inputs; a
     two-step training of `model` (a VGG-19 its loss takes: random) and an FID/KID evaluation (random Inception)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"][model].update(steps=TRAIN_STEPS, batch_size=2, workers=0, snapshot_every=TRAIN_STEPS,
-                                  sample_every=TRAIN_STEPS, tensorboard=False)
-    random_vgg = {f"train.{model}.vgg_weights": "random"} if "vgg_weights" in declaration(model).params.model_fields \
-        else {}
-    params["evaluate"].update(metrics=["fid", "kid"])
-    params["datasets"]["scale"] = {
-        **{k: params["datasets"]["sample"][k] for k in ("test_size", "label_map", "text", "train_config")},
+    write_profile(path, "scale", model, {
+        **{k: repo_params()["datasets"]["sample"][k] for k in ("test_size", "label_map", "text", "train_config")},
         "annotate": annotate,
         "source": {"kind": "folder", "path": "raw/scale"},
         "overrides": {"ingest.max_short_side": short_side, "ingest.shard_size": shard_size,
@@ -134,7 +128,24 @@ def write_params(path: Path, annotate: list[str], short_side: int, shard_size: i
                       "annotate.seg.long_side": seg_long_side, "annotate.clip.weights": "random",
                       "annotate.sketch.weights": "random", "annotate.sketch.pooling": "ceil",
                       "annotate.sketch.simplify": False, "annotate.sketch.resolution": sketch_resolution,
-                      **random_vgg, "evaluate.inception_weights": "random"}}
+                      "evaluate.inception_weights": "random"}})
+
+
+def repo_params() -> dict:
+    """The repo's params.yaml as plain data."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def write_profile(path: Path, name: str, model: str, profile: dict) -> None:
+    """The repo's params with the dataset profile `name` added, a two-step training of `model` (it only has to
+    exist; a VGG-19 its loss takes: random) and an evaluation by FID and KID only, written to `path`."""
+    params = repo_params()
+    params["train"][model].update(steps=TRAIN_STEPS, batch_size=2, workers=0, snapshot_every=TRAIN_STEPS,
+                                  sample_every=TRAIN_STEPS, tensorboard=False)
+    if "vgg_weights" in declaration(model).params.model_fields:
+        profile["overrides"][f"train.{model}.vgg_weights"] = "random"
+    params["evaluate"].update(metrics=["fid", "kid"])
+    params["datasets"][name] = profile
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -150,7 +161,7 @@ def run_stage(args: list[str], data_dir: Path, params: Path, dataset: str = "sca
                                    env={**os.environ, "PYTHONPATH": str(REPO)})
         root = psutil.Process(process.pid)
         while process.poll() is None:
-            peak = max(peak, _tree_rss(root))
+            peak = max(peak, tree_rss(root))
             time.sleep(0.05)
         seconds = time.perf_counter() - start
         if process.returncode:
@@ -159,7 +170,8 @@ def run_stage(args: list[str], data_dir: Path, params: Path, dataset: str = "sca
     return seconds, peak / 1e6
 
 
-def _tree_rss(root: psutil.Process) -> int:
+def tree_rss(root: psutil.Process) -> int:
+    """Bytes of resident memory summed over `root` and its descendants now (0 once `root` is gone)."""
     total = 0
     try:
         processes = [root, *root.children(recursive=True)]
@@ -315,22 +327,39 @@ def floors(all_params, data: Path, replicated: Path, annotators: list[str], work
     params, dataset = all_params.for_dataset("scale"), data / "scale"
     floor = {"ingest": bare_ingest_rate(sorted((data / "raw" / "scale").iterdir()), params.ingest, cores)}
     if annotators:  # every annotator sees every sample (none is provided by a folder source)
-        forward_seconds = 0.0
-        for name in annotators:
-            count, rates = bare_forward_rates(params, name, dataset / "images", data / "weights", cores)
-            forward_seconds += count / max(rates.values())
-        floor["annotate"] = work["annotate"] / forward_seconds
+        floor["annotate"] = annotate_floor(params, annotators, dataset / "images", data / "weights", cores)
     inputs = [p for kind in ("images", *annotators) for p in sorted((replicated / "scale" / kind).glob("*.tar"))]
-    start = time.perf_counter()
-    byte_copy(inputs, replicated / "copy", True)
-    floor["pack"] = work["pack"] / (time.perf_counter() - start)
+    floor["pack"] = work["pack"] / copy_seconds(inputs, replicated / "copy")
     if "evaluate" in work:
-        extractions = work["evaluate"] * (len(params.evaluate.conditions) + 1)  # each condition's, the reference
-        resolution = family(model).config(all_params.profile("scale").train_config).resolution
-        weights = data / "cache" / "fid" / "random-inception.pth"  # the file evaluate used
-        floor["evaluate"] = work["evaluate"] / bare_feature_seconds(weights, resolution, params.evaluate.batch_size,
-                                                                    extractions)[0]
+        floor["evaluate"] = evaluate_floor(all_params, "scale", data, work["evaluate"], model)
     return floor
+
+
+def annotate_floor(params, annotators: list[str], images: Path, weights: Path, cores: int) -> float:
+    """Samples/s of the bare forward of every one of `annotators` on the image shards in `images` (each
+    annotator's best of one process with all threads and one process per core), one after the other."""
+    forward_seconds = 0.0
+    for name in annotators:
+        count, rates = bare_forward_rates(params, name, images, weights, cores)
+        forward_seconds += count / max(rates.values())
+    return count / forward_seconds
+
+
+def copy_seconds(inputs: list[Path], copy: Path) -> float:
+    """Seconds of pack's floor: a byte copy of the input tars `inputs` into `copy`, synced per training shard."""
+    start = time.perf_counter()
+    byte_copy(inputs, copy, True)
+    return time.perf_counter() - start
+
+
+def evaluate_floor(all_params, dataset: str, data: Path, test_images: int, model: str) -> float:
+    """Test samples/s of the bare Inception features evaluate of `model` extracts for `test_images` of `dataset`
+    in the data dir `data`: per test image one generated image per condition plus the reference image."""
+    params = all_params.for_dataset(dataset)
+    extractions = test_images * (len(params.evaluate.conditions) + 1)
+    resolution = family(model).config(all_params.profile(dataset).train_config).resolution
+    weights = data / "cache" / "fid" / "random-inception.pth"  # the file evaluate used
+    return test_images / bare_feature_seconds(weights, resolution, params.evaluate.batch_size, extractions)[0]
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from .executor import shard_map
 from .imageio import Rejected, encode_png, fit_labels, fit_sketch, pil_limits, set_pil_limits, store_jpeg
 from .ingest_plan import KEY_HEX, REJECTS_SCHEMA, Plan, PlannedShard, make_plan, test_count
 from .rate import per_image
-from .ingest_scan import open_table, previous_hashes, read_image, scan, write_listing
+from .ingest_scan import ScanRows, open_table, previous_hashes, read_image, scan, write_listing
 from shardio.layout import Layout
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
@@ -41,6 +41,9 @@ from .sources import SourceItem, item_from_json, list_items
 INGEST_VERSION = 2
 # Scratch files of a run, beside the manifest; deleted when it ends.
 LISTING, SCAN = ".ingest-listing.arrow", ".ingest-scan.arrow"
+# Rows per row group of manifest.parquet: what ingest holds of the manifest at once. A manifest of up to this many
+# rows has the bytes of one written whole; a longer one has the same rows in more row groups.
+MANIFEST_ROWS = 1 << 14
 
 MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("source", pa.string()), ("sha256", pa.string()), ("width", pa.int32()),
@@ -117,22 +120,23 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
                         ray_address, reserve_cpus) as run):
             table = scan(listing, scanned, previous_hashes(layout.manifest, layout.rejects), run, limits, progress)
             plan = make_plan(table, test_size, limits.shard_size)
+            rows = ScanRows(table)
             planned += [layout.images / shard.name for shard in plan.shards]
             keep_only(layout.images, {shard.name for shard in plan.shards})
             written: list[str] = []
             with tqdm(total=len(plan.order), desc="ingest: write", unit="img", disable=not progress) as bar:
-                for stats in run(partial(write_shard, limits=limits), _unfinished(table, plan, layout.images, base,
+                for stats in run(partial(write_shard, limits=limits), _unfinished(rows, plan, layout.images, base,
                                                                                   written)):
                     bar.update(stats["count"] + len(stats["rejects"]))
-        manifest, rejects = gather(table, plan, layout.images)
-        write_table(manifest, layout.manifest)
+        accepted = write_manifest(rows, plan, layout.images, layout.manifest)
+        rejects = gather_rejects(rows, plan, layout.images)
         write_table(rejects, layout.rejects)
     finally:
         listing.unlink(missing_ok=True)
         scanned.unlink(missing_ok=True)
     reasons = Counter(dict(zip(*_counts(rejects["reason"]))))
     duplicates = reasons.pop("duplicate", 0)
-    return Summary(dataset=layout.dataset, accepted=Counter(dict(zip(*_counts(manifest["split"])))),
+    return Summary(dataset=layout.dataset, accepted=accepted,
                    rejected=reasons, duplicates=duplicates, shards=len(plan.shards), written=len(written),
                    listed=listed, seconds=time.perf_counter() - start)
 
@@ -142,18 +146,18 @@ def _counts(column) -> tuple[list, list]:
     return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
 
 
-def _unfinished(table: pa.Table, plan: Plan, images: Path, base: str, names: list[str]):
+def _unfinished(rows: ScanRows, plan: Plan, images: Path, base: str, names: list[str]):
     """The tasks of the planned shards not done yet, one at a time; their names are appended to `names`."""
     for shard in plan.shards:
-        task = shard_task(table, plan, shard, images, base)
+        task = shard_task(rows, plan, shard, images, base)
         if not is_done(task.path, task.fingerprint):
             names.append(shard.name)
             yield task
 
 
-def shard_task(table: pa.Table, plan: Plan, shard: PlannedShard, images: Path, base: str) -> ShardTask:
+def shard_task(scan: ScanRows, plan: Plan, shard: PlannedShard, images: Path, base: str) -> ShardTask:
     """The samples of one planned shard, read from the scan, and the fingerprint its marker must carry."""
-    rows = _rows(table, plan, shard, ["item", "sha256", "provided_sha"])
+    rows = _rows(scan, plan, shard, ["item", "sha256", "provided_sha"])
     entries = tuple(Entry(row["sha256"][:KEY_HEX], row["sha256"], row["provided_sha"], shard.split,
                           item_from_json(row["item"])) for row in rows)
     content = [[entry.key, entry.item.source, entry.provided] for entry in entries]
@@ -161,8 +165,8 @@ def shard_task(table: pa.Table, plan: Plan, shard: PlannedShard, images: Path, b
     return ShardTask(path, entries, fingerprint(base, path.name, content))
 
 
-def _rows(table: pa.Table, plan: Plan, shard: PlannedShard, columns: list[str]) -> list[dict]:
-    return table.select(columns).take(plan.order.slice(shard.start, shard.stop - shard.start)).to_pylist()
+def _rows(scan: ScanRows, plan: Plan, shard: PlannedShard, columns: list[str]) -> list[dict]:
+    return scan.take(plan.order.slice(shard.start, shard.stop - shard.start), columns)
 
 
 def write_shard(task: ShardTask, limits: IngestParams) -> dict:
@@ -216,22 +220,63 @@ def build_sample(entry: Entry, limits: IngestParams) -> tuple[dict, list[str], t
     return sample, provided, (stored.width, stored.height), classes
 
 
-def gather(table: pa.Table, plan: Plan, images: Path) -> tuple[pa.Table, pa.Table]:
-    """The manifest (sorted by key) and the rejects (sorted by source) from the plan and the shard markers, one
-    shard's rows in Python at a time."""
-    manifest, rejects = [], [plan.rejects]
+def write_manifest(scan: ScanRows, plan: Plan, images: Path, path: Path) -> Counter:
+    """Write the manifest (sorted by key) from the plan and the shard markers, in row groups of MANIFEST_ROWS, one
+    shard's rows in Python and at most one row group's in Arrow at a time; return the accepted images per split.
+    Each split's shards are in key order, so the key order of the whole is a merge of the splits' runs (one run
+    per split where, as for sources without splits of their own, the test split's keys all come first)."""
+    splits: dict[str, list[PlannedShard]] = {}
     for shard in plan.shards:
+        splits.setdefault(shard.split, []).append(shard)
+    accepted = Counter({split: 0 for split in splits})
+    streams = [_manifest_rows(scan, plan, shards, images, accepted) for shards in splits.values()]
+    heads = {index: rows for index, stream in enumerate(streams) if (rows := next(stream, None)) is not None}
+    pending, buffered, written = [], 0, 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, MANIFEST_SCHEMA) as writer:
+        while heads:
+            index = min(heads, key=lambda i: heads[i]["key"][0].as_py())
+            rows = heads[index]
+            bound = min((heads[i]["key"][0].as_py() for i in heads if i != index), default=None)
+            run = len(rows) if bound is None else pc.sum(pc.less(rows["key"], bound)).as_py()
+            pending.append(rows.slice(0, run))
+            buffered += run
+            heads[index] = rows.slice(run) if run < len(rows) else next(streams[index], None)
+            if heads[index] is None:
+                del heads[index]
+            while buffered >= MANIFEST_ROWS:
+                group = pa.concat_tables(pending)
+                writer.write_table(group.slice(0, MANIFEST_ROWS).combine_chunks())
+                pending, buffered, written = [group.slice(MANIFEST_ROWS)], buffered - MANIFEST_ROWS, written + 1
+        if buffered or not written:
+            writer.write_table(pa.concat_tables([MANIFEST_SCHEMA.empty_table(), *pending]).combine_chunks())
+    return +accepted
+
+
+def _manifest_rows(scan: ScanRows, plan: Plan, shards: list[PlannedShard], images: Path, accepted: Counter):
+    """The manifest's rows of one split's shards, a non-empty table per shard, in key order; counted in
+    `accepted`."""
+    for shard in shards:
         stats = read_stats(images / shard.name)
-        rows = {row["sha256"][:KEY_HEX]: row for row in _rows(table, plan, shard,
-                                                             ["source", "sha256", "stamp", "provided_sha"])}
+        rows = {row["sha256"][:KEY_HEX]: row for row in _rows(scan, plan, shard, ["source", "sha256", "stamp",
+                                                                                  "provided_sha"])}
         samples = [(key, rows[key]["source"], rows[key]["sha256"], width, height, shard.split, shard.name, provided,
                     rows[key]["stamp"], rows[key]["provided_sha"]) for key, width, height, provided in stats["samples"]]
-        manifest.append(_table(samples, MANIFEST_SCHEMA))
-        by_source = {row["source"]: row for row in rows.values()}
+        accepted[shard.split] += len(samples)
+        if samples:
+            yield _table(samples, MANIFEST_SCHEMA)
+
+
+def gather_rejects(scan: ScanRows, plan: Plan, images: Path) -> pa.Table:
+    """The rejects (sorted by source) from the plan and the shard markers, one shard's rows in Python at a time."""
+    rejects = [plan.rejects]
+    for shard in plan.shards:
+        stats = read_stats(images / shard.name)
+        if not stats["rejects"]:
+            continue
+        by_source = {row["source"]: row for row in _rows(scan, plan, shard, ["source", *REJECTS_SCHEMA.names[3:]])}
         rejects.append(_table([(source, reason, detail, *(by_source[source][name] for name in REJECTS_SCHEMA.names[3:]))
                                for source, reason, detail in stats["rejects"]], REJECTS_SCHEMA))
-    return (pa.concat_tables([MANIFEST_SCHEMA.empty_table(), *manifest]).sort_by("key"),
-            pa.concat_tables(rejects).sort_by([(name, "ascending") for name in ("source", "reason", "detail")]))
+    return pa.concat_tables(rejects).sort_by([(name, "ascending") for name in ("source", "reason", "detail")])
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:

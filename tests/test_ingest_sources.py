@@ -50,6 +50,18 @@ def test_coco_keeps_its_split_captions_and_stuff_maps(tmp_path):
     assert load_label_map("coco-stuff-182").names[156] == "sky-other"
 
 
+def test_a_manifest_longer_than_a_row_group_is_every_sample_in_key_order_across_splits(tmp_path, monkeypatch):
+    # the manifest is written a row group at a time, merging the splits' key-ordered shards: here 3 row groups of
+    # 1 row, and COCO's own val split among the train keys
+    monkeypatch.setattr("pipeline.ingest.MANIFEST_ROWS", 1)
+    coco_tree(tmp_path / "data/raw/coco")
+    layout, summary, rows, samples = run(tmp_path, "coco", "raw/coco", test_size=0.9)
+    keys = [row["key"] for row in read_table(layout.manifest)]
+    assert keys == sorted(samples) and len(keys) == 3 == sum(summary.accepted.values())
+    assert pq.ParquetFile(layout.manifest).num_row_groups == 3
+    assert summary.accepted == {"train": 2, "test": 1}
+
+
 def test_provided_label_maps_have_their_class_counts_in_the_shard_stats(tmp_path, monkeypatch):
     coco_tree(tmp_path / "data/raw/coco")
     layout, _, rows, samples = run(tmp_path, "coco", "raw/coco", test_size=0.9)
