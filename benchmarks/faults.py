@@ -7,7 +7,9 @@ uninterrupted as the reference, then again in a second data dir with a fault inj
               stage), then the stage is rerun to the end;
     --ray     the stages run on a two-node Ray cluster on this machine (`ray start --head` and `ray start
               --address`, one CPU each, RAY_ADDRESS set for the stage), and the worker node's raylet and every
-              process under it are SIGKILLed at that moment; the stage itself must finish on the head node alone.
+              process under it are SIGKILLed once a seeded random number of the stage's shards (from one to all but
+              one) are done; the stage itself must finish on the head node alone, and a new worker node is started
+              for the next stage.
               The reference stays the single-node run: where a job runs must not change what it writes.
 
 After each stage, every file it wrote or changed in either data dir (by path under the data dir; the lock files of
@@ -84,24 +86,31 @@ def changed(before: dict[str, tuple], after: dict[str, tuple]) -> set[str]:
     return {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
 
 
+def markers(data: Path) -> int:
+    """Shard markers (*.stats.json) in the dataset's folder."""
+    return sum(1 for _ in (data / DATASET).rglob("*.stats.json"))
+
+
 def run(args: list[str], data: Path, env: dict, fault=None) -> dict:
-    """Run `pipeline <args>` on `data` in its own session; with `fault` (seconds, action), call `action(process)` that
-    many seconds in if the stage is still running. Returns what happened: wall seconds, exit code, whether the fault
-    landed, the stage's shard markers when it did."""
+    """Run `pipeline <args>` on `data` in its own session; with `fault` (seconds, written, action), call
+    `action(process)` once the stage has run that many seconds or written that many new shard markers (either may be
+    None), if it is still running. Returns what happened: wall seconds, exit code, whether and when the fault landed,
+    the new shard markers then."""
     start = time.perf_counter()
     process = subprocess.Popen(cli(args, data, data / "params.yaml"), cwd=REPO, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    landed, markers, earlier = False, 0, sum(1 for _ in (data / DATASET).rglob("*.stats.json"))
-    if fault:
-        try:
-            process.wait(timeout=fault[0])
-        except subprocess.TimeoutExpired:
-            markers = sum(1 for _ in (data / DATASET).rglob("*.stats.json")) - earlier
-            fault[1](process)
-            landed = True
+    done = {"landed": False, "at": 0.0, "markers": 0}
+    earlier = markers(data)
+    while fault and process.poll() is None:
+        written, elapsed = markers(data) - earlier, time.perf_counter() - start
+        if (fault[0] is not None and elapsed >= fault[0]) or (fault[1] is not None and written >= fault[1]):
+            fault[2](process)
+            done.update(landed=True, at=elapsed, markers=written)
+            break
+        time.sleep(0.02)
     _, err = process.communicate()
-    return {"seconds": time.perf_counter() - start, "code": process.returncode, "landed": landed,
-            "markers": markers, "stderr": err.decode(errors="replace")}
+    return {**done, "seconds": time.perf_counter() - start, "code": process.returncode,
+            "stderr": err.decode(errors="replace")}
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -110,17 +119,22 @@ def kill_group(process: subprocess.Popen) -> None:
 
 
 class TwoNodes:
-    """A Ray head and one worker node on this machine, each of one CPU, started with `ray start`; the worker node can
-    be killed (its raylet and everything under it) and started again."""
+    """A Ray head and one worker node on this machine, each of one CPU, started with `ray start` (token
+    authentication, as `ray start --head` sets it up); the worker node can be killed (its raylet and everything
+    under it) and started again. Only this cluster's processes are ever stopped: `ray stop` would stop every Ray
+    on the machine."""
 
     def __init__(self, work: Path):
         self.temp = work / "ray"
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
 
     def ray(self, *args: str) -> None:
-        subprocess.run([str(Path(sys.executable).with_name("ray")), *args], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        done = subprocess.run([str(Path(sys.executable).with_name("ray")), *args], env=self.env,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"ray {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
     def __enter__(self):
         self.ray("start", "--head", "--num-cpus", "1", "--port", str(self.port), "--temp-dir", str(self.temp),
@@ -134,32 +148,53 @@ class TwoNodes:
         self.ray("start", "--address", self.address, "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
                  "--node-manager-port", str(self.worker_port))
         deadline = time.monotonic() + 120
-        while self.alive_nodes() < 2:
+        while not self.worker_alive():
             if time.monotonic() > deadline:
                 raise RuntimeError("the Ray worker node did not join within 120 s")
             time.sleep(1)
 
-    def alive_nodes(self) -> int:
+    def worker_alive(self) -> bool:
+        """Whether the cluster lists the worker node as alive."""
         listed = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, logging_level='ERROR'); "
-                                 "print(sum(n['Alive'] for n in ray.nodes()))" % self.address],
-                                capture_output=True, text=True)
-        return int(listed.stdout.split()[-1]) if listed.returncode == 0 and listed.stdout.split() else 0
+                                 "print(any(n['Alive'] and n['NodeManagerPort'] == %d for n in ray.nodes()))"
+                                 % (self.address, self.worker_port)], capture_output=True, text=True, env=self.env)
+        return listed.stdout.strip().endswith("True")
+
+    def ensure_worker(self) -> None:
+        """Start a worker node again if the last one was killed."""
+        if not kill_trees(lambda args: f"--node_manager_port={self.worker_port}" in args, signal=None):
+            self.start_worker()
 
     def kill_worker(self, _stage=None) -> None:
         """SIGKILL the worker node's raylet and every process under it (its Ray workers and agents)."""
         flag = f"--node_manager_port={self.worker_port}"
-        raylets = [p for p in psutil.process_iter(["cmdline"]) if flag in (p.info["cmdline"] or [])]
-        if not raylets:
+        self.killed = kill_trees(lambda args: flag in args)
+        if not self.killed:
             raise RuntimeError(f"no raylet with {flag} to kill")
-        victims = [q for p in raylets for q in [p, *p.children(recursive=True)]]
-        for process in victims:
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
 
     def __exit__(self, *failure):
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
+        kill_trees(lambda args: any(str(self.temp) in a or a.endswith(f":{self.port}") for a in args))
+
+
+def kill_trees(match, signal: bool | None = True) -> int:
+    """SIGKILL every process whose command line `match(args)` accepts, and everything under it; how many processes
+    that was (with `signal` None: none killed, the matching ones counted)."""
+    roots = [p for p in psutil.process_iter(["cmdline"]) if match(p.info["cmdline"] or [])]
+    if not signal:
+        return len(roots)
+    killed = 0
+    for root in roots:
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in tree:
+            try:
+                process.kill()
+                killed += 1
+            except psutil.NoSuchProcess:
+                pass
+    return killed
 
 
 def free_port() -> int:
@@ -264,23 +299,27 @@ def run_stage(stage: str, command: list[str], reference: Path, faulted: Path, en
     if clean["code"]:
         raise RuntimeError(f"{stage} failed in the reference run:\n{clean['stderr'][-3000:]}")
     states["reference"] = digests(reference)
-    moment = round(clean["seconds"] * rng.uniform(0.05, 0.95), 2)
     faulted_before = states["faulted"] or digests(faulted)
     if cluster:
-        cluster.start_worker() if cluster.alive_nodes() < 2 else None
-        hit = run(command, faulted, {**env, "RAY_ADDRESS": cluster.address}, (moment, cluster.kill_worker))
+        shards = sum(path.endswith(".stats.json") for path in changed(before, states["reference"]))
+        cluster.ensure_worker()
+        hit = run(command, faulted, {**env, **cluster.env, "RAY_ADDRESS": cluster.address},
+                  (None, rng.randint(1, max(1, shards - 1)), cluster.kill_worker))
         rerun = {"seconds": 0.0, "code": hit["code"]}
     else:
-        hit = run(command, faulted, env, (moment, kill_group))
+        hit = run(command, faulted, env, (round(clean["seconds"] * rng.uniform(0.05, 0.95), 2), None, kill_group))
         rerun = run(command, faulted, env)
     if rerun["code"]:
         raise RuntimeError(f"{stage} failed after its fault:\n{(rerun.get('stderr') or hit['stderr'])[-3000:]}")
     states["faulted"] = digests(faulted)
     counts = compare(stage, (before, states["reference"]), (faulted_before, states["faulted"]))
     emit(f"{stage}_reference_s", round(clean["seconds"], 2), "s (uninterrupted run, wall)")
-    emit(f"{stage}_fault_at_s", moment, "s after the stage started (seeded uniform fraction of the reference wall)")
+    emit(f"{stage}_fault_at_s", round(hit["at"], 2), "s after the stage started: a seeded uniform fraction of the "
+         "reference's wall (on Ray: once a seeded number of its shards were done)")
     emit(f"{stage}_fault_landed", int(hit["landed"]), "1: still running when the fault came")
     emit(f"{stage}_markers_at_fault", hit["markers"], "shard markers (*.stats.json) the stage had written then")
+    if cluster:
+        emit(f"{stage}_worker_processes_killed", cluster.killed, "the worker node's raylet and the processes under it")
     emit(f"{stage}_rerun_s", round(rerun["seconds"], 2), "s (the rerun after the kill; 0 on Ray: no rerun)")
     emit(f"{stage}_outputs", counts[0], "files written (either run)")
     emit(f"{stage}_identical", counts[1], "files byte-identical to the reference")

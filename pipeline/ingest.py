@@ -124,6 +124,7 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
                 for stats in run(partial(write_shard, limits=limits), _unfinished(table, plan, layout.images, base,
                                                                                   written)):
                     bar.update(stats["count"] + len(stats["rejects"]))
+            remove_temporaries(layout.images)  # half-written by a task lost with its node, which Ray ran again
         manifest, rejects = gather(table, plan, layout.images)
         write_table(manifest, layout.manifest)
         write_table(rejects, layout.rejects)
