@@ -249,9 +249,10 @@ def main() -> int:
     parser.add_argument("--short-side", type=int, default=64, help="stored short side, px (ingest.max_short_side)")
     parser.add_argument("--sketch-resolution", type=int, default=64, help="HED input long side, px")
     parser.add_argument("--cores", type=int, default=2, help="workers of each stage")
+    parser.add_argument("--no-annotate", action="store_true", help="ingest and pack only")
     parser.add_argument("--quick", action="store_true", help="40 files, ingest and pack only")
     args = parser.parse_args()
-    annotate = not args.quick
+    annotate = not (args.quick or args.no_annotate)
     if args.quick:
         args.images, args.shard_size = 40, 4
     rng = random.Random(args.seed)
