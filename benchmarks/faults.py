@@ -318,6 +318,7 @@ def run_stage(stage: str, command: list[str], reference: Path, faulted: Path, en
     emit(f"{stage}_fault_at_s", round(hit["at"], 2), "s after the stage started: a seeded uniform fraction of the "
          "reference's wall (on Ray: once a seeded number of its shards were done)")
     emit(f"{stage}_fault_landed", int(hit["landed"]), "1: still running when the fault came")
+    emit(f"{stage}_faulted_s", round(hit["seconds"], 2), "s (the faulted run, wall: to the kill; on Ray to its end)")
     emit(f"{stage}_markers_at_fault", hit["markers"], "shard markers (*.stats.json) the stage had written then")
     if cluster:
         emit(f"{stage}_worker_processes_killed", cluster.killed, "the worker node's raylet and the processes under it")
