@@ -68,7 +68,7 @@ def digests(data: Path) -> dict[str, tuple[str, str]]:
             if name.endswith(".lock") or path == data / "params.yaml":
                 continue
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            marker = name.endswith(".stats.json") and Path(folder).name == "sketch"
+            marker = name.endswith(".stats.json") and Path(folder).name == "sketch"  # the one annotator run
             found[path.relative_to(data).as_posix()] = (digest, content_digest(path) if marker else digest)
     return found
 
@@ -96,21 +96,22 @@ def run(args: list[str], data: Path, env: dict, fault=None) -> dict:
     `action(process)` once the stage has run that many seconds or written that many new shard markers (either may be
     None), if it is still running. Returns what happened: wall seconds, exit code, whether and when the fault landed,
     the new shard markers then."""
-    start = time.perf_counter()
-    process = subprocess.Popen(cli(args, data, data / "params.yaml"), cwd=REPO, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done = {"landed": False, "at": 0.0, "markers": 0}
-    earlier = markers(data)
-    while fault and process.poll() is None:
-        written, elapsed = markers(data) - earlier, time.perf_counter() - start
-        if (fault[0] is not None and elapsed >= fault[0]) or (fault[1] is not None and written >= fault[1]):
-            fault[2](process)
-            done.update(landed=True, at=elapsed, markers=written)
-            break
-        time.sleep(0.02)
-    _, err = process.communicate()
-    return {**done, "seconds": time.perf_counter() - start, "code": process.returncode,
-            "stderr": err.decode(errors="replace")}
+    done, earlier = {"landed": False, "at": 0.0, "markers": 0}, markers(data)
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: nobody reads the stage's stderr while it runs
+        start = time.perf_counter()
+        process = subprocess.Popen(cli(args, data, data / "params.yaml"), cwd=REPO, env=env, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=err)
+        while fault and process.poll() is None:
+            written, elapsed = markers(data) - earlier, time.perf_counter() - start
+            if (fault[0] is not None and elapsed >= fault[0]) or (fault[1] is not None and written >= fault[1]):
+                fault[2](process)
+                done.update(landed=True, at=elapsed, markers=written)
+                break
+            time.sleep(0.02)
+        process.wait()
+        done["seconds"] = time.perf_counter() - start
+        err.seek(0)
+        return {**done, "code": process.returncode, "stderr": err.read().decode(errors="replace")}
 
 
 def kill_group(process: subprocess.Popen) -> None:
