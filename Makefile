@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install browser demo test test-all bench rehearsal clean
+.PHONY: install browser demo test test-all bench rehearsal faults clean
 
 install: $(STAMP)
 
@@ -50,16 +50,26 @@ test: install browser
 test-all: install browser
 	pytest -m ''
 
-## bench: every benchmark in benchmarks/ but the rehearsal, one JSON object per line (tests/test_benchmarks.py runs
+## bench: every benchmark in benchmarks/ but the rehearsals, one JSON object per line (tests/test_benchmarks.py runs
 ## each with --quick)
 bench: install
-	for b in $(filter-out benchmarks/rehearsal.py,$(wildcard benchmarks/*.py)); do echo "# $$b"; python $$b || exit 1; done
+	for b in $(filter-out benchmarks/rehearsal.py benchmarks/faults.py,$(wildcard benchmarks/*.py)); do echo "# $$b"; python $$b || exit 1; done
 
 ## rehearsal: a first real run rehearsed at REHEARSAL_N raw files through every stage (benchmarks/rehearsal.py; minutes
 ## at 1,000, an hour at 10,000 on 2 cores), its work folder in REHEARSAL_WORK (default: a temporary one)
 REHEARSAL_N ?= 1000
 rehearsal: install
 	nice -n 10 python benchmarks/rehearsal.py --images $(REHEARSAL_N) $(if $(REHEARSAL_WORK),--work $(REHEARSAL_WORK))
+
+## faults: the fault rehearsal at FAULTS_N raw files (benchmarks/faults.py): ingest, annotate (HED) and pack each
+## SIGKILLed once at a seeded random moment and rerun, then each run on a two-node local Ray cluster whose worker node
+## is killed mid-stage; every output compared by sha256 with an uninterrupted run. Work folder: FAULTS_WORK (default:
+## a new temporary one; the raw files drawn there are kept for the second run and any later one).
+FAULTS_N ?= 1000
+faults: install
+	work=$${FAULTS_WORK:-$$(mktemp -d)}; \
+	nice -n 10 python benchmarks/faults.py --images $(FAULTS_N) --work $$work && \
+	nice -n 10 python benchmarks/faults.py --images $(FAULTS_N) --work $$work --ray
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -128,6 +128,7 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
                 for stats in run(partial(write_shard, limits=limits), _unfinished(rows, plan, layout.images, base,
                                                                                   written)):
                     bar.update(stats["count"] + len(stats["rejects"]))
+            remove_temporaries(layout.images)  # half-written by a task lost with its node, which Ray ran again
         accepted = write_manifest(rows, plan, layout.images, layout.manifest)
         rejects = gather_rejects(rows, plan, layout.images)
         write_table(rejects, layout.rejects)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from shardio.layout import Layout, classes_path, image_shards
 from shardio.modalities import ANNOTATOR_MEMBERS, MEMBER_OF, PROVIDED_MEMBERS
 from shardio.shards import (atomic_path, checked_stats, fingerprint, image_fingerprint, is_done, keep_only, read_stats,
-                            write_stats)
+                            remove_temporaries, write_stats)
 from shardio.space import reporting_full_disk
 from shardio.tarcopy import Member, ShardError, TarCopier, list_members, mapped, samples as member_samples
 
@@ -232,5 +232,6 @@ def run(layout: Layout, params, profile, progress: bool = True, address: str | N
                     reserve_cpus=params.annotate.runtime.reserve_cpus) as run_all):
         samples = sum(tqdm(run_all(_pack_job, todo), total=len(todo), desc="pack", unit="shard",
                            disable=not progress))
+    remove_temporaries(layout.shards)  # half-written by a task lost with its node, which Ray ran again
     return {"shards": len(jobs), "packed": len(todo), "already_done": len(jobs) - len(todo), "samples_packed": samples}
 
