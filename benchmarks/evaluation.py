@@ -1,7 +1,7 @@
-"""Evaluation against its floor at a size a CPU affords: `pipeline evaluate` of an untrained `tiny` PoE-GAN
-(32 px) with FID and KID under evaluate's five conditions on `--images` test images (1,000 by default; the
-sample's drawn landscapes written as packed shards, so no ingest or annotate runs), with a cold reference
-cache, as a fresh CLI subprocess. Its floor is `bare_feature_seconds`: torch-fidelity's Inception on as many
+"""Evaluation against its floor at a size a CPU affords: `pipeline evaluate` of an untrained model of
+the project's own method (the registry's default, at the sample profile's `tiny` config: 32 px) with FID and KID
+under evaluate's five conditions on `--images` test images (1,000 by default; the sample's drawn landscapes
+written as packed shards, so no ingest or annotate runs), with a cold reference cache, as a fresh CLI subprocess. Its floor is `bare_feature_seconds`: torch-fidelity's Inception on as many
 images as evaluate must embed (per test image one generated image per condition plus the test image itself),
 the network built before the clock. The gap is what evaluate does beside features: its start-up (imports,
 the generator, the extractor), reading and decoding the test shards, the generator's forward under each
@@ -31,12 +31,15 @@ sys.path.insert(0, str(REPO / "tests"))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from train.families import default_model  # noqa: E402
+
 CONDITIONS = ["unconditional", "text", "seg", "sketch", "all"]
+MODEL = default_model()
 
 
 def write_dataset(data: Path, params_file: Path, test_images: int, batch_size: int) -> None:
     """Packed train (4) and test shards of the sample's landscapes under `data`, params evaluating FID and KID
-    under CONDITIONS with random Inception weights, and an untrained tiny PoE-GAN snapshot (evaluation's cost
+    under CONDITIONS with random Inception weights, and an untrained snapshot of MODEL (evaluation's cost
     does not depend on the weights)."""
     import torch
     from train_shards import write_training_shards  # tests/train_shards.py
@@ -59,8 +62,8 @@ def write_dataset(data: Path, params_file: Path, test_images: int, batch_size: i
     params = load_params(params_file)
     stage = StageContext(params.for_dataset("sample"), "sample", params.profile("sample"), Layout(data, "sample"))
     torch.manual_seed(0)
-    G = family("poegan").generator(model_config(stage, "poegan"), 182)
-    checkpoint.save(checkpoint.snapshot_path(stage.layout.training("poegan"), 2), {"G_ema": G.state_dict()})
+    G = family(MODEL).generator(model_config(stage, MODEL), 182)
+    checkpoint.save(checkpoint.snapshot_path(stage.layout.training(MODEL), 2), {"G_ema": G.state_dict()})
 
 
 def run_evaluate(data: Path, params_file: Path, threads: int) -> tuple[float, float, float]:
@@ -70,7 +73,7 @@ def run_evaluate(data: Path, params_file: Path, threads: int) -> tuple[float, fl
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    wall, peak = run_stage(["evaluate", "--model", "poegan"], data, params_file, dataset="sample")
+    wall, peak = run_stage(["evaluate", "--model", MODEL], data, params_file, dataset="sample")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return wall, cpu, peak
