@@ -1,11 +1,11 @@
-"""Evaluation against its floor at a size a CPU affords: `pipeline evaluate` of an untrained model of
-the project's own method (the registry's default, at the sample profile's `tiny` config: 32 px) with FID and KID
-under evaluate's five conditions on `--images` test images (1,000 by default; the sample's drawn landscapes
-written as packed shards, so no ingest or annotate runs), with a cold reference cache, as a fresh CLI subprocess. Its floor is `bare_feature_seconds`: torch-fidelity's Inception on as many
-images as evaluate must embed (per test image one generated image per condition plus the test image itself),
-the network built before the clock. The gap is what evaluate does beside features: its start-up (imports,
-the generator, the extractor), reading and decoding the test shards, the generator's forward under each
-condition, the FID/KID statistics and the report.
+"""Evaluation against its floor at a size a CPU affords: `pipeline evaluate` of an untrained model of the project's own
+method (the registry's default, at the sample profile's `tiny` config: 32 px) with FID and KID under evaluate's five
+conditions on `--images` test images (1,000 by default; the sample's drawn landscapes written as packed shards, so no
+ingest or annotate runs), with a cold reference cache, as a fresh CLI subprocess. Its floor is
+`bare_feature_seconds`: torch-fidelity's Inception on as many images as evaluate must embed (per test image one
+generated image per condition plus the test image itself), the network built before the clock. The gap is what
+evaluate does beside features: its start-up (imports, the generator, the extractor), reading and decoding the test
+shards, the generator's forward under each condition, the FID/KID statistics and the report.
 
 Prints JSON lines: wall and CPU seconds of evaluate and of its floor, evaluate's peak resident memory (process
 tree, sampled every 50 ms), and last the ratio of the floor's wall time to evaluate's (the rate of evaluate over
