@@ -210,7 +210,7 @@ def test_tiny_inade_from_the_cli_resumes_exactly_and_evaluates_its_diversity(sha
                                        str(_params(tmp_path, "inade", evaluate)), "--data-dir", str(shards)])
     assert result.exit_code == 0, result.output
     metrics = json.loads((whole.parent / "eval" / "metrics.json").read_text())
-    assert {k.split("/")[0] for k in metrics} - {"random_weights"} == {"seg"}
+    assert {k.split("/")[0] for k in metrics} - {"random_weights", "protocol"} == {"seg"}
     assert 0 <= metrics["seg/seg_miou"] <= 1 and metrics["seg/fid"] > 0
     # INADE's protocol (LPIPS between samples of one map) is reported; after 4 steps from the Xavier-0.02 start
     # the samples are near-constant images, equal once quantised, so its value is not asserted here (new noise
