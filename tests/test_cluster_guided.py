@@ -145,6 +145,17 @@ def test_fitting_without_a_poegan_run_says_how_to_train_one(tmp_path):
     assert "dvc repro train@poegan" in result.output
 
 
+def test_the_dry_run_prints_the_fit_settings_even_before_a_poegan_run(tmp_path):
+    result = _run("train", "--model", "cluster-guided", "--params", str(_params(tmp_path)),
+                  "--data-dir", str(tmp_path / "data"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would fit cluster-guided from the newest snapshot of" in result.output and "(none yet)" in result.output
+    settings = result.output.split("fit settings (train.cluster-guided): ")[1].splitlines()[0]
+    for setting in ("codes ", "clusters ", "rounds ", "steps_per_round ", "batch_size ", "lr "):
+        assert setting in settings
+    assert "pipeline train --dataset sample --model poegan" in result.output  # what to run before fitting
+
+
 @pytest.mark.slow
 def test_fitted_on_a_tiny_poegan_run_each_mapper_stays_in_its_cluster_and_is_evaluated(tmp_path):
     data = tmp_path / "data"

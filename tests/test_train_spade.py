@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from metric_fixtures import write_random_inception
 from test_train_cli import REPO_PARAMS, _run
 from train_shards import write_training_shards
+from weight_init import torch_default_std, xavier_std
 
 from pipeline.cli import main
 from shardio.layout import Layout
@@ -110,7 +111,7 @@ def test_generator_sees_its_condition_and_draws_style_from_the_prior_without_a_s
 
 
 @pytest.mark.parametrize("model", ["spade-seg", "spade-sketch", "spade-seg-monce"])
-def test_networks_start_xavier_normal_at_gain_0_02_with_zero_biases_and_the_same_under_a_seed(model):
+def test_plain_layers_start_xavier_normal_at_gain_0_02_spectral_normed_ones_at_torch_default_and_biases_zero(model):
     fam = family(model)
     cfg = fam.config("tiny")
     torch.manual_seed(3)
@@ -120,16 +121,14 @@ def test_networks_start_xavier_normal_at_gain_0_02_with_zero_biases_and_the_same
     for key, net in nets.items():
         assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again[key].state_dict().values()))
     G, D = nets["G"], nets["D"]
-
-    def xavier_std(weight):  # NVlabs/SPADE --init_type xavier --init_variance 0.02
-        fan_in, fan_out = weight[0].numel(), weight.shape[0] * weight[0, 0].numel()
-        return 0.02 * (2 / (fan_in + fan_out)) ** 0.5
-
     spade_conv = G.blocks[0].norm_0.gamma  # plain conv inside SPADE; PyTorch's default would be ~30x wider
-    normed = D.scales[0].blocks[1][0][0].parametrizations.weight.original  # spectral-normed: the raw weight
-    linear = G.fc.weight
-    for weight in (spade_conv.weight, normed, linear):
+    for weight in (spade_conv.weight, G.fc.weight, D.scales[0].blocks[0][0].weight):
         assert weight.std().item() == pytest.approx(xavier_std(weight), rel=0.1)
+    # NVlabs/SPADE moves the networks to the GPU before init_weights, which then misses spectral norm's weight_orig
+    for normed in (D.scales[0].blocks[1][0][0], G.blocks[0].conv_0):
+        raw = normed.parametrizations.weight.original
+        assert raw.std().item() == pytest.approx(torch_default_std(raw), rel=0.1)
+    assert G.blocks[0].conv_0.bias.abs().max() == 0
     assert spade_conv.bias.abs().max() == 0 and G.conv_img.bias.abs().max() == 0
 
 
@@ -270,8 +269,11 @@ def test_unknown_spade_config_lists_the_known_ones():
 @pytest.mark.slow
 @pytest.mark.parametrize("model,image_term", [("spade-seg", "G_vgg"), ("spade-seg-monce", "G_monce")])
 def test_tiny_segmentation_model_overfits_four_images_and_follows_their_segmentation(tmp_path, model, image_term):
-    """~600 steps (5 min on 2 cores): the losses fall and samples generated from a training segmentation
-    reproduce its layout (nearest class colour agreement) far better than another image's layout."""
+    """~600 steps (5 min on 2 quiet cores): the image term falls, and samples generated from a training
+    segmentation (its image as the style) come close to that image, closer than to the other training images, and
+    reproduce its layout (nearest class colour agreement) far better than another image's layout. Feature matching
+    is not checked: it measures D's features of real against fake, a target that moves as D learns (from the
+    official initialisation, D's features start near alike and the term may grow while G improves)."""
     from annotators.labelmaps import load_label_map
     from train.data import ShardLoader, to_device
     from layout_measures import class_colours, layout_agreement
@@ -282,18 +284,35 @@ def test_tiny_segmentation_model_overfits_four_images_and_follows_their_segmenta
     urls = [str(p) for p in write_training_shards(tmp_path / "shards", images=4, per_shard=4)]
     fam = family(model)
     cfg = fam.config("tiny")
+    batch = to_device(next(iter(ShardLoader(urls, cfg.resolution, labels.num_classes, 4, seed=1, shuffle_buffer=1))),
+                      "cpu", labels.num_classes)
+
+    def generate(G):
+        with torch.no_grad():
+            torch.manual_seed(0)
+            return G.eval()({**batch, "style": batch["image"]}, pattern_masks(("seg",), 4))[0]
+
+    def l1(images):
+        return (images - batch["image"]).abs().mean().item()
+
+    torch.manual_seed(0)
+    untrained = l1(generate(fam.networks(cfg, labels.num_classes)[0]))
     spec = RunSpec(tmp_path / "run", urls, urls, labels.num_classes, labels.colours, steps=600, batch_size=4,
                    snapshot_every=600, sample_every=600, shuffle_buffer=8, epoch_batches=10, ema_kimg=0.026)
     records = train(fam, cfg, VGGRelu51(None), spec, progress=False)
-    for term in ("G_feat", image_term):
-        assert sum(r[term] for r in records[-50:]) < sum(r[term] for r in records[:50]), term
+    windows = {term: [round(sum(r[term] for r in records[i:i + 100]) / 100, 3) for i in range(0, 600, 100)]
+               for term in ("G_feat", image_term, "D_hinge")}
     G, _ = fam.networks(cfg, labels.num_classes)
     G.load_state_dict(torch.load(tmp_path / "run" / "network-snapshot-000600.pt", weights_only=True)["G_ema"])
-    batch = to_device(next(iter(ShardLoader(urls, cfg.resolution, labels.num_classes, 4, seed=1, shuffle_buffer=1))),
-                      "cpu", labels.num_classes)
+    generated = generate(G)
+    own, others = l1(generated), l1(generated.roll(1, 0))
     colours = class_colours(batch["image"], batch["seg"])
-    with torch.no_grad():
-        torch.manual_seed(0)
-        generated, _ = G.eval()({**batch, "style": batch["image"]}, pattern_masks(("seg",), 4))
     followed = layout_agreement(generated, batch["seg"], colours)
-    assert followed > layout_agreement(generated, batch["seg"].roll(1, 0), colours) + 0.1
+    shuffled = layout_agreement(generated, batch["seg"].roll(1, 0), colours)
+    print(f"{model}: 100-step means {windows}; L1 to the training images {untrained:.3f} untrained, {own:.3f} "
+          f"trained (to another's image {others:.3f}); layout agreement {followed:.3f} (another's {shuffled:.3f})")
+    assert sum(r[image_term] for r in records[-50:]) < sum(r[image_term] for r in records[:50]), windows
+    # on these 4 images (measured): an all-zero output is at L1 0.33, their mean image at 0.17 from its own image and
+    # from another's alike (the second check fails it), a painting of each class in its mean colour at 0.07 / 0.25
+    assert own < 0.8 * untrained and own < 0.9 * others, (untrained, own, others)
+    assert followed > shuffled + 0.1, (followed, shuffled)

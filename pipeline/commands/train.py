@@ -98,14 +98,17 @@ def _fit(stage, fam, cfg, config_name, section, labels, model, dry_run):
 
     base_run = stage.layout.training(fam.fitted.base)
     snapshot = newest_snapshot(base_run)
-    if snapshot is None:
-        raise click.ClickException(
-            f"{model} is fitted from a trained {fam.fitted.base} run, but {base_run} holds no network-snapshot-*.pt: "
-            f"run `pipeline train --dataset {stage.dataset} --model {fam.fitted.base}` (or `dvc repro "
-            f"train@{fam.fitted.base}`) first")
-    if dry_run:
-        click.echo(f"would fit {model} from {snapshot}")
+    missing = (f"{model} is fitted from a trained {fam.fitted.base} run, but {base_run} holds no "
+               f"network-snapshot-*.pt: run `pipeline train --dataset {stage.dataset} --model {fam.fitted.base}` (or "
+               f"`dvc repro train@{fam.fitted.base}`) first")
+    if dry_run:  # the fit's plan: no training loop, so its settings (train.<model>) stand for steps and schedule
+        click.echo(f"would fit {model} from {snapshot or 'the newest snapshot of ' + str(base_run) + ' (none yet)'}")
+        click.echo(f"fit settings (train.{model}): " + ", ".join(f"{k} {v}" for k, v in section.model_dump().items()))
+        if snapshot is None:
+            click.echo(f"note: {missing}", err=True)
         return
+    if snapshot is None:
+        raise click.ClickException(missing)
     try:
         base = read(snapshot)
         if base is None:

@@ -114,21 +114,19 @@ class ILADE(nn.Module):
 
 class ILADEResBlock(nn.Module):
     """SPADE's residual block with ILADE in place of SPADE: ILADE -> lrelu -> spectral-norm 3x3 conv, twice,
-    middle width min(in, out); an ILADE + 1x1 conv shortcut when the width changes. The convolutions get their
-    spectral norm from `spectral_norm_convs` (after initialisation)."""
+    middle width min(in, out); an ILADE + spectral-norm 1x1 conv shortcut when the width changes."""
 
     def __init__(self, fin: int, fout: int, num_classes: int, noise_dim: int):
         super().__init__()
         mid = min(fin, fout)
-        self.norm_0, self.conv_0 = ILADE(fin, num_classes, noise_dim), nn.Conv2d(fin, mid, 3, padding=1)
-        self.norm_1, self.conv_1 = ILADE(mid, num_classes, noise_dim), nn.Conv2d(mid, fout, 3, padding=1)
+        self.norm_0 = ILADE(fin, num_classes, noise_dim)
+        self.conv_0 = spectral_norm(nn.Conv2d(fin, mid, 3, padding=1))
+        self.norm_1 = ILADE(mid, num_classes, noise_dim)
+        self.conv_1 = spectral_norm(nn.Conv2d(mid, fout, 3, padding=1))
         self.learned_shortcut = fin != fout
         if self.learned_shortcut:
-            self.norm_s, self.conv_s = ILADE(fin, num_classes, noise_dim), nn.Conv2d(fin, fout, 1, bias=False)
-
-    def spectral_norm_convs(self) -> None:
-        for conv in (self.conv_0, self.conv_1, *([self.conv_s] if self.learned_shortcut else [])):
-            spectral_norm(conv)
+            self.norm_s = ILADE(fin, num_classes, noise_dim)
+            self.conv_s = spectral_norm(nn.Conv2d(fin, fout, 1, bias=False))
 
     def forward(self, x, seg, noise):
         shortcut = self.conv_s(self.norm_s(x, seg, noise)) if self.learned_shortcut else x
@@ -162,9 +160,7 @@ class InadeGenerator(nn.Module):
         self.upsample_before = {1, 3, 4, 5, 6} | ({2} if cfg.upsamplings == 6 else set())
         self.conv_img = nn.Conv2d(nf, 3, 3, padding=1)
         self.encoder = NoiseEncoder(cfg)
-        xavier_init(self)
-        for block in self.blocks:  # spectral norm of the initialised weights (its power iteration is costly)
-            block.spectral_norm_convs()
+        xavier_init(self)  # the spectral-normed convolutions keep PyTorch's default weights (spade.xavier_init)
 
     def noise(self, batch: dict, masks: dict | None) -> tuple[torch.Tensor, tuple]:
         """Per-instance noise [B, L, 2, noise_dim]: N(0, I), remapped by the encoder where the style is given

@@ -6,7 +6,8 @@ from ..base import Declaration, VGGTrainParams
 from .spade_config import CONFIGS, MONCE_CONFIGS
 
 # the SPADE family's initialisation (spade.py xavier_init), as the dry run names it
-XAVIER = "Xavier normal, gain 0.02, biases 0 (NVlabs/SPADE --init_type xavier --init_variance 0.02)"
+XAVIER = ("Xavier normal, gain 0.02, on plain convolutions and linear layers; spectral-normed convolutions keep "
+          "PyTorch's default; biases 0 (NVlabs/SPADE --init_type xavier --init_variance 0.02, as it acts on a GPU)")
 
 
 def build(condition: str, monce: bool = False):

@@ -3,7 +3,7 @@ residual blocks, convolutional image encoder (the VAE style path) and multiscale
 facts from NVlabs/SPADE models/networks (generator.py, architecture.py, normalization.py, encoder.py,
 discriminator.py): plain (not equalized) convolutions, spectral norm in the residual blocks, encoder and
 discriminator, parameter-free batch norm inside SPADE, instance norm in encoder and discriminator, leaky ReLU 0.2;
-every network Xavier-initialised as base_network.py init_weights does."""
+every network initialised as base_network.py init_weights does on a GPU (`xavier_init`)."""
 import math
 
 import torch
@@ -193,25 +193,24 @@ class MultiscaleDiscriminator(nn.Module):
 
 
 def xavier_init(module: nn.Module) -> None:
-    """BaseNetwork.init_weights('xavier', 0.02) (models/networks/base_network.py), drawn from torch's global RNG:
-    normal Xavier weights (gain 0.02) and zero biases for every convolution and linear layer (a spectral norm is
-    re-attached to the new weights, so its power iteration starts from them), N(1, 0.02) weights and zero biases
-    for an affine batch norm. Other parameters (INADE's class tensors and instance-aware convolutions) are left
-    as their modules made them."""
-    for m in list(module.modules()):
+    """BaseNetwork.init_weights('xavier', 0.02) (models/networks/base_network.py) as it acts in the official
+    GPU runs, drawn from torch's global RNG: normal Xavier weights (gain 0.02) and zero biases for every plain
+    convolution and linear layer, N(1, 0.02) weights and zero biases for an affine batch norm. A spectral-normed
+    convolution keeps the weights its module was built with (PyTorch's default) and gets a zero bias: the official
+    create_network moves the network to the GPU before init_weights, and torch.nn.utils.spectral_norm's `weight`
+    attribute then still points at the CPU copy of `weight_orig`, so the Xavier draw never reaches the trained
+    weight. Other parameters (INADE's class tensors and instance-aware convolutions) are left as their modules
+    made them."""
+    for m in module.modules():
         if isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, INIT_GAIN)
             nn.init.zeros_(m.bias)
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
-        normed = parametrize.is_parametrized(m, "weight")
-        if normed:
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
-        nn.init.xavier_normal_(m.weight, INIT_GAIN)
+        if not parametrize.is_parametrized(m, "weight"):
+            nn.init.xavier_normal_(m.weight, INIT_GAIN)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-        if normed:
-            spectral_norm(m)
 
 
 def networks(cfg: SPADEConfig, num_classes: int) -> tuple[SPADEGenerator, MultiscaleDiscriminator]:
