@@ -318,5 +318,6 @@ def evaluate_run(stage, model: str, num_images: int | None = None,
     written = write_report(layout.evaluation(model), table, samples=samples, log=snapshot.parent / "log.jsonl",
                            title=f"{model} on {stage.dataset}", random_weights=random_weights, protocol=record)
     written["dvc_metrics"] = write_metrics_json(layout.metrics(model), table, random_weights, record)
-    shutil.rmtree(spilled)  # every process's: the others are done with theirs since the gather
+    if spilled.exists():  # absent when no metric of the run uses Inception's features
+        shutil.rmtree(spilled)  # every process's: the others are done with theirs since the gather
     return written
