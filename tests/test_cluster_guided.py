@@ -11,7 +11,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 from PIL import Image
-from train_shards import write_training_shards
+from train_shards import write_sample_shards
 
 from pipeline.cli import main
 from pipeline.params.train import TrainParams
@@ -159,8 +159,7 @@ def test_the_dry_run_prints_the_fit_settings_even_before_a_poegan_run(tmp_path):
 @pytest.mark.slow
 def test_fitted_on_a_tiny_poegan_run_each_mapper_stays_in_its_cluster_and_is_evaluated(tmp_path):
     data = tmp_path / "data"
-    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36)
-    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36, split="test", seed=1)
+    write_sample_shards(data)
     params = _params(tmp_path)
     for model in ("poegan", "cluster-guided"):
         result = _run("train", "--model", model, "--params", str(params), "--data-dir", str(data))

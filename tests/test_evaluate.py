@@ -16,7 +16,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 from metric_fixtures import write_random_inception
-from train_shards import write_training_shards
+from train_shards import write_sample_shards, write_training_shards
 
 from pipeline.cli import main
 from pipeline.params.stages import EvaluateParams
@@ -55,8 +55,7 @@ def trained(tmp_path_factory):
     """(root, data dir) with train and test shards and a tiny PoE-GAN run of two steps."""
     root = tmp_path_factory.mktemp("evaluate")
     data = root / "data"
-    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36)
-    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36, split="test", seed=1)
+    write_sample_shards(data)
     params = write_params(root / "params.yaml")
     result = run("train", "--params", str(params), "--data-dir", str(data))
     assert result.exit_code == 0, result.output
@@ -172,8 +171,7 @@ def _peak_rss_mb(params: Path, data: Path, images: int, tmp_path: Path) -> float
 def test_evaluation_memory_does_not_grow_with_the_number_of_images(tmp_path_factory):
     root = tmp_path_factory.mktemp("memory")
     data = root / "data"
-    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36)
-    write_training_shards(data / "sample" / "shards", images=32, per_shard=16, short_side=36, split="test", seed=1)
+    write_sample_shards(data, test=32)
     params = write_params(root / "params.yaml", inception_weights="random", metrics=["fid"],
                           conditions=["unconditional"], batch_size=4)
     assert run("train", "--params", str(params), "--data-dir", str(data)).exit_code == 0

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from train_shards import write_training_shards
+from train_shards import write_sample_shards
 
 from pipeline.cli import main
 from pipeline.params import load_params
@@ -46,8 +46,7 @@ def trained(tmp_path_factory):
     """(root, data dir, params) of a PoE-GAN trained two steps with --config tiny on a profile of coco-64."""
     root = tmp_path_factory.mktemp("snapshot-config")
     data = root / "data"
-    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36)
-    write_training_shards(data / "sample" / "shards", images=4, per_shard=4, short_side=36, split="test", seed=1)
+    write_sample_shards(data)
     params = write_params(root / "params.yaml")
     result = run("train", "--params", params, "--data-dir", data, "--dataset", "sample", "--model", "poegan",
                  "--config", "tiny", "--steps", 2, "--allow-cpu")

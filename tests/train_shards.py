@@ -73,3 +73,11 @@ def write_training_shards(shards_dir: Path, images: int = 8, per_shard: int = 4,
                            min(per_shard, images - start), "image_shard": path.name})  # pack's marker
         paths.append(path)
     return paths
+
+
+def write_sample_shards(data: Path, train: int = 4, test: int = 4) -> None:
+    """The `sample` dataset's train and test shards (36 px, 4 samples a shard; the test split drawn with another
+    seed) under the data dir `data`, as a trained run's evaluation reads them."""
+    for split, images, seed in (("train", train, 0), ("test", test, 1)):
+        write_training_shards(data / "sample" / "shards", images=images, per_shard=4, short_side=36, split=split,
+                              seed=seed)
