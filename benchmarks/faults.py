@@ -7,7 +7,8 @@ dir with a fault injected into each stage once:
 
     default   the stage's whole process group (the CLI, its workers, the local Ray it started) is SIGKILLed at a
               seeded random moment (a uniform fraction in [0.05, 0.95] of the reference run's wall time of that
-              stage), then the stage is rerun to the end;
+              stage), then the stage is rerun to the end (train resumes from the newest save the kill left:
+              `train_resume_step`);
     --ray     the stages run on a two-node Ray cluster on this machine (`ray start --head` and `ray start
               --address`, one CPU each, RAY_ADDRESS set for the stage), and the worker node's raylet and every
               process under it are SIGKILLed once a seeded random number of the stage's shards (from one to all but
