@@ -61,9 +61,10 @@ REHEARSAL_N ?= 1000
 rehearsal: install
 	nice -n 10 python benchmarks/rehearsal.py --images $(REHEARSAL_N) $(if $(REHEARSAL_WORK),--work $(REHEARSAL_WORK))
 
-## faults: the fault rehearsal at FAULTS_N raw files (benchmarks/faults.py): ingest, annotate (HED) and pack each
-## SIGKILLed once at a seeded random moment and rerun, then each run on a two-node local Ray cluster whose worker node
-## is killed mid-stage; every output compared by sha256 with an uninterrupted run. Work folder: FAULTS_WORK (default:
+## faults: the fault rehearsal at FAULTS_N raw files (benchmarks/faults.py): ingest, annotate (HED, CLIP), pack, a
+## tiny training and its evaluation each SIGKILLed once at a seeded random moment and rerun, then ingest, annotate and
+## pack each run on a two-node local Ray cluster whose worker node is killed mid-stage; every output compared by
+## sha256 with an uninterrupted run. Work folder: FAULTS_WORK (default:
 ## a new temporary one; the raw files drawn there are kept for the second run and any later one).
 FAULTS_N ?= 1000
 faults: install

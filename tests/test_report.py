@@ -116,3 +116,15 @@ def test_scores_of_random_weight_networks_are_marked_in_the_json_and_where_they_
     write_report(tmp_path, RESULTS)
     assert "†" not in (tmp_path / "report.md").read_text()
     assert not any(k.startswith("random_weights") for k in json.loads((tmp_path / "metrics.json").read_text()))
+
+
+def test_training_curves_are_the_same_for_runs_that_differ_only_in_wall_clock(tmp_path):
+    # a resumed run's log restarts its clock (sec, data_sec): the plot of the same training must not change with it
+    plots = []
+    for run, speed in (("a", 1.0), ("b", 3.7)):
+        log = tmp_path / run / "log.jsonl"
+        log.parent.mkdir()
+        log.write_text("".join(json.dumps({"step": s, "loss_g": 2.0 / s, "sec": speed * s, "data_sec": 0.1 * speed * s})
+                               + "\n" for s in range(1, 6)))
+        plots.append(write_report(tmp_path / run, RESULTS, log=log)["training_curves"].read_bytes())
+    assert plots[0] == plots[1]

@@ -1,6 +1,7 @@
 """The training loop and loss schedule: EMA, lazy R1, exact kill-and-resume, logs, snapshots, sample grids."""
 import copy
 import json
+import random
 from dataclasses import replace
 
 import pytest
@@ -140,6 +141,22 @@ def test_resume_from_training_state_repeats_losses_step_for_step(shards, tmp_pat
                 assert b[key] == value, (a["step"], key)
     logged = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 8))  # the lines of the lost steps were replaced, not duplicated
+
+
+def test_a_run_killed_and_resumed_writes_the_bytes_of_an_uninterrupted_one(shards, tmp_path):
+    # each run is a new process: its Python RNG starts from the OS's entropy, as random.seed(None) gives it
+    random.seed()
+    _train(_spec(tmp_path / "a", shards, 7))
+    run = tmp_path / "b"
+    random.seed()
+    _train(_spec(run, shards, 5))
+    for name in ("training-state-000005.pt", "network-snapshot-000005.pt"):  # killed before step 5's save
+        (run / name).unlink()
+    random.seed()
+    _train(_spec(run, shards, 7))
+    for name in ("network-snapshot-000006.pt", "training-state-000006.pt", "network-snapshot-000007.pt",
+                 "training-state-000007.pt", "samples-000006.png", "samples-000007.png"):
+        assert (run / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
 
 
 def test_mixed_precision_logs_the_steps_its_loss_scaler_skips(shards, tmp_path):

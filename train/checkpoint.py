@@ -9,6 +9,7 @@ leaves at least that; the next prune (after the next save, or when the run resum
 import os
 import random
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -79,6 +80,14 @@ def _steps(run_dir: Path, pattern: re.Pattern) -> set[int]:
     return {int(m[1]) for p in Path(run_dir).iterdir() if (m := pattern.match(p.name))} if run_dir.is_dir() else set()
 
 
+def seed_streams(seed: int) -> None:
+    """Seed the global torch and Python RNGs, the streams `rng_state` saves: left unseeded, Python's would start
+    from the OS's entropy, and two runs of the same params (or a run and its resumed self) would save different
+    training states and draw differently from any code that used it."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+
+
 def rng_state() -> dict:
     """Torch (CPU and this process's CUDA device) and Python RNG states, in types `torch.load(weights_only=True)`
     accepts. Only the current device: a host with fewer GPUs can still load it."""
@@ -98,9 +107,26 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(path: Path, payload: dict) -> None:
-    """torch.save through a temporary file renamed when complete."""
+    """torch.save of the payload's `canonical` form through a temporary file renamed when complete."""
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save(canonical(payload), tmp)
+
+
+def canonical(value):
+    """`value` with its dicts, lists and tuples copied and its strings interned, so that its pickle depends on the
+    values alone: pickle writes an object it meets again as a reference to the first, and a resumed run's optimiser
+    state (keys read from a file, not the literals of the code) would otherwise save to other bytes than an
+    uninterrupted run's. Tensors and other objects are kept; a state dict's attributes (`_metadata`) too."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        copied = type(value)((canonical(k), canonical(v)) for k, v in value.items())
+        if hasattr(value, "__dict__"):
+            copied.__dict__.update(canonical(vars(value)))
+        return copied
+    if type(value) in (list, tuple):
+        return type(value)(canonical(v) for v in value)
+    return value
 
 
 def load(path: Path) -> dict:

@@ -161,7 +161,7 @@ def train(family: ModelFamily, cfg, vgg: torch.nn.Module | None, spec: RunSpec, 
     for module in nets.values():
         _broadcast(module, world)
     loss = family.loss(*nets.values(), vgg, cfg)
-    torch.manual_seed(spec.seed * 1_000_003 + rank + 1)  # then a stream of its own per rank (noise, dropout)
+    checkpoint.seed_streams(spec.seed * 1_000_003 + rank + 1)  # then streams of its own per rank (noise, dropout)
 
     step = 0
     run_dir = spec.run_dir
@@ -278,7 +278,7 @@ def resume_streams(state: dict, rank: int, world: int, loader: ShardLoader, seed
     warnings.warn(f"resuming a run of {saved} process(es) with {world}: data order and noise restart from new "
                   "streams, so the run will not repeat an uninterrupted one exactly")
     loader.load_state_dict({"epoch": max(int(s["epoch"]) for s in state["loader"]) + 1, "batch": 0})
-    torch.manual_seed(seed * 1_000_003 + world * (int(state["step"]) + 1) + rank)
+    checkpoint.seed_streams(seed * 1_000_003 + world * (int(state["step"]) + 1) + rank)
 
 
 def _fixed_conditions(spec: RunSpec, cfg, device) -> dict:

@@ -29,6 +29,9 @@ from .metrics.conditions import CONDITIONS  # noqa: E402
 from .protocol import lines as protocol_lines  # noqa: E402
 
 CONDITION_ORDER = list(CONDITIONS)  # the rows of the supplement's Tables 6 and 7
+# a training log's wall-clock entries (train/loop.py): seconds of the process that trained the step and of its waits
+# for data, which start again at a resume; a record of the run, not a curve of the training
+WALL_CLOCK = ("sec", "data_sec")
 
 
 class ReportError(ValueError):
@@ -90,11 +93,12 @@ def read_log(path: Path) -> list[dict]:
 
 
 def plot_training_curves(path: Path, records: list[dict]) -> Path:
-    """One panel per numeric log entry (losses, lr, ...) against the training step, written as PNG."""
+    """One panel per numeric log entry (losses, lr, ...) against the training step, written as PNG; the wall-clock
+    entries (WALL_CLOCK) are left out, so the same training plots the same however often it was resumed."""
     series: dict[str, list[tuple[int, float]]] = {}
     for record in records:
         for name, value in record.items():
-            if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if name not in ("step", *WALL_CLOCK) and isinstance(value, (int, float)) and not isinstance(value, bool):
                 series.setdefault(name, []).append((record["step"], float(value)))
     if not series:
         raise ReportError(f"training log for {path.name}: no numeric entries besides 'step'")
