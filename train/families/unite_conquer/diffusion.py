@@ -98,8 +98,6 @@ class Diffusion:
         return x.clamp(-1, 1)
 
 
-
-
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL(N(mean1, exp logvar1) || N(mean2, exp logvar2)), elementwise."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
