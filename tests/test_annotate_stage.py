@@ -205,8 +205,8 @@ def test_annotate_is_aligned_identical_across_workers_and_batches_and_packs(clus
     # 2 workers on a 2-CPU Ray must finish, and a 1-CPU task (what a reader needs) must still get scheduled
     # while they run: actors holding every CPU is the ray-project/ray#44687 hang.
     finished, probes = in_background(lambda: annotate(layout, params, "--workers", "2", "--batch-size", "2")), 0
-    # a backstop against a hang, not a speed check: the run takes ~30 s on a quiet 2-core machine and took over 180 s
-    # at load average 7
+    # a backstop against a hang, not a speed check: the probes test the scheduling, and the run took over 180 s at
+    # load average 7
     deadline = time.monotonic() + 900
     while not finished.wait(0.5):
         assert ray.get(one_cpu_task.remote(), timeout=10) == 1
