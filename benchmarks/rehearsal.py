@@ -80,6 +80,11 @@ def defect(index: int) -> str:
     return "picture"
 
 
+def picture_name(index: int) -> str:
+    """The file name of raw file `index` when it is a picture (every fourth a PNG) or an undersized one."""
+    return f"r{index:07d}.{'png' if index % 4 == 3 else 'jpg'}"
+
+
 def draw_files(root: Path, indices: range) -> None:
     """The raw files `indices` that are not duplicates, in the sample's layout under `root` (images/, seg/,
     captions/): drawn landscapes at a fifth of the sample's sizes (every fourth a PNG), each with its labels and
@@ -90,13 +95,14 @@ def draw_files(root: Path, indices: range) -> None:
             continue
         width, height = (48, 36) if kind == "small" else (w // 5 for w in SIZES[index % len(SIZES)])
         drawn = draw_landscape(SEED, index, (width, height))
-        fmt = "PNG" if index % 4 == 3 and kind != "broken" else "JPEG"
+        path = root / "images" / (f"{name}.jpg" if kind == "broken" else picture_name(index))  # a cut JPEG or text
         buffer = io.BytesIO()
-        Image.fromarray(drawn.image).save(buffer, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+        png = path.suffix == ".png"
+        Image.fromarray(drawn.image).save(buffer, "PNG" if png else "JPEG", **({} if png else {"quality": 92}))
         data = buffer.getvalue()
         if kind == "broken":
             data = b"not an image" if index % 100 == 17 else data[:len(data) // 2]
-        (root / "images" / f"{name}.{fmt.lower().replace('jpeg', 'jpg')}").write_bytes(data)
+        path.write_bytes(data)
         Image.fromarray(drawn.labels).save(root / "seg" / f"{name}.png")
         (root / "captions" / f"{name}.txt").write_text(drawn.caption + "\n")
 
@@ -115,7 +121,7 @@ def write_raw(root: Path, count: int, cores: int) -> None:
         list(pool.map(draw_files, [root] * len(range(0, count, step)),
                       [range(i, min(i + step, count)) for i in range(0, count, step)]))
     for index in (i for i in range(count) if defect(i) == "duplicate"):
-        original = next(root.glob(f"images/r{index - 23:07d}.*"))  # a picture: index - 23 is never a defect
+        original = root / "images" / picture_name(index - 23)  # a picture: index - 23 is never a defect
         shutil.copyfile(original, original.with_stem(f"r{index:07d}"))
         for sub, suffix in (("seg", ".png"), ("captions", ".txt")):
             shutil.copyfile(root / sub / f"{original.stem}{suffix}", root / sub / f"r{index:07d}{suffix}")
