@@ -83,12 +83,12 @@ def test_default_dataset_must_be_a_profile(tmp_path):
 
 def test_a_stage_param_a_profile_overrides_is_said_to_change_nothing(tmp_path):
     def edited(raw):
-        raw["annotate"]["sketch"]["resolution"] = 256  # the sample profile overrides it with 512
+        raw["annotate"]["sketch"]["resolution"] = 128  # the sample profile overrides it with 256
 
     result = CliRunner().invoke(main, ["where", "--params", str(write_params(tmp_path, edited))])
     assert result.exit_code == 0
-    assert ("warning: " in result.output and "annotate.sketch.resolution is 256 in the params file, but dataset "
-            "'sample' overrides it with 512" in result.output), result.output
+    assert ("warning: " in result.output and "annotate.sketch.resolution is 128 in the params file, but dataset "
+            "'sample' overrides it with 256" in result.output), result.output
     assert "warning" not in CliRunner().invoke(main, ["where", "--params", str(REPO_PARAMS)]).output
     assert load_params(write_params(tmp_path, edited)).shadowed("landscape") == []  # no override there
 
