@@ -13,8 +13,8 @@ CLI subprocess on one data dir:
                     covering at least 30% of the pixels: every shard's index is built), then stopped
     loader          one epoch of the training loader (train/data.py's ShardLoader, the `tiny` resolution, 2
                     worker processes): as many batches as the train split has samples
-    evaluate        `pipeline evaluate` (FID and KID, random Inception) of the project's own model (`tiny` config) trained two steps
-                    (untimed) on at most `--eval-images` test images
+    evaluate        `pipeline evaluate` (FID and KID, random Inception) of the project's own model (`tiny` config)
+                    trained two steps (untimed) on at most `--eval-images` test images
 
 Per stage it prints wall time, CPU seconds per image (the larger of the driver's children rusage, which counts
 the stage's process and every process it waited for, and the sum of the CPU times of the stage's processes when

@@ -65,11 +65,12 @@ def test_tiny_experts_trained_on_four_images_follow_their_segmentation_and_sketc
     batch = to_device(next(iter(ShardLoader(urls, cfg.resolution, labels.num_classes, 4, seed=1, shuffle_buffer=1))),
                       "cpu", labels.num_classes)
     colours = class_colours(batch["image"], batch["seg"])
-    # every expert at the same W, alone and in the product ("all"), as the paper samples its products (Sec. 4.2: w_i = 5 for every
-    # experiment). Not W/3 each for the same total guidance: DDIM re-derives epsilon from the clipped x_0 (ADM's
-    # ddim_sample), which keeps a strongly guided single expert on the image manifold, and a third of the guidance
-    # spent on the text expert (given another random embedding here, the paper's contradictory-modalities failure
-    # case) leaves the layout experts too little: seg agreement 0.29 against 0.42 at W/3 each, 0.43 at W each
+    # every expert at the same W, alone and in the product ("all"), as the paper samples its products (Sec. 4.2:
+    # w_i = 5 for every experiment). Not W/3 each for the same total guidance: DDIM re-derives epsilon from the clipped
+    # x_0 (ADM's ddim_sample), which keeps a strongly guided single expert on the image manifold, and a third of the
+    # guidance spent on the text expert (given another random embedding here, the paper's contradictory-modalities
+    # failure case) leaves the layout experts too little: seg agreement 0.29 against 0.42 at W/3 each, 0.43 at W
+    # each
     G = _sampler(fam, cfg, W, labels, snapshot)
     scores = {condition: _scores(G, batch, condition, colours) for condition in ("seg", "sketch", "all")}
     means = {c: {k: round(float(v.mean()), 3) for k, v in s.items()} for c, s in scores.items()}
