@@ -119,8 +119,8 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
               shard_map("ray" if use_ray else "processes", workers, partial(set_pil_limits, limits.max_pixels),
                         ray_address, reserve_cpus) as run):
             table = scan(listing, scanned, previous_hashes(layout.manifest, layout.rejects), run, limits, progress)
-            plan = make_plan(table, test_size, limits.shard_size)
             rows = ScanRows(table)
+            plan = make_plan(rows, test_size, limits.shard_size)
             planned += [layout.images / shard.name for shard in plan.shards]
             keep_only(layout.images, {shard.name for shard in plan.shards})
             written: list[str] = []

@@ -98,20 +98,24 @@ class ScanRows:
     collection)."""
 
     def __init__(self, table: pa.Table):
+        self.schema = table.schema
         self.batches = table.to_batches()
         self.starts = np.cumsum([0, *(batch.num_rows for batch in self.batches)])
 
+    def table(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
+        """The `columns` of the table's `rows` (row numbers), in their order."""
+        rows = np.asarray(rows, np.int64)
+        chunk = np.searchsorted(self.starts, rows, side="right") - 1
+        by_chunk = np.argsort(chunk, kind="stable")
+        bounds = np.searchsorted(chunk[by_chunk], np.arange(len(self.batches) + 1))
+        parts = [self.batches[index].select(columns).take(pa.array(rows[by_chunk[start:stop]] - self.starts[index]))
+                 for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])) if stop > start]
+        taken = pa.Table.from_batches(parts, pa.schema([self.schema.field(name) for name in columns]))
+        return taken.take(pa.array(np.argsort(by_chunk)))
+
     def take(self, rows: pa.Array, columns: list[str]) -> list[dict]:
         """The `columns` of the table's `rows`, in their order, as Python dicts."""
-        rows = rows.to_numpy()
-        chunk = np.searchsorted(self.starts, rows, side="right") - 1
-        out: list = [None] * len(rows)
-        for index in np.unique(chunk):
-            where = np.flatnonzero(chunk == index)
-            part = self.batches[index].select(columns).take(pa.array(rows[where] - self.starts[index]))
-            for position, row in zip(where.tolist(), part.to_pylist()):
-                out[position] = row
-        return out
+        return self.table(rows.to_numpy(), columns).to_pylist()
 
 
 def open_table(path: Path) -> pa.Table:
