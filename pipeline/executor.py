@@ -6,7 +6,9 @@ and not yet taken, so the driver never holds more than that window of jobs:
 
 - `threads`: a thread pool of this process (pack: its writes and fsync release the GIL, and forking a process that
   has imported torch costs more than a shard);
-- `processes`: a pool of local processes (ingest: decoding holds the GIL), each running `setup` once;
+- `processes`: a pool of local processes (ingest: decoding holds the GIL), each running `setup` once; they start
+  from a fresh server process, not forked from this one, whose heap by then grows with the collection and which
+  each forked worker would hold a copy of;
 - `ray`: tasks of one CPU each, spread over the nodes of the cluster `cluster_address` names (a local Ray without
   one), each running `setup` first; a task whose worker or node is lost is retried by Ray. `workers` 0 is the
   cluster's CPUs less `reserve_cpus`, and no task is queued beyond `workers`: Ray would start a queued one on a
@@ -19,6 +21,7 @@ stops the map (the jobs not started are cancelled) and is raised as the job rais
 `actor_pool(spawn, size)` is the stateful executor (annotate: a model set up once per actor): Ray actors that take
 one shard at a time, a dead one replaced and its shard redone (`ray_runtime.ActorPool`).
 """
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -72,7 +75,7 @@ def shard_map(where: str, workers: int = 0, setup: Callable[[], None] | None = N
         yield lambda fn, jobs, ordered=False: map(fn, jobs)
         return
     with (ThreadPoolExecutor(workers, thread_name_prefix="shard") if where == "threads" else
-          ProcessPoolExecutor(workers, initializer=setup)) as pool:
+          ProcessPoolExecutor(workers, multiprocessing.get_context("forkserver"), initializer=setup)) as pool:
         yield lambda fn, jobs, ordered=False: _windowed(
             lambda job: pool.submit(fn, job), lambda futures: next(iter(wait(futures, return_when=FIRST_COMPLETED)[0])),
             lambda future: future.result(), lambda future: future.cancel(), jobs, IN_FLIGHT_PER_WORKER * workers,

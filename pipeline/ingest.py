@@ -27,7 +27,7 @@ from .executor import shard_map
 from .imageio import Rejected, encode_png, fit_labels, fit_sketch, pil_limits, set_pil_limits, store_jpeg
 from .ingest_plan import KEY_HEX, REJECTS_SCHEMA, Plan, PlannedShard, make_plan, test_count
 from .rate import per_image
-from .ingest_scan import ScanRows, open_table, previous_hashes, read_image, scan, write_listing
+from .ingest_scan import MappedTable, ScanRows, previous_hashes, read_image, scan, write_listing
 from shardio.layout import Layout
 from .params.datasets import SourceParams
 from .params.stages import IngestParams
@@ -112,14 +112,14 @@ def ingest(layout: Layout, limits: IngestParams, source: SourceParams, test_size
     try:
         listed = write_listing(list_items(source.kind, layout.source(source.path)), listing, header_limits)
         # duplicates only make it fewer: a test_size taking them all is refused before any image is read
-        test_count(pc.sum(pc.equal(open_table(listing)["split"], "")).as_py() or 0, test_size)
+        test_count(pc.sum(pc.equal(MappedTable(listing).table["split"], "")).as_py() or 0, test_size)
         planned: list[Path] = []  # the shards, once planned: what a full disk's estimate counts
         with (reporting_full_disk(layout.images, planned, f"pipeline ingest --dataset {layout.dataset}"),
               pil_limits(limits.max_pixels),  # for jobs run in this process; `setup` sets it in workers
               shard_map("ray" if use_ray else "processes", workers, partial(set_pil_limits, limits.max_pixels),
                         ray_address, reserve_cpus) as run):
-            table = scan(listing, scanned, previous_hashes(layout.manifest, layout.rejects), run, limits, progress)
-            rows = ScanRows(table)
+            rows = ScanRows(scan(listing, scanned, previous_hashes(layout.manifest, layout.rejects), run, limits,
+                                 progress))
             plan = make_plan(rows, test_size, limits.shard_size)
             planned += [layout.images / shard.name for shard in plan.shards]
             keep_only(layout.images, {shard.name for shard in plan.shards})

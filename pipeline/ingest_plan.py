@@ -72,7 +72,7 @@ def make_plan(scan: ScanRows, test_size: float, shard_size: int) -> Plan:
     duplicates = scan.table(copies, ["source", "sha256", "stamp", "provided_sha"])
     duplicates = duplicates.append_column("reason", pa.repeat(pa.scalar("duplicate"), len(copies))) \
                            .append_column("detail", scan.table(keepers, ["source"])["source"])
-    turned_away = pa.Table.from_batches([batch.filter(pc.is_null(batch["sha256"])) for batch in scan.batches],
+    turned_away = pa.Table.from_batches([batch.filter(pc.is_null(batch["sha256"])) for batch in scan.each_batch()],
                                         scan.schema).select(REJECTS_SCHEMA.names)
     rejects = pa.concat_tables([turned_away.cast(REJECTS_SCHEMA), duplicates.select(REJECTS_SCHEMA.names)
                                 .cast(REJECTS_SCHEMA)])
@@ -91,7 +91,7 @@ def _accepted(scan: ScanRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     """The row numbers of the scan's accepted images (those with a sha256), in scan order; their keys as two
     integers, whose order is the keys' hex order; their splits as indices into the split names; those names."""
     rows, high, low, split, names = [], [], [], [], {}
-    for batch, start in zip(scan.batches, scan.starts.tolist()):
+    for batch, start in zip(scan.each_batch(), scan.starts.tolist()):
         valid = pc.is_valid(batch["sha256"])
         rows.append(start + np.flatnonzero(valid.to_numpy(zero_copy_only=False)))
         batch = batch.filter(valid)

@@ -6,6 +6,7 @@ An entry whose stamp (its item, the size and modification time of its files, the
 `sources.item_stamp`) equals the stamp the previous run recorded for it in manifest.parquet or rejects.parquet is
 not read again: its hashes, or its header's verdict, come from there."""
 import hashlib
+import mmap
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -92,15 +93,37 @@ def _flush(writer, rows: list[tuple], schema: pa.Schema) -> int:
     return count
 
 
-class ScanRows:
-    """Rows of a memory-mapped table by row number, taken chunk by chunk: Arrow's Table.take first concatenates
-    each chunked column whole (a copy of the column per call: per shard, memory and CPU that grow with the
-    collection)."""
+class MappedTable:
+    """An Arrow IPC file mapped read-only (`table`): its columns are paged in as they are read, and `release()`
+    lets go of the pages read so far (they stay in the page cache and are read again on the next access), so the
+    process's resident memory does not grow with the file."""
 
-    def __init__(self, table: pa.Table):
-        self.schema = table.schema
-        self.batches = table.to_batches()
+    def __init__(self, path: Path):
+        with open(path, "rb") as file:
+            self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.table = pa.ipc.open_file(pa.py_buffer(self._map)).read_all()
+
+    def release(self) -> None:
+        """Drop this process's mapping of the pages read so far (Python objects made from them are copies)."""
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+
+class ScanRows:
+    """Rows of a mapped table by row number, taken chunk by chunk (Arrow's Table.take first concatenates each
+    chunked column whole: a copy of the column per call, memory and CPU that grow with the collection), the pages
+    read let go after each call."""
+
+    def __init__(self, mapped: MappedTable):
+        self.mapped, self.schema = mapped, mapped.table.schema
+        self.batches = mapped.table.to_batches()
         self.starts = np.cumsum([0, *(batch.num_rows for batch in self.batches)])
+
+    def each_batch(self) -> Iterator[pa.RecordBatch]:
+        """The batches in order, each let go once the next is asked for."""
+        for batch in self.batches:
+            yield batch
+            self.mapped.release()
 
     def table(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
         """The `columns` of the table's `rows` (row numbers), in their order."""
@@ -111,16 +134,13 @@ class ScanRows:
         parts = [self.batches[index].select(columns).take(pa.array(rows[by_chunk[start:stop]] - self.starts[index]))
                  for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])) if stop > start]
         taken = pa.Table.from_batches(parts, pa.schema([self.schema.field(name) for name in columns]))
-        return taken.take(pa.array(np.argsort(by_chunk)))
+        taken = taken.take(pa.array(np.argsort(by_chunk)))
+        self.mapped.release()
+        return taken
 
     def take(self, rows: pa.Array, columns: list[str]) -> list[dict]:
         """The `columns` of the table's `rows`, in their order, as Python dicts."""
         return self.table(rows.to_numpy(), columns).to_pylist()
-
-
-def open_table(path: Path) -> pa.Table:
-    """An Arrow IPC file, memory-mapped: columns are paged in from disk as they are read."""
-    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
 def previous_hashes(manifest: Path, rejects: Path) -> pa.Table:
@@ -146,6 +166,8 @@ def previous_hashes(manifest: Path, rejects: Path) -> pa.Table:
 def known_hashes(listing: pa.Table, previous: pa.Table) -> pa.Table:
     """For every listing row, in order, the previous run's hashes and verdict under the same source and stamp
     (nulls where there are none)."""
+    if not len(previous):  # a first run: nothing to join
+        return pa.table({name: pa.nulls(len(listing), kind) for name, kind in HASHES})
     rows = pa.table({"source": listing["source"], "stamp": listing["stamp"],
                      "row": pa.array(np.arange(len(listing), dtype=np.int64))})
     joined = rows.join(previous, keys=["source", "stamp"], join_type="left outer").sort_by("row")
@@ -156,11 +178,12 @@ def known_hashes(listing: pa.Table, previous: pa.Table) -> pa.Table:
 
 
 def scan(listing_path: Path, scan_path: Path, previous: pa.Table, run: Callable[..., Iterator],
-         limits: IngestParams, progress: bool) -> pa.Table:
+         limits: IngestParams, progress: bool) -> MappedTable:
     """Hash and header-check every listed image that `previous` does not answer for, on `run` (an
     `executor.shard_map`), and write the listing with its hashes and verdicts (SCAN_SCHEMA, listing order) to
-    `scan_path`; returns it memory-mapped."""
-    listing = open_table(listing_path)
+    `scan_path`; returns it mapped."""
+    mapped = MappedTable(listing_path)
+    listing = mapped.table
     known = known_hashes(listing, previous)
     todo = pc.and_(pc.is_null(listing["reason"]), pc.and_(pc.is_null(known["sha256"]), pc.is_null(known["reason"])))
     results = iter(run(partial(scan_chunk, limits=limits), _jobs(listing, todo), ordered=True))
@@ -185,7 +208,8 @@ def scan(listing_path: Path, scan_path: Path, previous: pa.Table, run: Callable[
             arrays = [part[f.name].combine_chunks() for f in LISTING_SCHEMA if f.name not in ("reason", "detail")]
             writer.write_batch(pa.record_batch([*arrays, *(pa.array(columns[n], t) for n, t in HASHES)],
                                                schema=SCAN_SCHEMA))
-    return open_table(scan_path)
+            mapped.release()
+    return MappedTable(scan_path)
 
 
 def _jobs(listing: pa.Table, todo: pa.Array) -> Iterator[tuple[list[int], list[str]]]:
