@@ -31,6 +31,7 @@ stage's ratio to its floor.
     ... --resume-at pack [--no-clip]   # again from pack on that run's data dir (--no-clip: HED only, no loader
                                        # or evaluate)
     .venv/bin/python benchmarks/rehearsal.py --quick   # 40 files, ingest + pack + browse: checks that it works
+    ... --stop-after ingest                            # the first stages only
 """
 import argparse
 import io
@@ -308,6 +309,7 @@ def main() -> None:
     parser.add_argument("--no-clip", action="store_true", help="HED only: no CLIP, and so no loader or evaluate")
     parser.add_argument("--resume-at", choices=STAGES, help="keep the data dir of an earlier run at the same N and "
                         "run from this stage on (the stages before it are neither run nor printed)")
+    parser.add_argument("--stop-after", choices=STAGES, help="run no stage after this one")
     parser.add_argument("--epoch-of", type=Path, help=argparse.SUPPRESS)  # the loader stage's own process
     parser.add_argument("--batches", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -352,7 +354,8 @@ def run_stages(args, data: Path, params_file: Path, annotators: list[str], basel
     params, images, ratios = load_params(params_file).for_dataset(DATASET), data / DATASET / "images", {}
     raw = sorted((data / "raw" / DATASET / "images").iterdir())
 
-    skipped = STAGES[:STAGES.index(args.resume_at)] if args.resume_at else ()
+    skipped = (STAGES[:STAGES.index(args.resume_at)] if args.resume_at else ()) + \
+        (STAGES[STAGES.index(args.stop_after) + 1:] if args.stop_after else ())
 
     def stage(name: str, command: list[str], count_of) -> Measured | None:
         if name in skipped:
@@ -385,6 +388,8 @@ def run_stages(args, data: Path, params_file: Path, annotators: list[str], basel
     train = count_samples(images, "train-*")
     stage("loader", [sys.executable, str(Path(__file__)), "--epoch-of", str(data / DATASET / "shards"),
                      "--batches", str(train // 32)], lambda: train // 32 * 32)
+    if "evaluate" in skipped:
+        return ratios
     with Measured(cli(["train", "--model", MODEL], data, params_file), data):
         pass  # the evaluated model only has to exist: untimed
     tests = min(args.eval_images, count_samples(images, "test-*"))
