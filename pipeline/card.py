@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from annotators.labelmaps import IGNORE, load_label_map
@@ -22,21 +23,25 @@ def reject_reasons(rejects: Path) -> dict[str, int]:
     """Count of rejected images per reason ({} when ingest rejected nothing or wrote no file)."""
     if not rejects.exists():
         return {}
-    table = pq.read_table(rejects)
-    if "reason" not in table.column_names:
-        raise ValueError(f"{rejects}: no `reason` column (columns: {', '.join(table.column_names)})")
-    return dict(sorted(Counter(table.column("reason").to_pylist()).items()))
+    names = pq.read_schema(rejects).names
+    if "reason" not in names:
+        raise ValueError(f"{rejects}: no `reason` column (columns: {', '.join(names)})")
+    counts = pc.value_counts(pq.read_table(rejects, columns=["reason"])["reason"])  # one column: memory of reasons
+    return dict(sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
 
 
 def build_card(layout: Layout, label_map: str) -> dict:
     """The card of a packed dataset: its training shards, one per image shard now on disk (never a shard an
-    earlier plan left); an unpacked one is an error saying to run `pipeline pack`."""
-    stats = [read_stats(layout.shards / image_shard.name) for image_shard in image_shards(layout)]
-    if not stats or None in stats:
-        raise FileNotFoundError(f"{layout.shards}: training shards missing or unfinished; run `pipeline pack`")
-    splits, present, annotators, computed_on = Counter(), Counter(), {}, {}
+    earlier plan left); an unpacked one is an error saying to run `pipeline pack`. One shard's stats are read at a
+    time."""
+    missing = FileNotFoundError(f"{layout.shards}: training shards missing or unfinished; run `pipeline pack`")
+    splits, present, annotators, computed_on, shards = Counter(), Counter(), {}, {}, 0
     pixels, images = np.zeros(256, np.int64), np.zeros(256, np.int64)
-    for s in stats:
+    for image_shard in image_shards(layout):
+        s = read_stats(layout.shards / image_shard.name)
+        if s is None:
+            raise missing
+        shards += 1
         splits.update(s["splits"])
         present.update(s["present"])
         pixels += np.asarray(s["class_pixels"], np.int64)
@@ -46,6 +51,8 @@ def build_card(layout: Layout, label_map: str) -> dict:
             if record:
                 where = " ".join(record[key] for key in ("device", "gpu", "precision") if key in record)
                 computed_on.setdefault(name, Counter())[where] += 1
+    if not shards:
+        raise missing
     total = sum(splits.values())
     labels = load_label_map(label_map)
     labelled = max(1, int(pixels.sum() - pixels[IGNORE]))
@@ -56,7 +63,7 @@ def build_card(layout: Layout, label_map: str) -> dict:
     return {
         "dataset": layout.dataset,
         "samples": total,
-        "shards": len(stats),
+        "shards": shards,
         "splits": dict(sorted(splits.items())),
         "coverage": {name: {"samples": present[name], "missing": total - present[name],
                             "fraction": present[name] / total if total else 0.0} for name in sorted(present)},
