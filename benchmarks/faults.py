@@ -27,6 +27,7 @@ evaluation's metrics, report and plots, must be byte-identical. Every differing 
 exit status is 1. The last line is the share of outputs identical (outside those run records).
 
     nice -n 10 .venv/bin/python benchmarks/faults.py --images 1000 --work /tmp/faults [--ray]
+    ... --images 10000 --annotators sketch --sketch-resolution 32   # HED alone: no CLIP, train or evaluate
     .venv/bin/python benchmarks/faults.py --quick   # 40 files, ingest and pack: checks that it works
 
 Threads: set OMP_NUM_THREADS (e.g. 1) on a shared machine; both runs use the same setting.
@@ -286,9 +287,11 @@ def main() -> int:
     parser.add_argument("--snapshot-every", type=int, default=4, help="steps between the training's saves")
     parser.add_argument("--eval-images", type=int, default=32, help="test images evaluated (--num-images)")
     parser.add_argument("--no-annotate", action="store_true", help="ingest and pack only")
+    parser.add_argument("--annotators", nargs="+", choices=ANNOTATORS, default=list(ANNOTATORS),
+                        help="annotate stages run (without clip: no train or evaluate, which read clip.npy)")
     parser.add_argument("--quick", action="store_true", help="40 files, ingest and pack only")
     args = parser.parse_args()
-    annotators = [] if args.quick or args.no_annotate else list(ANNOTATORS)
+    annotators = [] if args.quick or args.no_annotate else [name for name in ANNOTATORS if name in args.annotators]
     if args.quick:
         args.images, args.shard_size = 40, 4
     rng = random.Random(args.seed)
