@@ -54,7 +54,7 @@ def test_count(unsplit: int, test_size: float) -> int:
 
 def make_plan(scan: ScanRows, test_size: float, shard_size: int) -> Plan:
     """Deduplicate, split and shard the scan (SCAN_SCHEMA rows); the same scan always gives the same plan."""
-    rows, high, low, split, names = _accepted(scan)
+    rows, high, low, split, names, turned_away = _read(scan)
     order = np.lexsort((rows, low, high))
     rows, high, low, split = rows[order], high[order], low[order], split[order]
     first = np.ones(len(rows), bool)
@@ -72,9 +72,7 @@ def make_plan(scan: ScanRows, test_size: float, shard_size: int) -> Plan:
     duplicates = scan.table(copies, ["source", "sha256", "stamp", "provided_sha"])
     duplicates = duplicates.append_column("reason", pa.repeat(pa.scalar("duplicate"), len(copies))) \
                            .append_column("detail", scan.table(keepers, ["source"])["source"])
-    turned_away = pa.Table.from_batches([batch.filter(pc.is_null(batch["sha256"])) for batch in scan.each_batch()],
-                                        scan.schema).select(REJECTS_SCHEMA.names)
-    rejects = pa.concat_tables([turned_away.cast(REJECTS_SCHEMA), duplicates.select(REJECTS_SCHEMA.names)
+    rejects = pa.concat_tables([turned_away, duplicates.select(REJECTS_SCHEMA.names)
                                 .cast(REJECTS_SCHEMA)])
     values, final = _splits(kept_split, names, test_size)
     order = np.argsort(final, kind="stable")  # kept is in key order: each split's keys stay in key order
@@ -87,13 +85,15 @@ def make_plan(scan: ScanRows, test_size: float, shard_size: int) -> Plan:
     return Plan(order=pa.array(kept[order]), shards=shards, rejects=rejects)
 
 
-def _accepted(scan: ScanRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """The row numbers of the scan's accepted images (those with a sha256), in scan order; their keys as two
-    integers, whose order is the keys' hex order; their splits as indices into the split names; those names."""
-    rows, high, low, split, names = [], [], [], [], {}
+def _read(scan: ScanRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], pa.Table]:
+    """In one pass over the scan: the row numbers of its accepted images (those with a sha256), in scan order;
+    their keys as two integers, whose order is the keys' hex order; their splits as indices into the split names;
+    those names; and the rows turned away before hashing (REJECTS_SCHEMA)."""
+    rows, high, low, split, names, turned_away = [], [], [], [], {}, []
     for batch, start in zip(scan.each_batch(), scan.starts.tolist()):
         valid = pc.is_valid(batch["sha256"])
         rows.append(start + np.flatnonzero(valid.to_numpy(zero_copy_only=False)))
+        turned_away.append(batch.filter(pc.invert(valid)))
         batch = batch.filter(valid)
         key = pc.utf8_slice_codeunits(batch["sha256"], 0, KEY_HEX).cast(pa.binary(KEY_HEX))
         hex_digits = key.buffers()[1].to_pybytes()[key.offset * KEY_HEX:(key.offset + len(key)) * KEY_HEX]
@@ -105,7 +105,8 @@ def _accepted(scan: ScanRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         split.append(code[encoded.indices.to_numpy(zero_copy_only=False)])
     joined = [np.concatenate(parts) if parts else np.zeros(0, dtype) for parts, dtype in
               ((rows, np.int64), (high, np.uint64), (low, np.uint32), (split, np.int32))]
-    return *joined, list(names)
+    rejects = pa.Table.from_batches(turned_away, scan.schema).select(REJECTS_SCHEMA.names).cast(REJECTS_SCHEMA)
+    return *joined, list(names), rejects
 
 
 def _splits(split: np.ndarray, names: list[str], test_size: float) -> tuple[list[str], np.ndarray]:
