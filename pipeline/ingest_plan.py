@@ -93,7 +93,7 @@ def _read(scan: ScanRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     for batch, start in zip(scan.each_batch(), scan.starts.tolist()):
         valid = pc.is_valid(batch["sha256"])
         rows.append(start + np.flatnonzero(valid.to_numpy(zero_copy_only=False)))
-        turned_away.append(batch.filter(pc.invert(valid)))
+        turned_away.append(batch.filter(pc.invert(valid)).select(REJECTS_SCHEMA.names).cast(REJECTS_SCHEMA))
         batch = batch.filter(valid)
         key = pc.utf8_slice_codeunits(batch["sha256"], 0, KEY_HEX).cast(pa.binary(KEY_HEX))
         hex_digits = key.buffers()[1].to_pybytes()[key.offset * KEY_HEX:(key.offset + len(key)) * KEY_HEX]
@@ -105,8 +105,7 @@ def _read(scan: ScanRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
         split.append(code[encoded.indices.to_numpy(zero_copy_only=False)])
     joined = [np.concatenate(parts) if parts else np.zeros(0, dtype) for parts, dtype in
               ((rows, np.int64), (high, np.uint64), (low, np.uint32), (split, np.int32))]
-    rejects = pa.Table.from_batches(turned_away, scan.schema).select(REJECTS_SCHEMA.names).cast(REJECTS_SCHEMA)
-    return *joined, list(names), rejects
+    return *joined, list(names), pa.Table.from_batches(turned_away, REJECTS_SCHEMA)
 
 
 def _splits(split: np.ndarray, names: list[str], test_size: float) -> tuple[list[str], np.ndarray]:
